@@ -1,0 +1,384 @@
+/*
+ * twine/sync.h — blocking primitives for threads: Python's threading module in C.
+ *
+ * Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition and Barrier, with
+ * Python's semantics, plus guards that release a lock on every way out of a
+ * block. Every object here is allocated by the caller, is valid when all-zero
+ * (or from its TW_*_INIT initializer), never allocates, and may be used from
+ * any thread. None needs a destroy call: an object nobody waits on can simply
+ * be forgotten.
+ *
+ *     static tw_lock lock = TW_LOCK_INIT;
+ *     static long counter;
+ *
+ *     void bump(void)
+ *     {
+ *         TW_WITH(&lock) {              // released on every exit from the block:
+ *             if (counter < 0)          // return, break, goto or falling off
+ *                 return;
+ *             counter++;
+ *         }
+ *     }
+ *
+ *     // producer/consumer over a Condition that uses the lock above
+ *     static tw_cond ready = TW_COND_INIT_LOCK(&lock);
+ *     TW_WITH(&ready) {
+ *         while (queue_empty())
+ *             tw_cond_wait(&ready);     // releases the lock, sleeps, re-takes it
+ *         take_item();
+ *     }
+ *
+ * Waiting. Every blocking operation has three forms: the plain call blocks,
+ * *_try_* never blocks (TW_EBUSY when it would have), and *_timeout takes a
+ * relative timeout in seconds (negative = forever, 0 = do not block, NaN =
+ * TW_EINVAL) and returns TW_ETIMEDOUT when it expires. The timeout is measured
+ * on the monotonic clock as an absolute deadline: a timeout never returns
+ * before the time asked, and spurious wake-ups never stretch it.
+ *
+ * Errors. Releasing what is not held is TW_EPERM and changes nothing; a NULL
+ * object is TW_EINVAL. The only operation that can wait and then fail for
+ * another reason is a Barrier wait (TW_EBROKEN).
+ *
+ * Cost. The uncontended Lock acquire and release are one atomic instruction
+ * each, inlined here; a release only enters the kernel when a thread is
+ * parked. docs/sync.md describes each state word and its memory orders.
+ */
+#ifndef TWINE_SYNC_H
+#define TWINE_SYNC_H
+
+#include "base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== Lock ================================================================
+ * A mutual-exclusion lock in one 32-bit word. Not recursive: a thread that
+ * acquires a Lock it already holds waits forever (use tw_rlock). Like
+ * Python's Lock, any thread may release it, not only the one that took it.
+ * Unfair: a newcomer may take a just-released lock before a parked waiter. */
+typedef struct tw_lock {
+    uint32_t word; /* 0 = unlocked, 1 = locked, 2 = locked and threads may be parked */
+} tw_lock;
+
+#define TW_LOCK_INIT {0}
+
+TW_API int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline);
+TW_API int tw__lock_release_slow(tw_lock *l, uint32_t old);
+
+static inline void tw_lock_init(tw_lock *l)
+{
+    if (l)
+        __atomic_store_n(&l->word, 0, __ATOMIC_RELAXED);
+}
+
+/* Blocks until the lock is held. 0, or TW_EINVAL for NULL. */
+static inline int tw_lock_acquire(tw_lock *l)
+{
+    uint32_t unlocked = 0;
+    /* acquire: pairs with the release exchange in tw_lock_release. */
+    if (l && __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_RELAXED))
+        return 0;
+    return tw__lock_acquire_slow(l, TW_DEADLINE_NEVER);
+}
+
+/* Takes the lock if it is free: 0, or TW_EBUSY. Never blocks. */
+static inline int tw_lock_try_acquire(tw_lock *l)
+{
+    uint32_t unlocked = 0;
+    if (!l)
+        return TW_EINVAL;
+    return __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                       __ATOMIC_RELAXED)
+               ? 0
+               : TW_EBUSY;
+}
+
+/* 0, TW_ETIMEDOUT, or TW_EINVAL (NULL lock, NaN timeout). */
+TW_API int tw_lock_acquire_timeout(tw_lock *l, double timeout);
+
+/* 0; TW_EPERM if the lock was not held (nothing changes); TW_EINVAL for NULL. */
+static inline int tw_lock_release(tw_lock *l)
+{
+    uint32_t old;
+    if (!l)
+        return TW_EINVAL;
+    /* release: pairs with the acquiring CAS/exchange. Exchanging 0 into an
+     * unlocked word is a no-op, so the TW_EPERM case leaves it untouched. */
+    old = __atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE);
+    if (old == 1)
+        return 0;
+    return tw__lock_release_slow(l, old);
+}
+
+/* Whether some thread holds the lock (a snapshot). */
+static inline bool tw_lock_locked(const tw_lock *l)
+{
+    return l && __atomic_load_n(&l->word, __ATOMIC_RELAXED) != 0;
+}
+
+/* Runs fn(arg) holding the lock and releases it however fn returns.
+ * Returns fn's result, or TW_EINVAL without calling fn (NULL lock or fn). */
+TW_API int tw_lock_run(tw_lock *l, int (*fn)(void *arg), void *arg);
+
+/* ==== RLock ===============================================================
+ * A reentrant lock: the owning thread may acquire it again, and must release
+ * it as many times. Only the owner may release (else TW_EPERM). 12 bytes. */
+typedef struct tw_rlock {
+    tw_lock lock;   /* held while owned */
+    uint32_t owner; /* twine thread id of the owner, 0 when free */
+    uint32_t count; /* recursion depth; read and written by the owner only */
+} tw_rlock;
+
+#define TW_RLOCK_INIT {TW_LOCK_INIT, 0, 0}
+
+TW_API void tw_rlock_init(tw_rlock *r);
+TW_API int tw_rlock_acquire(tw_rlock *r);
+TW_API int tw_rlock_try_acquire(tw_rlock *r);
+TW_API int tw_rlock_acquire_timeout(tw_rlock *r, double timeout);
+/* 0, or TW_EPERM if the calling thread does not own it. At depth UINT32_MAX a
+ * further acquire returns TW_EOVERFLOW. */
+TW_API int tw_rlock_release(tw_rlock *r);
+/* Whether the calling thread owns it. */
+TW_API bool tw_rlock_is_owned(const tw_rlock *r);
+/* The calling thread's recursion depth: 0 unless it owns the lock. */
+TW_API uint32_t tw_rlock_count(const tw_rlock *r);
+/* Whether any thread owns it (a snapshot). */
+TW_API bool tw_rlock_locked(const tw_rlock *r);
+TW_API int tw_rlock_run(tw_rlock *r, int (*fn)(void *arg), void *arg);
+
+/* ==== Semaphore ===========================================================
+ * A counter of available tokens. acquire takes one (waiting while there are
+ * none); release(n) gives n back and wakes up to n waiters. The value is at
+ * most TW_SEM_VALUE_MAX. A zeroed semaphore has value 0. 8 bytes. */
+typedef struct tw_sem {
+    uint32_t value;   /* available tokens; the futex word waiters sleep on */
+    uint32_t waiters; /* threads inside the slow path; release wakes only if > 0 */
+} tw_sem;
+
+#define TW_SEM_VALUE_MAX 0x7fffffffu
+#define TW_SEM_INIT(v) {(v), 0}
+
+TW_API int tw__sem_acquire_slow(tw_sem *s, tw_deadline deadline);
+
+/* 0, or TW_EINVAL (NULL, value > TW_SEM_VALUE_MAX). Only on an unused semaphore. */
+TW_API int tw_sem_init(tw_sem *s, uint32_t value);
+
+static inline int tw_sem_try_acquire(tw_sem *s)
+{
+    uint32_t v;
+    if (!s)
+        return TW_EINVAL;
+    v = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
+    while (v > 0) {
+        /* acquire: pairs with the release add in tw_sem_release. */
+        if (__atomic_compare_exchange_n(&s->value, &v, v - 1, true, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            return 0;
+    }
+    return TW_EBUSY;
+}
+
+static inline int tw_sem_acquire(tw_sem *s)
+{
+    if (tw_sem_try_acquire(s) == 0)
+        return 0;
+    return tw__sem_acquire_slow(s, TW_DEADLINE_NEVER);
+}
+
+TW_API int tw_sem_acquire_timeout(tw_sem *s, double timeout);
+/* Adds n tokens (n >= 1, else TW_EINVAL) and wakes up to n waiters.
+ * TW_EOVERFLOW if the value would pass TW_SEM_VALUE_MAX; nothing changes. */
+TW_API int tw_sem_release(tw_sem *s, uint32_t n);
+TW_API uint32_t tw_sem_value(const tw_sem *s);
+TW_API int tw_sem_run(tw_sem *s, int (*fn)(void *arg), void *arg);
+
+/* ==== BoundedSemaphore ====================================================
+ * A semaphore that refuses to be released above its initial value: such a
+ * release returns TW_EOVERFLOW and leaves the value as it was — the bug of
+ * releasing more often than acquiring is caught where it happens. */
+typedef struct tw_bsem {
+    tw_sem sem;
+    uint32_t limit; /* the initial value; releases never raise the value above it */
+} tw_bsem;
+
+#define TW_BSEM_INIT(v) {TW_SEM_INIT(v), (v)}
+
+TW_API int tw_bsem_init(tw_bsem *b, uint32_t value);
+static inline int tw_bsem_acquire(tw_bsem *b) { return tw_sem_acquire(b ? &b->sem : NULL); }
+static inline int tw_bsem_try_acquire(tw_bsem *b) { return tw_sem_try_acquire(b ? &b->sem : NULL); }
+TW_API int tw_bsem_acquire_timeout(tw_bsem *b, double timeout);
+/* TW_EOVERFLOW if value + n would exceed the initial value (nothing changes). */
+TW_API int tw_bsem_release(tw_bsem *b, uint32_t n);
+TW_API uint32_t tw_bsem_value(const tw_bsem *b);
+TW_API uint32_t tw_bsem_limit(const tw_bsem *b);
+TW_API int tw_bsem_run(tw_bsem *b, int (*fn)(void *arg), void *arg);
+
+/* ==== Event ===============================================================
+ * A flag threads can wait for. set wakes every waiter; clear resets it. A
+ * waiter returns 0 if the event was set at any moment during its wait, even
+ * if it was cleared again before the waiter ran. 4 bytes. */
+typedef struct tw_event {
+    uint32_t word; /* bit 0 set, bit 1 waiters parked, bits 2..31 count of sets */
+} tw_event;
+
+#define TW_EVENT_INIT {0}
+
+static inline void tw_event_init(tw_event *e)
+{
+    if (e)
+        __atomic_store_n(&e->word, 0, __ATOMIC_RELAXED);
+}
+TW_API int tw_event_set(tw_event *e);
+TW_API int tw_event_clear(tw_event *e);
+static inline bool tw_event_is_set(const tw_event *e)
+{
+    /* acquire: pairs with the release in tw_event_set, so what the setter
+     * wrote before set is visible to a thread that sees the flag. */
+    return e && (__atomic_load_n(&e->word, __ATOMIC_ACQUIRE) & 1u);
+}
+/* Blocks until set: 0 (or TW_EINVAL). */
+TW_API int tw_event_wait(tw_event *e);
+/* 0 if set now, else TW_EBUSY. Never blocks. */
+TW_API int tw_event_try_wait(tw_event *e);
+/* 0 if set within the timeout, else TW_ETIMEDOUT. */
+TW_API int tw_event_wait_timeout(tw_event *e, double timeout);
+
+/* ==== Condition ===========================================================
+ * Waits for a state change under a lock. A zeroed Condition uses a private
+ * RLock, as Python's Condition() does; tw_cond_init_lock / _rlock bind it to
+ * a lock of yours instead, and several Conditions may share one lock.
+ *
+ * wait releases the lock fully — an RLock held recursively too — sleeps until
+ * notified (or the timeout), and re-takes the lock at the depth it had before
+ * returning. notify(n) wakes the n longest waiters, in order. Waiting or
+ * notifying without holding the lock is TW_EPERM. (For a plain Lock only "held
+ * by somebody" can be checked; an RLock checks the owner.) Waiters queue on
+ * nodes on their own stacks: nothing is allocated. On notify_all the woken
+ * threads re-take the lock one after another, each waking the next once it
+ * holds the lock, instead of all rushing the lock at once. */
+struct tw__cond_waiter;
+
+typedef struct tw_cond {
+    void *lock;    /* tw_lock * or tw_rlock *; NULL means `own` */
+    uint32_t kind; /* 0 = own rlock, 1 = tw_lock, 2 = tw_rlock */
+    tw_rlock own;
+    struct tw__cond_waiter *head, *tail; /* FIFO of waiters; guarded by the lock */
+} tw_cond;
+
+#define TW_COND_INIT {NULL, 0, TW_RLOCK_INIT, NULL, NULL}
+#define TW_COND_INIT_LOCK(l) {(l), 1, TW_RLOCK_INIT, NULL, NULL}
+#define TW_COND_INIT_RLOCK(r) {(r), 2, TW_RLOCK_INIT, NULL, NULL}
+
+TW_API void tw_cond_init(tw_cond *c);
+TW_API int tw_cond_init_lock(tw_cond *c, tw_lock *l);
+TW_API int tw_cond_init_rlock(tw_cond *c, tw_rlock *r);
+/* The condition's lock. */
+TW_API int tw_cond_acquire(tw_cond *c);
+TW_API int tw_cond_try_acquire(tw_cond *c);
+TW_API int tw_cond_acquire_timeout(tw_cond *c, double timeout);
+TW_API int tw_cond_release(tw_cond *c);
+/* 0 when notified; TW_EPERM when the lock is not held. */
+TW_API int tw_cond_wait(tw_cond *c);
+/* 0 when notified, TW_ETIMEDOUT otherwise; the lock is held again either way
+ * (unless TW_EPERM / TW_EINVAL, when nothing happened). */
+TW_API int tw_cond_wait_timeout(tw_cond *c, double timeout);
+/* Waits until pred(arg) is true, re-checking it after each wake-up; the
+ * timeout bounds the whole wait. 0 once pred is true (checked first, so a true
+ * pred never waits), TW_ETIMEDOUT if it is still false at the deadline. */
+TW_API int tw_cond_wait_for(tw_cond *c, bool (*pred)(void *arg), void *arg, double timeout);
+/* Wakes up to n waiters (n = 0 does nothing). TW_EPERM when the lock is not held. */
+TW_API int tw_cond_notify(tw_cond *c, uint32_t n);
+TW_API int tw_cond_notify_all(tw_cond *c);
+TW_API int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg);
+
+/* ==== Barrier =============================================================
+ * parties threads meet: each wait blocks until the last one arrives, then all
+ * return together with distinct indices 0..parties-1 (the order of arrival).
+ * The optional action runs once per cycle, in the last thread to arrive,
+ * before the others are released; if it returns non-zero the barrier breaks.
+ * A barrier breaks when a waiter times out, when the action fails, or on
+ * abort: every thread waiting then, and every later wait, gets TW_EBROKEN
+ * until reset. reset breaks the current cycle for its waiters (TW_EBROKEN) and
+ * makes the barrier usable again. A zeroed barrier has no parties: wait
+ * returns TW_EINVAL until it is initialised. */
+struct tw__barrier_waiter;
+
+typedef struct tw_barrier {
+    tw_lock lock;     /* guards every field below */
+    uint32_t parties;
+    uint32_t count;   /* threads waiting in this cycle */
+    uint32_t broken;
+    int (*action)(void *arg);
+    void *arg;
+    struct tw__barrier_waiter *head; /* waiters of this cycle, newest first */
+} tw_barrier;
+
+#define TW_BARRIER_INIT(parties, action, arg) {TW_LOCK_INIT, (parties), 0, 0, (action), (arg), NULL}
+#define TW_BARRIER_PARTIES_MAX 0x7fffffffu
+
+/* 0, or TW_EINVAL (NULL, parties 0 or above TW_BARRIER_PARTIES_MAX). Only on an unused barrier. */
+TW_API int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg);
+/* The arrival index (>= 0), or TW_EBROKEN / TW_EINVAL. */
+TW_API int tw_barrier_wait(tw_barrier *b);
+/* Completes the cycle if the caller is the last party (returns its index);
+ * otherwise TW_EBUSY without joining or breaking anything. */
+TW_API int tw_barrier_try_wait(tw_barrier *b);
+/* As wait; at the deadline the barrier breaks and TW_EBROKEN is returned. */
+TW_API int tw_barrier_wait_timeout(tw_barrier *b, double timeout);
+TW_API int tw_barrier_abort(tw_barrier *b);
+TW_API int tw_barrier_reset(tw_barrier *b);
+TW_API uint32_t tw_barrier_parties(const tw_barrier *b);
+TW_API uint32_t tw_barrier_n_waiting(tw_barrier *b);
+TW_API bool tw_barrier_broken(tw_barrier *b);
+
+/* ==== Guards ==============================================================
+ * TW_WITH(p) { ... } holds p — a tw_lock *, tw_rlock *, tw_sem *, tw_bsem * or
+ * tw_cond * (its lock) — for the block and releases it on every way out:
+ * falling off the end, return, break, continue, or goto out of the block. It
+ * uses the compiler's cleanup attribute (GCC and Clang); longjmp out of the
+ * block skips it, as it skips every cleanup. `break` and `continue` inside the
+ * block leave the block, not an enclosing loop. If p cannot be acquired (NULL)
+ * the block does not run and the misuse is reported to the diagnostic hook. */
+typedef struct tw__guard {
+    void *obj; /* NULL once released or if acquiring failed */
+    int (*release)(void *obj);
+    int once;
+} tw__guard;
+
+TW_API tw__guard tw__guard_lock(tw_lock *l);
+TW_API tw__guard tw__guard_rlock(tw_rlock *r);
+TW_API tw__guard tw__guard_sem(tw_sem *s);
+TW_API tw__guard tw__guard_bsem(tw_bsem *b);
+TW_API tw__guard tw__guard_cond(tw_cond *c);
+
+static inline void tw__guard_exit(tw__guard *g)
+{
+    if (g->obj)
+        g->release(g->obj);
+}
+
+#define TW__GUARD_ENTER(p)                     \
+    _Generic((p),                              \
+        tw_lock *: tw__guard_lock,             \
+        tw_rlock *: tw__guard_rlock,           \
+        tw_sem *: tw__guard_sem,               \
+        tw_bsem *: tw__guard_bsem,             \
+        tw_cond *: tw__guard_cond)(p)
+#define TW__CAT2(a, b) a##b
+#define TW__CAT(a, b) TW__CAT2(a, b)
+#define TW__WITH(p, g)                                                                  \
+    for (tw__guard g __attribute__((cleanup(tw__guard_exit))) = TW__GUARD_ENTER(p); g.once; \
+         g.once = 0)
+#define TW_WITH(p) TW__WITH(p, TW__CAT(tw__guard_, __COUNTER__))
+/* Spelled-out forms, for readers who like the type in view. */
+#define TW_WITH_LOCK(l) TW_WITH((tw_lock *)(l))
+#define TW_WITH_RLOCK(r) TW_WITH((tw_rlock *)(r))
+#define TW_WITH_SEM(s) TW_WITH((tw_sem *)(s))
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TWINE_SYNC_H */

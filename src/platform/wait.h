@@ -1,0 +1,31 @@
+/* Internal: park a thread on a 32-bit word and wake threads parked on it.
+ * This is the only thing the sync layer needs from the platform; each backend
+ * implements it in one file (linux/wait.c: futex; posix/wait.c: hashed
+ * pthread mutex/cond buckets).
+ *
+ * Contract (the futex contract):
+ * - tw__wait(addr, expect, deadline) atomically checks *addr == expect and, if
+ *   so, sleeps until a tw__wake on addr, the deadline, or a spurious wake-up.
+ *   If *addr != expect it returns at once. Returns 0, or TW_ETIMEDOUT once the
+ *   monotonic deadline has passed. Callers always re-check their condition:
+ *   a 0 return proves nothing.
+ * - tw__wake(addr, n) wakes up to n threads parked on addr (n = TW__WAKE_ALL
+ *   for all). The word may already be dead (its owner returned): waking an
+ *   address nobody waits on is harmless, and the backends never dereference it.
+ * - A waker must change *addr before it wakes, and the change must be visible
+ *   (seq_cst or release) to the waiter's re-check.
+ */
+#ifndef TW_PLATFORM_WAIT_H
+#define TW_PLATFORM_WAIT_H
+
+#include <limits.h>
+#include <stdint.h>
+
+#include <twine/base.h>
+
+#define TW__WAKE_ALL INT_MAX
+
+int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline);
+void tw__wake(uint32_t *addr, int n);
+
+#endif

@@ -1,0 +1,198 @@
+/* Barrier.
+ *
+ * Every field of tw_barrier is guarded by b->lock. Each waiter parks on a
+ * node on its own stack, listed in b->head for the current cycle. A node's
+ * `state` is the word it parks on:
+ *   WAITING   listed; the waiter may time out and break the barrier.
+ *   CLOSING   the cycle is complete and its action is running; the node has
+ *             been taken off the list and its waiter must wait for the verdict
+ *             (it can no longer time out, since the cycle did not fail).
+ *   DONE      `result` holds the waiter's index or TW_EBROKEN; the waiter
+ *             returns it without taking the lock again.
+ * A node is written by others only until its state becomes DONE; after that
+ * store nobody touches it (the wake that follows uses only its address).
+ *
+ * The last thread to arrive takes the cycle's nodes off the list (so new
+ * arrivals start the next cycle), marks them CLOSING, releases the lock and
+ * runs the action without holding it; then it publishes DONE with each
+ * waiter's index, or TW_EBROKEN if the action failed, and wakes them. */
+#include "platform/wait.h"
+
+#include <twine/sync.h>
+
+enum { WAITING = 0, CLOSING = 1, DONE = 2 };
+
+struct tw__barrier_waiter {
+    struct tw__barrier_waiter *next;
+    uint32_t state;
+    int result;
+};
+
+int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg)
+{
+    if (!b || parties == 0 || parties > TW_BARRIER_PARTIES_MAX)
+        return TW_EINVAL;
+    tw_lock_init(&b->lock);
+    b->parties = parties;
+    b->count = 0;
+    b->broken = 0;
+    b->action = action;
+    b->arg = arg;
+    b->head = NULL;
+    return 0;
+}
+
+/* Publishes a verdict on a chain of nodes (linked by next) and wakes them. */
+static void finish(struct tw__barrier_waiter *w, int broken)
+{
+    while (w) {
+        struct tw__barrier_waiter *next = w->next; /* read before DONE frees w */
+        if (broken)
+            w->result = TW_EBROKEN;
+        /* release: pairs with the waiter's acquire load, publishing result. */
+        __atomic_store_n(&w->state, DONE, __ATOMIC_RELEASE);
+        tw__wake(&w->state, 1);
+        w = next;
+    }
+}
+
+/* Lock held. Fails every waiter of the current cycle. */
+static void fail_waiters(tw_barrier *b)
+{
+    struct tw__barrier_waiter *w = b->head;
+    b->head = NULL;
+    b->count = 0;
+    finish(w, 1);
+}
+
+static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only)
+{
+    struct tw__barrier_waiter self = {NULL, WAITING, 0};
+    uint32_t index;
+
+    if (!b)
+        return TW_EINVAL;
+    tw_lock_acquire(&b->lock);
+    if (b->parties == 0) {
+        tw_lock_release(&b->lock);
+        return TW_EINVAL;
+    }
+    if (b->broken) {
+        tw_lock_release(&b->lock);
+        return TW_EBROKEN;
+    }
+    index = b->count;
+    if (index + 1 == b->parties) { /* last to arrive: complete the cycle */
+        struct tw__barrier_waiter *cycle = b->head, *w;
+        int (*action)(void *) = b->action;
+        void *arg = b->arg;
+        for (w = cycle; w; w = w->next)
+            __atomic_store_n(&w->state, CLOSING, __ATOMIC_RELAXED);
+        b->head = NULL;
+        b->count = 0;
+        tw_lock_release(&b->lock);
+
+        if (action && action(arg) != 0) {
+            tw_lock_acquire(&b->lock);
+            b->broken = 1;
+            fail_waiters(b); /* those already waiting in the next cycle */
+            tw_lock_release(&b->lock);
+            finish(cycle, 1);
+            return TW_EBROKEN;
+        }
+        finish(cycle, 0);
+        return (int)index;
+    }
+    if (try_only) {
+        tw_lock_release(&b->lock);
+        return TW_EBUSY;
+    }
+    self.result = (int)index;
+    self.next = b->head;
+    b->head = &self;
+    b->count++;
+    tw_lock_release(&b->lock);
+
+    for (;;) {
+        uint32_t s = __atomic_load_n(&self.state, __ATOMIC_ACQUIRE);
+        if (s == DONE)
+            return self.result;
+        if (tw__wait(&self.state, s, s == WAITING ? deadline : TW_DEADLINE_NEVER) ==
+                TW_ETIMEDOUT &&
+            s == WAITING) {
+            tw_lock_acquire(&b->lock);
+            if (__atomic_load_n(&self.state, __ATOMIC_RELAXED) == WAITING) {
+                b->broken = 1; /* a timeout breaks the barrier for everyone */
+                fail_waiters(b);
+            }
+            tw_lock_release(&b->lock);
+        }
+    }
+}
+
+int tw_barrier_wait(tw_barrier *b)
+{
+    return wait_until(b, TW_DEADLINE_NEVER, false);
+}
+
+int tw_barrier_try_wait(tw_barrier *b)
+{
+    return wait_until(b, TW_DEADLINE_NEVER, true);
+}
+
+int tw_barrier_wait_timeout(tw_barrier *b, double timeout)
+{
+    tw_deadline d;
+    if (!b || tw_deadline_from_timeout(timeout, &d) != 0)
+        return TW_EINVAL;
+    return wait_until(b, d, false);
+}
+
+int tw_barrier_abort(tw_barrier *b)
+{
+    if (!b)
+        return TW_EINVAL;
+    tw_lock_acquire(&b->lock);
+    b->broken = 1;
+    fail_waiters(b);
+    tw_lock_release(&b->lock);
+    return 0;
+}
+
+int tw_barrier_reset(tw_barrier *b)
+{
+    if (!b)
+        return TW_EINVAL;
+    tw_lock_acquire(&b->lock);
+    fail_waiters(b);
+    b->broken = 0;
+    tw_lock_release(&b->lock);
+    return 0;
+}
+
+uint32_t tw_barrier_parties(const tw_barrier *b)
+{
+    return b ? __atomic_load_n(&b->parties, __ATOMIC_RELAXED) : 0;
+}
+
+uint32_t tw_barrier_n_waiting(tw_barrier *b)
+{
+    uint32_t n;
+    if (!b)
+        return 0;
+    tw_lock_acquire(&b->lock);
+    n = b->count;
+    tw_lock_release(&b->lock);
+    return n;
+}
+
+bool tw_barrier_broken(tw_barrier *b)
+{
+    bool broken;
+    if (!b)
+        return false;
+    tw_lock_acquire(&b->lock);
+    broken = b->broken != 0;
+    tw_lock_release(&b->lock);
+    return broken;
+}

@@ -1,0 +1,279 @@
+/* Condition.
+ *
+ * Each waiter queues a node on its own stack. The list and every node's links
+ * are guarded by the condition's lock; only `state`, the word the waiter
+ * parks on, is read without the lock.
+ *
+ * Node states:
+ *   WAITING   in the condition's FIFO; may time out.
+ *   CHAINED   notified, and linked behind an earlier notified waiter; it will
+ *             be woken by that waiter, not by the notifier.
+ *   SIGNALED  notified and woken: re-take the lock, then hand SIGNALED to the
+ *             next node of its chain, if any.
+ * notify(n) detaches the n oldest nodes as one chain, marks the first
+ * SIGNALED and the rest CHAINED, and wakes only the first. Each woken waiter
+ * passes the baton once it holds the lock, so notify_all never makes every
+ * waiter rush the lock at once: at most two of them compete for it.
+ *
+ * Node lifetime: a waiter returns only after it has re-taken the lock and
+ * settled its node, so a thread holding the lock may touch any node it finds
+ * in the list or a chain. Wakes are issued under the lock for that reason.
+ *
+ * A WAITING node that times out re-takes the lock and looks again: still
+ * WAITING → it unlinks itself and reports the timeout; CHAINED (notified
+ * meanwhile) → it unlinks itself from the chain, its predecessor passing the
+ * baton straight to its successor, and reports success; SIGNALED → it passes
+ * the baton and reports success. A notification is never lost. */
+#include "base/thread.h"
+#include "platform/wait.h"
+
+#include <twine/sync.h>
+
+enum { WAITING = 0, CHAINED = 1, SIGNALED = 2 };
+enum { KIND_OWN = 0, KIND_LOCK = 1, KIND_RLOCK = 2 };
+
+struct tw__cond_waiter {
+    struct tw__cond_waiter *next, *prev;
+    uint32_t state;
+};
+
+void tw_cond_init(tw_cond *c)
+{
+    if (!c)
+        return;
+    c->lock = NULL;
+    c->kind = KIND_OWN;
+    tw_rlock_init(&c->own);
+    c->head = c->tail = NULL;
+}
+
+int tw_cond_init_lock(tw_cond *c, tw_lock *l)
+{
+    if (!c || !l)
+        return TW_EINVAL;
+    tw_cond_init(c);
+    c->lock = l;
+    c->kind = KIND_LOCK;
+    return 0;
+}
+
+int tw_cond_init_rlock(tw_cond *c, tw_rlock *r)
+{
+    if (!c || !r)
+        return TW_EINVAL;
+    tw_cond_init(c);
+    c->lock = r;
+    c->kind = KIND_RLOCK;
+    return 0;
+}
+
+/* The RLock behind c, or NULL when c uses a plain Lock. */
+static tw_rlock *rlock_of(tw_cond *c)
+{
+    if (c->kind == KIND_LOCK)
+        return NULL;
+    return c->kind == KIND_RLOCK ? (tw_rlock *)c->lock : &c->own;
+}
+
+static bool valid(const tw_cond *c)
+{
+    return c && (c->kind == KIND_OWN || (c->kind <= KIND_RLOCK && c->lock));
+}
+
+int tw_cond_acquire(tw_cond *c)
+{
+    if (!valid(c))
+        return TW_EINVAL;
+    return c->kind == KIND_LOCK ? tw_lock_acquire(c->lock) : tw_rlock_acquire(rlock_of(c));
+}
+
+int tw_cond_try_acquire(tw_cond *c)
+{
+    if (!valid(c))
+        return TW_EINVAL;
+    return c->kind == KIND_LOCK ? tw_lock_try_acquire(c->lock) : tw_rlock_try_acquire(rlock_of(c));
+}
+
+int tw_cond_acquire_timeout(tw_cond *c, double timeout)
+{
+    if (!valid(c))
+        return TW_EINVAL;
+    return c->kind == KIND_LOCK ? tw_lock_acquire_timeout(c->lock, timeout)
+                                : tw_rlock_acquire_timeout(rlock_of(c), timeout);
+}
+
+int tw_cond_release(tw_cond *c)
+{
+    if (!valid(c))
+        return TW_EINVAL;
+    return c->kind == KIND_LOCK ? tw_lock_release(c->lock) : tw_rlock_release(rlock_of(c));
+}
+
+int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg)
+{
+    int rc;
+    if (!valid(c) || !fn)
+        return TW_EINVAL;
+    if ((rc = tw_cond_acquire(c)) != 0)
+        return rc;
+    rc = fn(arg);
+    tw_cond_release(c);
+    return rc;
+}
+
+/* Whether the caller may wait/notify: an RLock must be owned by it; a plain
+ * Lock can only be checked for being held at all. */
+static bool held(tw_cond *c)
+{
+    return c->kind == KIND_LOCK ? tw_lock_locked(c->lock) : tw_rlock_is_owned(rlock_of(c));
+}
+
+/* Gives the lock up entirely; returns the RLock depth to restore. */
+static uint32_t release_all(tw_cond *c)
+{
+    tw_rlock *r = rlock_of(c);
+    uint32_t depth;
+    if (!r) {
+        tw_lock_release(c->lock);
+        return 0;
+    }
+    depth = r->count;
+    r->count = 0;
+    __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
+    tw_lock_release(&r->lock);
+    return depth;
+}
+
+static void reacquire(tw_cond *c, uint32_t depth)
+{
+    tw_rlock *r = rlock_of(c);
+    if (!r) {
+        tw_lock_acquire(c->lock);
+        return;
+    }
+    tw_lock_acquire(&r->lock);
+    __atomic_store_n(&r->owner, tw__thread_id(), __ATOMIC_RELAXED);
+    r->count = depth;
+}
+
+/* Lock held. Wakes the node after w in its chain. */
+static void pass_baton(struct tw__cond_waiter *w)
+{
+    struct tw__cond_waiter *next = w->next;
+    if (!next)
+        return;
+    next->prev = NULL;
+    /* release: pairs with the waiter's acquire load of its state. */
+    __atomic_store_n(&next->state, SIGNALED, __ATOMIC_RELEASE);
+    tw__wake(&next->state, 1);
+}
+
+static int wait_until(tw_cond *c, tw_deadline deadline)
+{
+    struct tw__cond_waiter w = {NULL, c->tail, WAITING};
+    bool timed_out = false;
+    uint32_t depth, s;
+
+    if (c->tail)
+        c->tail->next = &w;
+    else
+        c->head = &w;
+    c->tail = &w;
+    depth = release_all(c);
+
+    for (;;) {
+        s = __atomic_load_n(&w.state, __ATOMIC_ACQUIRE);
+        if (s == SIGNALED || timed_out)
+            break;
+        /* Only a WAITING node may time out; a notified one waits for its baton. */
+        if (tw__wait(&w.state, s, s == WAITING ? deadline : TW_DEADLINE_NEVER) == TW_ETIMEDOUT &&
+            s == WAITING)
+            timed_out = true;
+    }
+
+    reacquire(c, depth);
+    s = __atomic_load_n(&w.state, __ATOMIC_RELAXED); /* stable: we hold the lock */
+    if (s == WAITING) { /* timed out, never notified: leave the FIFO */
+        if (w.prev)
+            w.prev->next = w.next;
+        else
+            c->head = w.next;
+        if (w.next)
+            w.next->prev = w.prev;
+        else
+            c->tail = w.prev;
+        return TW_ETIMEDOUT;
+    }
+    if (s == CHAINED) { /* notified while timing out: leave the chain */
+        w.prev->next = w.next;
+        if (w.next)
+            w.next->prev = w.prev;
+        return 0;
+    }
+    pass_baton(&w);
+    return 0;
+}
+
+static int wait_checked(tw_cond *c, double timeout)
+{
+    tw_deadline d;
+    if (!valid(c) || tw_deadline_from_timeout(timeout, &d) != 0)
+        return TW_EINVAL;
+    if (!held(c))
+        return TW_EPERM;
+    return wait_until(c, d);
+}
+
+int tw_cond_wait(tw_cond *c)
+{
+    return wait_checked(c, -1.0);
+}
+
+int tw_cond_wait_timeout(tw_cond *c, double timeout)
+{
+    return wait_checked(c, timeout);
+}
+
+int tw_cond_wait_for(tw_cond *c, bool (*pred)(void *arg), void *arg, double timeout)
+{
+    tw_deadline d;
+    if (!valid(c) || !pred || tw_deadline_from_timeout(timeout, &d) != 0)
+        return TW_EINVAL;
+    if (!held(c))
+        return TW_EPERM;
+    while (!pred(arg)) {
+        if (wait_until(c, d) == TW_ETIMEDOUT)
+            return pred(arg) ? 0 : TW_ETIMEDOUT;
+    }
+    return 0;
+}
+
+int tw_cond_notify(tw_cond *c, uint32_t n)
+{
+    struct tw__cond_waiter *first, *last;
+    if (!valid(c))
+        return TW_EINVAL;
+    if (!held(c))
+        return TW_EPERM;
+    if (n == 0 || !c->head)
+        return 0;
+    first = last = c->head;
+    __atomic_store_n(&first->state, SIGNALED, __ATOMIC_RELEASE);
+    while (--n > 0 && last->next) {
+        last = last->next;
+        __atomic_store_n(&last->state, CHAINED, __ATOMIC_RELAXED);
+    }
+    c->head = last->next;
+    if (c->head)
+        c->head->prev = NULL;
+    else
+        c->tail = NULL;
+    last->next = NULL;
+    tw__wake(&first->state, 1);
+    return 0;
+}
+
+int tw_cond_notify_all(tw_cond *c)
+{
+    return tw_cond_notify(c, UINT32_MAX);
+}

@@ -1,0 +1,89 @@
+/* Lock: the slow paths behind the inline fast paths in twine/sync.h.
+ *
+ * State word: 0 unlocked; 1 locked, nobody parked; 2 locked, threads may be
+ * parked. Only a thread about to park (or that has just woken from parking)
+ * writes 2, so an uncontended release (1 -> 0) never enters the kernel. A
+ * thread that acquires via the slow path keeps the word at 2, since it cannot
+ * know whether others still sleep: at worst one release makes a needless wake
+ * call.
+ *
+ * Memory order: every transition that takes the lock is acquire, the release
+ * exchange is release; that pairing is the lock's whole happens-before edge.
+ *
+ * Fairness: a waiter first spins a bounded number of iterations (none on a
+ * single CPU), then parks; the kernel wakes parked waiters oldest first, but
+ * a woken waiter competes with newcomers (no hand-off), which keeps
+ * throughput high. A waiter that keeps losing is not starved forever in
+ * practice, but Lock makes no FIFO promise — exactly as Python's Lock. */
+#include "base/thread.h"
+#include "platform/wait.h"
+
+#include <twine/sync.h>
+
+int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
+{
+    uint32_t w;
+    int spins;
+    if (!l)
+        return TW_EINVAL;
+
+    /* Spin while the holder is likely to release soon: read-only, so the
+     * cache line stays shared until it changes. */
+    spins = tw__spin_limit();
+    for (int i = 0; i < spins; i++) {
+        w = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+        if (w == 0) {
+            if (__atomic_compare_exchange_n(&l->word, &w, 1, false, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED))
+                return 0;
+        } else if (w == 2) {
+            break; /* others are already parked: join them */
+        }
+        tw__cpu_relax();
+    }
+
+    /* Announce a parked thread by storing 2; if the word was 0 the exchange
+     * took the lock (acquire pairs with the releasing exchange). */
+    while (__atomic_exchange_n(&l->word, 2, __ATOMIC_ACQUIRE) != 0) {
+        if (tw__wait(&l->word, 2, deadline) == TW_ETIMEDOUT) {
+            /* One last chance: the lock may have been released at the deadline. */
+            w = 0;
+            if (__atomic_compare_exchange_n(&l->word, &w, 2, false, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED))
+                return 0;
+            return TW_ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
+int tw__lock_release_slow(tw_lock *l, uint32_t old)
+{
+    if (old == 0)
+        return TW_EPERM; /* was not held; the exchange wrote 0 over 0 */
+    tw__wake(&l->word, 1);
+    return 0;
+}
+
+int tw_lock_acquire_timeout(tw_lock *l, double timeout)
+{
+    tw_deadline d;
+    if (!l || tw_deadline_from_timeout(timeout, &d) != 0)
+        return TW_EINVAL;
+    if (tw_lock_try_acquire(l) == 0)
+        return 0;
+    if (timeout == 0)
+        return TW_ETIMEDOUT;
+    return tw__lock_acquire_slow(l, d);
+}
+
+int tw_lock_run(tw_lock *l, int (*fn)(void *arg), void *arg)
+{
+    int rc;
+    if (!l || !fn)
+        return TW_EINVAL;
+    tw_lock_acquire(l);
+    rc = fn(arg);
+    tw_lock_release(l);
+    return rc;
+}
