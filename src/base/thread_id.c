@@ -3,7 +3,8 @@
 #include "base/thread.h"
 
 static uint32_t next_id;
-static __thread uint32_t my_id;
+/* initial-exec: no __tls_get_addr call, even from the shared library. */
+static __thread uint32_t my_id __attribute__((tls_model("initial-exec")));
 
 uint32_t tw__thread_id(void)
 {
