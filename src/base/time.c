@@ -33,9 +33,10 @@ int tw_deadline_from_timeout(double seconds, tw_deadline *out)
 
 double tw_deadline_remaining(tw_deadline d)
 {
-    int64_t left;
+    int64_t now;
     if (d == TW_DEADLINE_NEVER)
         return -1.0;
-    left = d - tw_now_ns();
-    return left > 0 ? (double)left * 1e-9 : 0.0;
+    now = tw_now_ns();
+    /* Compare before subtracting: d may be any int64_t, even INT64_MIN. */
+    return d > now ? (double)(d - now) * 1e-9 : 0.0;
 }

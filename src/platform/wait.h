@@ -12,6 +12,8 @@
  * - tw__wake(addr, n) wakes up to n threads parked on addr (n = TW__WAKE_ALL
  *   for all). The word may already be dead (its owner returned): waking an
  *   address nobody waits on is harmless, and the backends never dereference it.
+ * - tw__requeue moves a parked thread to another word (wait morphing: a
+ *   thread notified under a lock sleeps on until the lock is released).
  * - A waker must change *addr before it wakes, and the change must be visible
  *   (seq_cst or release) to the waiter's re-check.
  */
@@ -27,5 +29,12 @@
 
 int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline);
 void tw__wake(uint32_t *addr, int n);
+
+/* Moves one thread parked on `from` (if *from still equals from_val) so that
+ * it now waits on `to` and is woken by a tw__wake(to, ...) instead; nobody is
+ * woken now. Returns 1 if a thread was moved, 0 if none was parked, or
+ * TW_ENOTSUP where the backend cannot move waiters (the caller then wakes the
+ * thread instead). The moved thread's tw__wait returns 0 when woken on `to`. */
+int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to);
 
 #endif

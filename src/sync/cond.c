@@ -8,12 +8,21 @@
  *   WAITING   in the condition's FIFO; may time out.
  *   CHAINED   notified, and linked behind an earlier notified waiter; it will
  *             be woken by that waiter, not by the notifier.
- *   SIGNALED  notified and woken: re-take the lock, then hand SIGNALED to the
- *             next node of its chain, if any.
+ *   SIGNALED  notified: re-take the lock, then signal the next node of its
+ *             chain, if any.
+ *   REQUEUED  as SIGNALED, and the thread was moved from the node's word to
+ *             the lock's wait queue: it must re-take the lock in the contended
+ *             form (the lock word left at 2), since others may sleep there too.
  * notify(n) detaches the n oldest nodes as one chain, marks the first
- * SIGNALED and the rest CHAINED, and wakes only the first. Each woken waiter
- * passes the baton once it holds the lock, so notify_all never makes every
- * waiter rush the lock at once: at most two of them compete for it.
+ * SIGNALED and the rest CHAINED, and signals only the first. Each signalled
+ * waiter signals its successor once it holds the lock, so notify_all never
+ * makes every waiter rush the lock at once: at most two of them compete.
+ *
+ * Signalling is wait morphing: the signaller holds the lock, so instead of
+ * waking a thread that would only run into the held lock and park again, it
+ * moves the parked thread onto the lock word (tw__requeue). The release of the
+ * lock then wakes it, once. Where the backend cannot move threads, or the
+ * waiter had not parked yet, it is woken directly or simply sees SIGNALED.
  *
  * Node lifetime: a waiter returns only after it has re-taken the lock and
  * settled its node, so a thread holding the lock may touch any node it finds
@@ -26,10 +35,11 @@
  * the baton and reports success. A notification is never lost. */
 #include "base/thread.h"
 #include "platform/wait.h"
+#include "sync/lock.h"
 
 #include <twine/sync.h>
 
-enum { WAITING = 0, CHAINED = 1, SIGNALED = 2 };
+enum { WAITING = 0, CHAINED = 1, SIGNALED = 2, REQUEUED = 3 };
 enum { KIND_OWN = 0, KIND_LOCK = 1, KIND_RLOCK = 2 };
 
 struct tw__cond_waiter {
@@ -144,28 +154,53 @@ static uint32_t release_all(tw_cond *c)
     return depth;
 }
 
-static void reacquire(tw_cond *c, uint32_t depth)
+/* The Lock inside c's lock. */
+static tw_lock *inner_lock(tw_cond *c)
 {
     tw_rlock *r = rlock_of(c);
-    if (!r) {
-        tw_lock_acquire(c->lock);
+    return r ? &r->lock : (tw_lock *)c->lock;
+}
+
+static void reacquire(tw_cond *c, uint32_t depth, bool contended)
+{
+    tw_rlock *r = rlock_of(c);
+    if (contended)
+        tw__lock_acquire_contended(inner_lock(c));
+    else
+        tw_lock_acquire(inner_lock(c));
+    if (!r)
         return;
-    }
-    tw_lock_acquire(&r->lock);
     __atomic_store_n(&r->owner, tw__thread_id(), __ATOMIC_RELAXED);
     r->count = depth;
 }
 
-/* Lock held. Wakes the node after w in its chain. */
-static void pass_baton(struct tw__cond_waiter *w)
+/* Lock held. Lets w's thread go: it will run once it can take the lock. */
+static void signal_node(tw_cond *c, struct tw__cond_waiter *w)
+{
+    tw_lock *l = inner_lock(c);
+    int moved;
+    /* release: pairs with the waiter's acquire load of its state. */
+    __atomic_store_n(&w->state, SIGNALED, __ATOMIC_RELEASE);
+    moved = tw__requeue(&w->state, SIGNALED, &l->word);
+    if (moved == 1) {
+        /* It sleeps on the lock word now: make our release wake it. Nobody
+         * else can release meanwhile, since we hold the lock; the waiter reads
+         * REQUEUED only after that release has woken it. */
+        __atomic_store_n(&l->word, 2, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->state, REQUEUED, __ATOMIC_RELAXED);
+    } else if (moved < 0) {
+        tw__wake(&w->state, 1);
+    } /* moved == 0: not parked yet; it will see SIGNALED */
+}
+
+/* Lock held. Signals the node after w in its chain. */
+static void pass_baton(tw_cond *c, struct tw__cond_waiter *w)
 {
     struct tw__cond_waiter *next = w->next;
     if (!next)
         return;
     next->prev = NULL;
-    /* release: pairs with the waiter's acquire load of its state. */
-    __atomic_store_n(&next->state, SIGNALED, __ATOMIC_RELEASE);
-    tw__wake(&next->state, 1);
+    signal_node(c, next);
 }
 
 static int wait_until(tw_cond *c, tw_deadline deadline)
@@ -183,7 +218,7 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
 
     for (;;) {
         s = __atomic_load_n(&w.state, __ATOMIC_ACQUIRE);
-        if (s == SIGNALED || timed_out)
+        if (s >= SIGNALED || timed_out)
             break;
         /* Only a WAITING node may time out; a notified one waits for its baton. */
         if (tw__wait(&w.state, s, s == WAITING ? deadline : TW_DEADLINE_NEVER) == TW_ETIMEDOUT &&
@@ -191,7 +226,7 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
             timed_out = true;
     }
 
-    reacquire(c, depth);
+    reacquire(c, depth, s == REQUEUED);
     s = __atomic_load_n(&w.state, __ATOMIC_RELAXED); /* stable: we hold the lock */
     if (s == WAITING) { /* timed out, never notified: leave the FIFO */
         if (w.prev)
@@ -210,7 +245,7 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
             w.next->prev = w.prev;
         return 0;
     }
-    pass_baton(&w);
+    pass_baton(c, &w);
     return 0;
 }
 
@@ -258,7 +293,6 @@ int tw_cond_notify(tw_cond *c, uint32_t n)
     if (n == 0 || !c->head)
         return 0;
     first = last = c->head;
-    __atomic_store_n(&first->state, SIGNALED, __ATOMIC_RELEASE);
     while (--n > 0 && last->next) {
         last = last->next;
         __atomic_store_n(&last->state, CHAINED, __ATOMIC_RELAXED);
@@ -269,7 +303,7 @@ int tw_cond_notify(tw_cond *c, uint32_t n)
     else
         c->tail = NULL;
     last->next = NULL;
-    tw__wake(&first->state, 1);
+    signal_node(c, first);
     return 0;
 }
 

@@ -17,6 +17,7 @@
  * practice, but Lock makes no FIFO promise — exactly as Python's Lock. */
 #include "base/thread.h"
 #include "platform/wait.h"
+#include "sync/lock.h"
 
 #include <twine/sync.h>
 
@@ -55,6 +56,12 @@ int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
         }
     }
     return 0;
+}
+
+void tw__lock_acquire_contended(tw_lock *l)
+{
+    while (__atomic_exchange_n(&l->word, 2, __ATOMIC_ACQUIRE) != 0)
+        tw__wait(&l->word, 2, TW_DEADLINE_NEVER);
 }
 
 int tw__lock_release_slow(tw_lock *l, uint32_t old)

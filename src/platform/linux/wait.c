@@ -31,3 +31,12 @@ void tw__wake(uint32_t *addr, int n)
 {
     syscall(SYS_futex, addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
 }
+
+int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to)
+{
+    long rc = syscall(SYS_futex, from, FUTEX_CMP_REQUEUE | FUTEX_PRIVATE_FLAG, 0,
+                      (void *)(uintptr_t)1, to, from_val);
+    if (rc < 0)
+        return TW_ENOTSUP; /* EAGAIN: *from changed; the caller wakes instead */
+    return rc > 0 ? 1 : 0;
+}

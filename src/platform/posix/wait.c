@@ -125,3 +125,14 @@ void tw__wake(uint32_t *addr, int n)
     }
     pthread_mutex_unlock(&b->mu);
 }
+
+/* A parked thread waits on its condition variable with its bucket's mutex;
+ * moving it to another bucket would pair that condition variable with a
+ * second mutex, so this backend does not move waiters. */
+int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to)
+{
+    (void)from;
+    (void)from_val;
+    (void)to;
+    return TW_ENOTSUP;
+}

@@ -1,0 +1,13 @@
+/* Internal: Lock entry points for other sync modules. */
+#ifndef TW_SYNC_LOCK_H
+#define TW_SYNC_LOCK_H
+
+#include <twine/sync.h>
+
+/* Acquires l as a thread that may have other threads parked behind it (the
+ * word is left at 2, never 1), so that its release wakes the next one. A
+ * thread woken from the lock's wait queue must acquire this way: it cannot
+ * know whether it was the last sleeper. No spinning. */
+void tw__lock_acquire_contended(tw_lock *l);
+
+#endif
