@@ -124,7 +124,8 @@ typedef struct tw_diag {
 typedef void (*tw_diag_fn)(void *ctx, const tw_diag *diag);
 
 /* Installs fn (NULL restores the default, which writes one line to stderr).
- * Thread-safe; a report already in progress may still reach the old hook. */
+ * Thread-safe and allocation-free; a report already in progress may still
+ * reach the old hook. */
 TW_API void tw_set_diag_hook(tw_diag_fn fn, void *ctx);
 
 /* Sends a report to the current hook. */

@@ -1,18 +1,19 @@
-/* The diagnostic hook. The hook and its context are published together as
- * one pointer to an immutable pair, so a reader never sees a new function
- * with an old context. Pairs installed are never freed (they are few and
- * small): a report racing with an install may still use the old pair. */
+/* The diagnostic hook.
+ *
+ * The hook is a (function, context) pair that must be read consistently: a
+ * reader must never call a new function with an old context. The pair is
+ * guarded by a sequence counter (a seqlock): a writer makes `seq` odd, stores
+ * both fields, and makes it even again; a reader retries while `seq` is odd or
+ * changed under it. Writers serialise on `writing`. Nothing allocates, so the
+ * hook works when memory is short. */
 #include <stdio.h>
-#include <stdlib.h>
 
 #include <twine/base.h>
 
-typedef struct hook {
-    tw_diag_fn fn;
-    void *ctx;
-} hook;
-
-static hook *current; /* NULL = default hook */
+static uint32_t seq;     /* odd while a writer is storing */
+static uint32_t writing; /* writers' mutual exclusion flag */
+static tw_diag_fn hook_fn; /* NULL = default hook */
+static void *hook_ctx;
 
 static void default_hook(void *ctx, const tw_diag *d)
 {
@@ -24,29 +25,34 @@ static void default_hook(void *ctx, const tw_diag *d)
 
 void tw_set_diag_hook(tw_diag_fn fn, void *ctx)
 {
-    hook *h = NULL;
-    if (fn) {
-        /* The only allocation in the base layer; it bypasses the allocator
-         * hooks on purpose, since diagnostics must work when they fail. */
-        h = malloc(sizeof *h);
-        if (!h) {
-            tw_diag_report(TW_DIAG_WARNING, TW_ENOMEM, "tw_set_diag_hook",
-                           "no memory for the hook; keeping the previous one");
-            return;
-        }
-        h->fn = fn;
-        h->ctx = ctx;
-    }
-    /* release: pairs with the acquire load in tw_diag_report. */
-    __atomic_store_n(&current, h, __ATOMIC_RELEASE);
+    while (__atomic_exchange_n(&writing, 1, __ATOMIC_ACQUIRE))
+        ; /* installs are rare and short */
+    __atomic_store_n(&seq, __atomic_load_n(&seq, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    /* The fence orders the odd seq before the field stores (pairs with the
+     * reader's fence between its field loads and its second seq load). */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(&hook_fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&hook_ctx, ctx, __ATOMIC_RELAXED);
+    /* release: the fields before the even seq (pairs with the reader's acquire). */
+    __atomic_store_n(&seq, __atomic_load_n(&seq, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&writing, 0, __ATOMIC_RELEASE);
 }
 
 void tw_diag_report(enum tw_diag_kind kind, int code, const char *function, const char *message)
 {
     tw_diag d = {kind, code, function, message};
-    hook *h = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
-    if (h)
-        h->fn(h->ctx, &d);
+    tw_diag_fn fn;
+    void *ctx;
+    uint32_t s0, s1;
+    do {
+        s0 = __atomic_load_n(&seq, __ATOMIC_ACQUIRE);
+        fn = __atomic_load_n(&hook_fn, __ATOMIC_RELAXED);
+        ctx = __atomic_load_n(&hook_ctx, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        s1 = __atomic_load_n(&seq, __ATOMIC_RELAXED);
+    } while ((s0 & 1) || s0 != s1);
+    if (fn)
+        fn(ctx, &d);
     else
         default_hook(NULL, &d);
 }

@@ -9,9 +9,12 @@
 
 #include "platform/wait.h"
 
+/* syscall() reports failure through errno; twine never changes the caller's
+ * errno, so every call here saves and restores it. */
 int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline)
 {
     struct timespec ts, *tsp = NULL;
+    int saved = errno, timed_out;
     long rc;
     if (deadline != TW_DEADLINE_NEVER) {
         if (deadline <= tw_now_ns())
@@ -22,20 +25,25 @@ int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline)
     }
     rc = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expect, tsp, NULL,
                  FUTEX_BITSET_MATCH_ANY);
-    if (rc == -1 && errno == ETIMEDOUT)
-        return TW_ETIMEDOUT;
-    return 0; /* woken, EAGAIN (value changed), EINTR: all mean "re-check" */
+    timed_out = rc == -1 && errno == ETIMEDOUT;
+    errno = saved;
+    /* woken, EAGAIN (value changed), EINTR: all mean "re-check" */
+    return timed_out ? TW_ETIMEDOUT : 0;
 }
 
 void tw__wake(uint32_t *addr, int n)
 {
+    int saved = errno;
     syscall(SYS_futex, addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
+    errno = saved;
 }
 
 int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to)
 {
+    int saved = errno;
     long rc = syscall(SYS_futex, from, FUTEX_CMP_REQUEUE | FUTEX_PRIVATE_FLAG, 0,
                       (void *)(uintptr_t)1, to, from_val);
+    errno = saved;
     if (rc < 0)
         return TW_ENOTSUP; /* EAGAIN: *from changed; the caller wakes instead */
     return rc > 0 ? 1 : 0;
