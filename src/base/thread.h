@@ -2,15 +2,38 @@
 #ifndef TW_BASE_THREAD_H
 #define TW_BASE_THREAD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* A non-zero id for the calling thread, unique among all threads the process
  * has had (until 2^32 - 1 threads have asked). Cheap after the first call. */
 uint32_t tw__thread_id(void);
 
-/* Iterations a waiter spins before parking; 0 on a single CPU, where spinning
- * can only delay the thread it waits for. */
+/* The calling thread's spin budget, in pause instructions: TW__SPIN_MAX, or 0
+ * when the thread may run on one CPU only — there, spinning can only delay
+ * the thread it waits for. Measured once per thread (a thread that changes its
+ * affinity later keeps its first answer). */
+#define TW__SPIN_MAX 255
 int tw__spin_limit(void);
+
+static inline void tw__cpu_relax(void);
+
+/* Pauses n times; always true, so it can sit in a loop condition. */
+static inline bool tw__pause_n(int n)
+{
+    for (int k = 0; k < n; k++)
+        tw__cpu_relax();
+    return true;
+}
+
+/* Bounded spinning with exponential backoff: the first probe is immediate,
+ * then each waits twice as long as the one before (1, 2, 4, ... pauses), at
+ * most TW__SPIN_MAX pauses (~3 us on a current x86) in all. Backing off keeps
+ * the spinner from stealing the cache line its owner is using.
+ *     for (TW__SPIN(i, d)) { probe; break when done }                        */
+#define TW__SPIN(i, d)                                                               \
+    int i = 0, d = 0, tw__limit_ = tw__spin_limit();                                 \
+    i + d <= tw__limit_ && tw__pause_n(d); i += d, d = d ? d << 1 : 1
 
 static inline void tw__cpu_relax(void)
 {

@@ -1,6 +1,5 @@
-#include <unistd.h>
-
 #include "base/thread.h"
+#include "platform/wait.h"
 
 static uint32_t next_id;
 /* initial-exec: no __tls_get_addr call, even from the shared library. */
@@ -18,15 +17,12 @@ uint32_t tw__thread_id(void)
     return id;
 }
 
-static int spin_limit = -1;
+/* The spin budget plus one; 0 = not measured yet. */
+static __thread int spin_budget __attribute__((tls_model("initial-exec")));
 
 int tw__spin_limit(void)
 {
-    int n = __atomic_load_n(&spin_limit, __ATOMIC_RELAXED);
-    if (n < 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 1 ? 100 : 0;
-        __atomic_store_n(&spin_limit, n, __ATOMIC_RELAXED);
-    }
-    return n;
+    if (__builtin_expect(spin_budget == 0, 0))
+        spin_budget = 1 + (tw__thread_cpus() > 1 ? TW__SPIN_MAX : 0);
+    return spin_budget - 1;
 }

@@ -37,4 +37,8 @@ void tw__wake(uint32_t *addr, int n);
  * thread instead). The moved thread's tw__wait returns 0 when woken on `to`. */
 int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to);
 
+/* How many CPUs the calling thread may run on (its affinity mask where the
+ * platform has one, else the CPUs online); at least 1. A system call: cache it. */
+int tw__thread_cpus(void);
+
 #endif

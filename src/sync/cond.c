@@ -33,6 +33,8 @@
  * meanwhile) → it unlinks itself from the chain, its predecessor passing the
  * baton straight to its successor, and reports success; SIGNALED → it passes
  * the baton and reports success. A notification is never lost. */
+#include <sched.h>
+
 #include "base/thread.h"
 #include "platform/wait.h"
 #include "sync/lock.h"
@@ -215,6 +217,15 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
         c->head = &w;
     c->tail = &w;
     depth = release_all(c);
+
+    /* Before parking: spin briefly in case the notifier is running on another
+     * CPU, then yield once in case it is waiting for this CPU. Either way a
+     * quick notify then costs no sleep and no wake-up. */
+    for (TW__SPIN(i, d))
+        if (__atomic_load_n(&w.state, __ATOMIC_ACQUIRE) != WAITING)
+            break;
+    if (__atomic_load_n(&w.state, __ATOMIC_ACQUIRE) == WAITING)
+        sched_yield();
 
     for (;;) {
         s = __atomic_load_n(&w.state, __ATOMIC_ACQUIRE);

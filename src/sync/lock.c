@@ -10,8 +10,8 @@
  * Memory order: every transition that takes the lock is acquire, the release
  * exchange is release; that pairing is the lock's whole happens-before edge.
  *
- * Fairness: a waiter first spins a bounded number of iterations (none on a
- * single CPU), then parks; the kernel wakes parked waiters oldest first, but
+ * Fairness: a waiter first spins a bounded time with exponential backoff
+ * (not at all when it can only run on one CPU), then parks; the kernel wakes parked waiters oldest first, but
  * a woken waiter competes with newcomers (no hand-off), which keeps
  * throughput high. A waiter that keeps losing is not starved forever in
  * practice, but Lock makes no FIFO promise — exactly as Python's Lock. */
@@ -24,23 +24,20 @@
 int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
 {
     uint32_t w;
-    int spins;
     if (!l)
         return TW_EINVAL;
 
-    /* Spin while the holder is likely to release soon: read-only, so the
-     * cache line stays shared until it changes. */
-    spins = tw__spin_limit();
-    for (int i = 0; i < spins; i++) {
+    /* Spin while the holder is likely to release soon: read-only probes with
+     * backoff, so the cache line stays with the holder between probes. */
+    for (TW__SPIN(i, d)) {
         w = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
         if (w == 0) {
             if (__atomic_compare_exchange_n(&l->word, &w, 1, false, __ATOMIC_ACQUIRE,
                                             __ATOMIC_RELAXED))
                 return 0;
-        } else if (w == 2) {
-            break; /* others are already parked: join them */
         }
-        tw__cpu_relax();
+        if (w == 2)
+            break; /* others are already parked: join them */
     }
 
     /* Announce a parked thread by storing 2; if the word was 0 the exchange

@@ -1,7 +1,9 @@
 /* Linux backend: private futexes. FUTEX_WAIT_BITSET takes an absolute
  * CLOCK_MONOTONIC deadline, so a wait interrupted by a signal or a spurious
  * wake-up never stretches the caller's timeout. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -47,4 +49,13 @@ int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to)
     if (rc < 0)
         return TW_ENOTSUP; /* EAGAIN: *from changed; the caller wakes instead */
     return rc > 0 ? 1 : 0;
+}
+
+int tw__thread_cpus(void)
+{
+    cpu_set_t set;
+    int saved = errno, n;
+    n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    errno = saved;
+    return n > 0 ? n : 1;
 }

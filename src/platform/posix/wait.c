@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "platform/wait.h"
 
@@ -135,4 +136,10 @@ int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to)
     (void)from_val;
     (void)to;
     return TW_ENOTSUP;
+}
+
+int tw__thread_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
