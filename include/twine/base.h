@@ -105,6 +105,28 @@ TW_API int tw_deadline_from_timeout(double seconds, tw_deadline *out);
 /* Seconds left before d (0 when it has passed; -1 for TW_DEADLINE_NEVER). */
 TW_API double tw_deadline_remaining(tw_deadline d);
 
+/* ---- allocator -----------------------------------------------------------
+ * Every allocation twine makes (worker layer and up; the sync layer never
+ * allocates) goes through one swappable allocator. free and realloc are told
+ * the size of the block, so pool allocators need no headers. A failed
+ * allocation is TW_ENOMEM to the caller, with nothing half-done left behind.
+ *
+ * The allocator can only be changed while no block it handed out is still
+ * live (TW_EBUSY otherwise), so a block is always freed by the allocator that
+ * made it. */
+typedef struct tw_allocator {
+    void *(*alloc)(void *ctx, size_t size);                 /* NULL on failure */
+    void *(*realloc)(void *ctx, void *ptr, size_t old_size, size_t new_size);
+    void (*free)(void *ctx, void *ptr, size_t size);
+    void *ctx;
+} tw_allocator;
+
+/* Installs a copy of *a (NULL restores malloc/realloc/free). TW_EINVAL if a
+ * function is missing; TW_EBUSY while blocks from the current one are live. */
+TW_API int tw_set_allocator(const tw_allocator *a);
+/* Number of blocks currently allocated through twine's allocator. */
+TW_API size_t tw_allocator_live(void);
+
 /* ---- diagnostics ----------------------------------------------------------
  * Reports of misuse and trouble that no return value can carry. The hook may
  * be called from any thread and must not call back into twine objects that

@@ -1,0 +1,282 @@
+/*
+ * twine/worker.h — workers, the team (the thread pool algorithm), the pool,
+ * and the blocking Queue.
+ *
+ * A worker runs tasks. Every worker has the same two operations — submit a
+ * task, quit — so code written against tw_worker runs unchanged on a thread, on
+ * the caller's thread under a lock, or, in tests, on a memory worker that runs
+ * one task each time the test says so:
+ *
+ *     static int hello(void *arg) { puts(arg); return 0; }
+ *
+ *     tw_pool *pool;
+ *     tw_pool_create(0, 4, &pool);                 // up to 4 threads, made on demand
+ *     tw_pool_do(pool, hello, "from a pool thread");
+ *     tw_pool_stop(pool, 5.0, NULL);               // queued work runs, threads exit
+ *     tw_pool_destroy(pool);
+ *
+ * Tasks. A task is a function `int fn(void *arg)`; returning non-zero reports
+ * an error (a TW_E* code or your own), which goes to the error hook of the team
+ * or pool, or to the diagnostic hook — never silently dropped. tw_worker_do
+ * allocates the task's node; tw_worker_submit takes a node you provide
+ * (tw_task), so a hot path allocates nothing. The worker owns a submitted node
+ * until it calls the task's function, and does not touch it after: fn may free
+ * or reuse its own node.
+ *
+ * Shutdown. After quit, submit returns TW_EQUIT and the task is not taken; a
+ * second quit returns TW_EQUIT. Work accepted before quit still runs. Every
+ * task is either accepted and run, or refused at submission with an error.
+ *
+ * Threads. Everything here may be called from any thread, except where noted.
+ */
+#ifndef TWINE_WORKER_H
+#define TWINE_WORKER_H
+
+#include "base.h"
+#include "sync.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== tasks =============================================================== */
+
+typedef int (*tw_task_fn)(void *arg);
+
+typedef struct tw_task {
+    struct tw_task *next; /* owned by the worker while the task is queued */
+    tw_task_fn fn;
+    void *arg;
+    void *priv[2];   /* the worker's, while it owns the node */
+    uint32_t flags;  /* the worker's, while it owns the node */
+} tw_task;
+
+#define TW_TASK_INIT(fn, arg) {NULL, (fn), (arg), {NULL, NULL}, 0}
+
+static inline void tw_task_init(tw_task *t, tw_task_fn fn, void *arg)
+{
+    t->next = NULL;
+    t->fn = fn;
+    t->arg = arg;
+    t->priv[0] = t->priv[1] = NULL;
+    t->flags = 0;
+}
+
+/* ==== the worker interface ================================================
+ * An implementation embeds `tw_worker` as its first member and provides ops.
+ * Exclusive workers guarantee their tasks never overlap in time. */
+typedef struct tw_worker tw_worker;
+
+typedef struct tw_worker_ops {
+    const char *name;
+    bool exclusive;
+    /* Takes t (0) or refuses it (TW_EQUIT, ...) leaving it untouched. */
+    int (*submit)(tw_worker *w, tw_task *t);
+    int (*quit)(tw_worker *w);
+    /* Releases the worker; quits it first if needed. */
+    int (*destroy)(tw_worker *w);
+} tw_worker_ops;
+
+struct tw_worker {
+    const tw_worker_ops *ops;
+};
+
+/* 0; TW_EQUIT after quit; TW_EINVAL for NULL w, t or t->fn. */
+TW_API int tw_worker_submit(tw_worker *w, tw_task *t);
+/* As submit, with a node allocated by twine and freed after the task runs
+ * (or at once if refused). TW_ENOMEM if it cannot be allocated. */
+TW_API int tw_worker_do(tw_worker *w, tw_task_fn fn, void *arg);
+/* 0; TW_EQUIT if already quit. */
+TW_API int tw_worker_quit(tw_worker *w);
+/* Quits (if needed) and releases the worker. See each kind for details. */
+TW_API int tw_worker_destroy(tw_worker *w);
+TW_API bool tw_worker_exclusive(const tw_worker *w);
+TW_API const char *tw_worker_name(const tw_worker *w);
+
+/* ==== thread worker =======================================================
+ * One thread and a FIFO queue; exclusive. quit lets the queued work finish,
+ * then the thread exits. quit may be called from one of its own tasks: the
+ * tasks queued before it still run. destroy quits if needed and joins the
+ * thread; called from the worker's own thread it returns TW_EDEADLK and does
+ * nothing. A task's non-zero result goes to the diagnostic hook. */
+TW_API int tw_thread_worker_create(tw_worker **out);
+
+/* ==== lock worker =========================================================
+ * Runs each task at once in the calling thread while holding `lock`;
+ * exclusive. A task submitted from inside a running task of the same worker
+ * runs after the current one (in the same thread, still under the lock),
+ * not nested. quit only refuses new work; a submission in progress finishes
+ * everything it queued. The lock must outlive the worker. A task's non-zero
+ * result goes to the diagnostic hook. */
+TW_API int tw_lock_worker_create(tw_lock *lock, tw_worker **out);
+
+/* ==== memory worker =======================================================
+ * Queues tasks and runs exactly one per tw_memory_worker_perform call, in the
+ * caller's thread: the deterministic worker for tests. After quit, perform
+ * still runs the tasks accepted before the quit, then nothing. */
+TW_API int tw_memory_worker_create(tw_worker **out);
+/* Runs the oldest queued task: true if it ran one (its result in *result if
+ * result is not NULL), false if there was none (or w is not a memory worker). */
+TW_API bool tw_memory_worker_perform(tw_worker *w, int *result);
+/* Tasks waiting in it. */
+TW_API size_t tw_memory_worker_pending(tw_worker *w);
+
+/* ==== team ================================================================
+ * The pool algorithm, independent of threads. All bookkeeping runs as tasks
+ * on `coordinator`, an exclusive worker; workers come from a factory that may
+ * refuse (a limit). With a memory worker as coordinator and memory workers as
+ * workers, a team runs fully deterministically.
+ *
+ * do: an idle worker takes the task, else a new worker from the factory, else
+ * it waits in the FIFO backlog. When a worker finishes a task it takes the
+ * oldest backlogged one. grow(n) creates up to n workers (stopping at the
+ * first refusal); they take backlog at once. shrink(n) retires n workers:
+ * idle ones first, busy ones after their current task (and only when no
+ * backlog is waiting for them). quit: no new work; the backlog still runs;
+ * workers are retired as they become idle; the coordinator is quit when the
+ * last one is gone.
+ *
+ * A task's non-zero result goes to the error hook (default: the diagnostic
+ * hook); the team's bookkeeping runs no matter what the task returned. */
+typedef struct tw_team tw_team;
+
+typedef struct tw_team_workers {
+    /* A new worker, or NULL to refuse (limit reached, or failure). */
+    tw_worker *(*create)(void *ctx);
+    /* w has been quit by the team and will never be used again: dispose of
+     * it. Called on the coordinator. */
+    void (*retire)(void *ctx, tw_worker *w);
+    void *ctx;
+} tw_team_workers;
+
+typedef struct tw_team_stats {
+    size_t idle;        /* workers waiting for work */
+    size_t busy;        /* workers running a task */
+    size_t backlog;     /* tasks waiting for a worker */
+    uint64_t completed; /* tasks finished (whatever they returned) */
+    uint64_t failed;    /* of those, tasks that returned non-zero */
+} tw_team_stats;
+
+typedef void (*tw_error_fn)(void *ctx, int code);
+
+#define TW_TEAM_ALL SIZE_MAX
+
+/* The team does not own the coordinator: destroy it after the team. */
+TW_API int tw_team_create(tw_worker *coordinator, const tw_team_workers *workers, tw_team **out);
+/* Before the first task; NULL restores the default. */
+TW_API int tw_team_set_error_hook(tw_team *t, tw_error_fn fn, void *ctx);
+/* The team seen as a worker (not exclusive). Its destroy is tw_team_destroy. */
+TW_API tw_worker *tw_team_worker(tw_team *t);
+TW_API int tw_team_submit(tw_team *t, tw_task *task);
+TW_API int tw_team_do(tw_team *t, tw_task_fn fn, void *arg);
+TW_API int tw_team_grow(tw_team *t, size_t n);
+TW_API int tw_team_shrink(tw_team *t, size_t n);
+TW_API int tw_team_quit(tw_team *t);
+/* A snapshot (the fields may be from slightly different instants). */
+TW_API int tw_team_stats_get(tw_team *t, tw_team_stats *out);
+/* Frees the team. TW_EBUSY while it still has workers or work (quit it and
+ * let the coordinator run until the last worker is retired). */
+TW_API int tw_team_destroy(tw_team *t);
+
+/* ==== pool ================================================================
+ * The production thread pool: a team on threads. Threads are created on
+ * demand up to `max`; at least `min` are kept. Threads above min exit after
+ * idle_timeout without work. Backlogged work runs in strict FIFO order, also
+ * when the limit is raised (raising it dispatches the backlog at once). Exited
+ * threads are joined promptly: the pool never keeps a list of dead threads.
+ *
+ * Wedge detection (tasks that wait for tasks queued behind them): when every
+ * thread is busy at the limit, the backlog is not empty and no task has
+ * finished for wedge_timeout seconds, the pool reports it once through the
+ * diagnostic hook with its statistics, and, if wedge_extra > 0, adds threads
+ * past max, one per wedge_timeout, up to wedge_extra, until work moves again. */
+typedef struct tw_pool tw_pool;
+
+typedef struct tw_pool_config {
+    size_t min, max;       /* 0 <= min <= max, max >= 1 */
+    double idle_timeout;   /* seconds; negative = never reap idle threads */
+    double wedge_timeout;  /* seconds; 0 or negative = no wedge detection */
+    size_t wedge_extra;    /* threads allowed past max to break a wedge */
+    size_t stack_size;     /* 0 = the system default */
+} tw_pool_config;
+
+/* Defaults: idle_timeout 60 s, wedge_timeout 5 s, wedge_extra 0. */
+#define TW_POOL_CONFIG_INIT(mn, mx) {(mn), (mx), 60.0, 5.0, 0, 0}
+
+typedef struct tw_pool_stats {
+    tw_team_stats team;
+    size_t threads;     /* live threads, including ones exiting */
+    size_t min, max;    /* current limits */
+    size_t extra;       /* threads currently allowed past max by the wedge detector */
+    uint64_t wedges;    /* wedges reported */
+} tw_pool_stats;
+
+TW_API int tw_pool_create(size_t min, size_t max, tw_pool **out);
+TW_API int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out);
+TW_API int tw_pool_set_error_hook(tw_pool *p, tw_error_fn fn, void *ctx);
+TW_API tw_worker *tw_pool_worker(tw_pool *p);
+TW_API int tw_pool_submit(tw_pool *p, tw_task *task);
+TW_API int tw_pool_do(tw_pool *p, tw_task_fn fn, void *arg);
+/* New limits (TW_EINVAL unless min <= max and max >= 1). Grows to min at once;
+ * a raised max takes backlog at once; a lowered max retires threads as they
+ * become idle. */
+TW_API int tw_pool_resize(tw_pool *p, size_t min, size_t max);
+TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
+/* Stops taking work, lets queued work finish and joins the threads, waiting
+ * at most `timeout` seconds (negative = forever). 0, or TW_ETIMEDOUT with the
+ * number of threads still running in *stuck (if not NULL); a later stop may
+ * wait again. TW_EDEADLK from one of the pool's own threads. A second stop
+ * after a complete one returns 0. */
+TW_API int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck);
+/* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread. */
+TW_API int tw_pool_destroy(tw_pool *p);
+
+/* ==== Queue ===============================================================
+ * Python's queue.Queue: a blocking, thread-safe queue of void * items, FIFO,
+ * LIFO or by priority (smallest first per cmp; equal items leave in FIFO
+ * order), optionally bounded (maxsize 0 = unbounded).
+ *
+ * put waits while the queue is full, get while it is empty; each has try
+ * (TW_EFULL / TW_EEMPTY) and timeout (TW_ETIMEDOUT) forms. task_done marks
+ * one got item as processed; join waits until every item put has been
+ * marked. shutdown: put fails with TW_ESHUTDOWN; get drains what is left and
+ * then fails with TW_ESHUTDOWN instead of blocking; with `immediate`, the
+ * remaining items are handed to the drop function (if any) and removed, and
+ * get fails at once. Waiters are woken by shutdown. */
+typedef struct tw_queue tw_queue;
+
+enum tw_queue_kind { TW_QUEUE_FIFO = 0, TW_QUEUE_LIFO = 1, TW_QUEUE_PRIORITY = 2 };
+
+typedef struct tw_queue_config {
+    enum tw_queue_kind kind;
+    size_t maxsize; /* 0 = unbounded */
+    int (*cmp)(const void *a, const void *b, void *ctx); /* PRIORITY only: <0 if a first */
+    void *cmp_ctx;
+    void (*drop)(void *item, void *ctx); /* items removed by an immediate shutdown or destroy */
+    void *drop_ctx;
+} tw_queue_config;
+
+TW_API int tw_queue_create(enum tw_queue_kind kind, size_t maxsize, tw_queue **out);
+TW_API int tw_queue_create_with(const tw_queue_config *cfg, tw_queue **out);
+TW_API int tw_queue_put(tw_queue *q, void *item);
+TW_API int tw_queue_try_put(tw_queue *q, void *item);
+TW_API int tw_queue_put_timeout(tw_queue *q, void *item, double timeout);
+TW_API int tw_queue_get(tw_queue *q, void **item);
+TW_API int tw_queue_try_get(tw_queue *q, void **item);
+TW_API int tw_queue_get_timeout(tw_queue *q, void **item, double timeout);
+TW_API size_t tw_queue_size(tw_queue *q);
+TW_API bool tw_queue_empty(tw_queue *q);
+TW_API bool tw_queue_full(tw_queue *q);
+/* TW_EOVERFLOW if called more times than items were got (nothing changes). */
+TW_API int tw_queue_task_done(tw_queue *q);
+TW_API int tw_queue_join(tw_queue *q);
+TW_API int tw_queue_join_timeout(tw_queue *q, double timeout);
+TW_API int tw_queue_shutdown(tw_queue *q, bool immediate);
+/* Frees the queue, handing remaining items to drop. No thread may be using it. */
+TW_API int tw_queue_destroy(tw_queue *q);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TWINE_WORKER_H */
