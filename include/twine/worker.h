@@ -44,21 +44,25 @@ extern "C" {
 typedef int (*tw_task_fn)(void *arg);
 
 typedef struct tw_task {
-    struct tw_task *next; /* owned by the worker while the task is queued */
+    struct tw_task *next; /* the worker's while it owns the node, like the rest */
     tw_task_fn fn;
     void *arg;
-    void *priv[2];   /* the worker's, while it owns the node */
-    uint32_t flags;  /* the worker's, while it owns the node */
+    tw_task_fn inner_fn;  /* a worker that wraps the task keeps the original here */
+    void *inner_arg;
+    void *owner;
+    uint32_t flags;
 } tw_task;
 
-#define TW_TASK_INIT(fn, arg) {NULL, (fn), (arg), {NULL, NULL}, 0}
+#define TW_TASK_INIT(fn, arg) {NULL, (fn), (arg), NULL, NULL, NULL, 0}
 
 static inline void tw_task_init(tw_task *t, tw_task_fn fn, void *arg)
 {
     t->next = NULL;
     t->fn = fn;
     t->arg = arg;
-    t->priv[0] = t->priv[1] = NULL;
+    t->inner_fn = NULL;
+    t->inner_arg = NULL;
+    t->owner = NULL;
     t->flags = 0;
 }
 
@@ -112,11 +116,15 @@ TW_API int tw_lock_worker_create(tw_lock *lock, tw_worker **out);
 
 /* ==== memory worker =======================================================
  * Queues tasks and runs exactly one per tw_memory_worker_perform call, in the
- * caller's thread: the deterministic worker for tests. After quit, perform
- * still runs the tasks accepted before the quit, then nothing. */
+ * caller's thread: the deterministic worker for tests. Exclusive: a perform
+ * overlapping another one (from another thread, or from inside the running
+ * task) runs nothing. After quit, perform still runs the tasks accepted before
+ * the quit, then nothing. destroy releases queued tasks without running them. */
 TW_API int tw_memory_worker_create(tw_worker **out);
 /* Runs the oldest queued task: true if it ran one (its result in *result if
- * result is not NULL), false if there was none (or w is not a memory worker). */
+ * result is not NULL, else a non-zero result goes to the diagnostic hook);
+ * false if there was none, another perform is running, or w is not a memory
+ * worker. */
 TW_API bool tw_memory_worker_perform(tw_worker *w, int *result);
 /* Tasks waiting in it. */
 TW_API size_t tw_memory_worker_pending(tw_worker *w);

@@ -1,0 +1,438 @@
+/* Pool: a team on threads.
+ *
+ * Locks: `mu` is the pool's one lock. The team's coordinator is a lock worker
+ * over mu, so every piece of team bookkeeping runs holding mu, in whichever
+ * thread submits or finishes a task; fields marked [P] are guarded by mu too.
+ * The pool calls team internals (tw__team_*) directly while holding mu: that
+ * is the coordinator's context. Nothing else is taken under mu except the
+ * leaf locks of sync objects it signals. The error hook runs in the pool
+ * thread, outside mu.
+ *
+ * Pool threads are detached. Each is a worker with a one-task slot: the team
+ * gives a member one task at a time (the next one only from the recycle that
+ * follows the previous), so a slot is enough. A thread waits on its semaphore
+ * for work or quit; after idle_timeout it asks (under mu) to be retired if
+ * the team has more than min members. Exiting, a thread decrements `threads`
+ * under mu and signals `exited`; that unlock is its last access to the pool,
+ * so stop can wait for threads == 0 and then free everything. Exited threads
+ * leave nothing behind: there is no list of dead threads to join.
+ *
+ * Wedge monitor: an optional thread that looks, every quarter of
+ * wedge_timeout, for "all members busy at the limit, backlog waiting, no
+ * completion for wedge_timeout"; it reports that once per wedge and may raise
+ * the limit by one thread per wedge_timeout, up to wedge_extra. When the
+ * backlog empties, the extra allowance goes back to 0 and threads above max
+ * retire as they become idle. */
+#include <stdio.h>
+
+#include "base/thread_start.h"
+#include "worker/team.h"
+
+typedef struct pool_thread pool_thread;
+
+struct tw_pool {
+    tw_worker base;
+    tw_lock mu;
+    tw_cond exited;     /* over mu: threads decreased */
+    tw_cond monitor_cv; /* over mu: wakes the monitor early (stop) */
+    tw_worker *coord;
+    tw_team *team;
+    tw_pool_config cfg; /* [P] min and max change with resize */
+    size_t threads;     /* [P] live threads, including exiting ones */
+    size_t extra;       /* [P] threads allowed past max by the wedge monitor */
+    uint64_t wedges;    /* [P] */
+    bool stopping;      /* [P] */
+    int refused;        /* [P] written, atomically readable: why the last
+                           thread start failed (TW_ENOMEM, TW_ESYS), or 0 */
+    bool has_monitor;
+    pthread_t monitor;
+};
+
+struct pool_thread {
+    tw_worker base;
+    tw_pool *pool;
+    tw_sem wake;     /* posted for a task or for quit */
+    tw_task *slot;   /* atomic: the task to run next */
+    uint32_t quit;   /* atomic */
+};
+
+static __thread tw_pool *this_pool __attribute__((tls_model("initial-exec")));
+
+/* ---- pool threads ---------------------------------------------------------- */
+
+static int pt_submit(tw_worker *w, tw_task *t)
+{
+    pool_thread *pt = (pool_thread *)w;
+    if (__atomic_load_n(&pt->quit, __ATOMIC_ACQUIRE))
+        return TW_EQUIT;
+    /* release: pairs with the exchange in thread_main; the slot is empty, as
+     * the team gives a member a task only when it has none. */
+    __atomic_store_n(&pt->slot, t, __ATOMIC_RELEASE);
+    tw_sem_release(&pt->wake, 1);
+    return 0;
+}
+
+static int pt_quit(tw_worker *w)
+{
+    pool_thread *pt = (pool_thread *)w;
+    if (__atomic_exchange_n(&pt->quit, 1, __ATOMIC_ACQ_REL))
+        return TW_EQUIT;
+    tw_sem_release(&pt->wake, 1);
+    return 0;
+}
+
+static int pt_destroy(tw_worker *w)
+{
+    (void)w; /* a pool thread frees itself when it exits */
+    return TW_ENOTSUP;
+}
+
+static const tw_worker_ops pool_thread_ops = {"pool thread", true, pt_submit, pt_quit, pt_destroy};
+
+static void *thread_main(void *arg)
+{
+    pool_thread *pt = arg;
+    tw_pool *p = pt->pool;
+    double idle = p->cfg.idle_timeout;
+    this_pool = p;
+    for (;;) {
+        tw_task *t = __atomic_exchange_n(&pt->slot, NULL, __ATOMIC_ACQUIRE);
+        if (t) {
+            tw__task_run(t); /* the team's wrapper: reports errors itself */
+            continue;
+        }
+        if (__atomic_load_n(&pt->quit, __ATOMIC_ACQUIRE))
+            break;
+        if (tw_sem_acquire_timeout(&pt->wake, idle) == TW_ETIMEDOUT) {
+            tw_lock_acquire(&p->mu);
+            tw__team_retire_if_idle(p->team, &pt->base, p->cfg.min);
+            tw_lock_release(&p->mu);
+        }
+    }
+    /* pt_submit and pt_quit run under mu (the team calls them on its
+     * coordinator), so once we hold mu nobody is touching pt any more. */
+    tw_lock_acquire(&p->mu);
+    TW__DELETE(pt);
+    p->threads--;
+    tw_cond_notify_all(&p->exited);
+    tw_lock_release(&p->mu); /* the last access to the pool */
+    return NULL;
+}
+
+/* [P] The team's factory: a new thread while below the limit. */
+static tw_worker *create_thread(void *ctx)
+{
+    tw_pool *p = ctx;
+    pool_thread *pt;
+    pthread_t th;
+    int rc;
+    if (tw__team_members(p->team) >= p->cfg.max + p->extra)
+        return NULL;
+    if (!(pt = TW__NEW(pool_thread))) {
+        __atomic_store_n(&p->refused, TW_ENOMEM, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    pt->base.ops = &pool_thread_ops;
+    pt->pool = p;
+    if ((rc = tw__thread_start(&th, thread_main, pt, p->cfg.stack_size, 1)) != 0) {
+        TW__DELETE(pt);
+        __atomic_store_n(&p->refused, rc, __ATOMIC_RELAXED);
+        tw_diag_report(TW_DIAG_WARNING, rc, "tw_pool", "could not start a pool thread");
+        return NULL;
+    }
+    __atomic_store_n(&p->refused, 0, __ATOMIC_RELAXED);
+    p->threads++;
+    return &pt->base;
+}
+
+/* [P] The team has quit the thread's worker; the thread exits by itself. */
+static void retire_thread(void *ctx, tw_worker *w)
+{
+    (void)ctx;
+    (void)w;
+}
+
+/* ---- wedge monitor ------------------------------------------------------- */
+
+static void report_wedge(tw_pool *p, const tw_team_stats *s)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "pool wedged: %zu threads busy at the limit of %zu, %zu tasks backlogged, no task "
+             "finished for %.3g s",
+             s->busy, p->cfg.max + p->extra, s->backlog, p->cfg.wedge_timeout);
+    tw_diag_report(TW_DIAG_WARNING, TW_EDEADLK, "tw_pool", msg);
+}
+
+static void *monitor_main(void *arg)
+{
+    tw_pool *p = arg;
+    uint64_t seen = UINT64_MAX;
+    int64_t since = tw_now_ns();
+    bool reported = false;
+    tw_lock_acquire(&p->mu);
+    while (!p->stopping) {
+        tw_team_stats s;
+        int64_t now;
+        tw_cond_wait_timeout(&p->monitor_cv, p->cfg.wedge_timeout / 4);
+        if (p->stopping)
+            break;
+        tw_team_stats_get(p->team, &s);
+        now = tw_now_ns();
+        if (s.completed != seen || s.backlog == 0 || s.busy < p->cfg.max + p->extra) {
+            seen = s.completed; /* moving, or nothing waiting: not wedged */
+            since = now;
+            reported = false;
+            if (s.backlog == 0 && p->extra > 0) {
+                size_t members = s.busy + s.idle, limit = p->cfg.max;
+                p->extra = 0;
+                if (members > limit)
+                    tw__team_shrink_now(p->team, members - limit);
+            }
+            continue;
+        }
+        if ((double)(now - since) * 1e-9 < p->cfg.wedge_timeout)
+            continue;
+        if (!reported) {
+            p->wedges++;
+            report_wedge(p, &s);
+            reported = true;
+        }
+        if (p->extra < p->cfg.wedge_extra) {
+            p->extra++;
+            tw__team_fill(p->team);
+        }
+        since = now; /* the next step, if needed, one wedge_timeout later */
+    }
+    tw_lock_release(&p->mu);
+    return NULL;
+}
+
+/* ---- public API ----------------------------------------------------------- */
+
+static int pool_submit_op(tw_worker *w, tw_task *t);
+static int pool_quit_op(tw_worker *w);
+static int pool_destroy_op(tw_worker *w);
+static const tw_worker_ops pool_ops = {"pool", false, pool_submit_op, pool_quit_op, pool_destroy_op};
+
+static bool config_ok(const tw_pool_config *c)
+{
+    return c->max >= 1 && c->min <= c->max && c->idle_timeout == c->idle_timeout &&
+           c->wedge_timeout == c->wedge_timeout;
+}
+
+static void free_pool(tw_pool *p)
+{
+    if (p->team)
+        tw_team_destroy(p->team);
+    if (p->coord)
+        tw_worker_destroy(p->coord);
+    TW__DELETE(p);
+}
+
+/* Waits (mu held) until every thread has exited or the deadline passes. */
+static int wait_threads(tw_pool *p, tw_deadline d)
+{
+    while (p->threads > 0) {
+        double left = tw_deadline_remaining(d);
+        if (left == 0.0)
+            return TW_ETIMEDOUT;
+        tw_cond_wait_timeout(&p->exited, left);
+    }
+    return 0;
+}
+
+int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
+{
+    tw_pool *p;
+    tw_team_workers f;
+    int rc;
+    if (!cfg || !out || !config_ok(cfg))
+        return TW_EINVAL;
+    if (!(p = TW__NEW(tw_pool)))
+        return TW_ENOMEM;
+    p->base.ops = &pool_ops;
+    p->cfg = *cfg;
+    tw_cond_init_lock(&p->exited, &p->mu);
+    tw_cond_init_lock(&p->monitor_cv, &p->mu);
+    f.create = create_thread;
+    f.retire = retire_thread;
+    f.ctx = p;
+    if ((rc = tw_lock_worker_create(&p->mu, &p->coord)) != 0 ||
+        (rc = tw_team_create(p->coord, &f, &p->team)) != 0) {
+        free_pool(p);
+        return rc;
+    }
+    tw_lock_acquire(&p->mu);
+    tw__team_grow_now(p->team, cfg->min);
+    if (tw__team_members(p->team) < cfg->min)
+        rc = p->refused ? p->refused : TW_ENOMEM; /* else the member record failed */
+    tw_lock_release(&p->mu);
+    if (rc == 0 && cfg->wedge_timeout > 0) {
+        rc = tw__thread_start(&p->monitor, monitor_main, p, 0, 0);
+        p->has_monitor = rc == 0;
+    }
+    if (rc != 0) {
+        tw_lock_acquire(&p->mu);
+        p->stopping = true;
+        tw_lock_release(&p->mu);
+        tw_team_quit(p->team);
+        tw_lock_acquire(&p->mu);
+        wait_threads(p, TW_DEADLINE_NEVER);
+        tw_lock_release(&p->mu);
+        free_pool(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int tw_pool_create(size_t min, size_t max, tw_pool **out)
+{
+    tw_pool_config cfg = TW_POOL_CONFIG_INIT(min, max);
+    return tw_pool_create_with(&cfg, out);
+}
+
+int tw_pool_set_error_hook(tw_pool *p, tw_error_fn fn, void *ctx)
+{
+    return p ? tw_team_set_error_hook(p->team, fn, ctx) : TW_EINVAL;
+}
+
+tw_worker *tw_pool_worker(tw_pool *p)
+{
+    return p ? &p->base : NULL;
+}
+
+/* Submits; if the task could only be backlogged because no thread exists or
+ * can be started, takes it back and refuses it, so that nothing waits for a
+ * thread that will never come. */
+static int submit(tw_pool *p, tw_task *t, bool held)
+{
+    int rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
+                  : tw_team_submit(p->team, t);
+    int why;
+    /* The dispatch ran in this thread, so a refusal it met is visible here
+     * without the lock; only then is the lock needed. */
+    if (rc != 0 || (why = __atomic_load_n(&p->refused, __ATOMIC_RELAXED)) == 0)
+        return rc;
+    tw_lock_acquire(&p->mu);
+    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t))
+        rc = why;
+    tw_lock_release(&p->mu);
+    return rc;
+}
+
+int tw_pool_submit(tw_pool *p, tw_task *t)
+{
+    if (!p || !t || !t->fn)
+        return TW_EINVAL;
+    t->flags = 0;
+    return submit(p, t, false);
+}
+
+int tw_pool_do(tw_pool *p, tw_task_fn fn, void *arg)
+{
+    return p ? tw_worker_do(&p->base, fn, arg) : TW_EINVAL;
+}
+
+static int pool_submit_op(tw_worker *w, tw_task *t)
+{
+    tw_pool *p = (tw_pool *)w;
+    bool held = (t->flags & TW__TASK_OWNED) != 0;
+    return submit(p, t, held);
+}
+
+int tw_pool_resize(tw_pool *p, size_t min, size_t max)
+{
+    size_t members;
+    if (!p || max < 1 || min > max)
+        return TW_EINVAL;
+    tw_lock_acquire(&p->mu);
+    if (p->stopping) {
+        tw_lock_release(&p->mu);
+        return TW_EQUIT;
+    }
+    p->cfg.min = min;
+    p->cfg.max = max;
+    members = tw__team_members(p->team);
+    if (members < min)
+        tw__team_grow_now(p->team, min - members);
+    tw__team_fill(p->team); /* a raised max takes the backlog now, oldest first */
+    members = tw__team_members(p->team);
+    if (members > max + p->extra)
+        tw__team_shrink_now(p->team, members - (max + p->extra));
+    tw_lock_release(&p->mu);
+    return 0;
+}
+
+int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)
+{
+    if (!p || !out)
+        return TW_EINVAL;
+    tw_lock_acquire(&p->mu);
+    tw_team_stats_get(p->team, &out->team);
+    out->threads = p->threads;
+    out->min = p->cfg.min;
+    out->max = p->cfg.max;
+    out->extra = p->extra;
+    out->wedges = p->wedges;
+    tw_lock_release(&p->mu);
+    return 0;
+}
+
+int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
+{
+    tw_deadline d;
+    bool first;
+    int rc;
+    if (!p || tw_deadline_from_timeout(timeout, &d) != 0)
+        return TW_EINVAL;
+    if (this_pool == p)
+        return TW_EDEADLK; /* it would wait for its own thread */
+    tw_lock_acquire(&p->mu);
+    first = !p->stopping;
+    p->stopping = true;
+    tw_cond_notify_all(&p->monitor_cv);
+    tw_lock_release(&p->mu);
+    if (first) {
+        if (p->has_monitor) {
+            pthread_join(p->monitor, NULL);
+            p->has_monitor = false;
+        }
+        tw_team_quit(p->team); /* backlog still runs; threads retire as they idle */
+    }
+    tw_lock_acquire(&p->mu);
+    rc = wait_threads(p, d);
+    if (stuck)
+        *stuck = p->threads;
+    tw_lock_release(&p->mu);
+    return rc;
+}
+
+static int pool_quit_op(tw_worker *w)
+{
+    tw_pool *p = (tw_pool *)w;
+    bool already;
+    tw_lock_acquire(&p->mu);
+    already = p->stopping;
+    tw_lock_release(&p->mu);
+    if (already)
+        return TW_EQUIT;
+    return tw_pool_stop(p, 0, NULL) == TW_EDEADLK ? TW_EDEADLK : 0;
+}
+
+int tw_pool_destroy(tw_pool *p)
+{
+    int rc;
+    if (!p)
+        return TW_EINVAL;
+    if ((rc = tw_pool_stop(p, -1, NULL)) != 0)
+        return rc;
+    free_pool(p);
+    return 0;
+}
+
+static int pool_destroy_op(tw_worker *w)
+{
+    return tw_pool_destroy((tw_pool *)w);
+}
