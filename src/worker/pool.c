@@ -22,7 +22,9 @@
  * completion for wedge_timeout"; it reports that once per wedge and may raise
  * the limit by one thread per wedge_timeout, up to wedge_extra. When the
  * backlog empties, the extra allowance goes back to 0 and threads above max
- * retire as they become idle. */
+ * retire as they become idle. The monitor keeps watching while the pool
+ * stops (a wedge then is a shutdown hang) and leaves once every thread has
+ * exited. */
 #include <stdio.h>
 
 #include "base/thread_start.h"
@@ -42,6 +44,7 @@ struct tw_pool {
     size_t extra;       /* [P] threads allowed past max by the wedge monitor */
     uint64_t wedges;    /* [P] */
     bool stopping;      /* [P] */
+    bool monitor_quit;  /* [P] every thread has exited: the monitor may go */
     int refused;        /* [P] written, atomically readable: why the last
                            thread start failed (TW_ENOMEM, TW_ESYS), or 0 */
     bool has_monitor;
@@ -158,8 +161,8 @@ static void report_wedge(tw_pool *p, const tw_team_stats *s)
 {
     char msg[200];
     snprintf(msg, sizeof msg,
-             "pool wedged: %zu threads busy at the limit of %zu, %zu tasks backlogged, no task "
-             "finished for %.3g s",
+             "pool wedged: all %zu threads busy (limit %zu), %zu waiting in the backlog, "
+             "none finished for %.3g s",
              s->busy, p->cfg.max + p->extra, s->backlog, p->cfg.wedge_timeout);
     tw_diag_report(TW_DIAG_WARNING, TW_EDEADLK, "tw_pool", msg);
 }
@@ -171,11 +174,13 @@ static void *monitor_main(void *arg)
     int64_t since = tw_now_ns();
     bool reported = false;
     tw_lock_acquire(&p->mu);
-    while (!p->stopping) {
+    /* It watches through stop too: a wedge while stopping is the shutdown
+     * hang it exists to break. */
+    while (!p->monitor_quit) {
         tw_team_stats s;
         int64_t now;
         tw_cond_wait_timeout(&p->monitor_cv, p->cfg.wedge_timeout / 4);
-        if (p->stopping)
+        if (p->monitor_quit)
             break;
         tw_team_stats_get(p->team, &s);
         now = tw_now_ns();
@@ -273,13 +278,7 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         p->has_monitor = rc == 0;
     }
     if (rc != 0) {
-        tw_lock_acquire(&p->mu);
-        p->stopping = true;
-        tw_lock_release(&p->mu);
-        tw_team_quit(p->team);
-        tw_lock_acquire(&p->mu);
-        wait_threads(p, TW_DEADLINE_NEVER);
-        tw_lock_release(&p->mu);
+        tw_pool_stop(p, -1, NULL);
         free_pool(p);
         return rc;
     }
@@ -392,20 +391,20 @@ int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
     tw_lock_acquire(&p->mu);
     first = !p->stopping;
     p->stopping = true;
-    tw_cond_notify_all(&p->monitor_cv);
     tw_lock_release(&p->mu);
-    if (first) {
-        if (p->has_monitor) {
-            pthread_join(p->monitor, NULL);
-            p->has_monitor = false;
-        }
+    if (first)
         tw_team_quit(p->team); /* backlog still runs; threads retire as they idle */
-    }
     tw_lock_acquire(&p->mu);
     rc = wait_threads(p, d);
     if (stuck)
         *stuck = p->threads;
+    if (rc == 0) {
+        p->monitor_quit = true;
+        tw_cond_notify_all(&p->monitor_cv);
+    }
     tw_lock_release(&p->mu);
+    if (rc == 0 && __atomic_exchange_n(&p->has_monitor, false, __ATOMIC_ACQ_REL))
+        pthread_join(p->monitor, NULL);
     return rc;
 }
 

@@ -10,9 +10,9 @@
  * one getter, a get from a bounded queue one putter, the task_done that
  * brings unfinished to 0 every joiner, and shutdown every getter and putter
  * (they all must see it). A notified waiter never times out (see tw_cond),
- * so a notification is never lost to a waiter that gives up; the one waiter
- * that can consume a notification without using it — a putter whose growth
- * allocation fails — passes it on.
+ * so a notification is never lost to a waiter that gives up. Nor to a failed
+ * allocation: a putter only waits on a full queue, where cap == maxsize, so
+ * once woken it never needs to grow the store.
  *
  * Storage (the `store`, guarded by the lock):
  *   FIFO / LIFO   a ring of void * of `cap` slots; the items are the `count`
@@ -27,7 +27,8 @@
  * the old buffer, and so the queue, exactly as it was. It never shrinks.
  *
  * Callbacks: cmp runs under the lock and must not call into this queue. drop
- * runs without the lock (it may look at the queue, e.g. tw_queue_size).
+ * runs without the lock: during an immediate shutdown it may call into the
+ * queue (tw_queue_size, a put that fails); during destroy it must not.
  *
  * Shutdown. `shut` goes NONE → SOFT → HARD, or straight to HARD, and never
  * back. An immediate shutdown detaches the store under the lock (the queue is
@@ -70,14 +71,12 @@ typedef struct policy {
 } policy;
 
 struct tw_queue {
-    tw_lock lock;          /* guards every field below it except the immutable ones */
-    tw_cond not_empty;     /* over lock */
-    tw_cond not_full;      /* over lock */
-    tw_cond all_tasks_done; /* over lock */
+    tw_lock lock; /* guards every field below except the immutable ones */
+    tw_cond not_empty, not_full, all_tasks_done; /* all three over lock */
     store st;
-    uint64_t next_seq;     /* PRIORITY: sequence number of the next put */
-    size_t unfinished;     /* items put and not yet marked done (task_done or dropped) */
-    int shut;              /* SHUT_* */
+    uint64_t next_seq; /* the next put's sequence number (the heap's tie-break) */
+    size_t unfinished; /* items put and not yet marked done (task_done or dropped) */
+    int shut;          /* SHUT_* */
     /* Immutable after create: read without the lock. */
     size_t maxsize; /* 0 = unbounded */
     policy pol;
@@ -90,7 +89,7 @@ static size_t slot_size(enum tw_queue_kind kind)
     return kind == TW_QUEUE_PRIORITY ? sizeof(slot) : sizeof(void *);
 }
 
-/* i + j modulo cap, for i, j < cap. */
+/* (i + j) mod cap, for i < cap and j <= cap, without overflow. */
 static size_t ring_wrap(size_t i, size_t j, size_t cap)
 {
     return i >= cap - j ? i - (cap - j) : i + j;
@@ -159,6 +158,7 @@ static void store_push(store *s, const policy *p, void *item, uint64_t seq)
 /* Removes the next item per the queue's order; s must not be empty. */
 static void *store_take(store *s, const policy *p)
 {
+    void **ring = s->buf;
     void *item;
     if (p->kind == TW_QUEUE_PRIORITY) {
         slot *h = s->buf, last;
@@ -181,7 +181,6 @@ static void *store_take(store *s, const policy *p)
             h[i] = last;
         return item;
     }
-    void **ring = s->buf;
     if (p->kind == TW_QUEUE_FIFO) {
         item = ring[s->head];
         s->head = ring_wrap(s->head, 1, s->cap);
@@ -298,12 +297,8 @@ static int put_until(tw_queue *q, void *item, tw_deadline d, int busy)
         }
     }
     rc = store_reserve(&q->st, q->pol.kind, q->maxsize);
-    if (rc != 0) {
-        /* This putter may have taken the notification that room was made,
-         * and leaves the room unused: pass it on to the next putter. */
-        tw_cond_notify(&q->not_full, 1);
+    if (rc != 0)
         goto out;
-    }
     store_push(&q->st, &q->pol, item, q->next_seq++);
     q->unfinished++;
     tw_cond_notify(&q->not_empty, 1);
@@ -312,6 +307,7 @@ out:
     return rc;
 }
 
+/* As put_until; `busy` is TW_EEMPTY for the try form. */
 static int get_until(tw_queue *q, void **item, tw_deadline d, int busy)
 {
     int rc = 0;
