@@ -11,9 +11,12 @@
  * holds the lock knows the waiter is queued. The waiters report on a second
  * Condition sharing the same lock, which the main thread waits on.
  */
+#define _GNU_SOURCE
 #include "harness.h"
 
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -455,7 +458,8 @@ static void test_cond_acquire_timeout_and_try(void **state)
 
 typedef struct recursive {
     fixture *f;
-    int registered, go;
+    atomic_int registered; /* set holding the lock, just before waiting */
+    int go;
     int acquire_rc[3];
     int wait_rc;
     uint32_t depth_after; /* KIND_RLOCK only */
@@ -468,9 +472,8 @@ static void *recursive_waiter(void *arg)
     tw_cond *c = &x->f->c;
     for (int i = 0; i < 3; i++)
         x->acquire_rc[i] = tw_cond_acquire(c);
-    x->registered = 1;
-    tw_cond_notify_all(c);
-    x->wait_rc = tw_cond_wait_for(c, pred_flag, &x->go, -1.0);
+    atomic_store(&x->registered, 1);
+    x->wait_rc = tw_cond_wait_for(c, pred_flag, &x->go, HANG_LIMIT);
     x->depth_after = tw_rlock_count(&x->f->r);
     for (int i = 0; i < 4; i++)
         x->release_rc[i] = tw_cond_release(c);
@@ -480,12 +483,12 @@ static void *recursive_waiter(void *arg)
 static void test_cond_wait_releases_recursive_rlock(void **state)
 {
     static const enum kind kinds[] = {KIND_OWN, KIND_RLOCK};
-    fixture f;
+    static fixture f;  /* both outlive the test if the waiter is left stuck */
+    static recursive x;
     (void)state;
 
     for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
         enum kind k = kinds[ki];
-        recursive x;
         pthread_t t;
 
         fixture_init(&f, k);
@@ -493,12 +496,13 @@ static void test_cond_wait_releases_recursive_rlock(void **state)
         memset(&x, 0, sizeof x);
         x.f = &f;
 
-        assert_int_equal(tw_cond_acquire(&f.c), 0);
         t = tw_test_start(recursive_waiter, &x);
-        /* The waiter can only register once this wait releases the lock, and
-         * this wait can only re-take it once the waiter's wait has released
-         * all three levels. */
-        await_value(&f.c, &x.registered, 1);
+        while (!atomic_load(&x.registered))
+            sched_yield();
+        /* The waiter holds the lock three deep until its wait gives up all
+         * three levels; once this thread has the lock, the waiter is queued. */
+        if (tw_cond_acquire_timeout(&f.c, HANG_LIMIT) != 0)
+            fail_msg("%s: the lock was not free while a depth-3 owner waited", kind_name(k));
         if (k == KIND_RLOCK) {
             assert_true(tw_rlock_is_owned(&f.r));
             assert_int_equal(tw_rlock_count(&f.r), 1);
@@ -527,6 +531,7 @@ enum { FIFO_K = 6 };
 
 typedef struct fifo {
     fixture *f;
+    double timeout[FIFO_K]; /* by registration index; 0: tw_cond_wait */
     int registered, n_woken;
     int order[FIFO_K];
     int rc[FIFO_K];
@@ -544,8 +549,8 @@ static void *fifo_waiter(void *arg)
     idx = s->registered++;
     if (tw_cond_notify_all(&s->f->reg) != 0)
         s->bad++;
-    /* Odd waiters use a timed wait: both forms share one queue. */
-    rc = (idx % 2) ? tw_cond_wait_timeout(&s->f->c, 60.0) : tw_cond_wait(&s->f->c);
+    rc = s->timeout[idx] != 0 ? tw_cond_wait_timeout(&s->f->c, s->timeout[idx])
+                              : tw_cond_wait(&s->f->c);
     s->rc[idx] = rc;
     s->order[s->n_woken++] = idx;
     if (tw_cond_notify_all(&s->f->reg) != 0)
@@ -568,6 +573,8 @@ static void test_cond_notify_n_fifo(void **state)
         print_message("kind: %s\n", kind_name(k));
         memset(&s, 0, sizeof s);
         s.f = &f;
+        for (int i = 0; i < FIFO_K; i++)
+            s.timeout[i] = (i % 2) ? 60.0 : 0; /* both forms share one queue */
 
         assert_int_equal(tw_cond_acquire(&f.c), 0);
         for (int i = 0; i < FIFO_K; i++) {
@@ -610,6 +617,58 @@ static void test_cond_notify_n_fifo(void **state)
         assert_int_equal(s.n_woken, FIFO_K);
         for (int i = 0; i < FIFO_K; i++)
             assert_int_equal(s.rc[i], 0);
+    }
+}
+
+/* Waiters that time out leave the queue from its head, middle and tail; the
+ * others keep their order and a later waiter queues behind them. */
+static void test_cond_timed_out_waiters_leave_queue(void **state)
+{
+    fixture f;
+    fifo s;
+    pthread_t t[FIFO_K];
+    (void)state;
+
+    for (enum kind k = KIND_LOCK; k <= KIND_RLOCK; k++) {
+        fixture_init(&f, k);
+        print_message("kind: %s\n", kind_name(k));
+        memset(&s, 0, sizeof s);
+        s.f = &f;
+        /* 0, 2 and 4 (head, middle, tail) time out; 1 and 3 wait for notify. */
+        s.timeout[0] = s.timeout[2] = s.timeout[4] = SHORT_TIMEOUT;
+
+        assert_int_equal(tw_cond_acquire(&f.c), 0);
+        for (int i = 0; i < 5; i++) {
+            t[i] = tw_test_start(fifo_waiter, &s);
+            await_value(&f.reg, &s.registered, i + 1);
+        }
+        await_value(&f.reg, &s.n_woken, 3);
+        assert_int_equal(s.rc[0], TW_ETIMEDOUT);
+        assert_int_equal(s.rc[2], TW_ETIMEDOUT);
+        assert_int_equal(s.rc[4], TW_ETIMEDOUT);
+
+        /* A newcomer queues behind the survivors. */
+        t[5] = tw_test_start(fifo_waiter, &s);
+        await_value(&f.reg, &s.registered, 6);
+
+        assert_int_equal(tw_cond_notify(&f.c, 1), 0);
+        await_value(&f.reg, &s.n_woken, 4);
+        assert_stays_below(&f.reg, &s.n_woken, 5);
+        assert_int_equal(s.order[3], 1);
+        assert_int_equal(tw_cond_notify(&f.c, 1), 0);
+        await_value(&f.reg, &s.n_woken, 5);
+        assert_stays_below(&f.reg, &s.n_woken, 6);
+        assert_int_equal(s.order[4], 3);
+        assert_int_equal(tw_cond_notify(&f.c, 1), 0);
+        await_value(&f.reg, &s.n_woken, 6);
+        assert_int_equal(s.order[5], 5);
+        assert_int_equal(tw_cond_release(&f.c), 0);
+        for (int i = 0; i < FIFO_K; i++)
+            tw_test_join(t[i]);
+        assert_int_equal(s.bad, 0);
+        assert_int_equal(s.rc[1], 0);
+        assert_int_equal(s.rc[3], 0);
+        assert_int_equal(s.rc[5], 0);
     }
 }
 
@@ -814,6 +873,11 @@ static bool pred_never_reporting(void *arg)
     return false;
 }
 
+#define STRETCH_TIMEOUT 0.0625 /* the wait_for under test */
+#define STRETCH_PESTER 1.5     /* how long the waiter is re-notified, at most */
+#define STRETCH_SLACK 1.0      /* lateness tolerated: scheduling, not design */
+enum { STRETCH_TRIALS = 12 };
+
 static void *pester_target_main(void *arg)
 {
     stepper *s = arg;
@@ -821,7 +885,7 @@ static void *pester_target_main(void *arg)
     if (tw_cond_acquire(&s->f->c) != 0)
         return NULL;
     t0 = tw_test_now();
-    s->rc = tw_cond_wait_for(&s->f->c, pred_never_reporting, s, 0.25);
+    s->rc = tw_cond_wait_for(&s->f->c, pred_never_reporting, s, STRETCH_TIMEOUT);
     s->elapsed = tw_test_now() - t0;
     s->done = 1;
     tw_cond_notify_all(&s->f->reg);
@@ -840,42 +904,90 @@ static bool pred_progress(void *arg)
     return p->s->done || p->s->calls > p->seen;
 }
 
-/* The timeout bounds the whole wait_for: notifying the waiter again every
- * time it goes back to sleep does not stretch it. */
+/* The timeout bounds the whole wait_for: a waiter whose predicate stays false
+ * returns TW_ETIMEDOUT at its deadline even if it is notified again every
+ * time it goes back to sleep. Whether a notification lands just after the
+ * deadline, before the waiter has re-taken the lock, is a race; it is won most
+ * often when both threads share one CPU, as on a single-CPU machine, so the
+ * test runs there when it can, and makes many short trials; any one that
+ * overruns fails. */
 static void test_cond_wait_for_timeout_not_stretched(void **state)
 {
-    fixture f;
-    stepper s;
-    progress p;
-    pthread_t t;
-    int notifies = 0;
+    static fixture f; /* both outlive the test if the waiter is left stuck */
+    static stepper s;
+    double worst = 0;
+    long total_notifies = 0;
+    cpu_set_t saved;
+    bool pinned = false;
     (void)state;
 
-    fixture_init(&f, KIND_LOCK);
-    memset(&s, 0, sizeof s);
-    s.f = &f;
-    s.rc = -1000;
-    p.s = &s;
-    p.seen = 0;
-
-    assert_int_equal(tw_cond_acquire(&f.c), 0);
-    t = tw_test_start(pester_target_main, &s);
-    for (;;) {
-        assert_int_equal(tw_cond_wait_for(&f.reg, pred_progress, &p, HANG_LIMIT), 0);
-        if (s.done)
-            break;
-        p.seen = s.calls;
-        assert_int_equal(tw_cond_notify(&f.c, 1), 0); /* the waiter is queued: wake it */
-        notifies++;
+    /* The waiters started below inherit this thread's CPU set. */
+    if (pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) == 0) {
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+            if (CPU_ISSET(cpu, &saved)) {
+                cpu_set_t one;
+                CPU_ZERO(&one);
+                CPU_SET(cpu, &one);
+                pinned = pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0;
+                break;
+            }
+        }
     }
-    assert_int_equal(tw_cond_release(&f.c), 0);
-    tw_test_join(t);
-    print_message("woke the waiter %d times within its 0.25 s\n", notifies);
-    assert_int_equal(s.rc, TW_ETIMEDOUT);
-    assert_true(s.elapsed >= 0.25);
-    assert_true(s.elapsed < 5.0);
-    assert_true(notifies >= 1);
-    assert_true(s.calls >= 2);
+
+    for (int trial = 0; trial < STRETCH_TRIALS; trial++) {
+        progress p;
+        pthread_t t;
+        double start;
+        int notifies = 0;
+
+        fixture_init(&f, KIND_LOCK);
+        memset(&s, 0, sizeof s);
+        s.f = &f;
+        s.rc = -1000;
+        p.s = &s;
+        p.seen = 0;
+
+        assert_int_equal(tw_cond_acquire(&f.c), 0);
+        t = tw_test_start(pester_target_main, &s);
+        start = tw_test_now();
+        for (;;) {
+            int rc = tw_cond_wait_for(&f.reg, pred_progress, &p, HANG_LIMIT);
+            if (rc != 0) {
+                tw_cond_release(&f.c);
+                if (pinned)
+                    pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+                fail_msg("trial %d: the waiter made no progress for %.0f s", trial, HANG_LIMIT);
+            }
+            if (s.done)
+                break;
+            p.seen = s.calls;
+            /* The waiter is queued again (it checked the predicate under the
+             * lock, then waited): wake it, for a while. */
+            if (tw_test_now() - start < STRETCH_PESTER) {
+                assert_int_equal(tw_cond_notify(&f.c, 1), 0);
+                notifies++;
+            }
+        }
+        assert_int_equal(tw_cond_release(&f.c), 0);
+        tw_test_join(t);
+        if (pinned && trial == STRETCH_TRIALS - 1)
+            assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof saved, &saved), 0);
+        total_notifies += notifies;
+        if (s.elapsed > worst)
+            worst = s.elapsed;
+        if (pinned && trial < STRETCH_TRIALS - 1 &&
+            (s.rc != TW_ETIMEDOUT || s.elapsed < STRETCH_TIMEOUT ||
+             s.elapsed > STRETCH_TIMEOUT + STRETCH_SLACK))
+            pthread_setaffinity_np(pthread_self(), sizeof saved, &saved); /* failing below */
+        assert_int_equal(s.rc, TW_ETIMEDOUT);
+        if (s.elapsed < STRETCH_TIMEOUT || s.elapsed > STRETCH_TIMEOUT + STRETCH_SLACK)
+            fail_msg("trial %d: wait_for(%.4f s) returned after %.3f s, re-notified %d times",
+                     trial, STRETCH_TIMEOUT, s.elapsed, notifies);
+        assert_true(s.calls >= 2); /* it was woken and re-checked at least once */
+    }
+    print_message("%d trials%s, %ld wake-ups, slowest return %.3f s after a %.4f s timeout\n",
+                  STRETCH_TRIALS, pinned ? " on one CPU" : "", total_notifies, worst,
+                  STRETCH_TIMEOUT);
 }
 
 /* ---- several conditions on one lock -------------------------------------- */
@@ -1199,6 +1311,7 @@ int main(void)
         cmocka_unit_test(test_cond_acquire_timeout_and_try),
         cmocka_unit_test(test_cond_wait_releases_recursive_rlock),
         cmocka_unit_test(test_cond_notify_n_fifo),
+        cmocka_unit_test(test_cond_timed_out_waiters_leave_queue),
         cmocka_unit_test(test_cond_notify_more_than_waiting),
         cmocka_unit_test(test_cond_notify_all_wakes_everyone),
         cmocka_unit_test(test_cond_wait_for_immediate_and_timeout),

@@ -134,13 +134,47 @@ static bool tally_wait(tally *t, int n, double seconds)
  * objects in this test's frame and can be neither joined nor abandoned
  * safely: stop the program with a message instead of hanging until the
  * CTest timeout. */
-static void must_reach(tally *t, int n, const char *what)
+static void must_reach(tally *t, int n, double seconds, const char *what)
 {
-    if (!tally_wait(t, n, 30.0)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within 30 s\n", what,
-                tally_get(t), n);
+    if (!tally_wait(t, n, seconds)) {
+        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
+                tally_get(t), n, seconds);
         abort();
     }
+}
+
+/* tw_test_run_threads, except that threads which never finish (a lost
+ * wake-up) stop the program after a minute instead of hanging it. */
+struct bounded_arg {
+    void *(*fn)(void *);
+    void *arg;
+    tally *done;
+};
+
+static void *bounded_main(void *p)
+{
+    struct bounded_arg *b = p;
+    b->fn(b->arg);
+    tally_add(b->done);
+    return NULL;
+}
+
+static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
+                                const char *what)
+{
+    struct bounded_arg args[16];
+    pthread_t t[16];
+    tally done;
+    assert_true(n <= 16);
+    tally_init(&done);
+    for (int i = 0; i < n; i++) {
+        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
+        t[i] = tw_test_start(bounded_main, &args[i]);
+    }
+    must_reach(&done, n, 60.0, what);
+    for (int i = 0; i < n; i++)
+        tw_test_join(t[i]);
+    tally_destroy(&done);
 }
 
 /* ---- how much of each object the calling thread holds ------------------------ */
@@ -765,7 +799,7 @@ static void test_guard_mutual_exclusion(void **state)
     counter = 0;
     for (int i = 0; i < N; i++)
         w[i] = (struct guard_worker){.lock = &l, .counter = &counter, .inside = &inside, .n = n};
-    tw_test_run_threads(N, guard_worker_main, w, sizeof w[0]);
+    run_threads_bounded(N, guard_worker_main, w, sizeof w[0], "guard_worker_main");
     for (int i = 0; i < N; i++)
         assert_int_equal(w[i].overlaps, 0);
     assert_int_equal(counter, (long)(n * N));
@@ -818,7 +852,7 @@ static void test_guard_sem_waits_for_token(void **state)
         sched_yield();
     assert_int_equal(tally_get(&entered), 0);
     assert_rc(tw_sem_release(&s, 1), 0);
-    must_reach(&entered, 1, "TW_WITH(tw_sem *) after release");
+    must_reach(&entered, 1, 30.0, "TW_WITH(tw_sem *) after release");
     tw_test_join(t);
     assert_int_equal(tally_get(&entered), 1);
     assert_int_equal(u.value_inside, 0);
@@ -876,7 +910,7 @@ static void test_guard_cond_producer_consumer(void **state)
         ready = 42;
         assert_rc(tw_cond_notify_all(&c), 0);
     }
-    must_reach(&left, 1, "consumer after notify");
+    must_reach(&left, 1, 30.0, "consumer after notify");
     tw_test_join(t);
     assert_int_equal(con.seen, 42);
     assert_int_equal(con.wait_errors, 0);

@@ -92,13 +92,47 @@ static bool tally_wait(tally *t, int n, double seconds)
  * objects in this test's frame and can be neither joined nor abandoned
  * safely: stop the program with a message instead of hanging until the
  * CTest timeout. */
-static void must_reach(tally *t, int n, const char *what)
+static void must_reach(tally *t, int n, double seconds, const char *what)
 {
-    if (!tally_wait(t, n, 30.0)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within 30 s\n", what,
-                tally_get(t), n);
+    if (!tally_wait(t, n, seconds)) {
+        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
+                tally_get(t), n, seconds);
         abort();
     }
+}
+
+/* tw_test_run_threads, except that threads which never finish (a lost
+ * wake-up) stop the program after a minute instead of hanging it. */
+struct bounded_arg {
+    void *(*fn)(void *);
+    void *arg;
+    tally *done;
+};
+
+static void *bounded_main(void *p)
+{
+    struct bounded_arg *b = p;
+    b->fn(b->arg);
+    tally_add(b->done);
+    return NULL;
+}
+
+static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
+                                const char *what)
+{
+    struct bounded_arg args[16];
+    pthread_t t[16];
+    tally done;
+    assert_true(n <= 16);
+    tally_init(&done);
+    for (int i = 0; i < n; i++) {
+        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
+        t[i] = tw_test_start(bounded_main, &args[i]);
+    }
+    must_reach(&done, n, 60.0, what);
+    for (int i = 0; i < n; i++)
+        tw_test_join(t[i]);
+    tally_destroy(&done);
 }
 
 /* Polls, for at most two seconds, until a waiter has marked the lock as
@@ -430,7 +464,7 @@ static void run_one_waiter(int mode, double timeout)
     assert_true(tw_lock_locked(&l));
 
     assert_rc(tw_lock_release(&l), 0);
-    must_reach(&acquired, 1, "waiter after release");
+    must_reach(&acquired, 1, 30.0, "waiter after release");
     tw_test_join(t);
     assert_rc(w.rc, 0);
     assert_true(w.saw_locked);
@@ -481,7 +515,7 @@ static void test_lock_many_waiters_all_proceed(void **state)
     assert_int_equal(tally_get(&acquired), 0);
 
     assert_rc(tw_lock_release(&l), 0);
-    must_reach(&acquired, N_WAITERS, "waiters after release");
+    must_reach(&acquired, N_WAITERS, 30.0, "waiters after release");
     for (int i = 0; i < N_WAITERS; i++) {
         tw_test_join(t[i]);
         assert_rc(w[i].rc, 0);
@@ -546,7 +580,7 @@ static void test_lock_mutual_exclusion(void **state)
     for (int i = 0; i < N; i++)
         c[i] = (struct contender){.lock = &l, .counter = &counter, .inside = &inside,
                                   .iterations = iters, .index = i};
-    tw_test_run_threads(N, contender_main, c, sizeof c[0]);
+    run_threads_bounded(N, contender_main, c, sizeof c[0], "contender_main");
     for (int i = 0; i < N; i++) {
         assert_int_equal(c[i].errors, 0);
         assert_int_equal(c[i].overlaps, 0);
@@ -632,6 +666,7 @@ static void test_lock_run_null_fn_held_lock(void **state)
     returned = tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_lock_release(&l); /* let a wrongly waiting thread finish */
+    must_reach(&done, 1, 30.0, "tw_lock_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);
@@ -680,7 +715,7 @@ static void test_lock_run_waits_for_lock(void **state)
     wait_lock_contended(&l);
     assert_int_equal(tally_get(&ran), 0);
     assert_rc(tw_lock_release(&l), 0);
-    must_reach(&ran, 1, "tw_lock_run after release");
+    must_reach(&ran, 1, 30.0, "tw_lock_run after release");
     tw_test_join(t);
     assert_int_equal(tally_get(&ran), 1);
     assert_int_equal(r.rc, 5);

@@ -90,13 +90,47 @@ static bool tally_wait(tally *t, int n, double seconds)
  * objects in this test's frame and can be neither joined nor abandoned
  * safely: stop the program with a message instead of hanging until the
  * CTest timeout. */
-static void must_reach(tally *t, int n, const char *what)
+static void must_reach(tally *t, int n, double seconds, const char *what)
 {
-    if (!tally_wait(t, n, 30.0)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within 30 s\n", what,
-                tally_get(t), n);
+    if (!tally_wait(t, n, seconds)) {
+        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
+                tally_get(t), n, seconds);
         abort();
     }
+}
+
+/* tw_test_run_threads, except that threads which never finish (a lost
+ * wake-up) stop the program after a minute instead of hanging it. */
+struct bounded_arg {
+    void *(*fn)(void *);
+    void *arg;
+    tally *done;
+};
+
+static void *bounded_main(void *p)
+{
+    struct bounded_arg *b = p;
+    b->fn(b->arg);
+    tally_add(b->done);
+    return NULL;
+}
+
+static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
+                                const char *what)
+{
+    struct bounded_arg args[16];
+    pthread_t t[16];
+    tally done;
+    assert_true(n <= 16);
+    tally_init(&done);
+    for (int i = 0; i < n; i++) {
+        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
+        t[i] = tw_test_start(bounded_main, &args[i]);
+    }
+    must_reach(&done, n, 60.0, what);
+    for (int i = 0; i < n; i++)
+        tw_test_join(t[i]);
+    tally_destroy(&done);
 }
 
 /* Bounded poll (two seconds at most) until a waiter has marked the RLock's
@@ -505,7 +539,7 @@ static void run_blocked_waiter(int mode)
     assert_int_equal(tally_get(&acquired), 0);
 
     assert_rc(tw_rlock_release(&r), 0);
-    must_reach(&acquired, 1, "waiter after the last release");
+    must_reach(&acquired, 1, 30.0, "waiter after the last release");
     assert_false(tw_rlock_is_owned(&r));
     tw_test_join(t);
     assert_rc(w.rc, 0);
@@ -573,7 +607,7 @@ static void test_rlock_mutual_exclusion(void **state)
     for (int i = 0; i < N; i++)
         c[i] = (struct contender){.r = &r, .counter = &counter, .inside = &inside,
                                   .iterations = iters};
-    tw_test_run_threads(N, contender_main, c, sizeof c[0]);
+    run_threads_bounded(N, contender_main, c, sizeof c[0], "contender_main");
     for (int i = 0; i < N; i++) {
         assert_int_equal(c[i].errors, 0);
         assert_int_equal(c[i].overlaps, 0);
@@ -662,6 +696,7 @@ static void test_rlock_run_null_fn_owned_elsewhere(void **state)
     returned = tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_rlock_release(&r); /* let a wrongly waiting thread finish */
+    must_reach(&done, 1, 30.0, "tw_rlock_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);

@@ -90,13 +90,47 @@ static bool tally_wait(tally *t, int n, double seconds)
  * objects in this test's frame and can be neither joined nor abandoned
  * safely: stop the program with a message instead of hanging until the
  * CTest timeout. */
-static void must_reach(tally *t, int n, const char *what)
+static void must_reach(tally *t, int n, double seconds, const char *what)
 {
-    if (!tally_wait(t, n, 30.0)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within 30 s\n", what,
-                tally_get(t), n);
+    if (!tally_wait(t, n, seconds)) {
+        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
+                tally_get(t), n, seconds);
         abort();
     }
+}
+
+/* tw_test_run_threads, except that threads which never finish (a lost
+ * wake-up) stop the program after a minute instead of hanging it. */
+struct bounded_arg {
+    void *(*fn)(void *);
+    void *arg;
+    tally *done;
+};
+
+static void *bounded_main(void *p)
+{
+    struct bounded_arg *b = p;
+    b->fn(b->arg);
+    tally_add(b->done);
+    return NULL;
+}
+
+static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
+                                const char *what)
+{
+    struct bounded_arg args[16];
+    pthread_t t[16];
+    tally done;
+    assert_true(n <= 16);
+    tally_init(&done);
+    for (int i = 0; i < n; i++) {
+        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
+        t[i] = tw_test_start(bounded_main, &args[i]);
+    }
+    must_reach(&done, n, 60.0, what);
+    for (int i = 0; i < n; i++)
+        tw_test_join(t[i]);
+    tally_destroy(&done);
 }
 
 /* Bounded poll (two seconds at most) until n threads are inside the slow
@@ -355,6 +389,7 @@ static void test_sem_release_wakes_k_waiters(void **state)
     if (!all) /* free the stragglers one by one so that the joins below return */
         for (int i = 0; i < K_WAITERS; i++)
             tw_sem_release(&s, 1);
+    must_reach(&done, K_WAITERS, 30.0, "semaphore waiters");
     for (int i = 0; i < K_WAITERS; i++)
         tw_test_join(t[i]);
     assert_true(all);
@@ -397,6 +432,7 @@ static void test_sem_release_n_wakes_up_to_n(void **state)
     if (!all)
         for (int i = 0; i < K_WAITERS; i++)
             tw_sem_release(&s, 1);
+    must_reach(&done, K_WAITERS, 30.0, "semaphore waiters");
     for (int i = 0; i < K_WAITERS; i++)
         tw_test_join(t[i]);
     assert_true(two);
@@ -479,7 +515,7 @@ static void test_sem_producers_consumers(void **state)
     (void)state;
     for (int i = 0; i < N; i++)
         p[i] = (struct pc){.sem = &s, .n = n, .producer = i % 2};
-    tw_test_run_threads(N, pc_main, p, sizeof p[0]);
+    run_threads_bounded(N, pc_main, p, sizeof p[0], "pc_main");
     for (int i = 0; i < N; i++)
         assert_int_equal(p[i].errors, 0);
     assert_int_equal(tw_sem_value(&s), 0);
@@ -549,6 +585,7 @@ static void test_sem_run_null_fn_empty(void **state)
     returned = tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_sem_release(&s, 1);
+    must_reach(&done, 1, 30.0, "tw_sem_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);
@@ -594,7 +631,7 @@ static void test_sem_run_waits_for_token(void **state)
     wait_sem_waiters(&s, 1);
     assert_int_equal(tally_get(&ran), 0);
     assert_rc(tw_sem_release(&s, 1), 0);
-    must_reach(&ran, 1, "tw_sem_run after release");
+    must_reach(&ran, 1, 30.0, "tw_sem_run after release");
     tw_test_join(t);
     assert_int_equal(tally_get(&ran), 1);
     assert_int_equal(r.rc, 17);
@@ -745,13 +782,14 @@ static void test_bsem_blocked_waiter_proceeds(void **state)
     assert_int_equal(tally_get(&done), 0);
 
     assert_rc(tw_bsem_release(&b, 1), 0);
-    must_reach(&done, 1, "bounded semaphore waiter after release");
+    must_reach(&done, 1, 30.0, "bounded semaphore waiter after release");
     assert_int_equal(tw_bsem_value(&b), 0);
     /* The first waiter to pass holds the only token; hand it back. */
     assert_rc(tw_bsem_release(&b, 1), 0);
     all = tally_wait(&done, 2, 30.0);
     if (!all)
         tw_sem_release(&b.sem, 1);
+    must_reach(&done, 2, 30.0, "bounded semaphore waiters");
     for (int i = 0; i < 2; i++)
         tw_test_join(t[i]);
     assert_true(all);
@@ -802,7 +840,7 @@ static void test_bsem_concurrent(void **state)
     (void)state;
     for (int i = 0; i < N; i++)
         u[i] = (struct bsem_user){.b = &b, .inside = &inside, .n = n};
-    tw_test_run_threads(N, bsem_user_main, u, sizeof u[0]);
+    run_threads_bounded(N, bsem_user_main, u, sizeof u[0], "bsem_user_main");
     for (int i = 0; i < N; i++) {
         assert_int_equal(u[i].errors, 0);
         assert_int_equal(u[i].too_many, 0);
@@ -858,6 +896,7 @@ static void test_bsem_run_null_fn_empty(void **state)
     returned = tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_bsem_release(&b, 1);
+    must_reach(&done, 1, 30.0, "tw_bsem_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);

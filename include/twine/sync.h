@@ -297,7 +297,11 @@ TW_API int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg);
  * parties threads meet: each wait blocks until the last one arrives, then all
  * return together with distinct indices 0..parties-1 (the order of arrival).
  * The optional action runs once per cycle, in the last thread to arrive,
- * before the others are released; if it returns non-zero the barrier breaks.
+ * before the others are released and without the barrier's lock held (it may
+ * call tw_barrier_n_waiting, abort or reset); if it returns non-zero the
+ * barrier breaks. Threads arriving while an action runs wait for it to end
+ * before they join the next cycle, so actions never overlap. An abort or
+ * reset while the action runs fails that cycle's waiters too.
  * A barrier breaks when a waiter times out, when the action fails, or on
  * abort: every thread waiting then, and every later wait, gets TW_EBROKEN
  * until reset. reset breaks the current cycle for its waiters (TW_EBROKEN) and
@@ -310,12 +314,15 @@ typedef struct tw_barrier {
     uint32_t parties;
     uint32_t count;   /* threads waiting in this cycle */
     uint32_t broken;
+    uint32_t drain;   /* bit 0: a completed cycle's action is running; +2 when it ends */
+    uint32_t drain_broken; /* abort/reset came while the action ran */
     int (*action)(void *arg);
     void *arg;
     struct tw__barrier_waiter *head; /* waiters of this cycle, newest first */
 } tw_barrier;
 
-#define TW_BARRIER_INIT(parties, action, arg) {TW_LOCK_INIT, (parties), 0, 0, (action), (arg), NULL}
+#define TW_BARRIER_INIT(parties, action, arg) \
+    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL}
 #define TW_BARRIER_PARTIES_MAX 0x7fffffffu
 
 /* 0, or TW_EINVAL (NULL, parties 0 or above TW_BARRIER_PARTIES_MAX). Only on an unused barrier. */

@@ -6,6 +6,7 @@
  * both fields, and makes it even again; a reader retries while `seq` is odd or
  * changed under it. Writers serialise on `writing`. Nothing allocates, so the
  * hook works when memory is short. */
+#include <errno.h>
 #include <stdio.h>
 
 #include <twine/base.h>
@@ -28,11 +29,10 @@ void tw_set_diag_hook(tw_diag_fn fn, void *ctx)
     while (__atomic_exchange_n(&writing, 1, __ATOMIC_ACQUIRE))
         ; /* installs are rare and short */
     __atomic_store_n(&seq, __atomic_load_n(&seq, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    /* The fence orders the odd seq before the field stores (pairs with the
-     * reader's fence between its field loads and its second seq load). */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(&hook_fn, fn, __ATOMIC_RELAXED);
-    __atomic_store_n(&hook_ctx, ctx, __ATOMIC_RELAXED);
+    /* release: each field store keeps the odd seq before it, so a reader that
+     * sees a new field (acquire) also sees the odd seq and retries. */
+    __atomic_store_n(&hook_fn, fn, __ATOMIC_RELEASE);
+    __atomic_store_n(&hook_ctx, ctx, __ATOMIC_RELEASE);
     /* release: the fields before the even seq (pairs with the reader's acquire). */
     __atomic_store_n(&seq, __atomic_load_n(&seq, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&writing, 0, __ATOMIC_RELEASE);
@@ -44,15 +44,17 @@ void tw_diag_report(enum tw_diag_kind kind, int code, const char *function, cons
     tw_diag_fn fn;
     void *ctx;
     uint32_t s0, s1;
+    int saved = errno; /* a hook (or stderr) may set it; twine keeps the caller's */
     do {
         s0 = __atomic_load_n(&seq, __ATOMIC_ACQUIRE);
-        fn = __atomic_load_n(&hook_fn, __ATOMIC_RELAXED);
-        ctx = __atomic_load_n(&hook_ctx, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        /* acquire: the second seq load cannot move before these. */
+        fn = __atomic_load_n(&hook_fn, __ATOMIC_ACQUIRE);
+        ctx = __atomic_load_n(&hook_ctx, __ATOMIC_ACQUIRE);
         s1 = __atomic_load_n(&seq, __ATOMIC_RELAXED);
     } while ((s0 & 1) || s0 != s1);
     if (fn)
         fn(ctx, &d);
     else
         default_hook(NULL, &d);
+    errno = saved;
 }

@@ -12,10 +12,14 @@
  * A node is written by others only until its state becomes DONE; after that
  * store nobody touches it (the wake that follows uses only its address).
  *
- * The last thread to arrive takes the cycle's nodes off the list (so new
- * arrivals start the next cycle), marks them CLOSING, releases the lock and
- * runs the action without holding it; then it publishes DONE with each
- * waiter's index, or TW_EBROKEN if the action failed, and wakes them. */
+ * The last thread to arrive takes the cycle's nodes off the list, marks them
+ * CLOSING, sets bit 0 of `drain`, releases the lock and runs the action
+ * without holding it. Threads that arrive meanwhile park on `drain` until the
+ * bit clears, so they join the next cycle only after this one is settled and
+ * two actions never run at once. Then, holding the lock again, the last thread
+ * publishes DONE with each waiter's index — or TW_EBROKEN for all if the
+ * action failed or an abort/reset came in the meantime (drain_broken) — clears
+ * the bit (adding 2, so parked arrivals see the word change) and wakes them. */
 #include "platform/wait.h"
 
 #include <twine/sync.h>
@@ -36,6 +40,8 @@ int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), v
     b->parties = parties;
     b->count = 0;
     b->broken = 0;
+    b->drain = 0;
+    b->drain_broken = 0;
     b->action = action;
     b->arg = arg;
     b->head = NULL;
@@ -65,6 +71,49 @@ static void fail_waiters(tw_barrier *b)
     finish(w, 1);
 }
 
+/* Lock held; returns with it held. Waits while a cycle's action runs. */
+static bool wait_drain(tw_barrier *b, bool try_only)
+{
+    while (b->drain & 1) {
+        uint32_t v = b->drain;
+        if (try_only)
+            return false;
+        tw_lock_release(&b->lock);
+        tw__wait(&b->drain, v, TW_DEADLINE_NEVER); /* bounded by the action */
+        tw_lock_acquire(&b->lock);
+    }
+    return true;
+}
+
+/* Last arrival, lock held: settles the cycle; returns with the lock released. */
+static int complete(tw_barrier *b, uint32_t index)
+{
+    struct tw__barrier_waiter *cycle = b->head, *w;
+    int (*action)(void *) = b->action;
+    void *arg = b->arg;
+    bool failed, bad;
+    for (w = cycle; w; w = w->next)
+        __atomic_store_n(&w->state, CLOSING, __ATOMIC_RELAXED);
+    b->head = NULL;
+    b->count = 0;
+    b->drain_broken = 0;
+    __atomic_store_n(&b->drain, b->drain | 1, __ATOMIC_RELAXED);
+    tw_lock_release(&b->lock);
+
+    failed = action && action(arg) != 0;
+
+    tw_lock_acquire(&b->lock);
+    bad = failed || b->drain_broken;
+    if (failed)
+        b->broken = 1;
+    b->drain_broken = 0;
+    finish(cycle, bad);
+    __atomic_store_n(&b->drain, b->drain + 1, __ATOMIC_RELEASE); /* odd + 1: even, moved */
+    tw__wake(&b->drain, TW__WAKE_ALL);
+    tw_lock_release(&b->lock);
+    return bad ? TW_EBROKEN : (int)index;
+}
+
 static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only)
 {
     struct tw__barrier_waiter self = {NULL, WAITING, 0};
@@ -77,32 +126,17 @@ static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only)
         tw_lock_release(&b->lock);
         return TW_EINVAL;
     }
+    if (!wait_drain(b, try_only)) {
+        tw_lock_release(&b->lock);
+        return TW_EBUSY;
+    }
     if (b->broken) {
         tw_lock_release(&b->lock);
         return TW_EBROKEN;
     }
     index = b->count;
-    if (index + 1 == b->parties) { /* last to arrive: complete the cycle */
-        struct tw__barrier_waiter *cycle = b->head, *w;
-        int (*action)(void *) = b->action;
-        void *arg = b->arg;
-        for (w = cycle; w; w = w->next)
-            __atomic_store_n(&w->state, CLOSING, __ATOMIC_RELAXED);
-        b->head = NULL;
-        b->count = 0;
-        tw_lock_release(&b->lock);
-
-        if (action && action(arg) != 0) {
-            tw_lock_acquire(&b->lock);
-            b->broken = 1;
-            fail_waiters(b); /* those already waiting in the next cycle */
-            tw_lock_release(&b->lock);
-            finish(cycle, 1);
-            return TW_EBROKEN;
-        }
-        finish(cycle, 0);
-        return (int)index;
-    }
+    if (index + 1 == b->parties)
+        return complete(b, index);
     if (try_only) {
         tw_lock_release(&b->lock);
         return TW_EBUSY;
@@ -154,6 +188,8 @@ int tw_barrier_abort(tw_barrier *b)
         return TW_EINVAL;
     tw_lock_acquire(&b->lock);
     b->broken = 1;
+    if (b->drain & 1)
+        b->drain_broken = 1;
     fail_waiters(b);
     tw_lock_release(&b->lock);
     return 0;
@@ -165,6 +201,8 @@ int tw_barrier_reset(tw_barrier *b)
         return TW_EINVAL;
     tw_lock_acquire(&b->lock);
     fail_waiters(b);
+    if (b->drain & 1)
+        b->drain_broken = 1;
     b->broken = 0;
     tw_lock_release(&b->lock);
     return 0;

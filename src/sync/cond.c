@@ -180,16 +180,26 @@ static void reacquire(tw_cond *c, uint32_t depth, bool contended)
 static void signal_node(tw_cond *c, struct tw__cond_waiter *w)
 {
     tw_lock *l = inner_lock(c);
+    uint32_t word;
     int moved;
     /* release: pairs with the waiter's acquire load of its state. */
     __atomic_store_n(&w->state, SIGNALED, __ATOMIC_RELEASE);
-    moved = tw__requeue(&w->state, SIGNALED, &l->word);
+    /* Mark the lock contended first, so that its release wakes the thread
+     * once it sleeps there. With correct use we hold the lock and the word is
+     * 1 or 2; a word of 0 means a plain Lock was released under a notifier
+     * that did not hold it, and then the waiter is simply woken. */
+    word = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
+    while (word != 0 && !__atomic_compare_exchange_n(&l->word, &word, 2, true, __ATOMIC_RELAXED,
+                                                     __ATOMIC_RELAXED))
+        ;
+    moved = word != 0 ? tw__requeue(&w->state, SIGNALED, &l->word) : TW_ENOTSUP;
     if (moved == 1) {
-        /* It sleeps on the lock word now: make our release wake it. Nobody
-         * else can release meanwhile, since we hold the lock; the waiter reads
-         * REQUEUED only after that release has woken it. */
-        __atomic_store_n(&l->word, 2, __ATOMIC_RELAXED);
+        /* It sleeps on the lock word now. The waiter reads REQUEUED only after
+         * a release has woken it. If the lock was released meanwhile (misuse
+         * again), nobody would: wake it from the lock's queue ourselves. */
         __atomic_store_n(&w->state, REQUEUED, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&l->word, __ATOMIC_SEQ_CST) == 0)
+            tw__wake(&l->word, 1);
     } else if (moved < 0) {
         tw__wake(&w->state, 1);
     } /* moved == 0: not parked yet; it will see SIGNALED */
@@ -287,7 +297,12 @@ int tw_cond_wait_for(tw_cond *c, bool (*pred)(void *arg), void *arg, double time
         return TW_EINVAL;
     if (!held(c))
         return TW_EPERM;
+    /* The deadline is checked before every wait, not only by the wait: a
+     * waiter notified again and again while pred stays false must still
+     * time out. */
     while (!pred(arg)) {
+        if (d != TW_DEADLINE_NEVER && tw_now_ns() >= d)
+            return TW_ETIMEDOUT;
         if (wait_until(c, d) == TW_ETIMEDOUT)
             return pred(arg) ? 0 : TW_ETIMEDOUT;
     }

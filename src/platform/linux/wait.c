@@ -55,7 +55,12 @@ int tw__thread_cpus(void)
 {
     cpu_set_t set;
     int saved = errno, n;
-    n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    /* A machine with more CPUs than cpu_set_t holds makes this fail: then
+     * count the CPUs online instead. */
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    else
+        n = (int)sysconf(_SC_NPROCESSORS_ONLN);
     errno = saved;
     return n > 0 ? n : 1;
 }

@@ -24,9 +24,8 @@ typedef struct waiter {
 } waiter;
 
 typedef struct bucket {
-    pthread_mutex_t mu;
+    _Alignas(64) pthread_mutex_t mu; /* one cache line (or more) per bucket */
     waiter *head, *tail;
-    char pad[64 - sizeof(pthread_mutex_t) % 64];
 } bucket;
 
 #define NBUCKETS 256
@@ -70,7 +69,7 @@ int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline)
     bucket *b = bucket_of(addr);
     waiter w = {NULL, addr, PTHREAD_COND_INITIALIZER, false};
     struct timespec ts;
-    int rc = 0;
+    int rc = 0, cancel_state;
 
     if (deadline != TW_DEADLINE_NEVER) {
         if (deadline <= tw_now_ns())
@@ -78,6 +77,9 @@ int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline)
         ts.tv_sec = deadline / 1000000000;
         ts.tv_nsec = deadline % 1000000000;
     }
+    /* twine's waits are not cancellation points (as on the futex backend): a
+     * thread cancelled here would leave the bucket locked and its node listed. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     pthread_cond_init(&w.cond, &monotonic);
     pthread_mutex_lock(&b->mu);
     /* seq_cst: the check must see any value stored before the waker took the
@@ -99,6 +101,7 @@ int tw__wait(uint32_t *addr, uint32_t expect, tw_deadline deadline)
     }
     pthread_mutex_unlock(&b->mu);
     pthread_cond_destroy(&w.cond);
+    pthread_setcancelstate(cancel_state, NULL);
     return (!w.woken && rc == ETIMEDOUT) ? TW_ETIMEDOUT : 0;
 }
 
@@ -140,6 +143,8 @@ int tw__requeue(uint32_t *from, uint32_t from_val, uint32_t *to)
 
 int tw__thread_cpus(void)
 {
+    int saved = errno; /* sysconf may set it (no /sys); twine keeps the caller's */
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+    errno = saved;
     return n > 0 ? (int)n : 1;
 }

@@ -1,0 +1,150 @@
+#!/bin/sh
+# Runs the benchmark suites and writes their results to bench/results/:
+#   sync  sync.csv (+ sync.md, the same table in Markdown)
+#   pool  pool.csv (+ pool.md)
+# and machine.txt for both.
+#
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|all] [--scale F] [--only WORKLOAD[,...]]
+#   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
+#   (make bench does both). --suite picks the suites (default all). The other
+#   options go to every C and Python benchmark program: --scale 0.05 gives a
+#   quick smoke run with the same checks. A suite whose run selected no
+#   workload leaves its previous results in place.
+set -eu
+
+if [ $# -lt 1 ]; then
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    exit 2
+fi
+build=$1
+shift
+
+# --suite is this script's own option; everything else is passed on.
+suites="sync pool"
+n=$#
+i=0
+while [ "$i" -lt "$n" ]; do
+    a=$1
+    shift
+    i=$((i + 1))
+    if [ "$a" = "--suite" ] && [ "$i" -lt "$n" ]; then
+        s=$1
+        shift
+        i=$((i + 1))
+        case "$s" in
+            sync | pool) suites=$s ;;
+            all) suites="sync pool" ;;
+            *)
+                echo "run.sh: --suite takes sync, pool or all, not '$s'" >&2
+                exit 2
+                ;;
+        esac
+    else
+        set -- "$@" "$a"
+    fi
+done
+
+here=$(cd "$(dirname "$0")" && pwd)
+results=$here/results
+for s in $suites; do
+    if [ ! -x "$build/bench/twine_bench_$s" ]; then
+        echo "run.sh: $build/bench/twine_bench_$s not found; configure with -DTW_BUILD_BENCH=ON and build first" >&2
+        exit 1
+    fi
+done
+mkdir -p "$results"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# The pool suite's Python side needs Twisted; Debian's python3-twisted is
+# installed for /usr/bin/python3, which may not be the first python3 on PATH.
+twisted_python=""
+for py in python3 /usr/bin/python3; do
+    if "$py" -c 'import twisted' 2>/dev/null; then
+        twisted_python=$py
+        break
+    fi
+done
+
+# Share of CPU time idle over one second (from /proc/stat): benchmarks on a
+# machine that is busy with something else measure that something else too.
+idle_pct() {
+    read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ </proc/stat
+    sleep 1
+    read -r _ u2 n2 s2 i2 w2 q2 sq2 st2 _ </proc/stat
+    busy=$(((u2 - u1) + (n2 - n1) + (s2 - s1) + (q2 - q1) + (sq2 - sq1) + (st2 - st1)))
+    idle=$(((i2 - i1) + (w2 - w1)))
+    echo $((100 * idle / (busy + idle + 1)))
+}
+
+idle=$(idle_pct)
+{
+    echo "date:    $(date)"
+    echo "cpus:    $(nproc)"
+    echo "model:   $(lscpu | sed -n 's/^Model name:[[:space:]]*//p')"
+    echo "kernel:  $(uname -r)"
+    echo "python:  $(python3 --version 2>&1)"
+    if [ -n "$twisted_python" ]; then
+        echo "twisted: $("$twisted_python" -c 'import sys, twisted; print(f"Twisted {twisted.__version__} on Python {sys.version.split()[0]}")') ($twisted_python)"
+    fi
+    echo "peers:   libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), GLib $(pkg-config --modversion glib-2.0 2>/dev/null || echo '?')"
+    echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min), ${idle}% idle in the second before the run"
+    if [ "$idle" -lt 90 ]; then
+        echo "WARNING: the machine was busy before the run; expect noisy figures"
+    fi
+} >"$tmp/machine.txt"
+cat "$tmp/machine.txt"
+echo
+
+# Merges the C and Python CSVs of suite $1 into results/$1.csv and $1.md,
+# unless the run measured nothing (all of --only was in the other suite).
+rows() {
+    if [ -f "$1" ]; then tail -n +2 "$1" | wc -l; else echo 0; fi
+}
+publish() {
+    if [ $(($(rows "$tmp/$1-c.csv") + $(rows "$tmp/$1-py.csv"))) -eq 0 ]; then
+        echo "== $1: no workload selected; $results/$1.csv left as it was =="
+        echo
+        return
+    fi
+    {
+        cat "$tmp/$1-c.csv"
+        if [ -f "$tmp/$1-py.csv" ]; then
+            tail -n +2 "$tmp/$1-py.csv"
+        fi
+    } >"$results/$1.csv"
+    python3 "$here/table.py" "$results/$1.csv" --markdown >"$results/$1.md"
+    echo "== results ($results/$1.csv) =="
+    python3 "$here/table.py" "$results/$1.csv"
+    echo
+}
+
+for s in $suites; do
+    case $s in
+        sync)
+            echo "== C: twine vs pthread, sem_t, nsync, GLib =="
+            "$build/bench/twine_bench_sync" --csv "$tmp/sync-c.csv" "$@"
+            echo
+            echo "== Python: threading =="
+            python3 "$here/py_sync.py" --csv "$tmp/sync-py.csv" "$@"
+            echo
+            ;;
+        pool)
+            echo "== C: twine pool vs libuv, GLib =="
+            "$build/bench/twine_bench_pool" --csv "$tmp/pool-c.csv" "$@"
+            echo
+            if [ -n "$twisted_python" ]; then
+                echo "== Python: Twisted ThreadPool, deferToThread ($twisted_python) =="
+                "$twisted_python" "$here/py_pool.py" --csv "$tmp/pool-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+    esac
+done
+
+cp "$tmp/machine.txt" "$results/machine.txt"
+for s in $suites; do
+    publish "$s"
+done
