@@ -25,12 +25,19 @@
  * retire as they become idle. The monitor keeps watching while the pool
  * stops (a wedge then is a shutdown hang) and leaves once every thread has
  * exited. */
+#include <sched.h>
 #include <stdio.h>
 
+#include "base/thread.h"
 #include "base/thread_start.h"
 #include "worker/team.h"
 
 typedef struct pool_thread pool_thread;
+
+/* A pool thread takes at most this many backlogged tasks per trip to mu, and
+ * never more than its share (backlog / threads): throughput without letting
+ * one thread hoard the queue. */
+#define TW__POOL_BATCH 8
 
 struct tw_pool {
     tw_worker base;
@@ -49,30 +56,58 @@ struct tw_pool {
                            thread start failed (TW_ENOMEM, TW_ESYS), or 0 */
     bool has_monitor;
     pthread_t monitor;
+    pool_thread *spare; /* [P] records of exited threads, for reuse */
 };
 
 struct pool_thread {
     tw_worker base;
     tw_pool *pool;
-    tw_sem wake;     /* posted for a task or for quit */
-    tw_task *slot;   /* atomic: the task to run next */
-    uint32_t quit;   /* atomic */
+    tw_sem wake;       /* posted for a task or for quit */
+    tw_task *slot;     /* atomic: the task to run next */
+    uint32_t quit;     /* atomic */
+    pool_thread *next; /* [P] in the spare list */
 };
 
+/* The pool and record of the calling pool thread, if it is one. */
 static __thread tw_pool *this_pool __attribute__((tls_model("initial-exec")));
+static __thread pool_thread *this_thread __attribute__((tls_model("initial-exec")));
+/* A thread given work by this thread's submit, to wake once mu is released. */
+static __thread pool_thread *wake_later __attribute__((tls_model("initial-exec")));
 
 /* ---- pool threads ---------------------------------------------------------- */
 
+/* Called under mu (the team assigns on its coordinator). The wake is put off
+ * until the submitter has released mu where it can be: a thread woken while
+ * mu is held would run straight into it and sleep again. A thread given work
+ * by its own recycle needs no wake at all. */
 static int pt_submit(tw_worker *w, tw_task *t)
 {
     pool_thread *pt = (pool_thread *)w;
     if (__atomic_load_n(&pt->quit, __ATOMIC_ACQUIRE))
         return TW_EQUIT;
     /* release: pairs with the exchange in thread_main; the slot is empty, as
-     * the team gives a member a task only when it has none. */
+     * the team gives a member new work only when it has none. */
     __atomic_store_n(&pt->slot, t, __ATOMIC_RELEASE);
+    if (pt == this_thread)
+        return 0;
+    if (!wake_later) {
+        wake_later = pt;
+        return 0;
+    }
     tw_sem_release(&pt->wake, 1);
     return 0;
+}
+
+/* After releasing mu: the wake pt_submit put off. A record is never freed
+ * while the pool lives (exited threads' records are kept for reuse), so a
+ * late wake is at worst a spurious one. */
+static void wake_deferred(void)
+{
+    pool_thread *pt = wake_later;
+    if (pt) {
+        wake_later = NULL;
+        tw_sem_release(&pt->wake, 1);
+    }
 }
 
 static int pt_quit(tw_worker *w)
@@ -98,24 +133,39 @@ static void *thread_main(void *arg)
     tw_pool *p = pt->pool;
     double idle = p->cfg.idle_timeout;
     this_pool = p;
+    this_thread = pt;
     for (;;) {
         tw_task *t = __atomic_exchange_n(&pt->slot, NULL, __ATOMIC_ACQUIRE);
         if (t) {
-            tw__task_run(t); /* the team's wrapper: reports errors itself */
+            tw__task_run(t); /* the team's batch runner: reports errors itself */
+            wake_deferred(); /* its recycle may have given another thread work */
             continue;
         }
         if (__atomic_load_n(&pt->quit, __ATOMIC_ACQUIRE))
             break;
+        if (tw_sem_try_acquire(&pt->wake) == 0) /* no clock read when work waits */
+            continue;
+        /* Work often comes back within microseconds: look for it a little
+         * (spinning, then yielding once) before paying for a sleep. */
+        for (TW__SPIN(i, d))
+            if (tw_sem_value(&pt->wake) > 0)
+                break;
+        if (tw_sem_value(&pt->wake) == 0)
+            sched_yield();
+        if (tw_sem_try_acquire(&pt->wake) == 0)
+            continue;
         if (tw_sem_acquire_timeout(&pt->wake, idle) == TW_ETIMEDOUT) {
             tw_lock_acquire(&p->mu);
             tw__team_retire_if_idle(p->team, &pt->base, p->cfg.min);
             tw_lock_release(&p->mu);
+            wake_deferred();
         }
     }
-    /* pt_submit and pt_quit run under mu (the team calls them on its
-     * coordinator), so once we hold mu nobody is touching pt any more. */
+    /* pt_quit runs under mu, so once we hold mu nobody else is using pt; its
+     * record goes to the spare list (a late deferred wake may still post it). */
     tw_lock_acquire(&p->mu);
-    TW__DELETE(pt);
+    pt->next = p->spare;
+    p->spare = pt;
     p->threads--;
     tw_cond_notify_all(&p->exited);
     tw_lock_release(&p->mu); /* the last access to the pool */
@@ -131,14 +181,21 @@ static tw_worker *create_thread(void *ctx)
     int rc;
     if (tw__team_members(p->team) >= p->cfg.max + p->extra)
         return NULL;
-    if (!(pt = TW__NEW(pool_thread))) {
+    if ((pt = p->spare)) {
+        p->spare = pt->next;
+    } else if (!(pt = TW__NEW(pool_thread))) {
         __atomic_store_n(&p->refused, TW_ENOMEM, __ATOMIC_RELAXED);
         return NULL;
     }
     pt->base.ops = &pool_thread_ops;
     pt->pool = p;
+    __atomic_store_n(&pt->slot, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pt->quit, 0, __ATOMIC_RELAXED);
+    /* A late wake for the record's previous thread may land on the new one's
+     * semaphore: a spurious wake, harmless (the loop re-checks its slot). */
     if ((rc = tw__thread_start(&th, thread_main, pt, p->cfg.stack_size, 1)) != 0) {
-        TW__DELETE(pt);
+        pt->next = p->spare;
+        p->spare = pt;
         __atomic_store_n(&p->refused, rc, __ATOMIC_RELAXED);
         tw_diag_report(TW_DIAG_WARNING, rc, "tw_pool", "could not start a pool thread");
         return NULL;
@@ -193,6 +250,7 @@ static void *monitor_main(void *arg)
                 p->extra = 0;
                 if (members > limit)
                     tw__team_shrink_now(p->team, members - limit);
+                wake_deferred();
             }
             continue;
         }
@@ -206,6 +264,7 @@ static void *monitor_main(void *arg)
         if (p->extra < p->cfg.wedge_extra) {
             p->extra++;
             tw__team_fill(p->team);
+            wake_deferred(); /* under mu: rare, and correct either way */
         }
         since = now; /* the next step, if needed, one wedge_timeout later */
     }
@@ -228,6 +287,11 @@ static bool config_ok(const tw_pool_config *c)
 
 static void free_pool(tw_pool *p)
 {
+    while (p->spare) {
+        pool_thread *pt = p->spare;
+        p->spare = pt->next;
+        TW__DELETE(pt);
+    }
     if (p->team)
         tw_team_destroy(p->team);
     if (p->coord)
@@ -268,11 +332,13 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         free_pool(p);
         return rc;
     }
+    tw__team_set_batch(p->team, TW__POOL_BATCH);
     tw_lock_acquire(&p->mu);
     tw__team_grow_now(p->team, cfg->min);
     if (tw__team_members(p->team) < cfg->min)
         rc = p->refused ? p->refused : TW_ENOMEM; /* else the member record failed */
     tw_lock_release(&p->mu);
+    wake_deferred();
     if (rc == 0 && cfg->wedge_timeout > 0) {
         rc = tw__thread_start(&p->monitor, monitor_main, p, 0, 0);
         p->has_monitor = rc == 0;
@@ -310,6 +376,7 @@ static int submit(tw_pool *p, tw_task *t, bool held)
     int rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
                   : tw_team_submit(p->team, t);
     int why;
+    wake_deferred();
     /* The dispatch ran in this thread, so a refusal it met is visible here
      * without the lock; only then is the lock needed. */
     if (rc != 0 || (why = __atomic_load_n(&p->refused, __ATOMIC_RELAXED)) == 0)
@@ -361,6 +428,7 @@ int tw_pool_resize(tw_pool *p, size_t min, size_t max)
     if (members > max + p->extra)
         tw__team_shrink_now(p->team, members - (max + p->extra));
     tw_lock_release(&p->mu);
+    wake_deferred();
     return 0;
 }
 
@@ -392,8 +460,10 @@ int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
     first = !p->stopping;
     p->stopping = true;
     tw_lock_release(&p->mu);
-    if (first)
+    if (first) {
         tw_team_quit(p->team); /* backlog still runs; threads retire as they idle */
+        wake_deferred();
+    }
     tw_lock_acquire(&p->mu);
     rc = wait_threads(p, d);
     if (stuck)

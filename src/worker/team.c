@@ -10,12 +10,21 @@
  * Threads and locks: every field marked [C] is touched only by tasks running
  * on the coordinator, an exclusive worker, so they need no lock. Those tasks
  * are messages: dispatch (carried in the submitted task's own node), recycle
- * (carried in the member's `done` node: a member has at most one task in
+ * (carried in the member's `done` node: a member has at most one batch in
  * flight, so one node suffices), grow/shrink (allocated) and quit (a node in
  * the team, used once). So dispatching a task allocates nothing.
+ *
+ * A member runs a batch: the task it was given plus, when batching is on
+ * (tw__team_set_batch; the pool uses it), a share of a deep backlog — at most
+ * backlog / members, at most batch_max in all. The tasks stay linked in the
+ * member's batch list; the worker runs the member's own `run` node, which
+ * runs them in order and then posts one recycle. Without batching a member
+ * takes exactly one task at a time, as the public contract describes.
  * `quit` and the statistics are atomics readable from any thread; `pending`
- * counts messages submitted to the coordinator and not yet run, so destroy
- * can refuse while one still points at the team.
+ * counts dispatch, grow, shrink and quit messages submitted to the
+ * coordinator and not yet run, so destroy can refuse while one still points
+ * at the team (a recycle message belongs to a member, which destroy also
+ * waits for).
  *
  * A task's result goes to the error hook in the worker's thread, right after
  * the task; the recycle message is sent whatever the result was. */
@@ -25,8 +34,10 @@ typedef struct member {
     tw_worker *worker;
     tw_team *team;
     struct member *next_idle; /* [C] idle stack link */
+    tw__fifo batch;           /* tasks handed over; [C] until `run` is submitted */
+    tw_task run;              /* runs the batch on the worker */
     tw_task done;             /* the recycle message */
-    int result;               /* the last task's result, read by recycle */
+    uint32_t ran, failed;     /* the batch's outcome, read by recycle */
 } member;
 
 typedef struct grow_msg {
@@ -42,6 +53,7 @@ struct tw_team {
     tw_team_workers workers;
     tw_error_fn on_error;
     void *error_ctx;
+    size_t batch_max;   /* tasks a member may take at once (1 = no batching) */
 
     member *idle;       /* [C] most recently idle first (warm caches) */
     size_t n_idle;      /* [C] written, atomically readable */
@@ -54,8 +66,9 @@ struct tw_team {
     tw_task quit_msg;
 
     uint32_t quit;      /* atomic: tw_team_quit called */
-    size_t pending;     /* atomic: messages on the coordinator */
-    uint64_t completed; /* atomic */
+    /* Written by submitters and workers: a line of its own. */
+    _Alignas(64) size_t pending; /* atomic: messages on the coordinator */
+    _Alignas(64) uint64_t completed; /* atomic */
     uint64_t failed;    /* atomic */
 };
 
@@ -67,6 +80,14 @@ static const tw_worker_ops team_ops = {"team", false, team_submit_op, team_quit_
 static void set_count(size_t *field, size_t v)
 {
     __atomic_store_n(field, v, __ATOMIC_RELAXED);
+}
+
+/* Sends a recycle message. Not counted in `pending`: a member with a recycle
+ * in flight still exists, and destroy already waits for every member — so the
+ * workers never touch the submitters' counter. */
+static void post_recycle(tw_team *t, member *m)
+{
+    t->coord->ops->submit(t->coord, &m->done);
 }
 
 /* Sends a message to the coordinator. The coordinator refuses only after the
@@ -125,7 +146,7 @@ static void maybe_quit_coordinator(tw_team *t)
     t->coord->ops->quit(t->coord);
 }
 
-static int run_member_task(void *arg);
+static int run_batch(void *arg);
 static int recycle(void *arg);
 
 /* [C] A new member, or NULL if the factory refused (or memory ran out). */
@@ -142,20 +163,30 @@ static member *recruit(tw_team *t)
     }
     m->worker = w;
     m->team = t;
+    tw_task_init(&m->run, run_batch, m);
     tw_task_init(&m->done, recycle, m);
     return m;
 }
 
-/* [C] Hands task (already wrapped by the caller) to member m. */
+/* [C] Hands task to member m, with a share of a deep backlog when batching
+ * (oldest first: dispatch order stays FIFO). */
 static void assign(tw_team *t, member *m, tw_task *task)
 {
+    size_t take = 0;
     set_count(&t->n_busy, t->n_busy + 1);
-    task->fn = run_member_task;
-    task->arg = task;
-    task->owner = m;
+    tw__fifo_push(&m->batch, task);
+    if (t->batch_max > 1 && t->backlog.n > 0) {
+        take = t->backlog.n / (t->n_busy + t->n_idle);
+        if (take > t->batch_max - 1)
+            take = t->batch_max - 1;
+        for (size_t i = 0; i < take; i++)
+            tw__fifo_push(&m->batch, tw__fifo_pop(&t->backlog));
+        set_count(&t->n_backlog, t->backlog.n);
+    }
     /* Workers the team created refuse only after the team quit them, and
-     * the team never quits a busy member, so submit cannot fail here. */
-    m->worker->ops->submit(m->worker, task);
+     * the team never quits a busy member, so submit cannot fail here. The
+     * submit hands the batch over (the worker's queue orders it). */
+    m->worker->ops->submit(m->worker, &m->run);
 }
 
 /* [C] Runs task now if a worker is free or can be made; else backlogs it. */
@@ -203,31 +234,40 @@ static int dispatch_msg(void *arg)
 {
     tw_task *task = arg;
     tw_team *t = task->owner;
+    task->owner = NULL;
     dispatch(t, task);
     message_done(t);
     return 0;
 }
 
-/* On the member's worker: the user's task, then the recycle message. */
-static int run_member_task(void *arg)
+/* On the member's worker: the batch, then one recycle message. */
+static int run_batch(void *arg)
 {
-    tw_task *task = arg;
-    member *m = task->owner;
+    member *m = arg;
     tw_team *t = m->team;
-    tw_task_fn fn = task->inner_fn;
-    void *fn_arg = task->inner_arg;
-    int rc;
-    if (task->flags & TW__TASK_HELD)
-        tw__free(task, sizeof *task);
-    rc = fn(fn_arg); /* the node may be gone now: it was the caller's */
-    if (rc != 0) {
-        if (t->on_error)
-            t->on_error(t->error_ctx, rc);
-        else
-            tw__task_failed("team task", rc);
+    tw_task *task = tw__fifo_take_all(&m->batch);
+    uint32_t ran = 0, failed = 0;
+    while (task) {
+        tw_task *next = task->next; /* read all first: fn may free its node */
+        tw_task_fn fn = task->inner_fn;
+        void *fn_arg = task->inner_arg;
+        int rc;
+        if (task->flags & TW__TASK_HELD)
+            tw__free(task, sizeof *task);
+        rc = fn(fn_arg);
+        ran++;
+        if (rc != 0) {
+            failed++;
+            if (t->on_error)
+                t->on_error(t->error_ctx, rc);
+            else
+                tw__task_failed("team task", rc);
+        }
+        task = next;
     }
-    m->result = rc;
-    post(t, &m->done); /* cannot be refused: the coordinator outlives members */
+    m->ran = ran;
+    m->failed = failed;
+    post_recycle(t, m); /* cannot be refused: the coordinator outlives members */
     return 0;
 }
 
@@ -238,9 +278,9 @@ static int recycle(void *arg)
     tw_team *t = m->team;
     tw_task *next;
     set_count(&t->n_busy, t->n_busy - 1);
-    __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
-    if (m->result != 0)
-        __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->completed, m->ran, __ATOMIC_RELAXED);
+    if (m->failed != 0)
+        __atomic_fetch_add(&t->failed, m->failed, __ATOMIC_RELAXED);
     if ((next = tw__fifo_pop(&t->backlog))) { /* backlog first, even when quitting */
         set_count(&t->n_backlog, t->backlog.n);
         assign(t, m, next);
@@ -252,7 +292,6 @@ static int recycle(void *arg)
     } else {
         push_idle(t, m);
     }
-    message_done(t);
     return 0;
 }
 
@@ -333,6 +372,11 @@ void tw__team_fill(tw_team *t)
     fill(t);
 }
 
+void tw__team_set_batch(tw_team *t, size_t max)
+{
+    t->batch_max = max > 1 ? max : 1;
+}
+
 void tw__team_grow_now(tw_team *t, size_t n)
 {
     grow_now(t, n);
@@ -380,6 +424,7 @@ int tw_team_create(tw_worker *coordinator, const tw_team_workers *workers, tw_te
     if (!(t = TW__NEW(tw_team)))
         return TW_ENOMEM;
     t->base.ops = &team_ops;
+    t->batch_max = 1;
     t->coord = coordinator;
     t->workers = *workers;
     tw_task_init(&t->quit_msg, quit_msg, t);
