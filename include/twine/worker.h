@@ -223,11 +223,14 @@ TW_API int tw_pool_create(size_t min, size_t max, tw_pool **out);
 TW_API int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out);
 TW_API int tw_pool_set_error_hook(tw_pool *p, tw_error_fn fn, void *ctx);
 TW_API tw_worker *tw_pool_worker(tw_pool *p);
+/* TW_EQUIT after stop; TW_ESYS / TW_ENOMEM when the pool has no thread and
+ * cannot start one (the task is not taken). */
 TW_API int tw_pool_submit(tw_pool *p, tw_task *task);
 TW_API int tw_pool_do(tw_pool *p, tw_task_fn fn, void *arg);
 /* New limits (TW_EINVAL unless min <= max and max >= 1). Grows to min at once;
  * a raised max takes backlog at once; a lowered max retires threads as they
- * become idle. */
+ * become idle. If min threads cannot all be started now, the new limits still
+ * apply and the reason is returned (TW_ESYS, TW_ENOMEM). */
 TW_API int tw_pool_resize(tw_pool *p, size_t min, size_t max);
 TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
 /* Stops taking work, lets queued work finish and joins the threads, waiting

@@ -34,10 +34,6 @@
 
 typedef struct pool_thread pool_thread;
 
-/* A pool thread takes at most this many backlogged tasks per trip to mu, and
- * never more than its share (backlog / threads): throughput without letting
- * one thread hoard the queue. */
-#define TW__POOL_BATCH 8
 
 struct tw_pool {
     tw_worker base;
@@ -332,7 +328,7 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         free_pool(p);
         return rc;
     }
-    tw__team_set_batch(p->team, TW__POOL_BATCH);
+
     tw_lock_acquire(&p->mu);
     tw__team_grow_now(p->team, cfg->min);
     if (tw__team_members(p->team) < cfg->min)
@@ -375,15 +371,17 @@ static int submit(tw_pool *p, tw_task *t, bool held)
 {
     int rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
                   : tw_team_submit(p->team, t);
-    int why;
     wake_deferred();
-    /* The dispatch ran in this thread, so a refusal it met is visible here
-     * without the lock; only then is the lock needed. */
-    if (rc != 0 || (why = __atomic_load_n(&p->refused, __ATOMIC_RELAXED)) == 0)
+    /* With no member at all, a backlogged task would wait for a thread that
+     * could not be made (thread start or memory failed): take it back. */
+    if (rc != 0 || tw__team_members(p->team) != 0)
         return rc;
     tw_lock_acquire(&p->mu);
-    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t))
-        rc = why;
+    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t)) {
+        rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
+        if (rc == 0)
+            rc = TW_ENOMEM; /* the thread started; its member record did not */
+    }
     tw_lock_release(&p->mu);
     return rc;
 }
@@ -411,6 +409,7 @@ static int pool_submit_op(tw_worker *w, tw_task *t)
 int tw_pool_resize(tw_pool *p, size_t min, size_t max)
 {
     size_t members;
+    int rc;
     if (!p || max < 1 || min > max)
         return TW_EINVAL;
     tw_lock_acquire(&p->mu);
@@ -427,9 +426,15 @@ int tw_pool_resize(tw_pool *p, size_t min, size_t max)
     members = tw__team_members(p->team);
     if (members > max + p->extra)
         tw__team_shrink_now(p->team, members - (max + p->extra));
+    rc = 0;
+    if (members < min) { /* the limits stand; the missing threads come later */
+        rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
+        if (rc == 0)
+            rc = TW_ENOMEM;
+    }
     tw_lock_release(&p->mu);
     wake_deferred();
-    return 0;
+    return rc;
 }
 
 int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)

@@ -10,16 +10,12 @@
  * Threads and locks: every field marked [C] is touched only by tasks running
  * on the coordinator, an exclusive worker, so they need no lock. Those tasks
  * are messages: dispatch (carried in the submitted task's own node), recycle
- * (carried in the member's `done` node: a member has at most one batch in
+ * (carried in the member's `done` node: a member has at most one task in
  * flight, so one node suffices), grow/shrink (allocated) and quit (a node in
  * the team, used once). So dispatching a task allocates nothing.
  *
- * A member runs a batch: the task it was given plus, when batching is on
- * (tw__team_set_batch; the pool uses it), a share of a deep backlog — at most
- * backlog / members, at most batch_max in all. The tasks stay linked in the
- * member's batch list; the worker runs the member's own `run` node, which
- * runs them in order and then posts one recycle. Without batching a member
- * takes exactly one task at a time, as the public contract describes.
+ * A member's worker runs the member's own `run` node, which runs the task it
+ * was handed and then posts the recycle; the user's node is only read.
  * `quit` and the statistics are atomics readable from any thread; `pending`
  * counts dispatch, grow, shrink and quit messages submitted to the
  * coordinator and not yet run, so destroy can refuse while one still points
@@ -34,10 +30,10 @@ typedef struct member {
     tw_worker *worker;
     tw_team *team;
     struct member *next_idle; /* [C] idle stack link */
-    tw__fifo batch;           /* tasks handed over; [C] until `run` is submitted */
-    tw_task run;              /* runs the batch on the worker */
+    tw_task *task;            /* the task handed over; [C] until `run` is submitted */
+    tw_task run;              /* runs the task on the worker */
     tw_task done;             /* the recycle message */
-    uint32_t ran, failed;     /* the batch's outcome, read by recycle */
+    int result;               /* the task's result, read by recycle */
 } member;
 
 typedef struct grow_msg {
@@ -53,7 +49,6 @@ struct tw_team {
     tw_team_workers workers;
     tw_error_fn on_error;
     void *error_ctx;
-    size_t batch_max;   /* tasks a member may take at once (1 = no batching) */
 
     member *idle;       /* [C] most recently idle first (warm caches) */
     size_t n_idle;      /* [C] written, atomically readable */
@@ -62,7 +57,7 @@ struct tw_team {
     size_t n_backlog;   /* [C] written, atomically readable: backlog.n */
     size_t to_shrink;   /* [C] busy members to retire when they finish */
     bool quitting;      /* [C] quit seen by the coordinator */
-    bool coord_quit;    /* [C] coordinator has been quit */
+    bool coord_quit;    /* [C] written, atomically readable: coordinator quit */
     tw_task quit_msg;
 
     uint32_t quit;      /* atomic: tw_team_quit called */
@@ -102,11 +97,18 @@ static int post(tw_team *t, tw_task *msg)
     return rc;
 }
 
-/* Every message ends by calling this, as its last access to the team. */
+static void maybe_quit_coordinator(tw_team *t);
+
+/* Every counted message ends by calling this. While the team is not quitting,
+ * the decrement is its last access to the team (quitting is read first).
+ * While quitting, the message that brings pending to 0 may quit the
+ * coordinator; destroy waits for that too. */
 static void message_done(tw_team *t)
 {
+    bool quitting = t->quitting;
     /* release: destroy's acquire load sees everything the message did. */
-    __atomic_fetch_sub(&t->pending, 1, __ATOMIC_RELEASE);
+    if (__atomic_sub_fetch(&t->pending, 1, __ATOMIC_ACQ_REL) == 0 && quitting)
+        maybe_quit_coordinator(t);
 }
 
 /* [C] Quits and disposes of m's worker, and frees m. */
@@ -120,13 +122,17 @@ static void retire(tw_team *t, member *m)
 
 static void fill(tw_team *t);
 
-/* [C] Once quitting and nobody is busy, the coordinator's job is over. A
- * backlog with no worker left gets workers if the factory still gives any;
- * a task that can never run is reported, never dropped in silence. */
+/* [C] Once quitting, with nobody busy and no message still to run (a
+ * dispatch accepted just before the quit must find the coordinator alive),
+ * the coordinator's job is over. A backlog with no worker left gets workers
+ * if the factory still gives any; a task that can never run is reported,
+ * never dropped in silence. Setting coord_quit is the last access. */
 static void maybe_quit_coordinator(tw_team *t)
 {
     tw_task *task;
-    if (!t->quitting || t->coord_quit || t->n_busy != 0 || t->n_idle != 0)
+    tw_worker *coord = t->coord;
+    if (!t->quitting || t->coord_quit || t->n_busy != 0 || t->n_idle != 0 ||
+        __atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0)
         return;
     if (t->backlog.n > 0) {
         fill(t);
@@ -142,11 +148,12 @@ static void maybe_quit_coordinator(tw_team *t)
             tw__free(task, sizeof *task);
     }
     set_count(&t->n_backlog, 0);
-    t->coord_quit = true;
-    t->coord->ops->quit(t->coord);
+    coord->ops->quit(coord);
+    /* release: pairs with destroy's acquire load; nothing touches t after. */
+    __atomic_store_n(&t->coord_quit, true, __ATOMIC_RELEASE);
 }
 
-static int run_batch(void *arg);
+static int run_member_task(void *arg);
 static int recycle(void *arg);
 
 /* [C] A new member, or NULL if the factory refused (or memory ran out). */
@@ -163,29 +170,21 @@ static member *recruit(tw_team *t)
     }
     m->worker = w;
     m->team = t;
-    tw_task_init(&m->run, run_batch, m);
+    tw_task_init(&m->run, run_member_task, m);
     tw_task_init(&m->done, recycle, m);
     return m;
 }
 
-/* [C] Hands task to member m, with a share of a deep backlog when batching
- * (oldest first: dispatch order stays FIFO). */
+/* [C] Hands task to member m. One task at a time: a member that took a
+ * second one could sit on it while blocked in the first, with other workers
+ * idle — the very wedge the pool watches for. */
 static void assign(tw_team *t, member *m, tw_task *task)
 {
-    size_t take = 0;
     set_count(&t->n_busy, t->n_busy + 1);
-    tw__fifo_push(&m->batch, task);
-    if (t->batch_max > 1 && t->backlog.n > 0) {
-        take = t->backlog.n / (t->n_busy + t->n_idle);
-        if (take > t->batch_max - 1)
-            take = t->batch_max - 1;
-        for (size_t i = 0; i < take; i++)
-            tw__fifo_push(&m->batch, tw__fifo_pop(&t->backlog));
-        set_count(&t->n_backlog, t->backlog.n);
-    }
+    m->task = task;
     /* Workers the team created refuse only after the team quit them, and
      * the team never quits a busy member, so submit cannot fail here. The
-     * submit hands the batch over (the worker's queue orders it). */
+     * submit hands the task over (the worker's queue orders it). */
     m->worker->ops->submit(m->worker, &m->run);
 }
 
@@ -240,33 +239,25 @@ static int dispatch_msg(void *arg)
     return 0;
 }
 
-/* On the member's worker: the batch, then one recycle message. */
-static int run_batch(void *arg)
+/* On the member's worker: the task, then the recycle message. */
+static int run_member_task(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
-    tw_task *task = tw__fifo_take_all(&m->batch);
-    uint32_t ran = 0, failed = 0;
-    while (task) {
-        tw_task *next = task->next; /* read all first: fn may free its node */
-        tw_task_fn fn = task->inner_fn;
-        void *fn_arg = task->inner_arg;
-        int rc;
-        if (task->flags & TW__TASK_HELD)
-            tw__free(task, sizeof *task);
-        rc = fn(fn_arg);
-        ran++;
-        if (rc != 0) {
-            failed++;
-            if (t->on_error)
-                t->on_error(t->error_ctx, rc);
-            else
-                tw__task_failed("team task", rc);
-        }
-        task = next;
+    tw_task *task = m->task;
+    tw_task_fn fn = task->inner_fn; /* read all first: fn may free its node */
+    void *fn_arg = task->inner_arg;
+    int rc;
+    if (task->flags & TW__TASK_HELD)
+        tw__free(task, sizeof *task);
+    rc = fn(fn_arg);
+    if (rc != 0) {
+        if (t->on_error)
+            t->on_error(t->error_ctx, rc);
+        else
+            tw__task_failed("team task", rc);
     }
-    m->ran = ran;
-    m->failed = failed;
+    m->result = rc;
     post_recycle(t, m); /* cannot be refused: the coordinator outlives members */
     return 0;
 }
@@ -278,9 +269,9 @@ static int recycle(void *arg)
     tw_team *t = m->team;
     tw_task *next;
     set_count(&t->n_busy, t->n_busy - 1);
-    __atomic_fetch_add(&t->completed, m->ran, __ATOMIC_RELAXED);
-    if (m->failed != 0)
-        __atomic_fetch_add(&t->failed, m->failed, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
+    if (m->result != 0)
+        __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
     if ((next = tw__fifo_pop(&t->backlog))) { /* backlog first, even when quitting */
         set_count(&t->n_backlog, t->backlog.n);
         assign(t, m, next);
@@ -330,8 +321,7 @@ static int quit_msg(void *arg)
     tw_team *t = arg;
     t->quitting = true;
     quit_idlers(t, t->n_idle + t->n_busy);
-    maybe_quit_coordinator(t);
-    message_done(t);
+    message_done(t); /* quits the coordinator if nothing is left to run */
     return 0;
 }
 
@@ -372,10 +362,6 @@ void tw__team_fill(tw_team *t)
     fill(t);
 }
 
-void tw__team_set_batch(tw_team *t, size_t max)
-{
-    t->batch_max = max > 1 ? max : 1;
-}
 
 void tw__team_grow_now(tw_team *t, size_t n)
 {
@@ -424,7 +410,6 @@ int tw_team_create(tw_worker *coordinator, const tw_team_workers *workers, tw_te
     if (!(t = TW__NEW(tw_team)))
         return TW_ENOMEM;
     t->base.ops = &team_ops;
-    t->batch_max = 1;
     t->coord = coordinator;
     t->workers = *workers;
     tw_task_init(&t->quit_msg, quit_msg, t);
@@ -562,6 +547,11 @@ int tw_team_destroy(tw_team *t)
     /* acquire: pairs with message_done, so nothing still touches the team. */
     if (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0 || tw__team_members(t) != 0 ||
         __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) != 0)
+        return TW_EBUSY;
+    /* A quitting team winds down by itself; it is done once it has quit its
+     * coordinator (acquire: pairs with that store, its last access). */
+    if (__atomic_load_n(&t->quit, __ATOMIC_ACQUIRE) &&
+        !__atomic_load_n(&t->coord_quit, __ATOMIC_ACQUIRE))
         return TW_EBUSY;
     TW__DELETE(t);
     return 0;

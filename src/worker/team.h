@@ -12,10 +12,6 @@ bool tw__team_retire_if_idle(tw_team *t, tw_worker *w, size_t keep);
  * backlog is waiting (used when a limit is raised). */
 void tw__team_fill(tw_team *t);
 
-/* Lets a member take up to max tasks at once from a deep backlog (1 = off,
- * the default). Before the first task. */
-void tw__team_set_batch(tw_team *t, size_t max);
-
 /* Members (idle + busy), a snapshot. */
 size_t tw__team_members(tw_team *t);
 
