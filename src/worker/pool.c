@@ -38,7 +38,7 @@ typedef struct pool_thread pool_thread;
 struct tw_pool {
     tw_worker base;
     tw_lock mu;
-    tw_cond exited;     /* over mu: threads decreased */
+    tw_cond exited;     /* over mu: threads decreased, or the team finished */
     tw_cond monitor_cv; /* over mu: wakes the monitor early (stop) */
     tw_worker *coord;
     tw_team *team;
@@ -47,6 +47,8 @@ struct tw_pool {
     size_t extra;       /* [P] threads allowed past max by the wedge monitor */
     uint64_t wedges;    /* [P] */
     bool stopping;      /* [P] */
+    bool team_done;     /* [P] the team quit its coordinator: no task is left
+                           and no thread will be made */
     bool monitor_quit;  /* [P] every thread has exited: the monitor may go */
     int refused;        /* [P] written, atomically readable: why the last
                            thread start failed (TW_ENOMEM, TW_ESYS), or 0 */
@@ -208,6 +210,14 @@ static void retire_thread(void *ctx, tw_worker *w)
     (void)w;
 }
 
+/* [P] The team's `finished` hook: stop may return once threads are gone too. */
+static void pool_team_finished(void *ctx)
+{
+    tw_pool *p = ctx;
+    p->team_done = true;
+    tw_cond_notify_all(&p->exited);
+}
+
 /* ---- wedge monitor ------------------------------------------------------- */
 
 static void report_wedge(tw_pool *p, const tw_team_stats *s)
@@ -295,10 +305,13 @@ static void free_pool(tw_pool *p)
     TW__DELETE(p);
 }
 
-/* Waits (mu held) until every thread has exited or the deadline passes. */
+/* Waits (mu held) until the team is finished and every thread has exited, or
+ * the deadline passes. Threads alone are not enough: a submit that passed the
+ * quit check before the stop may still be dispatching, and would make a new
+ * thread after the old ones had all exited. */
 static int wait_threads(tw_pool *p, tw_deadline d)
 {
-    while (p->threads > 0) {
+    while (p->threads > 0 || !p->team_done) {
         double left = tw_deadline_remaining(d);
         if (left == 0.0)
             return TW_ETIMEDOUT;
@@ -327,6 +340,10 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         (rc = tw_team_create(p->coord, &f, &p->team)) != 0) {
         free_pool(p);
         return rc;
+    }
+    {
+        tw__team_hooks h = {pool_team_finished, p};
+        tw__team_set_hooks(p->team, &h);
     }
 
     tw_lock_acquire(&p->mu);

@@ -49,6 +49,7 @@ struct tw_team {
     tw_team_workers workers;
     tw_error_fn on_error;
     void *error_ctx;
+    tw__team_hooks hooks;
 
     member *idle;       /* [C] most recently idle first (warm caches) */
     size_t n_idle;      /* [C] written, atomically readable */
@@ -148,6 +149,8 @@ static void maybe_quit_coordinator(tw_team *t)
             tw__free(task, sizeof *task);
     }
     set_count(&t->n_backlog, 0);
+    if (t->hooks.finished)
+        t->hooks.finished(t->hooks.ctx);
     coord->ops->quit(coord);
     /* release: pairs with destroy's acquire load; nothing touches t after. */
     __atomic_store_n(&t->coord_quit, true, __ATOMIC_RELEASE);
@@ -389,6 +392,11 @@ bool tw__team_retract(tw_team *t, tw_task *task)
         }
     }
     return false;
+}
+
+void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
+{
+    t->hooks = *hooks;
 }
 
 size_t tw__team_members(tw_team *t)

@@ -24,4 +24,16 @@ void tw__team_shrink_now(tw_team *t, size_t n);
  * still there (true), restoring the node as submitted. */
 bool tw__team_retract(tw_team *t, tw_task *task);
 
+/* Hooks for the pool. */
+typedef struct tw__team_hooks {
+    /* Coordinator context. Called once, just before the team quits its
+     * coordinator: the team is finished (no member, no message, no backlog)
+     * and will never make a worker again. May be NULL. */
+    void (*finished)(void *ctx);
+    void *ctx;
+} tw__team_hooks;
+
+/* Before the first task. */
+void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks);
+
 #endif
