@@ -8,6 +8,13 @@
  * leaf locks of sync objects it signals. The error hook runs in the pool
  * thread, outside mu.
  *
+ * Fast path: while every thread is busy at the limit, a submit pushes the
+ * task on the team's incoming list and never takes mu; a thread finishing a
+ * task moves the list into the backlog under mu (team.c has the protocol).
+ * The pool tells the team when it is at its limit (the `full` hook), closes
+ * the fast path whenever it raises a limit (resize, the wedge monitor's extra
+ * thread), and moves incoming into the backlog before reading statistics.
+ *
  * Pool threads are detached. Each is a worker with a one-task slot: the team
  * gives a member one task at a time (the next one only from the recycle that
  * follows the previous), so a slot is enough. A thread waits on its semaphore
@@ -36,12 +43,14 @@ typedef struct pool_thread pool_thread;
 
 
 struct tw_pool {
+    /* Read by every submit: kept off the lines that mu's holders write. */
     tw_worker base;
-    tw_lock mu;
-    tw_cond exited;     /* over mu: threads decreased, or the team finished */
-    tw_cond monitor_cv; /* over mu: wakes the monitor early (stop) */
     tw_worker *coord;
     tw_team *team;
+
+    _Alignas(64) tw_lock mu;
+    tw_cond exited;     /* over mu: threads decreased, or the team finished */
+    tw_cond monitor_cv; /* over mu: wakes the monitor early (stop) */
     tw_pool_config cfg; /* [P] min and max change with resize */
     size_t threads;     /* [P] live threads, including exiting ones */
     size_t extra;       /* [P] threads allowed past max by the wedge monitor */
@@ -210,6 +219,13 @@ static void retire_thread(void *ctx, tw_worker *w)
     (void)w;
 }
 
+/* [P] The team's `full` hook: create_thread would refuse for the limit. */
+static bool pool_full(void *ctx)
+{
+    tw_pool *p = ctx;
+    return tw__team_members(p->team) >= p->cfg.max + p->extra;
+}
+
 /* [P] The team's `finished` hook: stop may return once threads are gone too. */
 static void pool_team_finished(void *ctx)
 {
@@ -245,6 +261,8 @@ static void *monitor_main(void *arg)
         tw_cond_wait_timeout(&p->monitor_cv, p->cfg.wedge_timeout / 4);
         if (p->monitor_quit)
             break;
+        tw__team_absorb(p->team); /* pushed tasks count as backlog */
+        wake_deferred();          /* under mu: rare, and correct either way */
         tw_team_stats_get(p->team, &s);
         now = tw_now_ns();
         if (s.completed != seen || s.backlog == 0 || s.busy < p->cfg.max + p->extra) {
@@ -269,6 +287,7 @@ static void *monitor_main(void *arg)
         }
         if (p->extra < p->cfg.wedge_extra) {
             p->extra++;
+            tw__team_limits_changed(p->team);
             tw__team_fill(p->team);
             wake_deferred(); /* under mu: rare, and correct either way */
         }
@@ -342,7 +361,7 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         return rc;
     }
     {
-        tw__team_hooks h = {pool_team_finished, p};
+        tw__team_hooks h = {pool_full, pool_team_finished, p};
         tw__team_set_hooks(p->team, &h);
     }
 
@@ -381,24 +400,46 @@ tw_worker *tw_pool_worker(tw_pool *p)
     return p ? &p->base : NULL;
 }
 
+/* The reason a task is refused when no thread exists and none can be made. */
+static int refusal(tw_pool *p)
+{
+    int rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
+    return rc != 0 ? rc : TW_ENOMEM; /* the thread started; its member record did not */
+}
+
 /* Submits; if the task could only be backlogged because no thread exists or
  * can be started, takes it back and refuses it, so that nothing waits for a
- * thread that will never come. */
+ * thread that will never come.
+ *
+ * Fast path: while every thread is busy at the limit, the task is pushed on
+ * the team's incoming list without taking mu, and a thread finishing a task
+ * picks it up (see team.c). If the fast path closed during the push, the
+ * task is kicked: dispatched under mu like any other. */
 static int submit(tw_pool *p, tw_task *t, bool held)
 {
-    int rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
-                  : tw_team_submit(p->team, t);
+    char ticket; /* its address identifies this submission to the kick */
+    int rc = tw__team_offer(p->team, t, held, &ticket);
+    if (rc == 0 || rc == TW_EQUIT)
+        return rc;
+    if (rc == TW__TEAM_KICK) {
+        tw_lock_acquire(&p->mu);
+        rc = tw__team_kick(p->team, t, &ticket);
+        if (rc == TW__TEAM_ALONE)
+            rc = refusal(p);
+        tw_lock_release(&p->mu);
+        wake_deferred();
+        return rc;
+    }
+    rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
+              : tw_team_submit(p->team, t);
     wake_deferred();
     /* With no member at all, a backlogged task would wait for a thread that
      * could not be made (thread start or memory failed): take it back. */
     if (rc != 0 || tw__team_members(p->team) != 0)
         return rc;
     tw_lock_acquire(&p->mu);
-    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t)) {
-        rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
-        if (rc == 0)
-            rc = TW_ENOMEM; /* the thread started; its member record did not */
-    }
+    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t))
+        rc = refusal(p);
     tw_lock_release(&p->mu);
     return rc;
 }
@@ -436,6 +477,7 @@ int tw_pool_resize(tw_pool *p, size_t min, size_t max)
     }
     p->cfg.min = min;
     p->cfg.max = max;
+    tw__team_limits_changed(p->team); /* pushed tasks may get a new thread now */
     members = tw__team_members(p->team);
     if (members < min)
         tw__team_grow_now(p->team, min - members);
@@ -459,6 +501,7 @@ int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)
     if (!p || !out)
         return TW_EINVAL;
     tw_lock_acquire(&p->mu);
+    tw__team_absorb(p->team); /* pushed tasks count as backlog */
     tw_team_stats_get(p->team, &out->team);
     out->threads = p->threads;
     out->min = p->cfg.min;
@@ -466,6 +509,7 @@ int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)
     out->extra = p->extra;
     out->wedges = p->wedges;
     tw_lock_release(&p->mu);
+    wake_deferred();
     return 0;
 }
 

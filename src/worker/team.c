@@ -1,7 +1,7 @@
 /* Team: the pool algorithm.
  *
  * State machine of a member (one per worker):
- *   idle  --dispatch-->  busy  --task done (recycle)-->  idle | retired
+ *   idle  --dispatch-->  busy  --task done (recycle)-->  busy | idle | retired
  *   idle  --shrink/quit/retire_if_idle-->  retired
  * A member is retired by quitting its worker and handing it to
  * workers.retire; the member record is freed at the same moment, so the team
@@ -23,7 +23,73 @@
  * waits for).
  *
  * A task's result goes to the error hook in the worker's thread, right after
- * the task; the recycle message is sent whatever the result was. */
+ * the task; the recycle message is sent whatever the result was.
+ *
+ * ---- The incoming list (teams that opted in with hooks.full: the pool) ----
+ *
+ * When every member is busy and the factory is at its limit, a new task can
+ * only wait in the backlog until a member finishes. Then the coordinator need
+ * not see the submission at all: the submitter pushes the node on `incoming`,
+ * a Treiber stack (CAS on the head; consumers take the whole stack with one
+ * exchange and reverse it), and a member finishing a task moves the stack
+ * into the backlog, oldest first, before taking the oldest backlogged task.
+ * For the pool this keeps submitters off the pool mutex entirely.
+ *
+ * `open` (written on the coordinator only, read by submitters) says whether
+ * the fast path may be used. Invariants:
+ *
+ *   O1. open is set only on the coordinator, when a task has just been left
+ *       in the backlog (or kicked there) while no member is idle, at least
+ *       one is busy, the team is not quitting, and hooks.full says the
+ *       factory refuses because of a limit (maybe_open).
+ *   O2. open is cleared (close_fast) before anything that could let a task
+ *       waiting in incoming run sooner than "when a busy member finishes":
+ *       a member going from busy to idle or retired (recycle with nothing
+ *       left), a new idle member (grow), a raised limit
+ *       (tw__team_limits_changed), and quit. Clearing is a seq_cst store
+ *       followed by a seq_cst load of `incoming`; whatever it finds is moved
+ *       into the backlog at once.
+ *   O3. The backlog holds every task the coordinator has seen and not yet
+ *       handed out, in submission order; incoming only holds tasks newer
+ *       than all of them. So every path that adds to the backlog or hands a
+ *       new task out first absorbs incoming (dispatch_msg, kick, recycle
+ *       when the backlog is empty, grow, fill, quit_idlers), and FIFO order
+ *       holds across both.
+ *
+ * Submitter (tw__team_offer): load `quit` (acquire) and `open` (relaxed, a
+ * hint); push (CAS, seq_cst); load `open` again (seq_cst). If that load says
+ * open, the task is taken: by O1 some member was busy when open was set, and
+ * by O2 each member busy then clears open — after our load, since our load
+ * still saw it set — before it stops being busy; its following load of
+ * `incoming` is after our push in the single total order of seq_cst
+ * operations, so it finds our task (or finds it already absorbed). This is
+ * the store-load (Dekker) pairing: submitter CAS(incoming) → load(open)
+ * against coordinator store(open) → load(incoming); with all four seq_cst at
+ * least one side sees the other's write. If the load says closed, the
+ * submitter cannot know whether anyone will look, so it kicks: takes the
+ * coordinator context (the pool's mutex) and calls tw__team_kick, which
+ * absorbs and dispatches like a slow-path submit. A kick is rare: it needs
+ * an idle transition, a resize or a quit between the submitter's two loads.
+ *
+ * Data: each node's fields are written before its push CAS (release); the
+ * pushes form a release sequence on `incoming`, and every consumer's
+ * exchange is an acquire, so the consumer sees all of the nodes it takes.
+ *
+ * Quit. quit_msg closes open for good (O1 never reopens while quitting), so
+ * a task is left in incoming at the final step (maybe_quit_coordinator) only
+ * if its submitter read `open` closed and is bound to kick. The final step
+ * therefore leaves incoming alone, and a kick that finds the coordinator
+ * already quit takes its own node back (found by address *and* by the
+ * submitter's ticket in `owner`, as a node that did run may have been freed
+ * and its address reused) and the submit returns TW_EQUIT. A kick that does
+ * not find its node (it was absorbed and ran before the team finished)
+ * returns 0. Statistics: the backlog count includes incoming once absorbed;
+ * the pool absorbs before reading it.
+ *
+ * The submitter never touches `pending` or the statistics on the fast path:
+ * a pushed task is not a message, and the coordinator cannot quit while a
+ * busy member exists (it will absorb the task), or it leaves the task to its
+ * kicking submitter (above). */
 #include "worker/team.h"
 
 typedef struct member {
@@ -44,14 +110,21 @@ typedef struct grow_msg {
 } grow_msg;
 
 struct tw_team {
+    /* Set up at creation (hooks before the first task), then only read: by
+     * submitters too. */
     tw_worker base;
     tw_worker *coord;
     tw_team_workers workers;
     tw_error_fn on_error;
     void *error_ctx;
     tw__team_hooks hooks;
+    bool fast;          /* hooks.full set: the incoming list is in use */
 
-    member *idle;       /* [C] most recently idle first (warm caches) */
+    /* Read by every fast submit, written rarely: a line of its own. */
+    _Alignas(64) uint32_t quit; /* atomic: tw_team_quit called */
+    uint32_t open;      /* atomic, written on the coordinator only (O1, O2) */
+
+    _Alignas(64) member *idle; /* [C] most recently idle first (warm caches) */
     size_t n_idle;      /* [C] written, atomically readable */
     size_t n_busy;      /* [C] written, atomically readable */
     tw__fifo backlog;   /* [C] */
@@ -59,9 +132,11 @@ struct tw_team {
     size_t to_shrink;   /* [C] busy members to retire when they finish */
     bool quitting;      /* [C] quit seen by the coordinator */
     bool coord_quit;    /* [C] written, atomically readable: coordinator quit */
+    tw__fifo stranded;  /* [C] kicked nodes found after the coordinator quit */
     tw_task quit_msg;
 
-    uint32_t quit;      /* atomic: tw_team_quit called */
+    /* Pushed by submitters, taken by the coordinator. */
+    _Alignas(64) tw_task *incoming; /* atomic: newest first */
     /* Written by submitters and workers: a line of its own. */
     _Alignas(64) size_t pending; /* atomic: messages on the coordinator */
     _Alignas(64) uint64_t completed; /* atomic */
@@ -121,13 +196,126 @@ static void retire(tw_team *t, member *m)
     t->workers.retire(t->workers.ctx, w);
 }
 
+/* ---- the incoming list (see the top of the file) --------------------------- */
+
+/* [C] Moves incoming into the backlog, oldest first (O3). After the
+ * coordinator quit, incoming belongs to kicking submitters: left alone. */
+static void absorb(tw_team *t)
+{
+    tw_task *list, *oldest = NULL, *newest;
+    size_t n = 0;
+    if (!t->fast || t->coord_quit)
+        return;
+    /* relaxed: a hint that saves the exchange (a write to a line submitters
+     * use) when nothing waits; a push it misses is seen by a later absorb or
+     * kicked by its submitter (O2). */
+    if (!__atomic_load_n(&t->incoming, __ATOMIC_RELAXED))
+        return;
+    /* acquire: pairs with the release of every push CAS (they form a release
+     * sequence), so each node's fields and link are visible. */
+    list = __atomic_exchange_n(&t->incoming, NULL, __ATOMIC_ACQUIRE);
+    newest = list;
+    while (list) { /* newest first: reverse, in one pass (each node is a cache miss) */
+        tw_task *next = list->next;
+        list->next = oldest;
+        oldest = list;
+        list = next;
+        n++;
+    }
+    /* Splice oldest..newest after the backlog's tail. */
+    if (t->backlog.tail)
+        t->backlog.tail->next = oldest;
+    else
+        t->backlog.head = oldest;
+    t->backlog.tail = newest;
+    t->backlog.n += n;
+    set_count(&t->n_backlog, t->backlog.n);
+}
+
+/* [C] O2: closes the fast path, then looks at incoming once more. The store
+ * and the load are seq_cst: they pair with the submitter's push CAS and
+ * re-load of `open` (tw__team_offer). If open is already closed, the store
+ * that closed it was followed by such a load, and a submitter that saw it
+ * open had pushed before that load: nothing more to do. */
+static void close_fast(tw_team *t)
+{
+    if (!t->fast || !__atomic_load_n(&t->open, __ATOMIC_RELAXED)) /* only we write it */
+        return;
+    __atomic_store_n(&t->open, 0, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&t->incoming, __ATOMIC_SEQ_CST))
+        absorb(t);
+}
+
+/* [C] O1: opens the fast path when a new task could only wait in the backlog
+ * and a busy member is certain to come back to it. seq_cst: a submitter's
+ * seq_cst load that reads it is ordered before the store that closes it again
+ * (see close_fast). */
+static void maybe_open(tw_team *t)
+{
+    if (!t->fast || t->quitting || t->coord_quit || t->backlog.n == 0 || t->idle ||
+        t->n_busy == 0 || __atomic_load_n(&t->open, __ATOMIC_RELAXED))
+        return;
+    if (t->hooks.full(t->hooks.ctx))
+        __atomic_store_n(&t->open, 1, __ATOMIC_SEQ_CST);
+}
+
+static member *recruit(tw_team *t);
+static void assign(tw_team *t, member *m, tw_task *task);
+
+/* [C] Incoming teams: hands backlogged tasks, oldest first, to idle members,
+ * then, if `grow`, to new ones while the factory gives them. */
+static void pump(tw_team *t, bool grow)
+{
+    while (t->backlog.n > 0) {
+        member *m = t->idle;
+        if (m) {
+            t->idle = m->next_idle;
+            set_count(&t->n_idle, t->n_idle - 1);
+        } else if (!grow || !(m = recruit(t))) {
+            break;
+        }
+        assign(t, m, tw__fifo_pop(&t->backlog));
+        set_count(&t->n_backlog, t->backlog.n);
+    }
+}
+
+/* [C] Unlinks task from f if it is there and was submitted with `ticket`
+ * (its `owner`): a node that ran may have been freed and its address reused
+ * by a newer submission, which carries another ticket. */
+static bool unlink_task(tw__fifo *f, tw_task *task, void *ticket)
+{
+    tw_task **pp, *prev = NULL;
+    for (pp = &f->head; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp == task && task->owner == ticket) {
+            *pp = task->next;
+            if (f->tail == task)
+                f->tail = prev;
+            f->n--;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Gives a node back as it was submitted. */
+static void restore(tw_task *task)
+{
+    task->fn = task->inner_fn;
+    task->arg = task->inner_arg;
+    task->owner = NULL;
+}
+
+/* ---------------------------------------------------------------------------- */
+
 static void fill(tw_team *t);
 
 /* [C] Once quitting, with nobody busy and no message still to run (a
  * dispatch accepted just before the quit must find the coordinator alive),
  * the coordinator's job is over. A backlog with no worker left gets workers
  * if the factory still gives any; a task that can never run is reported,
- * never dropped in silence. Setting coord_quit is the last access. */
+ * never dropped in silence. Incoming is left alone: what is still there
+ * belongs to submitters bound to kick (see the top of the file). Setting
+ * coord_quit is the last access. */
 static void maybe_quit_coordinator(tw_team *t)
 {
     tw_task *task;
@@ -152,7 +340,8 @@ static void maybe_quit_coordinator(tw_team *t)
     if (t->hooks.finished)
         t->hooks.finished(t->hooks.ctx);
     coord->ops->quit(coord);
-    /* release: pairs with destroy's acquire load; nothing touches t after. */
+    /* release: pairs with destroy's acquire load; nothing touches t after
+     * (but a kick, which holds the coordinator context, may read it). */
     __atomic_store_n(&t->coord_quit, true, __ATOMIC_RELEASE);
 }
 
@@ -178,17 +367,23 @@ static member *recruit(tw_team *t)
     return m;
 }
 
-/* [C] Hands task to member m. One task at a time: a member that took a
+/* [C] Hands task to busy member m. One task at a time: a member that took a
  * second one could sit on it while blocked in the first, with other workers
  * idle — the very wedge the pool watches for. */
-static void assign(tw_team *t, member *m, tw_task *task)
+static void hand(member *m, tw_task *task)
 {
-    set_count(&t->n_busy, t->n_busy + 1);
     m->task = task;
     /* Workers the team created refuse only after the team quit them, and
      * the team never quits a busy member, so submit cannot fail here. The
      * submit hands the task over (the worker's queue orders it). */
     m->worker->ops->submit(m->worker, &m->run);
+}
+
+/* [C] Makes m busy with task. */
+static void assign(tw_team *t, member *m, tw_task *task)
+{
+    set_count(&t->n_busy, t->n_busy + 1);
+    hand(m, task);
 }
 
 /* [C] Runs task now if a worker is free or can be made; else backlogs it. */
@@ -213,9 +408,15 @@ static void push_idle(tw_team *t, member *m)
     set_count(&t->n_idle, t->n_idle + 1);
 }
 
-/* [C] Retires up to n members: idle ones now, busy ones when they finish. */
+/* [C] Retires up to n members: idle ones now, busy ones when they finish.
+ * Incoming teams first give waiting tasks to idle members (O3: an idle
+ * member is never retired while older work waits). */
 static void quit_idlers(tw_team *t, size_t n)
 {
+    if (t->fast) {
+        absorb(t);
+        pump(t, true);
+    }
     while (n > 0 && t->idle) {
         member *m = t->idle;
         t->idle = m->next_idle;
@@ -231,13 +432,27 @@ static void quit_idlers(tw_team *t, size_t n)
     maybe_quit_coordinator(t);
 }
 
-/* The dispatch message: the submitted task's own node. */
+/* The dispatch message: the submitted task's own node. An incoming team
+ * first takes in and dispatches what was pushed before (O3), and a task that
+ * finds older ones still waiting queues behind them. */
 static int dispatch_msg(void *arg)
 {
     tw_task *task = arg;
     tw_team *t = task->owner;
     task->owner = NULL;
-    dispatch(t, task);
+    if (t->fast) {
+        absorb(t);
+        pump(t, true);
+        if (t->backlog.n > 0) {
+            tw__fifo_push(&t->backlog, task);
+            set_count(&t->n_backlog, t->backlog.n);
+        } else {
+            dispatch(t, task);
+        }
+        maybe_open(t);
+    } else {
+        dispatch(t, task);
+    }
     message_done(t);
     return 0;
 }
@@ -265,20 +480,31 @@ static int run_member_task(void *arg)
     return 0;
 }
 
-/* The recycle message: m finished a task. */
+/* The recycle message: m finished a task. It takes the oldest backlogged
+ * task — on an incoming team, after moving incoming into an empty backlog,
+ * and, before it stops being busy, after closing the fast path (O2). */
 static int recycle(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
     tw_task *next;
-    set_count(&t->n_busy, t->n_busy - 1);
     __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
     if (m->result != 0)
         __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
+    if (t->fast && t->backlog.n == 0) {
+        absorb(t);
+        if (t->backlog.n == 0)
+            close_fast(t);
+    }
     if ((next = tw__fifo_pop(&t->backlog))) { /* backlog first, even when quitting */
         set_count(&t->n_backlog, t->backlog.n);
-        assign(t, m, next);
-    } else if (t->quitting || t->to_shrink > 0) {
+        hand(m, next); /* still busy: the count stays */
+        if (t->idle && t->backlog.n > 0)
+            pump(t, false); /* absorbed tasks whose submitters are about to kick */
+        return 0;
+    }
+    set_count(&t->n_busy, t->n_busy - 1);
+    if (t->quitting || t->to_shrink > 0) {
         if (t->to_shrink > 0)
             t->to_shrink--;
         retire(t, m);
@@ -292,6 +518,10 @@ static int recycle(void *arg)
 /* [C] */
 static void grow_now(tw_team *t, size_t n)
 {
+    if (t->fast && n > 0) { /* new members may be idle: O2, O3 */
+        close_fast(t);
+        absorb(t);
+    }
     for (size_t i = 0; i < n; i++) {
         member *m = recruit(t);
         tw_task *next;
@@ -323,6 +553,7 @@ static int quit_msg(void *arg)
 {
     tw_team *t = arg;
     t->quitting = true;
+    close_fast(t); /* for good: maybe_open never opens while quitting */
     quit_idlers(t, t->n_idle + t->n_busy);
     message_done(t); /* quits the coordinator if nothing is left to run */
     return 0;
@@ -333,6 +564,10 @@ static int quit_msg(void *arg)
 bool tw__team_retire_if_idle(tw_team *t, tw_worker *w, size_t keep)
 {
     member **pp;
+    if (t->fast) { /* waiting work goes to idle members before any retires */
+        absorb(t);
+        pump(t, false);
+    }
     if (t->n_idle + t->n_busy <= keep)
         return false;
     for (pp = &t->idle; *pp; pp = &(*pp)->next_idle) {
@@ -348,7 +583,8 @@ bool tw__team_retire_if_idle(tw_team *t, tw_worker *w, size_t keep)
     return false;
 }
 
-/* [C] Recruits workers for the backlog while the factory gives them. */
+/* [C] Recruits workers for the backlog while the factory gives them. Leaves
+ * incoming alone: maybe_quit_coordinator must (see there). */
 static void fill(tw_team *t)
 {
     while (t->backlog.n > 0) {
@@ -362,9 +598,9 @@ static void fill(tw_team *t)
 
 void tw__team_fill(tw_team *t)
 {
+    absorb(t); /* O3 */
     fill(t);
 }
-
 
 void tw__team_grow_now(tw_team *t, size_t n)
 {
@@ -378,31 +614,106 @@ void tw__team_shrink_now(tw_team *t, size_t n)
 
 bool tw__team_retract(tw_team *t, tw_task *task)
 {
-    tw_task **pp, *prev = NULL;
-    for (pp = &t->backlog.head; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp == task) {
-            *pp = task->next;
-            if (t->backlog.tail == task)
-                t->backlog.tail = prev;
-            t->backlog.n--;
-            set_count(&t->n_backlog, t->backlog.n);
-            task->fn = task->inner_fn;
-            task->arg = task->inner_arg;
-            return true;
-        }
-    }
-    return false;
-}
-
-void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
-{
-    t->hooks = *hooks;
+    if (!unlink_task(&t->backlog, task, NULL))
+        return false;
+    set_count(&t->n_backlog, t->backlog.n);
+    restore(task);
+    return true;
 }
 
 size_t tw__team_members(tw_team *t)
 {
     return __atomic_load_n(&t->n_idle, __ATOMIC_RELAXED) +
            __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
+}
+
+/* Tests: see tw__team_set_offer_pause. Written only by tests, before the
+ * submitters it concerns start (or after they stopped). */
+static void (*offer_pause)(tw_task *task);
+
+void tw__team_set_offer_pause(void (*pause)(tw_task *task))
+{
+    __atomic_store_n(&offer_pause, pause, __ATOMIC_RELAXED);
+}
+
+void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
+{
+    t->hooks = *hooks;
+    t->fast = hooks->full != NULL;
+}
+
+int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket)
+{
+    tw_task *head;
+    void (*pause)(tw_task *);
+    if (!t->fast)
+        return TW__TEAM_SLOW;
+    if (__atomic_load_n(&t->quit, __ATOMIC_ACQUIRE))
+        return TW_EQUIT;
+    /* relaxed: a hint; the seq_cst load below decides. */
+    if (!__atomic_load_n(&t->open, __ATOMIC_RELAXED))
+        return TW__TEAM_SLOW;
+    if (__builtin_expect((pause = __atomic_load_n(&offer_pause, __ATOMIC_RELAXED)) != NULL, 0))
+        pause(task); /* tests only: hold this submitter inside the race window */
+    task->inner_fn = task->fn;
+    task->inner_arg = task->arg;
+    task->flags = held ? TW__TASK_HELD : 0;
+    task->owner = ticket;
+    head = __atomic_load_n(&t->incoming, __ATOMIC_RELAXED);
+    do
+        task->next = head;
+    /* seq_cst: releases the node to the consumer's acquire exchange, and is
+     * the store half of the submitter's side of the Dekker pairing. */
+    while (!__atomic_compare_exchange_n(&t->incoming, &head, task, true, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED));
+    /* seq_cst: the load half; pairs with close_fast's store then load. */
+    return __atomic_load_n(&t->open, __ATOMIC_SEQ_CST) ? 0 : TW__TEAM_KICK;
+}
+
+int tw__team_kick(tw_team *t, tw_task *task, void *ticket)
+{
+    int rc = 0;
+    if (t->coord_quit) {
+        /* The team finished after the push: every node still in incoming
+         * belongs to a kicking submitter. Each takes its own back. */
+        tw_task *list = __atomic_exchange_n(&t->incoming, NULL, __ATOMIC_ACQUIRE);
+        while (list) {
+            tw_task *next = list->next;
+            tw__fifo_push(&t->stranded, list);
+            list = next;
+        }
+        if (!unlink_task(&t->stranded, task, ticket))
+            return 0; /* absorbed, and ran, before the team finished */
+        restore(task);
+        return TW_EQUIT;
+    }
+    absorb(t);
+    pump(t, true);
+    if (tw__team_members(t) == 0 && unlink_task(&t->backlog, task, ticket)) {
+        /* No worker exists or can be made: nothing would ever run it. */
+        set_count(&t->n_backlog, t->backlog.n);
+        restore(task);
+        rc = TW__TEAM_ALONE;
+    }
+    maybe_open(t);
+    if (t->quitting)
+        maybe_quit_coordinator(t);
+    return rc;
+}
+
+void tw__team_absorb(tw_team *t)
+{
+    if (!t->fast)
+        return;
+    absorb(t);
+    pump(t, false);
+    maybe_open(t);
+}
+
+void tw__team_limits_changed(tw_team *t)
+{
+    close_fast(t);
+    absorb(t);
 }
 
 /* ---- public API ----------------------------------------------------------- */
@@ -554,7 +865,8 @@ int tw_team_destroy(tw_team *t)
         return TW_EINVAL;
     /* acquire: pairs with message_done, so nothing still touches the team. */
     if (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0 || tw__team_members(t) != 0 ||
-        __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) != 0)
+        __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) != 0 ||
+        __atomic_load_n(&t->incoming, __ATOMIC_ACQUIRE) != NULL || t->stranded.n != 0)
         return TW_EBUSY;
     /* A quitting team winds down by itself; it is done once it has quit its
      * coordinator (acquire: pairs with that store, its last access). */

@@ -1,39 +1,92 @@
-/* Internal: what the pool needs from the team beyond the public API. */
+/* Internal: what the pool needs from the team beyond the public API.
+ *
+ * "[C]" below means: coordinator context only — a task running on the
+ * team's coordinator, or (for the pool, whose coordinator is a lock worker
+ * over its mutex) any code holding that mutex. */
 #ifndef TW_WORKER_TEAM_H
 #define TW_WORKER_TEAM_H
 
 #include "worker/worker.h"
 
-/* Coordinator context only. If w is an idle member and `keep` is below the
- * team's worker count, retires it and returns true. */
+/* [C] If w is an idle member and `keep` is below the team's worker count,
+ * retires it and returns true. */
 bool tw__team_retire_if_idle(tw_team *t, tw_worker *w, size_t keep);
 
-/* Coordinator context only. Creates workers while the factory accepts and
- * backlog is waiting (used when a limit is raised). */
+/* [C] Creates workers while the factory accepts and backlog is waiting
+ * (used when a limit is raised). */
 void tw__team_fill(tw_team *t);
 
 /* Members (idle + busy), a snapshot. */
 size_t tw__team_members(tw_team *t);
 
-/* Coordinator context only: grow by up to n now / retire n now (idle first,
- * busy ones as they finish). */
+/* [C] Grow by up to n now / retire n now (idle first, busy ones as they
+ * finish). */
 void tw__team_grow_now(tw_team *t, size_t n);
 void tw__team_shrink_now(tw_team *t, size_t n);
 
-/* Coordinator context only: takes task back out of the backlog if it is
- * still there (true), restoring the node as submitted. */
+/* [C] Takes task back out of the backlog if it is still there (true),
+ * restoring the node as submitted. Only a node submitted through the
+ * coordinator (tw_team_submit and friends) is looked for. */
 bool tw__team_retract(tw_team *t, tw_task *task);
 
-/* Hooks for the pool. */
+/* ---- the incoming list (opt-in; the pool uses it) -------------------------
+ * A lock-free intrusive stack that submitters push onto without involving
+ * the coordinator, while every member is busy and the factory is at its
+ * limit, so a new task could only wait in the backlog anyway. Busy members
+ * move it into the backlog (oldest first) when they finish a task. The whole
+ * protocol, its invariants and its memory-order pairings are described at
+ * the top of team.c and in docs/worker.md. A team that has not opted in
+ * behaves exactly as before: none of this runs. */
 typedef struct tw__team_hooks {
-    /* Coordinator context. Called once, just before the team quits its
-     * coordinator: the team is finished (no member, no message, no backlog)
-     * and will never make a worker again. May be NULL. */
+    /* [C] True when the factory would refuse a new worker now because of a
+     * limit — not a transient failure. Required for the incoming list. */
+    bool (*full)(void *ctx);
+    /* [C] Called once, just before the team quits its coordinator: the team
+     * is finished (no member, no message, no backlog). May be NULL. */
     void (*finished)(void *ctx);
     void *ctx;
 } tw__team_hooks;
 
-/* Before the first task. */
+/* Before the first task. With hooks->full set, enables the incoming list. */
 void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks);
+
+/* tw__team_offer's answers besides 0 (taken: a busy member will run it) and
+ * TW_EQUIT (the team has quit; the node is untouched). */
+#define TW__TEAM_SLOW 1 /* not taken: submit through the coordinator */
+#define TW__TEAM_KICK 2 /* taken, but the fast path closed meanwhile: call
+                           tw__team_kick before returning from the submit */
+
+/* Any thread. Pushes task on the incoming list if the fast path is open.
+ * `ticket` must be an address no other submission can use while this one is
+ * in progress (a local variable of the submitting call) and be passed to
+ * tw__team_kick; `held` as for the team's own submit (twine allocated the
+ * node). */
+int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket);
+
+/* Tests only: pause(task) is called by every tw__team_offer that found the
+ * fast path open, just before its push, so a test can hold a submitter there
+ * while the team closes the fast path, quits or finishes. NULL (the default)
+ * turns it off. */
+void tw__team_set_offer_pause(void (*pause)(tw_task *task));
+
+/* tw__team_kick's answer when no member exists and the task could only have
+ * waited for one that cannot be made: it was taken back (node restored). */
+#define TW__TEAM_ALONE 3
+
+/* [C] For an offer that answered TW__TEAM_KICK: moves the incoming list into
+ * the backlog and dispatches it. 0: the task is accepted (it will run, or
+ * already ran). TW_EQUIT: the team finished before the task could be seen;
+ * it was taken back and the node restored. TW__TEAM_ALONE: see above. */
+int tw__team_kick(tw_team *t, tw_task *task, void *ticket);
+
+/* [C] Moves the incoming list into the backlog and gives what it can to idle
+ * members, never to new ones (before reading statistics, or judging a
+ * wedge: neither may start threads). */
+void tw__team_absorb(tw_team *t);
+
+/* [C] A limit of the factory changed: closes the fast path (so that a task
+ * that could now get a new worker is not left to wait for a busy one) and
+ * moves the incoming list into the backlog. Call before tw__team_fill. */
+void tw__team_limits_changed(tw_team *t);
 
 #endif
