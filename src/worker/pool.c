@@ -73,6 +73,10 @@ struct pool_thread {
     tw_task *slot;     /* atomic: the task to run next */
     uint32_t quit;     /* atomic */
     pool_thread *next; /* [P] in the spare list */
+    /* Records are allocated back to back and malloc aligns to 16 bytes only:
+     * a line of padding keeps the next record's slot and semaphore, written
+     * by another thread for every task, off the lines of this one's. */
+    char pad[64];
 };
 
 /* The pool and record of the calling pool thread, if it is one. */
