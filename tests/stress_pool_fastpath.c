@@ -11,9 +11,12 @@
  *               handshake closes. Every task runs exactly once; nothing is
  *               left behind when the submitters stop (a lost task would
  *               hang the wait, bounded, and fail).
+ *               Each pool thread must start any one submitter's tasks in
+ *               the order they were submitted: FIFO dispatch means every
+ *               take is the oldest task waiting, whether it comes from the
+ *               ready ring, the backlog or the incoming list.
  *   fifo        the same against pool(0, 1): one thread, so the tasks of
- *               each submitter must start in the order they were submitted,
- *               whether they went through the backlog or the incoming list.
+ *               each submitter must start in the order they were submitted.
  *   stop race   rounds in which a stop lands while submitters keep a
  *               saturated pool(min, 2) busy (the fast path open): every
  *               submit returned 0 and its task ran exactly once, or returned
@@ -44,7 +47,8 @@ typedef struct sub {
     uint32_t *ran;       /* per task: times it ran */
     uint64_t done;       /* atomic: tasks of this submitter that ran */
     uint64_t last_seq;   /* atomic: seq + 1 of the last task that started (fifo) */
-    uint64_t out_of_order; /* atomic */
+    uint64_t out_of_order; /* atomic: started before an older one (one thread) */
+    uint64_t thread_out_of_order; /* atomic: a pool thread took it after a newer one */
     uint64_t bad_rc;     /* submits that did not return 0 */
     uint64_t stuck;      /* waits for its own tasks that timed out */
     unsigned seed;
@@ -56,10 +60,16 @@ typedef struct item {
     uint64_t seq;
 } item;
 
+/* Per pool thread: seq + 1 of the last task of each submitter it started. */
+static __thread uint64_t seen[SUBMITTERS];
+
 static int item_task(void *arg)
 {
     item *it = arg;
     sub *s = it->s;
+    if (seen[s->id] > it->seq)
+        __atomic_fetch_add(&s->thread_out_of_order, 1, __ATOMIC_RELAXED);
+    seen[s->id] = it->seq + 1;
     /* Start order: only meaningful with one thread (fifo), where tasks never
      * overlap, so a plain read-then-write is enough; atomics keep TSan calm. */
     uint64_t last = __atomic_load_n(&s->last_seq, __ATOMIC_RELAXED);
@@ -168,6 +178,11 @@ static void run_bursts(size_t max, const char *what)
                     fail_msg("%s, round %llu: submitter %d task %llu ran %u times", what,
                              (unsigned long long)round, i, (unsigned long long)k,
                              subs[i].ran[k]);
+            if (subs[i].thread_out_of_order != 0)
+                fail_msg("%s, round %llu: submitter %d: a pool thread started %llu tasks after "
+                         "a newer one of the same submitter (not FIFO)",
+                         what, (unsigned long long)round, i,
+                         (unsigned long long)subs[i].thread_out_of_order);
             if (max == 1 && subs[i].out_of_order != 0)
                 fail_msg("%s, round %llu: submitter %d: %llu tasks started before an older "
                          "one of the same submitter",

@@ -89,7 +89,42 @@
  * The submitter never touches `pending` or the statistics on the fast path:
  * a pushed task is not a message, and the coordinator cannot quit while a
  * busy member exists (it will absorb the task), or it leaves the task to its
- * kicking submitter (above). */
+ * kicking submitter (above).
+ *
+ * ---- The ready ring (incoming teams) ----
+ *
+ * With tiny tasks, members finishing on different CPUs would otherwise meet
+ * on the coordinator (the pool's mutex) once per task. So a member's recycle
+ * also moves the oldest backlogged tasks into a small ring (RING slots), and
+ * a member that finishes a task takes the next one from the ring with one CAS
+ * on ring_head, without the coordinator, as long as the ring has one
+ * (run_member_task). It is still one task at a time: the next is taken only
+ * after the last one has finished, and the member stays busy throughout, so
+ * no bookkeeping changes — except the completed/failed counts, which such a
+ * member updates itself (atomically), and recycle then does not.
+ *
+ *   R1. The ring holds the oldest waiting tasks: everything in it is older
+ *       than the backlog, which is older than incoming. take_oldest takes
+ *       from the ring first; ring_fill moves from the backlog's head. So FIFO
+ *       order holds across all three.
+ *   R2. Only the coordinator adds to the ring (ring_fill, ring_tail); anyone
+ *       may take (ring_take). So "the ring is empty", seen on the
+ *       coordinator, stays true until the coordinator fills it; "it is not
+ *       empty" may stop being true at any moment. Every decision that needs
+ *       "nothing is waiting" (a member going idle or retiring) is taken on a
+ *       failed take (recycle), never on a count.
+ *   R3. A member stops being busy only in recycle, after a failed take, an
+ *       absorb and close_fast (O2), so the ring is empty whenever no member
+ *       is busy: a team with no member has an empty ring (the pool's
+ *       no-thread refusal and the kick only look in the backlog).
+ *
+ * Ring memory orders: ring_fill writes the slots, then stores ring_tail
+ * (release); ring_take loads ring_tail (acquire) before reading a slot, so it
+ * sees the slot and the node. ring_take reads the slot before its CAS on
+ * ring_head (release); ring_fill loads ring_head (acquire) before reusing a
+ * slot, so a slot is never overwritten while a taker that can still win its
+ * CAS reads it (a taker with a stale head may read a reused slot, but then
+ * its CAS fails). Head and tail are 64-bit counters: no ABA. */
 #include "worker/team.h"
 
 typedef struct member {
@@ -105,6 +140,9 @@ typedef struct member {
      * bytes only) keeps neighbours off each other's lines. */
     char pad[64];
 } member;
+
+/* Slots in the ready ring: a power of two. */
+#define RING 64
 
 typedef struct grow_msg {
     tw_task task;
@@ -150,6 +188,14 @@ struct tw_team {
      * different CPUs than a plain store next to the backlog. */
     _Alignas(64) uint64_t completed; /* atomic */
     uint64_t failed;    /* atomic */
+
+    /* The ready ring (incoming teams; see the top of the file). Tasks
+     * [ring_head, ring_tail) are the oldest waiting ones, older than the
+     * backlog. ring_tail and the slots are written on the coordinator only;
+     * ring_head is advanced (CAS) by any member taking a task. */
+    _Alignas(64) uint64_t ring_head; /* atomic */
+    _Alignas(64) uint64_t ring_tail; /* atomic */
+    tw_task *ring[RING];             /* atomic slots */
 };
 
 static int team_submit_op(tw_worker *w, tw_task *t);
@@ -203,6 +249,73 @@ static void retire(tw_team *t, member *m)
     TW__DELETE(m);
     w->ops->quit(w);
     t->workers.retire(t->workers.ctx, w);
+}
+
+/* ---- the ready ring (see the top of the file) ------------------------------ */
+
+/* Any thread: the oldest task in the ring, or NULL. A member that finished a
+ * task calls this before (instead of) sending its recycle. */
+static tw_task *ring_take(tw_team *t)
+{
+    uint64_t h = __atomic_load_n(&t->ring_head, __ATOMIC_RELAXED);
+    for (;;) {
+        /* acquire: pairs with ring_fill's release store of ring_tail, so the
+         * slot, and the node it points to, are visible. */
+        uint64_t tail = __atomic_load_n(&t->ring_tail, __ATOMIC_ACQUIRE);
+        tw_task *task;
+        if (h == tail)
+            return NULL;
+        /* Slot h is not reused while ring_head <= h (ring_fill never lets
+         * the tail run RING past the head); if the head moved on, the CAS
+         * below fails and the value read is dropped. */
+        task = __atomic_load_n(&t->ring[h % RING], __ATOMIC_RELAXED);
+        /* release: our read of the slot happens before ring_fill, whose
+         * acquire load of ring_head sees the new head, reuses it. */
+        if (__atomic_compare_exchange_n(&t->ring_head, &h, h + 1, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+            return task;
+    }
+}
+
+/* Any thread: tasks in the ring (head first: the difference is never
+ * negative). */
+static size_t ring_count(tw_team *t)
+{
+    uint64_t h = __atomic_load_n(&t->ring_head, __ATOMIC_RELAXED);
+    return (size_t)(__atomic_load_n(&t->ring_tail, __ATOMIC_RELAXED) - h);
+}
+
+/* [C] Tasks waiting for a member: ring and backlog (incoming not counted). */
+static size_t waiting(tw_team *t)
+{
+    return ring_count(t) + t->backlog.n;
+}
+
+/* [C] Moves the oldest backlogged tasks into the ring while it has room.
+ * The ring's tasks are older than the backlog's, so FIFO order holds. */
+static void ring_fill(tw_team *t)
+{
+    uint64_t tail = __atomic_load_n(&t->ring_tail, __ATOMIC_RELAXED); /* only we write it */
+    /* acquire: pairs with ring_take's release CAS (slots below the head
+     * have been read). */
+    uint64_t limit = __atomic_load_n(&t->ring_head, __ATOMIC_ACQUIRE) + RING;
+    uint64_t start = tail;
+    while (tail < limit && t->backlog.n > 0)
+        __atomic_store_n(&t->ring[tail++ % RING], tw__fifo_pop(&t->backlog), __ATOMIC_RELAXED);
+    if (tail != start) {
+        set_count(&t->n_backlog, t->backlog.n);
+        /* release: publishes the slots and the nodes to ring_take. */
+        __atomic_store_n(&t->ring_tail, tail, __ATOMIC_RELEASE);
+    }
+}
+
+/* [C] The oldest waiting task (ring first, then backlog), or NULL. */
+static tw_task *take_oldest(tw_team *t)
+{
+    tw_task *task = ring_take(t);
+    if (!task && (task = tw__fifo_pop(&t->backlog)))
+        set_count(&t->n_backlog, t->backlog.n);
+    return task;
 }
 
 /* ---- the incoming list (see the top of the file) --------------------------- */
@@ -261,7 +374,7 @@ static void close_fast(tw_team *t)
  * (see close_fast). */
 static void maybe_open(tw_team *t)
 {
-    if (!t->fast || t->quitting || t->coord_quit || t->backlog.n == 0 || t->idle ||
+    if (!t->fast || t->quitting || t->coord_quit || waiting(t) == 0 || t->idle ||
         t->n_busy == 0 || __atomic_load_n(&t->open, __ATOMIC_RELAXED))
         return;
     if (t->hooks.full(t->hooks.ctx))
@@ -270,21 +383,29 @@ static void maybe_open(tw_team *t)
 
 static member *recruit(tw_team *t);
 static void assign(tw_team *t, member *m, tw_task *task);
+static void push_idle(tw_team *t, member *m);
 
 /* [C] Incoming teams: hands backlogged tasks, oldest first, to idle members,
  * then, if `grow`, to new ones while the factory gives them. */
 static void pump(tw_team *t, bool grow)
 {
-    while (t->backlog.n > 0) {
+    while (waiting(t) > 0) {
         member *m = t->idle;
+        tw_task *task;
         if (m) {
             t->idle = m->next_idle;
             set_count(&t->n_idle, t->n_idle - 1);
         } else if (!grow || !(m = recruit(t))) {
             break;
         }
-        assign(t, m, tw__fifo_pop(&t->backlog));
-        set_count(&t->n_backlog, t->backlog.n);
+        if (!(task = take_oldest(t))) {
+            /* Busy members emptied the ring meanwhile. A new member going
+             * idle closes the fast path (O2), which may absorb more. */
+            push_idle(t, m);
+            close_fast(t);
+            continue;
+        }
+        assign(t, m, task);
     }
 }
 
@@ -332,12 +453,12 @@ static void maybe_quit_coordinator(tw_team *t)
     if (!t->quitting || t->coord_quit || t->n_busy != 0 || t->n_idle != 0 ||
         __atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0)
         return;
-    if (t->backlog.n > 0) {
+    if (waiting(t) > 0) {
         fill(t);
         if (t->n_busy > 0)
             return; /* they drain the backlog, then retire */
     }
-    while ((task = tw__fifo_pop(&t->backlog))) {
+    while ((task = take_oldest(t))) {
         tw_diag_report(TW_DIAG_WARNING, TW_ESHUTDOWN, "tw_team_quit",
                        "a backlogged task cannot run: the team quit and no worker can be made");
         if (t->on_error)
@@ -452,7 +573,7 @@ static int dispatch_msg(void *arg)
     if (t->fast) {
         absorb(t);
         pump(t, true);
-        if (t->backlog.n > 0) {
+        if (waiting(t) > 0) {
             tw__fifo_push(&t->backlog, task);
             set_count(&t->n_backlog, t->backlog.n);
         } else {
@@ -466,50 +587,73 @@ static int dispatch_msg(void *arg)
     return 0;
 }
 
-/* On the member's worker: the task, then the recycle message. */
+/* On the member's worker: the task, then the recycle message. A member of
+ * an incoming team first takes its next task from the ready ring, as long
+ * as there is one, without the coordinator: it stays busy, so nothing but
+ * the counts changes (and those it updates itself). One task at a time
+ * still: the next is taken only once the last has finished. */
 static int run_member_task(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
     tw_task *task = m->task;
-    tw_task_fn fn = task->inner_fn; /* read all first: fn may free its node */
-    void *fn_arg = task->inner_arg;
-    int rc;
-    if (task->flags & TW__TASK_HELD)
-        tw__free(task, sizeof *task);
-    rc = fn(fn_arg);
-    if (rc != 0) {
-        if (t->on_error)
-            t->on_error(t->error_ctx, rc);
-        else
-            tw__task_failed("team task", rc);
+    for (;;) {
+        tw_task_fn fn = task->inner_fn; /* read all first: fn may free its node */
+        void *fn_arg = task->inner_arg;
+        int rc;
+        if (task->flags & TW__TASK_HELD)
+            tw__free(task, sizeof *task);
+        rc = fn(fn_arg);
+        if (rc != 0) {
+            if (t->on_error)
+                t->on_error(t->error_ctx, rc);
+            else
+                tw__task_failed("team task", rc);
+        }
+        m->result = rc;
+        if (!t->fast)
+            break;
+        __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
+        if (rc != 0)
+            __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
+        if (!(task = ring_take(t)))
+            break;
     }
-    m->result = rc;
     post_recycle(t, m); /* cannot be refused: the coordinator outlives members */
     return 0;
 }
 
-/* The recycle message: m finished a task. It takes the oldest backlogged
- * task — on an incoming team, after moving incoming into an empty backlog,
- * and, before it stops being busy, after closing the fast path (O2). */
+/* The recycle message: m finished a task. It takes the oldest waiting task
+ * — on an incoming team, after moving incoming into an empty backlog, and,
+ * before it stops being busy, after closing the fast path (O2) — and refills
+ * the ready ring. (An incoming team's member counted its tasks itself.) */
 static int recycle(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
     tw_task *next;
-    __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
-    if (m->result != 0)
-        __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
-    if (t->fast && t->backlog.n == 0) {
+    if (!t->fast) {
+        __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
+        if (m->result != 0)
+            __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
+    }
+    next = take_oldest(t); /* backlog first, even when quitting */
+    if (!next && t->fast) {
+        /* Nothing waiting (members may empty the ring at any time, so only
+         * this answer counts): take in incoming; before stopping being
+         * busy, close the fast path (O2). */
         absorb(t);
         if (t->backlog.n == 0)
             close_fast(t);
+        next = take_oldest(t);
     }
-    if ((next = tw__fifo_pop(&t->backlog))) { /* backlog first, even when quitting */
-        set_count(&t->n_backlog, t->backlog.n);
+    if (next) {
         hand(m, next); /* still busy: the count stays */
-        if (t->idle && t->backlog.n > 0)
-            pump(t, false); /* absorbed tasks whose submitters are about to kick */
+        if (t->fast) {
+            if (t->idle)
+                pump(t, false); /* absorbed tasks whose submitters are about to kick */
+            ring_fill(t);
+        }
         return 0;
     }
     set_count(&t->n_busy, t->n_busy - 1);
@@ -536,12 +680,10 @@ static void grow_now(tw_team *t, size_t n)
         tw_task *next;
         if (!m)
             break;
-        if ((next = tw__fifo_pop(&t->backlog))) {
-            set_count(&t->n_backlog, t->backlog.n);
+        if ((next = take_oldest(t)))
             assign(t, m, next);
-        } else {
+        else
             push_idle(t, m);
-        }
     }
 }
 
@@ -596,12 +738,18 @@ bool tw__team_retire_if_idle(tw_team *t, tw_worker *w, size_t keep)
  * incoming alone: maybe_quit_coordinator must (see there). */
 static void fill(tw_team *t)
 {
-    while (t->backlog.n > 0) {
+    while (waiting(t) > 0) {
         member *m = recruit(t);
+        tw_task *task;
         if (!m)
             break;
-        assign(t, m, tw__fifo_pop(&t->backlog));
-        set_count(&t->n_backlog, t->backlog.n);
+        if (!(task = take_oldest(t))) { /* busy members emptied the ring meanwhile */
+            push_idle(t, m);
+            close_fast(t); /* O2; what it absorbs goes to the idle member first */
+            pump(t, false);
+            continue;
+        }
+        assign(t, m, task);
     }
 }
 
@@ -862,7 +1010,7 @@ int tw_team_stats_get(tw_team *t, tw_team_stats *out)
         return TW_EINVAL;
     out->idle = __atomic_load_n(&t->n_idle, __ATOMIC_RELAXED);
     out->busy = __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
-    out->backlog = __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED);
+    out->backlog = __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) + ring_count(t);
     out->completed = __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
     out->failed = __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
     return 0;
@@ -875,7 +1023,8 @@ int tw_team_destroy(tw_team *t)
     /* acquire: pairs with message_done, so nothing still touches the team. */
     if (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0 || tw__team_members(t) != 0 ||
         __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) != 0 ||
-        __atomic_load_n(&t->incoming, __ATOMIC_ACQUIRE) != NULL || t->stranded.n != 0)
+        __atomic_load_n(&t->incoming, __ATOMIC_ACQUIRE) != NULL || t->stranded.n != 0 ||
+        ring_count(t) != 0)
         return TW_EBUSY;
     /* A quitting team winds down by itself; it is done once it has quit its
      * coordinator (acquire: pairs with that store, its last access). */
