@@ -85,7 +85,9 @@ struct tw_worker {
     const tw_worker_ops *ops;
 };
 
-/* 0; TW_EQUIT after quit; TW_EINVAL for NULL w, t or t->fn. */
+/* 0; TW_EQUIT after quit; TW_EINVAL for NULL w, t or t->fn. The node's
+ * private fields are reset: a worker that forwards a task it was given to
+ * another worker calls that worker's ops->submit instead, which keeps them. */
 TW_API int tw_worker_submit(tw_worker *w, tw_task *t);
 /* As submit, with a node allocated by twine and freed after the task runs
  * (or at once if refused). TW_ENOMEM if it cannot be allocated. */

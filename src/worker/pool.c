@@ -26,6 +26,7 @@
  * stops (a wedge then is a shutdown hang) and leaves once every thread has
  * exited. */
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #include "base/thread.h"
@@ -40,8 +41,10 @@ struct tw_pool {
     tw_lock mu;
     tw_cond exited;     /* over mu: threads decreased */
     tw_cond monitor_cv; /* over mu: wakes the monitor early (stop) */
-    tw_worker *coord;
+    tw_worker *coord;     /* the lock worker over mu */
+    tw_worker coord_view; /* what the team sees: coord, plus a note when quit */
     tw_team *team;
+    bool team_done;       /* [P] the team quit its coordinator: nothing left */
     tw_pool_config cfg; /* [P] min and max change with resize */
     size_t threads;     /* [P] live threads, including exiting ones */
     size_t extra;       /* [P] threads allowed past max by the wedge monitor */
@@ -208,6 +211,34 @@ static void retire_thread(void *ctx, tw_worker *w)
     (void)w;
 }
 
+/* ---- the coordinator as the team sees it ---------------------------------- */
+
+/* The lock worker, plus one thing: when the team quits it — its very last act,
+ * once no member, backlog or message is left — stop is told. Runs under mu. */
+static int view_submit(tw_worker *w, tw_task *t)
+{
+    tw_pool *p = (tw_pool *)((char *)w - offsetof(tw_pool, coord_view));
+    return p->coord->ops->submit(p->coord, t);
+}
+
+static int view_quit(tw_worker *w)
+{
+    tw_pool *p = (tw_pool *)((char *)w - offsetof(tw_pool, coord_view));
+    int rc = p->coord->ops->quit(p->coord);
+    p->team_done = true;
+    tw_cond_notify_all(&p->exited);
+    return rc;
+}
+
+static int view_destroy(tw_worker *w)
+{
+    (void)w;
+    return 0; /* the pool destroys the lock worker itself */
+}
+
+static const tw_worker_ops coord_view_ops = {"pool coordinator", true, view_submit, view_quit,
+                                             view_destroy};
+
 /* ---- wedge monitor ------------------------------------------------------- */
 
 static void report_wedge(tw_pool *p, const tw_team_stats *s)
@@ -295,10 +326,12 @@ static void free_pool(tw_pool *p)
     TW__DELETE(p);
 }
 
-/* Waits (mu held) until every thread has exited or the deadline passes. */
+/* Waits (mu held) until the team has wound down — every accepted task run,
+ * even one whose dispatch was still waiting for mu when stop began — and
+ * every thread has exited, or until the deadline. */
 static int wait_threads(tw_pool *p, tw_deadline d)
 {
-    while (p->threads > 0) {
+    while (p->threads > 0 || !p->team_done) {
         double left = tw_deadline_remaining(d);
         if (left == 0.0)
             return TW_ETIMEDOUT;
@@ -323,11 +356,13 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
     f.create = create_thread;
     f.retire = retire_thread;
     f.ctx = p;
+    p->coord_view.ops = &coord_view_ops;
     if ((rc = tw_lock_worker_create(&p->mu, &p->coord)) != 0 ||
-        (rc = tw_team_create(p->coord, &f, &p->team)) != 0) {
+        (rc = tw_team_create(&p->coord_view, &f, &p->team)) != 0) {
         free_pool(p);
         return rc;
     }
+    tw__team_refuse_unrunnable(p->team);
 
     tw_lock_acquire(&p->mu);
     tw__team_grow_now(p->team, cfg->min);
@@ -364,25 +399,20 @@ tw_worker *tw_pool_worker(tw_pool *p)
     return p ? &p->base : NULL;
 }
 
-/* Submits; if the task could only be backlogged because no thread exists or
- * can be started, takes it back and refuses it, so that nothing waits for a
- * thread that will never come. */
+/* Submits. The dispatch runs right here (the coordinator is a lock worker);
+ * if it found no thread and could not start one, it refused the task rather
+ * than backlog it for a thread that will never come, and says so through
+ * tw__team_take_refused. */
 static int submit(tw_pool *p, tw_task *t, bool held)
 {
     int rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
                   : tw_team_submit(p->team, t);
     wake_deferred();
-    /* With no member at all, a backlogged task would wait for a thread that
-     * could not be made (thread start or memory failed): take it back. */
-    if (rc != 0 || tw__team_members(p->team) != 0)
-        return rc;
-    tw_lock_acquire(&p->mu);
-    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t)) {
+    if (rc == 0 && tw__team_take_refused() == t) {
         rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
         if (rc == 0)
             rc = TW_ENOMEM; /* the thread started; its member record did not */
     }
-    tw_lock_release(&p->mu);
     return rc;
 }
 

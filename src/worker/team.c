@@ -49,6 +49,7 @@ struct tw_team {
     tw_team_workers workers;
     tw_error_fn on_error;
     void *error_ctx;
+    bool refuse_unrunnable; /* dispatch refuses rather than backlog with no member */
 
     member *idle;       /* [C] most recently idle first (warm caches) */
     size_t n_idle;      /* [C] written, atomically readable */
@@ -188,6 +189,16 @@ static void assign(tw_team *t, member *m, tw_task *task)
     m->worker->ops->submit(m->worker, &m->run);
 }
 
+/* The node a synchronous dispatch refused, for the submitting thread. */
+static __thread tw_task *refused_task __attribute__((tls_model("initial-exec")));
+
+tw_task *tw__team_take_refused(void)
+{
+    tw_task *task = refused_task;
+    refused_task = NULL;
+    return task;
+}
+
 /* [C] Runs task now if a worker is free or can be made; else backlogs it. */
 static void dispatch(tw_team *t, tw_task *task)
 {
@@ -196,6 +207,12 @@ static void dispatch(tw_team *t, tw_task *task)
         t->idle = m->next_idle;
         set_count(&t->n_idle, t->n_idle - 1);
     } else if (!(m = recruit(t))) {
+        if (t->refuse_unrunnable && t->n_busy == 0) { /* nobody would ever run it */
+            task->fn = task->inner_fn;
+            task->arg = task->inner_arg;
+            refused_task = task;
+            return;
+        }
         tw__fifo_push(&t->backlog, task);
         set_count(&t->n_backlog, t->backlog.n);
         return;
@@ -373,22 +390,9 @@ void tw__team_shrink_now(tw_team *t, size_t n)
     quit_idlers(t, n);
 }
 
-bool tw__team_retract(tw_team *t, tw_task *task)
+void tw__team_refuse_unrunnable(tw_team *t)
 {
-    tw_task **pp, *prev = NULL;
-    for (pp = &t->backlog.head; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp == task) {
-            *pp = task->next;
-            if (t->backlog.tail == task)
-                t->backlog.tail = prev;
-            t->backlog.n--;
-            set_count(&t->n_backlog, t->backlog.n);
-            task->fn = task->inner_fn;
-            task->arg = task->inner_arg;
-            return true;
-        }
-    }
-    return false;
+    t->refuse_unrunnable = true;
 }
 
 size_t tw__team_members(tw_team *t)

@@ -20,8 +20,14 @@ size_t tw__team_members(tw_team *t);
 void tw__team_grow_now(tw_team *t, size_t n);
 void tw__team_shrink_now(tw_team *t, size_t n);
 
-/* Coordinator context only: takes task back out of the backlog if it is
- * still there (true), restoring the node as submitted. */
-bool tw__team_retract(tw_team *t, tw_task *task);
+/* Makes dispatch refuse a task instead of backlogging it when the team has
+ * no member and cannot make one. For teams whose coordinator runs messages
+ * synchronously in the submitting thread (the pool's lock worker): the
+ * refused node is reported to that thread by tw__team_take_refused. */
+void tw__team_refuse_unrunnable(tw_team *t);
+
+/* The node the calling thread's last dispatch refused (restored as it was
+ * submitted), or NULL; clears it. */
+tw_task *tw__team_take_refused(void);
 
 #endif
