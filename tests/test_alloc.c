@@ -116,23 +116,6 @@ static void quiet_hook(void *ctx, const tw_diag *d)
 
 /* ==== tasks and helpers ======================================================= */
 
-static int count_task(void *arg)
-{
-    __atomic_fetch_add((int *)arg, 1, __ATOMIC_SEQ_CST);
-    return 0;
-}
-
-static int set_event_task(void *arg)
-{
-    tw_event_set(arg);
-    return 0;
-}
-
-static void wait_event(tw_event *e)
-{
-    assert_int_equal(tw_event_wait_timeout(e, HANG_LIMIT), 0);
-}
-
 enum kind { K_MEMORY, K_THREAD, K_LOCK, K_COUNT };
 static tw_lock kind_lock;
 
@@ -146,14 +129,7 @@ static int create_kind(enum kind k, tw_worker **w)
 /* Runs what the worker has accepted (allocator disarmed). */
 static void settle(enum kind k, tw_worker *w)
 {
-    if (k == K_MEMORY) {
-        while (tw_memory_worker_perform(w, NULL))
-            ;
-    } else if (k == K_THREAD) {
-        tw_event done = TW_EVENT_INIT;
-        assert_int_equal(tw_worker_do(w, set_event_task, &done), 0);
-        wait_event(&done);
-    }
+    tw_test_settle(w, k == K_MEMORY, k == K_THREAD, HANG_LIMIT);
 }
 
 /* ==== workers ================================================================= */
@@ -186,7 +162,7 @@ static void test_alloc_worker_create(void **state)
             if (!fired) {
                 assert_int_equal(rc, 0);
                 int ran = 0;
-                assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+                assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
                 settle((enum kind)k, w);
                 assert_int_equal(tw_worker_destroy(w), 0);
                 assert_int_equal(ran, 1);
@@ -213,7 +189,7 @@ static void test_alloc_worker_do(void **state)
         size_t base = tw_allocator_live();
         for (n = 1;; n++) {
             arm(n);
-            int rc = tw_worker_do(w, count_task, &ran);
+            int rc = tw_worker_do(w, tw_test_count_task, &ran);
             bool fired = disarm();
             if (rc == 0)
                 accepted++;
@@ -247,7 +223,7 @@ static void test_alloc_thread_worker_start_failure(void **state)
         tw__thread_fail_nth(0);
         if (rc == 0) {
             int ran = 0;
-            assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+            assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
             assert_int_equal(tw_worker_destroy(w), 0);
             assert_int_equal(ran, 1);
             break;
@@ -372,7 +348,7 @@ static void test_alloc_team_create(void **state)
         if (!disarm()) {
             assert_int_equal(rc, 0);
             int ran = 0;
-            assert_int_equal(tw_team_do(t, count_task, &ran), 0);
+            assert_int_equal(tw_team_do(t, tw_test_count_task, &ran), 0);
             run_everything(coord, &fac);
             assert_int_equal(ran, 1);
             assert_int_equal(tw_team_quit(t), 0);
@@ -402,7 +378,7 @@ static void test_alloc_team_calls(void **state)
         for (n = 1;; n++) {
             size_t base = tw_allocator_live();
             arm(n);
-            int rc = op == 0   ? tw_team_do(x.team, count_task, &ran)
+            int rc = op == 0   ? tw_team_do(x.team, tw_test_count_task, &ran)
                      : op == 1 ? tw_team_grow(x.team, 1)
                                : tw_team_shrink(x.team, 1);
             bool fired = disarm();
@@ -437,7 +413,7 @@ static void test_alloc_team_dispatch(void **state)
         tfx x;
         int ran = 0;
         tfx_new(&x, 2);
-        assert_int_equal(tw_team_do(x.team, count_task, &ran), 0);
+        assert_int_equal(tw_team_do(x.team, tw_test_count_task, &ran), 0);
         arm(n);
         while (tw_memory_worker_perform(x.coord, NULL))
             ;
@@ -516,8 +492,8 @@ static void test_alloc_pool_create(void **state)
                 assert_int_equal(tw_pool_stats_get(p, &s), 0);
                 assert_int_equal(s.threads, sizes[i][0]);
                 tw_event ran = TW_EVENT_INIT;
-                assert_int_equal(tw_pool_do(p, set_event_task, &ran), 0);
-                wait_event(&ran);
+                assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ran), 0);
+                tw_test_wait_event(&ran, HANG_LIMIT);
                 assert_int_equal(tw_pool_destroy(p), 0);
                 break;
             }
@@ -545,7 +521,7 @@ static void test_alloc_pool_do_without_threads(void **state)
         int ran = 0;
         assert_int_equal(tw_pool_create(0, 2, &p), 0);
         arm(n);
-        int rc = tw_pool_do(p, count_task, &ran);
+        int rc = tw_pool_do(p, tw_test_count_task, &ran);
         bool fired = disarm();
         if (!fired) {
             assert_int_equal(rc, 0);
@@ -562,8 +538,8 @@ static void test_alloc_pool_do_without_threads(void **state)
                      n, tw_err_name(rc), s.team.idle + s.team.busy, s.team.backlog);
         /* Usable: the next one runs. */
         tw_event ok = TW_EVENT_INIT;
-        assert_int_equal(tw_pool_do(p, set_event_task, &ok), 0);
-        wait_event(&ok);
+        assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ok), 0);
+        tw_test_wait_event(&ok, HANG_LIMIT);
         assert_int_equal(tw_pool_destroy(p), 0);
         assert_int_equal(ran, rc == 0 ? 1 : 0); /* refused: never run */
         assert_int_equal(tw_allocator_live(), 0);
@@ -603,9 +579,9 @@ static void test_alloc_pool_growth_by_submit(void **state)
         memset(&g, 0, sizeof g);
         assert_int_equal(tw_pool_create(0, 2, &p), 0);
         assert_int_equal(tw_pool_do(p, gate_task, &g), 0);
-        wait_event(&g.started);
+        tw_test_wait_event(&g.started, HANG_LIMIT);
         arm(n);
-        int rc = tw_pool_do(p, count_task, &ran);
+        int rc = tw_pool_do(p, tw_test_count_task, &ran);
         bool fired = disarm();
         tw_pool_stats s;
         assert_int_equal(tw_pool_stats_get(p, &s), 0);
@@ -662,8 +638,8 @@ static void test_alloc_pool_resize_min(void **state)
         assert_int_equal(s.min, 2); /* the new limits apply either way */
         assert_int_equal(s.max, 4);
         tw_event ok = TW_EVENT_INIT;
-        assert_int_equal(tw_pool_do(p, set_event_task, &ok), 0);
-        wait_event(&ok);
+        assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ok), 0);
+        tw_test_wait_event(&ok, HANG_LIMIT);
         assert_int_equal(tw_pool_destroy(p), 0);
         assert_int_equal(tw_allocator_live(), 0);
     }
@@ -694,8 +670,8 @@ static void test_thread_fail_pool_create(void **state)
                 assert_int_equal(tw_pool_stats_get(p, &s), 0);
                 assert_int_equal(s.threads, sizes[i][0]);
                 tw_event ran = TW_EVENT_INIT;
-                assert_int_equal(tw_pool_do(p, set_event_task, &ran), 0);
-                wait_event(&ran);
+                assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ran), 0);
+                tw_test_wait_event(&ran, HANG_LIMIT);
                 assert_int_equal(tw_pool_destroy(p), 0);
                 break;
             }
@@ -719,11 +695,11 @@ static void test_thread_fail_pool_do(void **state)
     int ran = 0;
     assert_int_equal(tw_pool_create(0, 2, &p), 0);
     tw__thread_fail_nth(1);
-    assert_int_equal(tw_pool_do(p, count_task, &ran), TW_ESYS);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), TW_ESYS);
     tw__thread_fail_nth(0);
     tw_event ok = TW_EVENT_INIT;
-    assert_int_equal(tw_pool_do(p, set_event_task, &ok), 0);
-    wait_event(&ok);
+    assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ok), 0);
+    tw_test_wait_event(&ok, HANG_LIMIT);
     assert_int_equal(tw_pool_destroy(p), 0);
     assert_int_equal(ran, 0);
     assert_int_equal(tw_allocator_live(), 0);
@@ -733,9 +709,9 @@ static void test_thread_fail_pool_do(void **state)
     memset(&g, 0, sizeof g);
     assert_int_equal(tw_pool_create(0, 2, &p), 0);
     assert_int_equal(tw_pool_do(p, gate_task, &g), 0);
-    wait_event(&g.started);
+    tw_test_wait_event(&g.started, HANG_LIMIT);
     tw__thread_fail_nth(1);
-    assert_int_equal(tw_pool_do(p, count_task, &ran), 0);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
     tw__thread_fail_nth(0);
     tw_pool_stats s;
     assert_int_equal(tw_pool_stats_get(p, &s), 0);

@@ -78,11 +78,6 @@ static void wait_settled(tw_pool *p, size_t n, size_t idle)
     }
 }
 
-static void wait_event(tw_event *e)
-{
-    assert_int_equal(tw_event_wait_timeout(e, HANG_LIMIT), 0);
-}
-
 static tw_pool *make_pool(size_t min, size_t max, double idle, double wedge, size_t extra)
 {
     tw_pool_config cfg = TW_POOL_CONFIG_INIT(min, max);
@@ -104,22 +99,12 @@ typedef struct logbook {
 
 static void log_add(logbook *l, int v)
 {
-    tw_lock_acquire(&l->lock);
-    if (l->n < LOG_MAX)
-        l->v[l->n] = v;
-    l->n++;
-    tw_lock_release(&l->lock);
+    tw_test_log_add(&l->lock, &l->n, l->v, LOG_MAX, v);
 }
 
 static void expect_log(logbook *l, const int *want, size_t n)
 {
-    tw_lock_acquire(&l->lock);
-    size_t got = l->n;
-    tw_lock_release(&l->lock);
-    assert_int_equal(got, n);
-    for (size_t i = 0; i < n; i++)
-        if (l->v[i] != want[i])
-            fail_msg("log[%zu] = %d, expected %d", i, l->v[i], want[i]);
+    tw_test_expect_log(l->v, tw_test_log_len(&l->lock, &l->n), want, n);
 }
 
 /* Diagnostic reports; `deadlk` counts TW_EDEADLK warnings (wedges). */
@@ -188,18 +173,6 @@ static int log_task(void *arg)
     return a->code;
 }
 
-static int count_task(void *arg)
-{
-    __atomic_fetch_add((int *)arg, 1, __ATOMIC_SEQ_CST);
-    return 0;
-}
-
-static int set_event_task(void *arg)
-{
-    tw_event_set(arg);
-    return 0;
-}
-
 /* Blockers: `target` of them signal once all have started, then wait. */
 typedef struct blockers {
     int started, finished, target;
@@ -222,7 +195,7 @@ static void start_blockers(tw_pool *p, blockers *b, int n)
     b->target = n;
     for (int i = 0; i < n; i++)
         assert_int_equal(tw_pool_do(p, block_task, b), 0);
-    wait_event(&b->all_started);
+    tw_test_wait_event(&b->all_started, HANG_LIMIT);
 }
 
 /* ==== tests ================================================================== */
@@ -377,7 +350,7 @@ static void test_pool_fifo_with_one_thread(void **state)
     assert_int_equal(s.team.busy, 1);
     assert_int_equal(s.threads, 1);
     tw_event_set(&b.release);
-    wait_event(&done);
+    tw_test_wait_event(&done, HANG_LIMIT);
     int want[20];
     for (int i = 0; i < 20; i++)
         want[i] = i;
@@ -408,7 +381,7 @@ static void test_pool_raise_max_dispatches_backlog(void **state)
     assert_int_equal(s.threads, 2);
     assert_int_equal(s.max, 2);
     assert_true(s.team.backlog <= 4); /* the oldest was taken by resize itself */
-    wait_event(&done);                /* while the blocker still holds thread 1 */
+    tw_test_wait_event(&done, HANG_LIMIT);                /* while the blocker still holds thread 1 */
     static const int want[] = {0, 1, 2, 3, 4};
     expect_log(&log, want, 5);
     assert_int_equal(__atomic_load_n(&b.finished, __ATOMIC_SEQ_CST), 0);
@@ -439,7 +412,7 @@ static void test_pool_lower_max_retires_as_idle(void **state)
     assert_int_equal(stats(p).team.idle, 1); /* retired at once ... */
     wait_threads(p, 1);                      /* ... and their threads exit */
     int ran = 0;
-    assert_int_equal(tw_pool_do(p, count_task, &ran), 0);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
     assert_int_equal(tw_pool_destroy(p), 0);
     assert_int_equal(ran, 1);
 }
@@ -473,7 +446,7 @@ static void test_pool_idle_timeout_reaps_above_min(void **state)
     assert_int_equal(tw_pool_resize(p, 0, 3), 0);
     wait_threads(p, 0);
     int ran = 0;
-    assert_int_equal(tw_pool_do(p, count_task, &ran), 0);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
     assert_int_equal(tw_pool_destroy(p), 0);
     assert_int_equal(ran, 1);
 }
@@ -490,7 +463,7 @@ static void test_pool_stop_timeout_then_complete(void **state)
     assert_int_equal(tw_pool_stop(p, 0.05, &stuck), TW_ETIMEDOUT);
     assert_true(tw_test_now() - t0 >= 0.05);
     assert_int_equal(stuck, 1);
-    assert_int_equal(tw_pool_do(p, count_task, &ran), TW_EQUIT);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), TW_EQUIT);
     assert_int_equal(tw_pool_stop(p, 0, &stuck), TW_ETIMEDOUT); /* still stuck */
     assert_int_equal(stuck, 1);
     tw_event_set(&b.release);
@@ -519,7 +492,7 @@ static void test_pool_stop_runs_backlog(void **state)
     }
     assert_int_equal(tw_pool_stop(p, 0, NULL), TW_ETIMEDOUT); /* stopping now */
     int ran = 0;
-    assert_int_equal(tw_pool_do(p, count_task, &ran), TW_EQUIT);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), TW_EQUIT);
     tw_event_set(&b.release);
     assert_int_equal(tw_pool_stop(p, -1, NULL), 0);
     static const int want[] = {0, 1, 2, 3, 4};
@@ -551,13 +524,13 @@ static void test_pool_stop_from_own_thread(void **state)
     s.stop_rc = s.destroy_rc = 12345;
     assert_int_equal(tw_pool_create(1, 2, &s.p), 0);
     assert_int_equal(tw_pool_do(s.p, self_stop_task, &s), 0);
-    wait_event(&s.done);
+    tw_test_wait_event(&s.done, HANG_LIMIT);
     assert_int_equal(s.stop_rc, TW_EDEADLK);
     assert_int_equal(s.destroy_rc, TW_EDEADLK);
     /* Neither did anything: the pool still works. */
     tw_event again = TW_EVENT_INIT;
-    assert_int_equal(tw_pool_do(s.p, set_event_task, &again), 0);
-    wait_event(&again);
+    assert_int_equal(tw_pool_do(s.p, tw_test_set_event_task, &again), 0);
+    tw_test_wait_event(&again, HANG_LIMIT);
     assert_int_equal(tw_pool_destroy(s.p), 0);
 }
 
@@ -570,11 +543,7 @@ typedef struct errs {
 static void pool_error_hook(void *ctx, int code)
 {
     errs *e = ctx;
-    tw_lock_acquire(&e->lock);
-    if (e->n < 16)
-        e->codes[e->n] = code;
-    e->n++;
-    tw_lock_release(&e->lock);
+    tw_test_log_add(&e->lock, &e->n, e->codes, 16, code);
 }
 
 static void test_pool_error_hook(void **state)
@@ -629,23 +598,23 @@ static void test_pool_thread_start_failure_without_threads(void **state)
     tw_pool *p = make_pool(0, 2, -1, 0, 0);
     int ran = 0;
     tw__thread_fail_nth(1);
-    assert_int_equal(tw_pool_do(p, count_task, &ran), TW_ESYS);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), TW_ESYS);
     tw_pool_stats s = stats(p);
     assert_int_equal(s.threads, 0);
     assert_int_equal(s.team.backlog, 0);
     assert_int_equal(s.team.busy + s.team.idle, 0);
 
-    tw_task mine = TW_TASK_INIT(count_task, &ran);
+    tw_task mine = TW_TASK_INIT(tw_test_count_task, &ran);
     tw__thread_fail_nth(1);
     assert_int_equal(tw_pool_submit(p, &mine), TW_ESYS);
-    assert_ptr_equal(mine.fn, count_task);
+    assert_ptr_equal(mine.fn, tw_test_count_task);
     assert_ptr_equal(mine.arg, &ran);
     assert_true(diag_read(&diags.esys) >= 1); /* reported too */
 
     /* The pool is fine afterwards. */
     tw_event ok = TW_EVENT_INIT;
-    assert_int_equal(tw_pool_do(p, set_event_task, &ok), 0);
-    wait_event(&ok);
+    assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ok), 0);
+    tw_test_wait_event(&ok, HANG_LIMIT);
     assert_int_equal(tw_pool_stop(p, -1, NULL), 0);
     assert_int_equal(tw_pool_destroy(p), 0);
     assert_int_equal(ran, 0);
@@ -662,12 +631,12 @@ static void test_pool_thread_start_failure_with_a_thread(void **state)
     tw_event ran = TW_EVENT_INIT;
     start_blockers(p, &b, 1);
     tw__thread_fail_nth(1);
-    assert_int_equal(tw_pool_do(p, set_event_task, &ran), 0);
+    assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ran), 0);
     tw_pool_stats s = stats(p);
     assert_int_equal(s.threads, 1);
     assert_int_equal(s.team.backlog, 1);
     tw_event_set(&b.release);
-    wait_event(&ran);
+    tw_test_wait_event(&ran, HANG_LIMIT);
     assert_int_equal(tw_pool_destroy(p), 0);
     tw_set_diag_hook(NULL, NULL);
 }
@@ -682,8 +651,8 @@ static void test_pool_as_worker(void **state)
     assert_non_null(w);
     assert_false(tw_worker_exclusive(w));
     assert_non_null(tw_worker_name(w));
-    tw_task node = TW_TASK_INIT(count_task, &ran);
-    assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+    tw_task node = TW_TASK_INIT(tw_test_count_task, &ran);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
     assert_int_equal(tw_worker_submit(w, &node), 0);
     assert_int_equal(tw_pool_stop(p, -1, NULL), 0);
     assert_int_equal(ran, 2);
@@ -692,11 +661,11 @@ static void test_pool_as_worker(void **state)
 
     assert_int_equal(tw_pool_create(0, 2, &p), 0);
     w = tw_pool_worker(p);
-    assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
     size_t live = tw_allocator_live();
     assert_int_equal(tw_worker_quit(w), 0);
     assert_int_equal(tw_worker_quit(w), TW_EQUIT);
-    assert_int_equal(tw_worker_do(w, count_task, &ran), TW_EQUIT);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), TW_EQUIT);
     assert_true(tw_allocator_live() <= live);
     assert_int_equal(tw_worker_destroy(w), 0); /* waits for the work accepted */
     assert_int_equal(ran, 3);
@@ -749,8 +718,8 @@ static void test_pool_statistics(void **state)
     assert_int_equal(s.team.idle, 0);
     assert_int_equal(s.team.backlog, 0);
     int ran = 0;
-    assert_int_equal(tw_pool_do(p, count_task, &ran), 0);
-    assert_int_equal(tw_pool_do(p, count_task, &ran), 0);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
     s = stats(p);
     assert_int_equal(s.team.backlog, 2);
     assert_int_equal(s.threads, 3);
@@ -820,9 +789,9 @@ static void test_pool_backlog_fifo_across_threads(void **state)
     assert_non_null(o);
     tw_pool *p = make_pool(0, 2, -1, 0, 0);
     assert_int_equal(tw_pool_do(p, order_gate1, o), 0);
-    wait_event(&o->started1);
+    tw_test_wait_event(&o->started1, HANG_LIMIT);
     assert_int_equal(tw_pool_do(p, order_gate2, o), 0);
-    wait_event(&o->started2);
+    tw_test_wait_event(&o->started2, HANG_LIMIT);
     assert_int_equal(tw_pool_do(p, order_t1, o), 0);
     for (int i = 0; i < 3; i++) {
         args[i] = (order_arg){o, i + 2};
@@ -830,9 +799,9 @@ static void test_pool_backlog_fifo_across_threads(void **state)
     }
     assert_int_equal(stats(p).team.backlog, 4);
     tw_event_set(&o->g1); /* thread 1 takes task 1, which blocks */
-    wait_event(&o->t1_started);
+    tw_test_wait_event(&o->t1_started, HANG_LIMIT);
     tw_event_set(&o->g2); /* thread 2 is free: task 2 is the oldest waiting */
-    wait_event(&o->first_after);
+    tw_test_wait_event(&o->first_after, HANG_LIMIT);
     tw_lock_acquire(&o->log.lock);
     int second = o->log.n >= 2 ? o->log.v[1] : -1;
     tw_lock_release(&o->log.lock);
@@ -892,9 +861,9 @@ static void test_pool_wedge_grows_past_max(void **state)
     assert_int_equal(tw_pool_do(p, wedge_unblocker, &w), 0);
     tw_pool_stats s = stats(p);
     assert_int_equal(s.team.backlog, 1);
-    wait_event(&diags.wedge);
+    tw_test_wait_event(&diags.wedge, HANG_LIMIT);
     double t1 = tw_test_now();
-    wait_event(&w.all_done); /* the extra thread ran the unblocker */
+    tw_test_wait_event(&w.all_done, HANG_LIMIT); /* the extra thread ran the unblocker */
     if (t1 - t0 < WEDGE_TIMEOUT * 0.99)
         fail_msg("wedge reported after %.3f s, before wedge_timeout", t1 - t0);
     s = stats(p);
@@ -928,7 +897,7 @@ static void test_pool_wedge_reported_once(void **state)
     assert_int_equal(tw_pool_do(p, wedge_blocker, &w), 0);
     assert_int_equal(tw_pool_do(p, wedge_blocker, &w), 0);
     assert_int_equal(tw_pool_do(p, wedge_unblocker, &w), 0);
-    wait_event(&diags.wedge);
+    tw_test_wait_event(&diags.wedge, HANG_LIMIT);
     tw_pool_stats s = stats(p);
     assert_int_equal(s.wedges, 1);
     assert_int_equal(s.extra, 0);
@@ -940,7 +909,7 @@ static void test_pool_wedge_reported_once(void **state)
     assert_int_equal(diag_read(&diags.deadlk), 1);
     assert_int_equal(stats(p).wedges, 1);
     tw_event_set(&w.unblock); /* the test breaks the wedge itself */
-    wait_event(&w.all_done);
+    tw_test_wait_event(&w.all_done, HANG_LIMIT);
     assert_int_equal(tw_pool_stop(p, HANG_LIMIT, NULL), 0);
     assert_int_equal(stats(p).wedges, 1);
     assert_int_equal(diag_read(&diags.deadlk), 1);
@@ -974,7 +943,7 @@ static void test_pool_wedge_after_recycle(void **state)
     x->w.total = 2;
     tw_pool *p = make_pool(0, 1, -1, WEDGE_TIMEOUT, 1);
     assert_int_equal(tw_pool_do(p, wedge2_gate, x), 0);
-    wait_event(&x->gate_started);
+    tw_test_wait_event(&x->gate_started, HANG_LIMIT);
     assert_int_equal(tw_pool_do(p, wedge_blocker, &x->w), 0);
     assert_int_equal(tw_pool_do(p, wedge_unblocker, &x->w), 0);
     assert_int_equal(stats(p).team.backlog, 2);
@@ -1042,7 +1011,7 @@ static void test_pool_busy_is_not_wedged(void **state)
         nap();
     }
     __atomic_store_n(&c.stop, 1, __ATOMIC_SEQ_CST);
-    wait_event(&c.all_ended);
+    tw_test_wait_event(&c.all_ended, HANG_LIMIT);
     tw_pool_stats s = stats(c.p);
     assert_int_equal(c.bad, 0);
     assert_int_equal(s.wedges, 0);

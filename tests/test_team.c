@@ -37,19 +37,12 @@ typedef struct logbook {
 
 static void log_add(logbook *l, int v)
 {
-    tw_lock_acquire(&l->lock);
-    if (l->n < LOG_MAX)
-        l->v[l->n] = v;
-    l->n++;
-    tw_lock_release(&l->lock);
+    tw_test_log_add(&l->lock, &l->n, l->v, LOG_MAX, v);
 }
 
 static void expect_log(const logbook *l, const int *want, size_t n)
 {
-    assert_int_equal(l->n, n);
-    for (size_t i = 0; i < n; i++)
-        if (l->v[i] != want[i])
-            fail_msg("log[%zu] = %d, expected %d", i, l->v[i], want[i]);
+    tw_test_expect_log(l->v, l->n, want, n);
 }
 
 #define DIAG_MAX 64
@@ -198,11 +191,7 @@ typedef struct fx {
 static void error_hook(void *ctx, int code)
 {
     fx *f = ctx;
-    tw_lock_acquire(&f->err_lock);
-    if (f->n_err < 64)
-        f->errs[f->n_err] = code;
-    f->n_err++;
-    tw_lock_release(&f->err_lock);
+    tw_test_log_add(&f->err_lock, &f->n_err, f->errs, 64, code);
 }
 
 static fx *fx_new(size_t limit, bool hook)

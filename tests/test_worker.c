@@ -44,28 +44,17 @@ typedef struct logbook {
 
 static void log_add(logbook *l, int v)
 {
-    tw_lock_acquire(&l->lock);
-    if (l->n < LOG_MAX)
-        l->v[l->n] = v;
-    l->n++;
-    tw_lock_release(&l->lock);
+    tw_test_log_add(&l->lock, &l->n, l->v, LOG_MAX, v);
 }
 
 static size_t log_len(logbook *l)
 {
-    size_t n;
-    tw_lock_acquire(&l->lock);
-    n = l->n;
-    tw_lock_release(&l->lock);
-    return n;
+    return tw_test_log_len(&l->lock, &l->n);
 }
 
 static void expect_log(logbook *l, const int *want, size_t n)
 {
-    assert_int_equal(log_len(l), n);
-    for (size_t i = 0; i < n; i++)
-        if (l->v[i] != want[i])
-            fail_msg("log[%zu] = %d, expected %d", i, l->v[i], want[i]);
+    tw_test_expect_log(l->v, log_len(l), want, n);
 }
 
 /* Diagnostic reports, from any thread. */
@@ -121,18 +110,6 @@ static int teardown(void **state)
 
 /* ==== tasks ================================================================= */
 
-static int count_task(void *arg)
-{
-    __atomic_fetch_add((int *)arg, 1, __ATOMIC_SEQ_CST);
-    return 0;
-}
-
-static int set_event_task(void *arg)
-{
-    tw_event_set(arg);
-    return 0;
-}
-
 static int return_code_task(void *arg)
 {
     return (int)(intptr_t)arg;
@@ -151,11 +128,6 @@ static int log_task(void *arg)
     return 0;
 }
 
-static void wait_event(tw_event *e)
-{
-    assert_int_equal(tw_event_wait_timeout(e, HANG_LIMIT), 0);
-}
-
 /* ==== the interface on each kind ============================================= */
 
 enum kind { K_MEMORY, K_THREAD, K_LOCK, K_COUNT };
@@ -172,17 +144,11 @@ static tw_worker *make_worker(enum kind k)
     return w;
 }
 
-/* Runs everything accepted so far (the worker not quit yet). */
+/* Runs everything accepted so far (the worker not quit yet; a lock worker
+ * has already run them). */
 static void settle(enum kind k, tw_worker *w)
 {
-    if (k == K_MEMORY) {
-        while (tw_memory_worker_perform(w, NULL))
-            ;
-    } else if (k == K_THREAD) {
-        tw_event done = TW_EVENT_INIT;
-        assert_int_equal(tw_worker_do(w, set_event_task, &done), 0);
-        wait_event(&done);
-    } /* a lock worker has already run them */
+    tw_test_settle(w, k == K_MEMORY, k == K_THREAD, HANG_LIMIT);
 }
 
 static void test_worker_null_arguments(void **state)
@@ -200,10 +166,10 @@ static void test_worker_null_arguments(void **state)
     }
 
     int ran = 0;
-    tw_task t = TW_TASK_INIT(count_task, &ran);
+    tw_task t = TW_TASK_INIT(tw_test_count_task, &ran);
     tw_task nofn = TW_TASK_INIT(NULL, &ran);
     assert_int_equal(tw_worker_submit(NULL, &t), TW_EINVAL);
-    assert_int_equal(tw_worker_do(NULL, count_task, &ran), TW_EINVAL);
+    assert_int_equal(tw_worker_do(NULL, tw_test_count_task, &ran), TW_EINVAL);
     assert_int_equal(tw_worker_quit(NULL), TW_EINVAL);
     assert_int_equal(tw_worker_destroy(NULL), TW_EINVAL);
     assert_false(tw_worker_exclusive(NULL));
@@ -232,7 +198,7 @@ static void test_worker_interface_each_kind(void **state)
         size_t live0 = tw_allocator_live();
         tw_worker *w = make_worker((enum kind)k);
         int ran = 0;
-        tw_task node = TW_TASK_INIT(count_task, &ran);
+        tw_task node = TW_TASK_INIT(tw_test_count_task, &ran);
 
         names[k] = tw_worker_name(w);
         assert_non_null(names[k]);
@@ -240,22 +206,22 @@ static void test_worker_interface_each_kind(void **state)
         assert_true(tw_worker_exclusive(w));
 
         assert_int_equal(tw_worker_submit(w, &node), 0);
-        assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+        assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
         settle((enum kind)k, w);
         assert_int_equal(__atomic_load_n(&ran, __ATOMIC_SEQ_CST), 2);
 
         assert_int_equal(tw_worker_quit(w), 0);
 
         /* Refused: the node is not taken (fields as they were), never run. */
-        tw_task other = TW_TASK_INIT(count_task, &ran);
-        tw_task refused = TW_TASK_INIT(count_task, &ran);
+        tw_task other = TW_TASK_INIT(tw_test_count_task, &ran);
+        tw_task refused = TW_TASK_INIT(tw_test_count_task, &ran);
         refused.next = &other;
         assert_int_equal(tw_worker_submit(w, &refused), TW_EQUIT);
-        assert_ptr_equal(refused.fn, count_task);
+        assert_ptr_equal(refused.fn, tw_test_count_task);
         assert_ptr_equal(refused.arg, &ran);
         assert_ptr_equal(refused.next, &other);
         size_t live = tw_allocator_live();
-        assert_int_equal(tw_worker_do(w, count_task, &ran), TW_EQUIT);
+        assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), TW_EQUIT);
         assert_int_equal(tw_allocator_live(), live); /* the refused node was freed */
 
         assert_int_equal(tw_worker_quit(w), TW_EQUIT);
@@ -280,7 +246,7 @@ static void test_worker_destroy_without_quit(void **state)
     for (int k = 0; k < K_COUNT; k++) {
         tw_worker *w = make_worker((enum kind)k);
         int ran = 0;
-        assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+        assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
         settle((enum kind)k, w);
         assert_int_equal(tw_worker_destroy(w), 0);
         assert_int_equal(ran, 1);
@@ -442,14 +408,14 @@ static void test_thread_worker_quit_drains_then_exits(void **state)
     }
     assert_int_equal(tw_worker_quit(w), 0);
     int late = 0;
-    assert_int_equal(tw_worker_do(w, count_task, &late), TW_EQUIT);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &late), TW_EQUIT);
     assert_int_equal(tw_worker_quit(w), TW_EQUIT);
     /* Still gated: the queue is intact, the thread alive. */
     assert_int_equal(tw_event_wait_timeout(&exited, QUIET_WINDOW), TW_ETIMEDOUT);
     assert_int_equal(log_len(log), 0);
     tw_event_set(&gate);
     /* The thread ends by itself once the queue is empty (no destroy yet). */
-    wait_event(&exited);
+    tw_test_wait_event(&exited, HANG_LIMIT);
     static const int want[] = {0, 1, 2, 3, 4};
     expect_log(log, want, 5);
     assert_int_equal(tw_worker_destroy(w), 0);
@@ -471,7 +437,7 @@ static int self_quit_task(void *arg)
     tw_event_wait_timeout(&q->gate, HANG_LIMIT);
     log_add(&q->log, 0);
     q->quit_rc = tw_worker_quit(q->w);
-    q->submit_rc = tw_worker_do(q->w, count_task, &q->late);
+    q->submit_rc = tw_worker_do(q->w, tw_test_count_task, &q->late);
     q->quit2_rc = tw_worker_quit(q->w);
     log_add(&q->log, 1);
     return 0;
@@ -494,7 +460,7 @@ static void test_thread_worker_quit_from_own_task(void **state)
         assert_int_equal(tw_worker_do(q->w, log_task, &la[i]), 0);
     }
     tw_event_set(&q->gate);
-    wait_event(&exited);
+    tw_test_wait_event(&exited, HANG_LIMIT);
     static const int want[] = {0, 1, 10, 11, 12};
     expect_log(&q->log, want, 5);
     assert_int_equal(q->quit_rc, 0);
@@ -522,12 +488,12 @@ static void test_thread_worker_destroy_from_own_task(void **state)
     q->w = make_worker(K_THREAD);
     q->destroy_rc = 12345;
     assert_int_equal(tw_worker_do(q->w, self_destroy_task, q), 0);
-    assert_int_equal(tw_worker_do(q->w, set_event_task, &done), 0);
-    wait_event(&done);
+    assert_int_equal(tw_worker_do(q->w, tw_test_set_event_task, &done), 0);
+    tw_test_wait_event(&done, HANG_LIMIT);
     assert_int_equal(q->destroy_rc, TW_EDEADLK);
     /* It did nothing: the worker still takes and runs work. */
     int ran = 0;
-    assert_int_equal(tw_worker_do(q->w, count_task, &ran), 0);
+    assert_int_equal(tw_worker_do(q->w, tw_test_count_task, &ran), 0);
     settle(K_THREAD, q->w);
     assert_int_equal(ran, 1);
     assert_int_equal(tw_worker_destroy(q->w), 0);
@@ -544,7 +510,7 @@ static void test_thread_worker_failing_task_reported(void **state)
     assert_int_equal(tw_worker_do(w, return_code_task, (void *)(intptr_t)0), 0);
     assert_int_equal(tw_worker_do(w, return_code_task, (void *)(intptr_t)TW_EBUSY), 0);
     assert_int_equal(tw_worker_do(w, return_code_task, (void *)(intptr_t)7), 0);
-    assert_int_equal(tw_worker_do(w, count_task, &ran), 0); /* the worker goes on */
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0); /* the worker goes on */
     assert_int_equal(tw_worker_destroy(w), 0);
     assert_int_equal(ran, 1);
     assert_int_equal(diag_count(), 3);
@@ -566,7 +532,7 @@ static void test_thread_worker_start_failure(void **state)
     /* The injected failure was used up: the next start works. */
     w = make_worker(K_THREAD);
     int ran = 0;
-    assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
     assert_int_equal(tw_worker_destroy(w), 0);
     assert_int_equal(ran, 1);
     assert_int_equal(tw_allocator_live(), live0);
@@ -621,7 +587,7 @@ static void test_worker_node_reused_or_freed_by_its_task(void **state)
         if (k == K_MEMORY)
             while (tw_memory_worker_perform(w, NULL))
                 ;
-        wait_event(&done);
+        tw_test_wait_event(&done, HANG_LIMIT);
         assert_int_equal(tw_worker_destroy(w), 0);
         assert_int_equal(count, 5);
     }
@@ -871,7 +837,7 @@ static void test_lock_worker_waits_for_lock(void **state)
     assert_int_equal(tw_lock_worker_create(&lw.lock, &lw.w), 0);
     assert_int_equal(tw_lock_acquire(&lw.lock), 0);
     pthread_t th = tw_test_start(lock_wait_thread, &lw);
-    wait_event(&lw.about_to_submit);
+    tw_test_wait_event(&lw.about_to_submit, HANG_LIMIT);
     assert_int_equal(tw_event_wait_timeout(&lw.ran, QUIET_WINDOW), TW_ETIMEDOUT);
     assert_int_equal(tw_lock_release(&lw.lock), 0);
     tw_test_join(th);
@@ -1009,17 +975,17 @@ static void test_memory_worker_quit_keeps_accepted(void **state)
     (void)state;
     tw_worker *w = make_worker(K_MEMORY);
     int ran = 0;
-    assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
-    assert_int_equal(tw_worker_submit(w, &(tw_task)TW_TASK_INIT(count_task, &ran)), 0);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
+    assert_int_equal(tw_worker_submit(w, &(tw_task)TW_TASK_INIT(tw_test_count_task, &ran)), 0);
     assert_int_equal(tw_worker_quit(w), 0);
-    assert_int_equal(tw_worker_do(w, count_task, &ran), TW_EQUIT);
+    assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), TW_EQUIT);
     assert_int_equal(tw_memory_worker_pending(w), 2);
     assert_true(tw_memory_worker_perform(w, NULL));
     assert_true(tw_memory_worker_perform(w, NULL));
     assert_int_equal(ran, 2);
     assert_false(tw_memory_worker_perform(w, NULL));
     assert_int_equal(tw_memory_worker_pending(w), 0);
-    assert_int_equal(tw_worker_submit(w, &(tw_task)TW_TASK_INIT(count_task, &ran)), TW_EQUIT);
+    assert_int_equal(tw_worker_submit(w, &(tw_task)TW_TASK_INIT(tw_test_count_task, &ran)), TW_EQUIT);
     assert_false(tw_memory_worker_perform(w, NULL));
     assert_int_equal(tw_worker_quit(w), TW_EQUIT);
     assert_int_equal(tw_worker_destroy(w), 0);
@@ -1040,7 +1006,7 @@ static int nested_perform_task(void *arg)
     nested *n = arg;
     n->result = 12345;
     n->nested_ran = tw_memory_worker_perform(n->w, &n->result);
-    n->submit_rc = tw_worker_do(n->w, count_task, &n->later);
+    n->submit_rc = tw_worker_do(n->w, tw_test_count_task, &n->later);
     n->pending_inside = tw_memory_worker_pending(n->w);
     return 0;
 }
@@ -1052,7 +1018,7 @@ static void test_memory_worker_nested_perform(void **state)
     memset(&n, 0, sizeof n);
     n.w = make_worker(K_MEMORY);
     assert_int_equal(tw_worker_do(n.w, nested_perform_task, &n), 0);
-    assert_int_equal(tw_worker_do(n.w, count_task, &n.later), 0);
+    assert_int_equal(tw_worker_do(n.w, tw_test_count_task, &n.later), 0);
     assert_true(tw_memory_worker_perform(n.w, NULL));
     assert_false(n.nested_ran);     /* the nested perform ran nothing */
     assert_int_equal(n.result, 12345);
@@ -1098,7 +1064,7 @@ static void test_memory_worker_overlapping_perform(void **state)
     memset(&o, 0, sizeof o);
     o.w = make_worker(K_MEMORY);
     assert_int_equal(tw_worker_do(o.w, overlap_task, &o), 0);
-    assert_int_equal(tw_worker_do(o.w, count_task, &o.ran_second), 0);
+    assert_int_equal(tw_worker_do(o.w, tw_test_count_task, &o.ran_second), 0);
     pthread_t th = tw_test_start(overlap_thread, &o);
     assert_true(tw_memory_worker_perform(o.w, NULL));
     tw_test_join(th);
@@ -1131,9 +1097,9 @@ static void test_memory_worker_destroy_releases_queued(void **state)
     size_t live0 = tw_allocator_live();
     tw_worker *w = make_worker(K_MEMORY);
     int ran = 0;
-    tw_task mine[2] = {TW_TASK_INIT(count_task, &ran), TW_TASK_INIT(count_task, &ran)};
+    tw_task mine[2] = {TW_TASK_INIT(tw_test_count_task, &ran), TW_TASK_INIT(tw_test_count_task, &ran)};
     for (int i = 0; i < 3; i++)
-        assert_int_equal(tw_worker_do(w, count_task, &ran), 0);
+        assert_int_equal(tw_worker_do(w, tw_test_count_task, &ran), 0);
     assert_int_equal(tw_worker_submit(w, &mine[0]), 0);
     assert_int_equal(tw_worker_submit(w, &mine[1]), 0);
     assert_true(tw_allocator_live() > live0);
@@ -1142,7 +1108,7 @@ static void test_memory_worker_destroy_releases_queued(void **state)
     assert_int_equal(ran, 0);                     /* none of them ran */
     assert_int_equal(tw_allocator_live(), live0); /* twine's nodes freed */
     /* The caller's nodes are the caller's again. */
-    assert_ptr_equal(mine[0].fn, count_task);
+    assert_ptr_equal(mine[0].fn, tw_test_count_task);
     assert_ptr_equal(mine[1].arg, &ran);
 }
 
