@@ -184,8 +184,9 @@ TW_API int tw_team_shrink(tw_team *t, size_t n);
 TW_API int tw_team_quit(tw_team *t);
 /* A snapshot (the fields may be from slightly different instants). */
 TW_API int tw_team_stats_get(tw_team *t, tw_team_stats *out);
-/* Frees the team. TW_EBUSY while it still has workers or work (quit it and
- * let the coordinator run until the last worker is retired). */
+/* Frees the team. TW_EBUSY while it still has workers or work, or while a
+ * quit team has not yet quit its coordinator (let the coordinator run until
+ * then). No other thread may still be inside a call on t. */
 TW_API int tw_team_destroy(tw_team *t);
 
 /* ==== pool ================================================================
@@ -241,7 +242,9 @@ TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
  * wait again. TW_EDEADLK from one of the pool's own threads. A second stop
  * after a complete one returns 0. */
 TW_API int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck);
-/* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread. */
+/* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread.
+ * No other thread may still be inside a call on p (stop may race with
+ * submitters; destroy may not). */
 TW_API int tw_pool_destroy(tw_pool *p);
 
 /* ==== Queue ===============================================================
