@@ -272,6 +272,7 @@ typedef struct tw_queue_config {
     void *drop_ctx;
 } tw_queue_config;
 
+/* FIFO or LIFO (TW_QUEUE_PRIORITY needs a cmp: use tw_queue_create_with). */
 TW_API int tw_queue_create(enum tw_queue_kind kind, size_t maxsize, tw_queue **out);
 TW_API int tw_queue_create_with(const tw_queue_config *cfg, tw_queue **out);
 TW_API int tw_queue_put(tw_queue *q, void *item);
@@ -283,7 +284,7 @@ TW_API int tw_queue_get_timeout(tw_queue *q, void **item, double timeout);
 TW_API size_t tw_queue_size(tw_queue *q);
 TW_API bool tw_queue_empty(tw_queue *q);
 TW_API bool tw_queue_full(tw_queue *q);
-/* TW_EOVERFLOW if called more times than items were got (nothing changes). */
+/* TW_EOVERFLOW if called more times than items were put (nothing changes). */
 TW_API int tw_queue_task_done(tw_queue *q);
 TW_API int tw_queue_join(tw_queue *q);
 TW_API int tw_queue_join_timeout(tw_queue *q, double timeout);
