@@ -23,6 +23,7 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -111,8 +112,9 @@ static void expect_log(logbook *l, const int *want, size_t n)
 #define DIAG_MAX 64
 static struct {
     tw_lock lock;
-    size_t n, deadlk, esys;
+    size_t n, deadlk, esys, timedout;
     int codes[DIAG_MAX];
+    char last_timeout[256]; /* the message of the last TW_ETIMEDOUT report */
     tw_event wedge;
 } diags;
 
@@ -127,6 +129,10 @@ static void diag_hook(void *ctx, const tw_diag *d)
         diags.deadlk++;
     if (d->code == TW_ESYS)
         diags.esys++;
+    if (d->code == TW_ETIMEDOUT) {
+        diags.timedout++;
+        snprintf(diags.last_timeout, sizeof diags.last_timeout, "%s", d->message);
+    }
     tw_lock_release(&diags.lock);
     if (d->code == TW_EDEADLK)
         tw_event_set(&diags.wedge);
@@ -454,6 +460,7 @@ static void test_pool_idle_timeout_reaps_above_min(void **state)
 static void test_pool_stop_timeout_then_complete(void **state)
 {
     (void)state;
+    diag_begin();
     tw_pool *p = make_pool(0, 4, -1, 0, 0);
     blockers b;
     size_t stuck = 0;
@@ -463,9 +470,16 @@ static void test_pool_stop_timeout_then_complete(void **state)
     assert_int_equal(tw_pool_stop(p, 0.05, &stuck), TW_ETIMEDOUT);
     assert_true(tw_test_now() - t0 >= 0.05);
     assert_int_equal(stuck, 1);
+    /* The timed-out stop says which thread is stuck, and that it is in a task. */
+    assert_int_equal(diag_read(&diags.timedout), 1);
+    tw_lock_acquire(&diags.lock);
+    if (!strstr(diags.last_timeout, "#1 (in a task for"))
+        fail_msg("stop's report does not name the stuck thread: \"%s\"", diags.last_timeout);
+    tw_lock_release(&diags.lock);
     assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), TW_EQUIT);
     assert_int_equal(tw_pool_stop(p, 0, &stuck), TW_ETIMEDOUT); /* still stuck */
     assert_int_equal(stuck, 1);
+    assert_int_equal(diag_read(&diags.timedout), 2);
     tw_event_set(&b.release);
     assert_int_equal(tw_pool_stop(p, -1, &stuck), 0);
     assert_int_equal(stuck, 0);

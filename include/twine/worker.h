@@ -238,9 +238,11 @@ TW_API int tw_pool_resize(tw_pool *p, size_t min, size_t max);
 TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
 /* Stops taking work, lets queued work finish and joins the threads, waiting
  * at most `timeout` seconds (negative = forever). 0, or TW_ETIMEDOUT with the
- * number of threads still running in *stuck (if not NULL); a later stop may
- * wait again. TW_EDEADLK from one of the pool's own threads. A second stop
- * after a complete one returns 0. */
+ * number of threads still running in *stuck (if not NULL) — and a report
+ * through the diagnostic hook naming each of them (threads are numbered from 1
+ * in the order the pool started them) and how long its current task has run.
+ * A later stop may wait again. TW_EDEADLK from one of the pool's own threads.
+ * A second stop after a complete one returns 0. */
 TW_API int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck);
 /* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread.
  * No other thread may still be inside a call on p (stop may race with
