@@ -247,3 +247,39 @@ long bench_scaled(long n)
     long v = (long)((double)n * scale);
     return v < 1 ? 1 : v;
 }
+
+bool bench_listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    const char *p = list;
+    if (!p)
+        return true;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && strncmp(p, name, n) == 0)
+            return true;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
+bool bench_selected(const char *list, const char *workload)
+{
+    size_t len = strlen(workload);
+    const char *p = list;
+    if (!p)
+        return true;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > 0 && n <= len && strncmp(p, workload, n) == 0)
+            return true;
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return false;
+}

@@ -73,6 +73,12 @@ static inline void bench_relax(void)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
+/* Whether name is one of the comma-separated names in list (NULL: all). */
+bool bench_listed(const char *list, const char *name);
+/* Whether a comma-separated entry of list (NULL: all) is a prefix of
+ * workload: "cond_pingpong" selects both of its variants. */
+bool bench_selected(const char *list, const char *workload);
+
 #endif
 }
 
@@ -84,5 +90,11 @@ double bench_percentile(const double *sorted, long n, double p);
 /* Scales an iteration count by the --scale option (never below 1). */
 long bench_scaled(long n);
 void bench_set_scale(double scale);
+
+/* Whether name is one of the comma-separated names in list (NULL: all). */
+bool bench_listed(const char *list, const char *name);
+/* Whether a comma-separated entry of list (NULL: all) is a prefix of
+ * workload: "cond_pingpong" selects both of its variants. */
+bool bench_selected(const char *list, const char *workload);
 
 #endif /* TWINE_BENCH_UTIL_H */

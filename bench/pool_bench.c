@@ -702,47 +702,10 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
 static const char *only_list;
 static const char *impl_list;
 
-/* Whether name is one of the comma-separated names in list (NULL: all). */
-static bool listed(const char *list, const char *name)
-{
-    size_t len = strlen(name);
-    const char *p = list;
-    if (!p)
-        return true;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n == len && strncmp(p, name, n) == 0)
-            return true;
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    return false;
-}
-
-/* A prefix selects a family: "pool_roundtrip" selects both placements. */
-static bool selected(const char *workload)
-{
-    const char *p = only_list;
-    size_t len = strlen(workload);
-    if (!p)
-        return true;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n > 0 && n <= len && strncmp(p, workload, n) == 0)
-            return true;
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    return false;
-}
 
 static bool runnable(const struct impl *im)
 {
-    if (!listed(impl_list, im->name))
+    if (!bench_listed(impl_list, im->name))
         return false;
     return (im->kind != K_TWINE_SUBMIT && im->kind != K_TWINE_DO) || twine_has_pool();
 }
@@ -765,7 +728,7 @@ static void run_workload(const struct workload *w)
            w->pin ? " (pinned: every thread on one CPU)" : "");
     fflush(stdout);
     for (i = 0; i < count; i++)
-        if (listed(impl_list, impls[i].name) && !runnable(&impls[i]))
+        if (bench_listed(impl_list, impls[i].name) && !runnable(&impls[i]))
             printf("  %-24s %-26s not run: libtwine has no thread pool (tw_pool_*) yet\n",
                    w->name, impls[i].name);
     for (rep = 0; rep < BENCH_REPS; rep++) {
@@ -874,7 +837,7 @@ int main(int argc, char **argv)
     bench_placement_init();
     bench_warm_up(0.2);
     for (i = 0; i < COUNT_OF(workloads); i++)
-        if (selected(workloads[i].name))
+        if (bench_selected(only_list, workloads[i].name))
             run_workload(&workloads[i]);
     bench_close_csv();
     return 0;

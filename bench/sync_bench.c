@@ -410,43 +410,6 @@ static void run_probe(const char *when)
 static const char *only_list;
 static const char *impl_list;
 
-/* Whether name is one of the comma-separated names in list (NULL: all). */
-static bool listed(const char *list, const char *name)
-{
-    size_t len = strlen(name);
-    const char *p = list;
-    if (!p)
-        return true;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n == len && strncmp(p, name, n) == 0)
-            return true;
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    return false;
-}
-
-static bool selected(const char *workload)
-{
-    const char *p = only_list;
-    size_t len = strlen(workload);
-    if (!p)
-        return true;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        /* a prefix selects a family: "cond_pingpong" selects both variants */
-        if (n > 0 && n <= len && strncmp(p, workload, n) == 0)
-            return true;
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    return false;
-}
 
 static void run_workload(const char *workload, const char *unit, bool higher_is_better,
                          const struct impl *impls, int count, long n, bool pin)
@@ -461,14 +424,14 @@ static void run_workload(const char *workload, const char *unit, bool higher_is_
     fflush(stdout);
     for (rep = 0; rep < BENCH_REPS; rep++) {
         for (i = 0; i < count; i++) {
-            if (!listed(impl_list, impls[i].name))
+            if (!bench_listed(impl_list, impls[i].name))
                 continue;
             samples[i][rep] = impls[i].run(impls[i].name, n, pin);
             overlap[i][rep] = pair_overlap;
         }
     }
     for (i = 0; i < count; i++) {
-        if (!listed(impl_list, impls[i].name))
+        if (!bench_listed(impl_list, impls[i].name))
             continue;
         bench_record(workload, impls[i].name, unit, higher_is_better, samples[i], BENCH_REPS);
         if (pair)
@@ -502,24 +465,24 @@ int main(int argc, char **argv)
     bench_placement_init();
     bench_warm_up(0.2);
 
-    if (selected("lock_uncontended")) {
+    if (bench_selected(only_list, "lock_uncontended")) {
         bench_parked_start();
         run_workload("lock_uncontended", "ns/op", false, uncontended_impls,
                      COUNT_OF(uncontended_impls), bench_scaled(N_UNCONTENDED), false);
         bench_parked_stop();
     }
-    if (selected("lock_contended")) {
+    if (bench_selected(only_list, "lock_contended")) {
         run_probe("before");
         run_workload("lock_contended", "ops/s", true, contended_impls, COUNT_OF(contended_impls),
                      bench_scaled(N_CONTENDED), false);
         run_probe("after");
     }
-    if (selected("cond_pingpong_pinned")) {
+    if (bench_selected(only_list, "cond_pingpong_pinned")) {
         printf("(pinned: both threads on CPU %d)\n", bench_pin_cpu());
         run_workload("cond_pingpong_pinned", "us/roundtrip", false, pingpong_impls,
                      COUNT_OF(pingpong_impls), bench_scaled(N_PINGPONG), true);
     }
-    if (selected("cond_pingpong_unpinned"))
+    if (bench_selected(only_list, "cond_pingpong_unpinned"))
         run_workload("cond_pingpong_unpinned", "us/roundtrip", false, pingpong_impls,
                      COUNT_OF(pingpong_impls), bench_scaled(N_PINGPONG_UNPINNED), false);
 

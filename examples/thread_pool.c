@@ -6,9 +6,8 @@
  * 2. A long-running job gets a dedicated thread worker rather than a pool
  *    thread, so it cannot starve the pool.
  * 3. Resizing: with max 1, three tasks queue up; raising max to 2 runs the
- *    backlog at once, oldest first, on the new thread — not only when the
- *    next task arrives. (With more new threads than one, the tasks would
- *    start oldest first but finish in whatever order the threads run.)
+ *    backlog at once on the one new thread, oldest first — not only when the
+ *    next task arrives.
  * 4. The trap: two "blocker" tasks wait for an "unblocker" queued behind them
  *    in a pool of two threads. Nothing can ever finish. The pool notices (no
  *    task finished for wedge_timeout while every thread is busy and work waits),
@@ -141,10 +140,11 @@ int main(void)
         rc |= check(tw_pool_do(pool, record, (void *)i), "queue behind it");
     tw_pool_stats_get(pool, &st);
     printf("3. max 1, its thread busy: backlog %zu; ", st.team.backlog);
+    /* One new thread: it takes the backlog one task at a time, oldest first. */
     rc |= check(tw_pool_resize(pool, 0, 2), "resize to 2");
     TW_WITH(&results_lock)
         rc |= check(tw_cond_wait_for(&results_ready, three_recorded, NULL, 10.0), "backlog");
-    printf("raised to 2: backlog ran at once, in order %d %d %d\n", order[0], order[1], order[2]);
+    printf("raised to 2: the backlog ran at once, in order %d %d %d\n", order[0], order[1], order[2]);
     rc |= order[0] != 0 || order[1] != 1 || order[2] != 2;
     tw_event_set(&unblocked);
     rc |= check(tw_pool_stop(pool, 10.0, NULL), "tw_pool_stop");

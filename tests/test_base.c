@@ -11,16 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Fails with both codes spelled out when a return code is not the expected one. */
-#define assert_rc(expr, want)                                                          \
-    do {                                                                               \
-        int got_rc_ = (expr);                                                          \
-        int want_rc_ = (want);                                                         \
-        if (got_rc_ != want_rc_)                                                       \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, got_rc_,          \
-                     tw_err_name(got_rc_), want_rc_, tw_err_name(want_rc_));            \
-    } while (0)
-
 /* ---- error table --------------------------------------------------------- */
 
 struct err_row {

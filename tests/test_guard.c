@@ -9,15 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-#define assert_rc(expr, want)                                                          \
-    do {                                                                               \
-        int got_rc_ = (expr);                                                          \
-        int want_rc_ = (want);                                                         \
-        if (got_rc_ != want_rc_)                                                       \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, got_rc_,          \
-                     tw_err_name(got_rc_), want_rc_, tw_err_name(want_rc_));            \
-    } while (0)
-
 /* ---- diagnostic hook: counts every report ----------------------------------- */
 
 static struct {
@@ -64,117 +55,6 @@ static void assert_no_reports(void)
     if (diag_calls() != 0)
         fail_msg("%d unexpected diagnostic report(s), first code %s", diag_calls(),
                  tw_err_name(diag.code));
-}
-
-/* ---- thread hand-off built on pthreads only --------------------------------- */
-
-typedef struct tally {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int count;
-} tally;
-
-static void tally_init(tally *t)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &a);
-    pthread_condattr_destroy(&a);
-    pthread_mutex_init(&t->mu, NULL);
-    t->count = 0;
-}
-
-static void tally_destroy(tally *t)
-{
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
-}
-
-static void tally_add(tally *t)
-{
-    pthread_mutex_lock(&t->mu);
-    t->count++;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static int tally_get(tally *t)
-{
-    int n;
-    pthread_mutex_lock(&t->mu);
-    n = t->count;
-    pthread_mutex_unlock(&t->mu);
-    return n;
-}
-
-/* Waits until the count reaches n; false if `seconds` pass first. */
-static bool tally_wait(tally *t, int n, double seconds)
-{
-    struct timespec until;
-    bool ok;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)seconds;
-    until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&t->mu);
-    while (t->count < n) {
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0 && t->count < n)
-            break;
-    }
-    ok = t->count >= n;
-    pthread_mutex_unlock(&t->mu);
-    return ok;
-}
-
-/* Waits for threads that must proceed. If they do not, they are stuck on
- * objects in this test's frame and can be neither joined nor abandoned
- * safely: stop the program with a message instead of hanging until the
- * CTest timeout. */
-static void must_reach(tally *t, int n, double seconds, const char *what)
-{
-    if (!tally_wait(t, n, seconds)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
-                tally_get(t), n, seconds);
-        abort();
-    }
-}
-
-/* tw_test_run_threads, except that threads which never finish (a lost
- * wake-up) stop the program after a minute instead of hanging it. */
-struct bounded_arg {
-    void *(*fn)(void *);
-    void *arg;
-    tally *done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded_arg *b = p;
-    b->fn(b->arg);
-    tally_add(b->done);
-    return NULL;
-}
-
-static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
-                                const char *what)
-{
-    struct bounded_arg args[16];
-    pthread_t t[16];
-    tally done;
-    assert_true(n <= 16);
-    tally_init(&done);
-    for (int i = 0; i < n; i++) {
-        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
-        t[i] = tw_test_start(bounded_main, &args[i]);
-    }
-    must_reach(&done, n, 60.0, what);
-    for (int i = 0; i < n; i++)
-        tw_test_join(t[i]);
-    tally_destroy(&done);
 }
 
 /* ---- how much of each object the calling thread holds ------------------------ */
@@ -799,7 +679,7 @@ static void test_guard_mutual_exclusion(void **state)
     counter = 0;
     for (int i = 0; i < N; i++)
         w[i] = (struct guard_worker){.lock = &l, .counter = &counter, .inside = &inside, .n = n};
-    run_threads_bounded(N, guard_worker_main, w, sizeof w[0], "guard_worker_main");
+    tw_test_run_threads_bounded(N, guard_worker_main, w, sizeof w[0], "guard_worker_main");
     for (int i = 0; i < N; i++)
         assert_int_equal(w[i].overlaps, 0);
     assert_int_equal(counter, (long)(n * N));
@@ -809,17 +689,17 @@ static void test_guard_mutual_exclusion(void **state)
 
 struct sem_guard_user {
     tw_sem *sem;
-    tally *started, *entered;
+    tw_test_tally *started, *entered;
     uint32_t value_inside;
 };
 
 static void *sem_guard_user_main(void *arg)
 {
     struct sem_guard_user *u = arg;
-    tally_add(u->started);
+    tw_test_tally_add(u->started);
     TW_WITH(u->sem) {
         u->value_inside = tw_sem_value(u->sem);
-        tally_add(u->entered);
+        tw_test_tally_add(u->entered);
     }
     return NULL;
 }
@@ -828,7 +708,7 @@ static void *sem_guard_user_main(void *arg)
 static void test_guard_sem_waits_for_token(void **state)
 {
     tw_sem s = TW_SEM_INIT(0);
-    tally started, entered;
+    tw_test_tally started, entered;
     struct sem_guard_user u = {.sem = &s, .value_inside = 99};
     pthread_t t;
     (void)state;
@@ -839,26 +719,26 @@ static void test_guard_sem_waits_for_token(void **state)
     }
     assert_int_equal(tw_sem_value(&s), 1);
     assert_rc(tw_sem_try_acquire(&s), 0);
-    tally_init(&started);
-    tally_init(&entered);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&entered);
     u.started = &started;
     u.entered = &entered;
     t = tw_test_start(sem_guard_user_main, &u);
-    assert_true(tally_wait(&started, 1, 30.0));
+    assert_true(tw_test_tally_wait(&started, 1, 30.0));
     /* Bounded poll until the thread waits inside the semaphore (documented
      * `waiters` field); no verdict depends on it. */
     for (double until = tw_test_now() + 2.0;
          tw_test_now() < until && __atomic_load_n(&s.waiters, __ATOMIC_RELAXED) == 0;)
         sched_yield();
-    assert_int_equal(tally_get(&entered), 0);
+    assert_int_equal(tw_test_tally_get(&entered), 0);
     assert_rc(tw_sem_release(&s, 1), 0);
-    must_reach(&entered, 1, 30.0, "TW_WITH(tw_sem *) after release");
+    tw_test_must_reach(&entered, 1, 30.0, "TW_WITH(tw_sem *) after release");
     tw_test_join(t);
-    assert_int_equal(tally_get(&entered), 1);
+    assert_int_equal(tw_test_tally_get(&entered), 1);
     assert_int_equal(u.value_inside, 0);
     assert_int_equal(tw_sem_value(&s), 1);
-    tally_destroy(&started);
-    tally_destroy(&entered);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&entered);
     assert_no_reports();
 }
 
@@ -867,7 +747,7 @@ static void test_guard_sem_waits_for_token(void **state)
 struct cond_consumer {
     tw_cond *cond;
     int *ready;
-    tally *entered, *left;
+    tw_test_tally *entered, *left;
     int seen, wait_errors;
 };
 
@@ -875,14 +755,14 @@ static void *cond_consumer_main(void *arg)
 {
     struct cond_consumer *c = arg;
     TW_WITH(c->cond) {
-        tally_add(c->entered);
+        tw_test_tally_add(c->entered);
         while (!*c->ready) {
             if (tw_cond_wait(c->cond) != 0)
                 c->wait_errors++;
         }
         c->seen = *c->ready;
     }
-    tally_add(c->left);
+    tw_test_tally_add(c->left);
     return NULL;
 }
 
@@ -891,7 +771,7 @@ static void test_guard_cond_producer_consumer(void **state)
     tw_lock l = TW_LOCK_INIT;
     tw_cond c = TW_COND_INIT_LOCK(&l);
     int ready = 0;
-    tally entered, left;
+    tw_test_tally entered, left;
     struct cond_consumer con = {.cond = &c, .ready = &ready};
     pthread_t t;
     (void)state;
@@ -900,23 +780,23 @@ static void test_guard_cond_producer_consumer(void **state)
         assert_true(tw_lock_locked(&l));
     }
     assert_false(tw_lock_locked(&l));
-    tally_init(&entered);
-    tally_init(&left);
+    tw_test_tally_init(&entered);
+    tw_test_tally_init(&left);
     con.entered = &entered;
     con.left = &left;
     t = tw_test_start(cond_consumer_main, &con);
-    assert_true(tally_wait(&entered, 1, 30.0));
+    assert_true(tw_test_tally_wait(&entered, 1, 30.0));
     TW_WITH(&c) {
         ready = 42;
         assert_rc(tw_cond_notify_all(&c), 0);
     }
-    must_reach(&left, 1, 30.0, "consumer after notify");
+    tw_test_must_reach(&left, 1, 30.0, "consumer after notify");
     tw_test_join(t);
     assert_int_equal(con.seen, 42);
     assert_int_equal(con.wait_errors, 0);
     assert_false(tw_lock_locked(&l));
-    tally_destroy(&entered);
-    tally_destroy(&left);
+    tw_test_tally_destroy(&entered);
+    tw_test_tally_destroy(&left);
     assert_no_reports();
 }
 

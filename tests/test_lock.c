@@ -10,131 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#define assert_rc(expr, want)                                                          \
-    do {                                                                               \
-        int got_rc_ = (expr);                                                          \
-        int want_rc_ = (want);                                                         \
-        if (got_rc_ != want_rc_)                                                       \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, got_rc_,          \
-                     tw_err_name(got_rc_), want_rc_, tw_err_name(want_rc_));            \
-    } while (0)
-
-/* tw_test_now is a double of seconds since boot: its rounding error is a few
- * nanoseconds. This slack covers that rounding only, never an early return. */
-#define ROUNDING_SLACK 1e-8
-
-/* ---- thread hand-off built on pthreads only, so that these tests do not
- * depend on the twine primitives under test ---------------------------------- */
-
-typedef struct tally {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int count;
-} tally;
-
-static void tally_init(tally *t)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &a);
-    pthread_condattr_destroy(&a);
-    pthread_mutex_init(&t->mu, NULL);
-    t->count = 0;
-}
-
-static void tally_destroy(tally *t)
-{
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
-}
-
-static void tally_add(tally *t)
-{
-    pthread_mutex_lock(&t->mu);
-    t->count++;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static int tally_get(tally *t)
-{
-    int n;
-    pthread_mutex_lock(&t->mu);
-    n = t->count;
-    pthread_mutex_unlock(&t->mu);
-    return n;
-}
-
-/* Waits until the count reaches n; false if `seconds` pass first. */
-static bool tally_wait(tally *t, int n, double seconds)
-{
-    struct timespec until;
-    bool ok;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)seconds;
-    until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&t->mu);
-    while (t->count < n) {
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0 && t->count < n)
-            break;
-    }
-    ok = t->count >= n;
-    pthread_mutex_unlock(&t->mu);
-    return ok;
-}
-
-/* Waits for threads that must proceed. If they do not, they are stuck on
- * objects in this test's frame and can be neither joined nor abandoned
- * safely: stop the program with a message instead of hanging until the
- * CTest timeout. */
-static void must_reach(tally *t, int n, double seconds, const char *what)
-{
-    if (!tally_wait(t, n, seconds)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
-                tally_get(t), n, seconds);
-        abort();
-    }
-}
-
-/* tw_test_run_threads, except that threads which never finish (a lost
- * wake-up) stop the program after a minute instead of hanging it. */
-struct bounded_arg {
-    void *(*fn)(void *);
-    void *arg;
-    tally *done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded_arg *b = p;
-    b->fn(b->arg);
-    tally_add(b->done);
-    return NULL;
-}
-
-static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
-                                const char *what)
-{
-    struct bounded_arg args[16];
-    pthread_t t[16];
-    tally done;
-    assert_true(n <= 16);
-    tally_init(&done);
-    for (int i = 0; i < n; i++) {
-        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
-        t[i] = tw_test_start(bounded_main, &args[i]);
-    }
-    must_reach(&done, n, 60.0, what);
-    for (int i = 0; i < n; i++)
-        tw_test_join(t[i]);
-    tally_destroy(&done);
-}
-
 /* Polls, for at most two seconds, until a waiter has marked the lock as
  * contended (word 2, per the layout documented at tw_lock). Only used to make
  * it likely that the waiter is parked in the slow path; correctness of the
@@ -148,15 +23,6 @@ static bool wait_lock_contended(tw_lock *l)
         sched_yield();
     }
     return false;
-}
-
-static void check_elapsed_at_least(double t0, double t1, double asked)
-{
-    double elapsed = t1 - t0;
-    if (elapsed < asked - ROUNDING_SLACK)
-        fail_msg("timeout %.3f s returned early, after %.9f s", asked, elapsed);
-    if (elapsed > asked + 5.0)
-        fail_msg("timeout %.3f s returned only after %.3f s", asked, elapsed);
 }
 
 /* ---- basics -------------------------------------------------------------- */
@@ -313,7 +179,7 @@ static void test_lock_timeout_not_early_self_held(void **state)
         double t0 = tw_test_now(), t1;
         assert_rc(tw_lock_acquire_timeout(&l, asked[i]), TW_ETIMEDOUT);
         t1 = tw_test_now();
-        check_elapsed_at_least(t0, t1, asked[i]);
+        tw_test_check_elapsed_at_least(t0, t1, asked[i]);
         assert_true(tw_lock_locked(&l));
     }
     assert_rc(tw_lock_release(&l), 0);
@@ -324,8 +190,8 @@ static void test_lock_timeout_not_early_self_held(void **state)
 
 struct holder {
     tw_lock *lock;
-    tally holding; /* the holder has the lock */
-    tally go;      /* the holder may release it */
+    tw_test_tally holding; /* the holder has the lock */
+    tw_test_tally go;      /* the holder may release it */
     int acquire_rc, release_rc;
 };
 
@@ -333,8 +199,8 @@ static void *holder_main(void *arg)
 {
     struct holder *h = arg;
     h->acquire_rc = tw_lock_acquire(h->lock);
-    tally_add(&h->holding);
-    tally_wait(&h->go, 1, 60.0);
+    tw_test_tally_add(&h->holding);
+    tw_test_tally_wait(&h->go, 1, 60.0);
     h->release_rc = tw_lock_release(h->lock);
     return NULL;
 }
@@ -346,26 +212,26 @@ static void test_lock_timeout_not_early_other_holder(void **state)
     pthread_t t;
     double t0, t1;
     (void)state;
-    tally_init(&h.holding);
-    tally_init(&h.go);
+    tw_test_tally_init(&h.holding);
+    tw_test_tally_init(&h.go);
     t = tw_test_start(holder_main, &h);
-    assert_true(tally_wait(&h.holding, 1, 30.0));
+    assert_true(tw_test_tally_wait(&h.holding, 1, 30.0));
 
     assert_rc(tw_lock_try_acquire(&l), TW_EBUSY);
     assert_rc(tw_lock_acquire_timeout(&l, 0.0), TW_ETIMEDOUT);
     t0 = tw_test_now();
     assert_rc(tw_lock_acquire_timeout(&l, 0.05), TW_ETIMEDOUT);
     t1 = tw_test_now();
-    check_elapsed_at_least(t0, t1, 0.05);
+    tw_test_check_elapsed_at_least(t0, t1, 0.05);
     assert_true(tw_lock_locked(&l));
 
-    tally_add(&h.go);
+    tw_test_tally_add(&h.go);
     tw_test_join(t);
     assert_rc(h.acquire_rc, 0);
     assert_rc(h.release_rc, 0);
     assert_false(tw_lock_locked(&l));
-    tally_destroy(&h.holding);
-    tally_destroy(&h.go);
+    tw_test_tally_destroy(&h.holding);
+    tw_test_tally_destroy(&h.go);
 }
 
 struct releaser {
@@ -420,7 +286,7 @@ struct waiter {
     tw_lock *lock;
     int mode; /* 0: tw_lock_acquire, 1: tw_lock_acquire_timeout(timeout) */
     double timeout;
-    tally *started, *acquired;
+    tw_test_tally *started, *acquired;
     int rc, release_rc;
     bool saw_locked;
     long *counter; /* incremented under the lock when non-NULL */
@@ -429,16 +295,16 @@ struct waiter {
 static void *waiter_main(void *arg)
 {
     struct waiter *w = arg;
-    tally_add(w->started);
+    tw_test_tally_add(w->started);
     w->rc = w->mode ? tw_lock_acquire_timeout(w->lock, w->timeout) : tw_lock_acquire(w->lock);
     if (w->rc == 0) {
         w->saw_locked = tw_lock_locked(w->lock);
         if (w->counter)
             (*w->counter)++;
-        tally_add(w->acquired);
+        tw_test_tally_add(w->acquired);
         w->release_rc = tw_lock_release(w->lock);
     } else {
-        tally_add(w->acquired);
+        tw_test_tally_add(w->acquired);
     }
     return NULL;
 }
@@ -447,24 +313,24 @@ static void *waiter_main(void *arg)
 static void run_one_waiter(int mode, double timeout)
 {
     tw_lock l = TW_LOCK_INIT;
-    tally started, acquired;
+    tw_test_tally started, acquired;
     struct waiter w = {.lock = &l, .mode = mode, .timeout = timeout};
     pthread_t t;
-    tally_init(&started);
-    tally_init(&acquired);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&acquired);
     w.started = &started;
     w.acquired = &acquired;
     w.rc = w.release_rc = -100;
 
     assert_rc(tw_lock_acquire(&l), 0);
     t = tw_test_start(waiter_main, &w);
-    assert_true(tally_wait(&started, 1, 30.0));
+    assert_true(tw_test_tally_wait(&started, 1, 30.0));
     wait_lock_contended(&l);
-    assert_int_equal(tally_get(&acquired), 0); /* still held out */
+    assert_int_equal(tw_test_tally_get(&acquired), 0); /* still held out */
     assert_true(tw_lock_locked(&l));
 
     assert_rc(tw_lock_release(&l), 0);
-    must_reach(&acquired, 1, 30.0, "waiter after release");
+    tw_test_must_reach(&acquired, 1, 30.0, "waiter after release");
     tw_test_join(t);
     assert_rc(w.rc, 0);
     assert_true(w.saw_locked);
@@ -473,8 +339,8 @@ static void run_one_waiter(int mode, double timeout)
     /* Nothing is left parked or marked: the lock is plain free again. */
     assert_rc(tw_lock_try_acquire(&l), 0);
     assert_rc(tw_lock_release(&l), 0);
-    tally_destroy(&started);
-    tally_destroy(&acquired);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&acquired);
 }
 
 static void test_lock_blocked_waiter_proceeds(void **state)
@@ -496,13 +362,13 @@ static void test_lock_timed_waiter_proceeds(void **state)
 static void test_lock_many_waiters_all_proceed(void **state)
 {
     tw_lock l = TW_LOCK_INIT;
-    tally started, acquired;
+    tw_test_tally started, acquired;
     struct waiter w[N_WAITERS];
     pthread_t t[N_WAITERS];
     long counter = 0;
     (void)state;
-    tally_init(&started);
-    tally_init(&acquired);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&acquired);
     assert_rc(tw_lock_acquire(&l), 0);
     for (int i = 0; i < N_WAITERS; i++) {
         w[i] = (struct waiter){.lock = &l, .mode = i % 2, .timeout = 60.0,
@@ -510,12 +376,12 @@ static void test_lock_many_waiters_all_proceed(void **state)
                                .counter = &counter, .rc = -100, .release_rc = -100};
         t[i] = tw_test_start(waiter_main, &w[i]);
     }
-    assert_true(tally_wait(&started, N_WAITERS, 30.0));
+    assert_true(tw_test_tally_wait(&started, N_WAITERS, 30.0));
     wait_lock_contended(&l);
-    assert_int_equal(tally_get(&acquired), 0);
+    assert_int_equal(tw_test_tally_get(&acquired), 0);
 
     assert_rc(tw_lock_release(&l), 0);
-    must_reach(&acquired, N_WAITERS, 30.0, "waiters after release");
+    tw_test_must_reach(&acquired, N_WAITERS, 30.0, "waiters after release");
     for (int i = 0; i < N_WAITERS; i++) {
         tw_test_join(t[i]);
         assert_rc(w[i].rc, 0);
@@ -523,8 +389,8 @@ static void test_lock_many_waiters_all_proceed(void **state)
     }
     assert_int_equal(counter, N_WAITERS);
     assert_false(tw_lock_locked(&l));
-    tally_destroy(&started);
-    tally_destroy(&acquired);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&acquired);
 }
 
 struct contender {
@@ -580,7 +446,7 @@ static void test_lock_mutual_exclusion(void **state)
     for (int i = 0; i < N; i++)
         c[i] = (struct contender){.lock = &l, .counter = &counter, .inside = &inside,
                                   .iterations = iters, .index = i};
-    run_threads_bounded(N, contender_main, c, sizeof c[0], "contender_main");
+    tw_test_run_threads_bounded(N, contender_main, c, sizeof c[0], "contender_main");
     for (int i = 0; i < N; i++) {
         assert_int_equal(c[i].errors, 0);
         assert_int_equal(c[i].overlaps, 0);
@@ -637,7 +503,7 @@ static void test_lock_run_null_fn_free_lock(void **state)
 
 struct null_runner {
     tw_lock *lock;
-    tally *done;
+    tw_test_tally *done;
     int rc;
 };
 
@@ -645,7 +511,7 @@ static void *null_runner_main(void *arg)
 {
     struct null_runner *n = arg;
     n->rc = tw_lock_run(n->lock, NULL, NULL);
-    tally_add(n->done);
+    tw_test_tally_add(n->done);
     return NULL;
 }
 
@@ -654,45 +520,45 @@ static void *null_runner_main(void *arg)
 static void test_lock_run_null_fn_held_lock(void **state)
 {
     tw_lock l = TW_LOCK_INIT;
-    tally done;
+    tw_test_tally done;
     struct null_runner n = {.lock = &l, .rc = -100};
     pthread_t t;
     bool returned;
     (void)state;
-    tally_init(&done);
+    tw_test_tally_init(&done);
     n.done = &done;
     assert_rc(tw_lock_acquire(&l), 0);
     t = tw_test_start(null_runner_main, &n);
-    returned = tally_wait(&done, 1, 10.0);
+    returned = tw_test_tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_lock_release(&l); /* let a wrongly waiting thread finish */
-    must_reach(&done, 1, 30.0, "tw_lock_run(NULL fn)");
+    tw_test_must_reach(&done, 1, 30.0, "tw_lock_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);
     assert_true(tw_lock_locked(&l)); /* still ours */
     assert_rc(tw_lock_release(&l), 0);
     assert_false(tw_lock_locked(&l));
-    tally_destroy(&done);
+    tw_test_tally_destroy(&done);
 }
 
 struct runner {
     tw_lock *lock;
-    tally *started, *ran;
+    tw_test_tally *started, *ran;
     int rc;
 };
 
 static int runner_fn(void *arg)
 {
     struct runner *r = arg;
-    tally_add(r->ran);
+    tw_test_tally_add(r->ran);
     return 5;
 }
 
 static void *runner_main(void *arg)
 {
     struct runner *r = arg;
-    tally_add(r->started);
+    tw_test_tally_add(r->started);
     r->rc = tw_lock_run(r->lock, runner_fn, r);
     return NULL;
 }
@@ -701,27 +567,27 @@ static void *runner_main(void *arg)
 static void test_lock_run_waits_for_lock(void **state)
 {
     tw_lock l = TW_LOCK_INIT;
-    tally started, ran;
+    tw_test_tally started, ran;
     struct runner r = {.lock = &l, .rc = -100};
     pthread_t t;
     (void)state;
-    tally_init(&started);
-    tally_init(&ran);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&ran);
     r.started = &started;
     r.ran = &ran;
     assert_rc(tw_lock_acquire(&l), 0);
     t = tw_test_start(runner_main, &r);
-    assert_true(tally_wait(&started, 1, 30.0));
+    assert_true(tw_test_tally_wait(&started, 1, 30.0));
     wait_lock_contended(&l);
-    assert_int_equal(tally_get(&ran), 0);
+    assert_int_equal(tw_test_tally_get(&ran), 0);
     assert_rc(tw_lock_release(&l), 0);
-    must_reach(&ran, 1, 30.0, "tw_lock_run after release");
+    tw_test_must_reach(&ran, 1, 30.0, "tw_lock_run after release");
     tw_test_join(t);
-    assert_int_equal(tally_get(&ran), 1);
+    assert_int_equal(tw_test_tally_get(&ran), 1);
     assert_int_equal(r.rc, 5);
     assert_false(tw_lock_locked(&l));
-    tally_destroy(&started);
-    tally_destroy(&ran);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&ran);
 }
 
 int main(void)

@@ -10,129 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#define assert_rc(expr, want)                                                          \
-    do {                                                                               \
-        int got_rc_ = (expr);                                                          \
-        int want_rc_ = (want);                                                         \
-        if (got_rc_ != want_rc_)                                                       \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, got_rc_,          \
-                     tw_err_name(got_rc_), want_rc_, tw_err_name(want_rc_));            \
-    } while (0)
-
-/* Covers the rounding of tw_test_now's double only, never an early return. */
-#define ROUNDING_SLACK 1e-8
-
-/* ---- thread hand-off built on pthreads only --------------------------------- */
-
-typedef struct tally {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int count;
-} tally;
-
-static void tally_init(tally *t)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &a);
-    pthread_condattr_destroy(&a);
-    pthread_mutex_init(&t->mu, NULL);
-    t->count = 0;
-}
-
-static void tally_destroy(tally *t)
-{
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
-}
-
-static void tally_add(tally *t)
-{
-    pthread_mutex_lock(&t->mu);
-    t->count++;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static int tally_get(tally *t)
-{
-    int n;
-    pthread_mutex_lock(&t->mu);
-    n = t->count;
-    pthread_mutex_unlock(&t->mu);
-    return n;
-}
-
-/* Waits until the count reaches n; false if `seconds` pass first. */
-static bool tally_wait(tally *t, int n, double seconds)
-{
-    struct timespec until;
-    bool ok;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)seconds;
-    until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&t->mu);
-    while (t->count < n) {
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0 && t->count < n)
-            break;
-    }
-    ok = t->count >= n;
-    pthread_mutex_unlock(&t->mu);
-    return ok;
-}
-
-/* Waits for threads that must proceed. If they do not, they are stuck on
- * objects in this test's frame and can be neither joined nor abandoned
- * safely: stop the program with a message instead of hanging until the
- * CTest timeout. */
-static void must_reach(tally *t, int n, double seconds, const char *what)
-{
-    if (!tally_wait(t, n, seconds)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
-                tally_get(t), n, seconds);
-        abort();
-    }
-}
-
-/* tw_test_run_threads, except that threads which never finish (a lost
- * wake-up) stop the program after a minute instead of hanging it. */
-struct bounded_arg {
-    void *(*fn)(void *);
-    void *arg;
-    tally *done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded_arg *b = p;
-    b->fn(b->arg);
-    tally_add(b->done);
-    return NULL;
-}
-
-static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
-                                const char *what)
-{
-    struct bounded_arg args[16];
-    pthread_t t[16];
-    tally done;
-    assert_true(n <= 16);
-    tally_init(&done);
-    for (int i = 0; i < n; i++) {
-        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
-        t[i] = tw_test_start(bounded_main, &args[i]);
-    }
-    must_reach(&done, n, 60.0, what);
-    for (int i = 0; i < n; i++)
-        tw_test_join(t[i]);
-    tally_destroy(&done);
-}
-
 /* Bounded poll (two seconds at most) until a waiter has marked the RLock's
  * inner lock as contended (word 2, per tw_lock's documented layout). Only
  * makes it likely that the waiter is parked; no verdict depends on it. */
@@ -144,15 +21,6 @@ static void wait_rlock_contended(tw_rlock *r)
             return;
         sched_yield();
     }
-}
-
-static void check_elapsed_at_least(double t0, double t1, double asked)
-{
-    double elapsed = t1 - t0;
-    if (elapsed < asked - ROUNDING_SLACK)
-        fail_msg("timeout %.3f s returned early, after %.9f s", asked, elapsed);
-    if (elapsed > asked + 5.0)
-        fail_msg("timeout %.3f s returned only after %.3f s", asked, elapsed);
 }
 
 /* ---- one operation performed by another thread, synchronously --------------- */
@@ -362,7 +230,7 @@ static void test_rlock_other_thread_try_and_timeout(void **state)
 
     p = peek_from_other_thread(&r, PEEK_TIMEOUT, 0.05);
     assert_rc(p.rc, TW_ETIMEDOUT);
-    check_elapsed_at_least(0.0, p.elapsed, 0.05);
+    tw_test_check_elapsed_at_least(0.0, p.elapsed, 0.05);
     assert_false(p.owned);
 
     p = peek_from_other_thread(&r, PEEK_TIMEOUT, NAN);
@@ -486,7 +354,7 @@ static void test_rlock_depth_overflow(void **state)
 struct waiter {
     tw_rlock *r;
     int mode; /* 0: acquire, 1: acquire_timeout(60), 2: acquire_timeout(-1) */
-    tally *started, *acquired;
+    tw_test_tally *started, *acquired;
     int rc, rc2, release_rc, release_rc2;
     uint32_t count_after_first, count_after_second;
 };
@@ -494,7 +362,7 @@ struct waiter {
 static void *waiter_main(void *arg)
 {
     struct waiter *w = arg;
-    tally_add(w->started);
+    tw_test_tally_add(w->started);
     switch (w->mode) {
     case 0:
         w->rc = tw_rlock_acquire(w->r);
@@ -509,7 +377,7 @@ static void *waiter_main(void *arg)
     w->count_after_first = tw_rlock_count(w->r);
     w->rc2 = tw_rlock_acquire(w->r); /* recursion in the new owner */
     w->count_after_second = tw_rlock_count(w->r);
-    tally_add(w->acquired);
+    tw_test_tally_add(w->acquired);
     w->release_rc2 = tw_rlock_release(w->r);
     w->release_rc = tw_rlock_release(w->r);
     return NULL;
@@ -519,27 +387,27 @@ static void *waiter_main(void *arg)
 static void run_blocked_waiter(int mode)
 {
     tw_rlock r = TW_RLOCK_INIT;
-    tally started, acquired;
+    tw_test_tally started, acquired;
     struct waiter w = {.r = &r, .mode = mode, .rc = -100, .rc2 = -100, .release_rc = -100,
                        .release_rc2 = -100};
     pthread_t t;
-    tally_init(&started);
-    tally_init(&acquired);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&acquired);
     w.started = &started;
     w.acquired = &acquired;
     assert_rc(tw_rlock_acquire(&r), 0);
     assert_rc(tw_rlock_acquire(&r), 0);
     t = tw_test_start(waiter_main, &w);
-    assert_true(tally_wait(&started, 1, 30.0));
+    assert_true(tw_test_tally_wait(&started, 1, 30.0));
     wait_rlock_contended(&r);
-    assert_int_equal(tally_get(&acquired), 0);
+    assert_int_equal(tw_test_tally_get(&acquired), 0);
 
     assert_rc(tw_rlock_release(&r), 0); /* depth 1: still owned */
     assert_true(tw_rlock_is_owned(&r));
-    assert_int_equal(tally_get(&acquired), 0);
+    assert_int_equal(tw_test_tally_get(&acquired), 0);
 
     assert_rc(tw_rlock_release(&r), 0);
-    must_reach(&acquired, 1, 30.0, "waiter after the last release");
+    tw_test_must_reach(&acquired, 1, 30.0, "waiter after the last release");
     assert_false(tw_rlock_is_owned(&r));
     tw_test_join(t);
     assert_rc(w.rc, 0);
@@ -550,8 +418,8 @@ static void run_blocked_waiter(int mode)
     assert_rc(w.release_rc, 0);
     assert_false(tw_rlock_locked(&r));
     check_fresh_rlock(&r);
-    tally_destroy(&started);
-    tally_destroy(&acquired);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&acquired);
 }
 
 static void test_rlock_blocked_waiter_proceeds(void **state)
@@ -607,7 +475,7 @@ static void test_rlock_mutual_exclusion(void **state)
     for (int i = 0; i < N; i++)
         c[i] = (struct contender){.r = &r, .counter = &counter, .inside = &inside,
                                   .iterations = iters};
-    run_threads_bounded(N, contender_main, c, sizeof c[0], "contender_main");
+    tw_test_run_threads_bounded(N, contender_main, c, sizeof c[0], "contender_main");
     for (int i = 0; i < N; i++) {
         assert_int_equal(c[i].errors, 0);
         assert_int_equal(c[i].overlaps, 0);
@@ -668,7 +536,7 @@ static void test_rlock_run(void **state)
 
 struct null_runner {
     tw_rlock *r;
-    tally *done;
+    tw_test_tally *done;
     int rc;
 };
 
@@ -676,7 +544,7 @@ static void *null_runner_main(void *arg)
 {
     struct null_runner *n = arg;
     n->rc = tw_rlock_run(n->r, NULL, NULL);
-    tally_add(n->done);
+    tw_test_tally_add(n->done);
     return NULL;
 }
 
@@ -684,25 +552,25 @@ static void *null_runner_main(void *arg)
 static void test_rlock_run_null_fn_owned_elsewhere(void **state)
 {
     tw_rlock r = TW_RLOCK_INIT;
-    tally done;
+    tw_test_tally done;
     struct null_runner n = {.r = &r, .rc = -100};
     pthread_t t;
     bool returned;
     (void)state;
-    tally_init(&done);
+    tw_test_tally_init(&done);
     n.done = &done;
     assert_rc(tw_rlock_acquire(&r), 0);
     t = tw_test_start(null_runner_main, &n);
-    returned = tally_wait(&done, 1, 10.0);
+    returned = tw_test_tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_rlock_release(&r); /* let a wrongly waiting thread finish */
-    must_reach(&done, 1, 30.0, "tw_rlock_run(NULL fn)");
+    tw_test_must_reach(&done, 1, 30.0, "tw_rlock_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);
     assert_int_equal(tw_rlock_count(&r), 1);
     assert_rc(tw_rlock_release(&r), 0);
-    tally_destroy(&done);
+    tw_test_tally_destroy(&done);
 }
 
 int main(void)

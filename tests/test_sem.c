@@ -10,129 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#define assert_rc(expr, want)                                                          \
-    do {                                                                               \
-        int got_rc_ = (expr);                                                          \
-        int want_rc_ = (want);                                                         \
-        if (got_rc_ != want_rc_)                                                       \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, got_rc_,          \
-                     tw_err_name(got_rc_), want_rc_, tw_err_name(want_rc_));            \
-    } while (0)
-
-/* Covers the rounding of tw_test_now's double only, never an early return. */
-#define ROUNDING_SLACK 1e-8
-
-/* ---- thread hand-off built on pthreads only --------------------------------- */
-
-typedef struct tally {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int count;
-} tally;
-
-static void tally_init(tally *t)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &a);
-    pthread_condattr_destroy(&a);
-    pthread_mutex_init(&t->mu, NULL);
-    t->count = 0;
-}
-
-static void tally_destroy(tally *t)
-{
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
-}
-
-static void tally_add(tally *t)
-{
-    pthread_mutex_lock(&t->mu);
-    t->count++;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static int tally_get(tally *t)
-{
-    int n;
-    pthread_mutex_lock(&t->mu);
-    n = t->count;
-    pthread_mutex_unlock(&t->mu);
-    return n;
-}
-
-/* Waits until the count reaches n; false if `seconds` pass first. */
-static bool tally_wait(tally *t, int n, double seconds)
-{
-    struct timespec until;
-    bool ok;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)seconds;
-    until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&t->mu);
-    while (t->count < n) {
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0 && t->count < n)
-            break;
-    }
-    ok = t->count >= n;
-    pthread_mutex_unlock(&t->mu);
-    return ok;
-}
-
-/* Waits for threads that must proceed. If they do not, they are stuck on
- * objects in this test's frame and can be neither joined nor abandoned
- * safely: stop the program with a message instead of hanging until the
- * CTest timeout. */
-static void must_reach(tally *t, int n, double seconds, const char *what)
-{
-    if (!tally_wait(t, n, seconds)) {
-        fprintf(stderr, "FATAL: %s: %d of %d threads proceeded within %.0f s\n", what,
-                tally_get(t), n, seconds);
-        abort();
-    }
-}
-
-/* tw_test_run_threads, except that threads which never finish (a lost
- * wake-up) stop the program after a minute instead of hanging it. */
-struct bounded_arg {
-    void *(*fn)(void *);
-    void *arg;
-    tally *done;
-};
-
-static void *bounded_main(void *p)
-{
-    struct bounded_arg *b = p;
-    b->fn(b->arg);
-    tally_add(b->done);
-    return NULL;
-}
-
-static void run_threads_bounded(int n, void *(*fn)(void *), void *base, size_t stride,
-                                const char *what)
-{
-    struct bounded_arg args[16];
-    pthread_t t[16];
-    tally done;
-    assert_true(n <= 16);
-    tally_init(&done);
-    for (int i = 0; i < n; i++) {
-        args[i] = (struct bounded_arg){fn, (char *)base + (size_t)i * stride, &done};
-        t[i] = tw_test_start(bounded_main, &args[i]);
-    }
-    must_reach(&done, n, 60.0, what);
-    for (int i = 0; i < n; i++)
-        tw_test_join(t[i]);
-    tally_destroy(&done);
-}
-
 /* Bounded poll (two seconds at most) until n threads are inside the slow
  * path, per the documented `waiters` field. Only makes it likely that the
  * waiters are parked before a release; no verdict depends on it. */
@@ -144,15 +21,6 @@ static void wait_sem_waiters(tw_sem *s, uint32_t n)
             return;
         sched_yield();
     }
-}
-
-static void check_elapsed_at_least(double t0, double t1, double asked)
-{
-    double elapsed = t1 - t0;
-    if (elapsed < asked - ROUNDING_SLACK)
-        fail_msg("timeout %.3f s returned early, after %.9f s", asked, elapsed);
-    if (elapsed > asked + 5.0)
-        fail_msg("timeout %.3f s returned only after %.3f s", asked, elapsed);
 }
 
 static int run_calls;
@@ -287,7 +155,7 @@ static void test_sem_timeout_not_early(void **state)
         t0 = tw_test_now();
         assert_rc(tw_sem_acquire_timeout(&s, asked[i]), TW_ETIMEDOUT);
         t1 = tw_test_now();
-        check_elapsed_at_least(t0, t1, asked[i]);
+        tw_test_check_elapsed_at_least(t0, t1, asked[i]);
         assert_int_equal(tw_sem_value(&s), 0);
     }
     /* The timed-out waiters left nothing behind. */
@@ -334,14 +202,14 @@ struct sem_waiter {
     tw_sem *sem;
     tw_bsem *bsem; /* when set, waits on this instead */
     int mode;      /* 0: acquire, 1: acquire_timeout(60), 2: acquire_timeout(-1) */
-    tally *started, *done;
+    tw_test_tally *started, *done;
     int rc;
 };
 
 static void *sem_waiter_main(void *arg)
 {
     struct sem_waiter *w = arg;
-    tally_add(w->started);
+    tw_test_tally_add(w->started);
     if (w->bsem) {
         w->rc = w->mode ? tw_bsem_acquire_timeout(w->bsem, w->mode == 1 ? 60.0 : -1.0)
                         : tw_bsem_acquire(w->bsem);
@@ -358,7 +226,7 @@ static void *sem_waiter_main(void *arg)
             break;
         }
     }
-    tally_add(w->done);
+    tw_test_tally_add(w->done);
     return NULL;
 }
 
@@ -368,84 +236,84 @@ static void *sem_waiter_main(void *arg)
 static void test_sem_release_wakes_k_waiters(void **state)
 {
     tw_sem s = TW_SEM_INIT(0);
-    tally started, done;
+    tw_test_tally started, done;
     struct sem_waiter w[K_WAITERS];
     pthread_t t[K_WAITERS];
     bool all;
     (void)state;
-    tally_init(&started);
-    tally_init(&done);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&done);
     for (int i = 0; i < K_WAITERS; i++) {
         w[i] = (struct sem_waiter){.sem = &s, .mode = i % 3, .started = &started,
                                    .done = &done, .rc = -100};
         t[i] = tw_test_start(sem_waiter_main, &w[i]);
     }
-    assert_true(tally_wait(&started, K_WAITERS, 30.0));
+    assert_true(tw_test_tally_wait(&started, K_WAITERS, 30.0));
     wait_sem_waiters(&s, K_WAITERS);
-    assert_int_equal(tally_get(&done), 0);
+    assert_int_equal(tw_test_tally_get(&done), 0);
 
     assert_rc(tw_sem_release(&s, K_WAITERS), 0);
-    all = tally_wait(&done, K_WAITERS, 10.0);
+    all = tw_test_tally_wait(&done, K_WAITERS, 10.0);
     if (!all) /* free the stragglers one by one so that the joins below return */
         for (int i = 0; i < K_WAITERS; i++)
             tw_sem_release(&s, 1);
-    must_reach(&done, K_WAITERS, 30.0, "semaphore waiters");
+    tw_test_must_reach(&done, K_WAITERS, 30.0, "semaphore waiters");
     for (int i = 0; i < K_WAITERS; i++)
         tw_test_join(t[i]);
     assert_true(all);
     for (int i = 0; i < K_WAITERS; i++)
         assert_rc(w[i].rc, 0);
     assert_int_equal(tw_sem_value(&s), 0);
-    tally_destroy(&started);
-    tally_destroy(&done);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&done);
 }
 
 /* release(n) lets exactly n of more waiters through; the others keep waiting. */
 static void test_sem_release_n_wakes_up_to_n(void **state)
 {
     tw_sem s = TW_SEM_INIT(0);
-    tally started, done;
+    tw_test_tally started, done;
     struct sem_waiter w[K_WAITERS];
     pthread_t t[K_WAITERS];
     bool two, all;
     (void)state;
-    tally_init(&started);
-    tally_init(&done);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&done);
     for (int i = 0; i < K_WAITERS; i++) {
         w[i] = (struct sem_waiter){.sem = &s, .mode = i % 3, .started = &started,
                                    .done = &done, .rc = -100};
         t[i] = tw_test_start(sem_waiter_main, &w[i]);
     }
-    assert_true(tally_wait(&started, K_WAITERS, 30.0));
+    assert_true(tw_test_tally_wait(&started, K_WAITERS, 30.0));
     wait_sem_waiters(&s, K_WAITERS);
 
     assert_rc(tw_sem_release(&s, 2), 0);
-    two = tally_wait(&done, 2, 10.0);
+    two = tw_test_tally_wait(&done, 2, 10.0);
     /* No token is left, so the other two cannot have passed. */
     assert_int_equal(tw_sem_value(&s), 0);
     if (two)
-        assert_int_equal(tally_get(&done), 2);
+        assert_int_equal(tw_test_tally_get(&done), 2);
 
     assert_rc(tw_sem_release(&s, 1), 0);
     assert_rc(tw_sem_release(&s, 1), 0);
-    all = tally_wait(&done, K_WAITERS, 10.0);
+    all = tw_test_tally_wait(&done, K_WAITERS, 10.0);
     if (!all)
         for (int i = 0; i < K_WAITERS; i++)
             tw_sem_release(&s, 1);
-    must_reach(&done, K_WAITERS, 30.0, "semaphore waiters");
+    tw_test_must_reach(&done, K_WAITERS, 30.0, "semaphore waiters");
     for (int i = 0; i < K_WAITERS; i++)
         tw_test_join(t[i]);
     assert_true(two);
     assert_true(all);
     for (int i = 0; i < K_WAITERS; i++)
         assert_rc(w[i].rc, 0);
-    tally_destroy(&started);
-    tally_destroy(&done);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&done);
 }
 
 struct sem_holder {
     tw_sem *sem;
-    tally *waiting;
+    tw_test_tally *waiting;
     int rc;
     double elapsed;
 };
@@ -454,7 +322,7 @@ static void *timed_waiter_main(void *arg)
 {
     struct sem_holder *h = arg;
     double t0 = tw_test_now();
-    tally_add(h->waiting);
+    tw_test_tally_add(h->waiting);
     h->rc = tw_sem_acquire_timeout(h->sem, 60.0);
     h->elapsed = tw_test_now() - t0;
     return NULL;
@@ -464,21 +332,21 @@ static void *timed_waiter_main(void *arg)
 static void test_sem_timed_waiter_woken(void **state)
 {
     tw_sem s = TW_SEM_INIT(0);
-    tally waiting;
+    tw_test_tally waiting;
     struct sem_holder h = {.sem = &s, .rc = -100};
     pthread_t t;
     (void)state;
-    tally_init(&waiting);
+    tw_test_tally_init(&waiting);
     h.waiting = &waiting;
     t = tw_test_start(timed_waiter_main, &h);
-    assert_true(tally_wait(&waiting, 1, 30.0));
+    assert_true(tw_test_tally_wait(&waiting, 1, 30.0));
     wait_sem_waiters(&s, 1);
     assert_rc(tw_sem_release(&s, 1), 0);
     tw_test_join(t);
     assert_rc(h.rc, 0);
     assert_true(h.elapsed < 30.0);
     assert_int_equal(tw_sem_value(&s), 0);
-    tally_destroy(&waiting);
+    tw_test_tally_destroy(&waiting);
 }
 
 struct pc {
@@ -515,7 +383,7 @@ static void test_sem_producers_consumers(void **state)
     (void)state;
     for (int i = 0; i < N; i++)
         p[i] = (struct pc){.sem = &s, .n = n, .producer = i % 2};
-    run_threads_bounded(N, pc_main, p, sizeof p[0], "pc_main");
+    tw_test_run_threads_bounded(N, pc_main, p, sizeof p[0], "pc_main");
     for (int i = 0; i < N; i++)
         assert_int_equal(p[i].errors, 0);
     assert_int_equal(tw_sem_value(&s), 0);
@@ -558,7 +426,7 @@ static void test_sem_run(void **state)
 struct sem_null_runner {
     tw_sem *sem;
     tw_bsem *bsem;
-    tally *done;
+    tw_test_tally *done;
     int rc;
 };
 
@@ -566,7 +434,7 @@ static void *sem_null_runner_main(void *arg)
 {
     struct sem_null_runner *n = arg;
     n->rc = n->bsem ? tw_bsem_run(n->bsem, NULL, NULL) : tw_sem_run(n->sem, NULL, NULL);
-    tally_add(n->done);
+    tw_test_tally_add(n->done);
     return NULL;
 }
 
@@ -574,42 +442,42 @@ static void *sem_null_runner_main(void *arg)
 static void test_sem_run_null_fn_empty(void **state)
 {
     tw_sem s = TW_SEM_INIT(0);
-    tally done;
+    tw_test_tally done;
     struct sem_null_runner n = {.sem = &s, .rc = -100};
     pthread_t t;
     bool returned;
     (void)state;
-    tally_init(&done);
+    tw_test_tally_init(&done);
     n.done = &done;
     t = tw_test_start(sem_null_runner_main, &n);
-    returned = tally_wait(&done, 1, 10.0);
+    returned = tw_test_tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_sem_release(&s, 1);
-    must_reach(&done, 1, 30.0, "tw_sem_run(NULL fn)");
+    tw_test_must_reach(&done, 1, 30.0, "tw_sem_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);
     assert_int_equal(tw_sem_value(&s), 0);
-    tally_destroy(&done);
+    tw_test_tally_destroy(&done);
 }
 
 struct sem_runner {
     tw_sem *sem;
-    tally *started, *ran;
+    tw_test_tally *started, *ran;
     int rc;
 };
 
 static int sem_runner_fn(void *arg)
 {
     struct sem_runner *r = arg;
-    tally_add(r->ran);
+    tw_test_tally_add(r->ran);
     return 17;
 }
 
 static void *sem_runner_main(void *arg)
 {
     struct sem_runner *r = arg;
-    tally_add(r->started);
+    tw_test_tally_add(r->started);
     r->rc = tw_sem_run(r->sem, sem_runner_fn, r);
     return NULL;
 }
@@ -618,26 +486,26 @@ static void *sem_runner_main(void *arg)
 static void test_sem_run_waits_for_token(void **state)
 {
     tw_sem s = TW_SEM_INIT(0);
-    tally started, ran;
+    tw_test_tally started, ran;
     struct sem_runner r = {.sem = &s, .rc = -100};
     pthread_t t;
     (void)state;
-    tally_init(&started);
-    tally_init(&ran);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&ran);
     r.started = &started;
     r.ran = &ran;
     t = tw_test_start(sem_runner_main, &r);
-    assert_true(tally_wait(&started, 1, 30.0));
+    assert_true(tw_test_tally_wait(&started, 1, 30.0));
     wait_sem_waiters(&s, 1);
-    assert_int_equal(tally_get(&ran), 0);
+    assert_int_equal(tw_test_tally_get(&ran), 0);
     assert_rc(tw_sem_release(&s, 1), 0);
-    must_reach(&ran, 1, 30.0, "tw_sem_run after release");
+    tw_test_must_reach(&ran, 1, 30.0, "tw_sem_run after release");
     tw_test_join(t);
-    assert_int_equal(tally_get(&ran), 1);
+    assert_int_equal(tw_test_tally_get(&ran), 1);
     assert_int_equal(r.rc, 17);
     assert_int_equal(tw_sem_value(&s), 1);
-    tally_destroy(&started);
-    tally_destroy(&ran);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&ran);
 }
 
 /* ==== BoundedSemaphore ======================================================= */
@@ -722,7 +590,7 @@ static void test_bsem_cycle(void **state)
     t0 = tw_test_now();
     assert_rc(tw_bsem_acquire_timeout(&b, 0.05), TW_ETIMEDOUT);
     t1 = tw_test_now();
-    check_elapsed_at_least(t0, t1, 0.05);
+    tw_test_check_elapsed_at_least(t0, t1, 0.05);
     assert_rc(tw_bsem_acquire_timeout(&b, NAN), TW_EINVAL);
     assert_int_equal(tw_bsem_value(&b), 0);
 
@@ -764,32 +632,32 @@ static void test_bsem_null(void **state)
 static void test_bsem_blocked_waiter_proceeds(void **state)
 {
     tw_bsem b = TW_BSEM_INIT(1);
-    tally started, done;
+    tw_test_tally started, done;
     struct sem_waiter w[2];
     pthread_t t[2];
     bool all;
     (void)state;
-    tally_init(&started);
-    tally_init(&done);
+    tw_test_tally_init(&started);
+    tw_test_tally_init(&done);
     assert_rc(tw_bsem_acquire(&b), 0);
     for (int i = 0; i < 2; i++) {
         w[i] = (struct sem_waiter){.bsem = &b, .mode = i, .started = &started, .done = &done,
                                    .rc = -100};
         t[i] = tw_test_start(sem_waiter_main, &w[i]);
     }
-    assert_true(tally_wait(&started, 2, 30.0));
+    assert_true(tw_test_tally_wait(&started, 2, 30.0));
     wait_sem_waiters(&b.sem, 2);
-    assert_int_equal(tally_get(&done), 0);
+    assert_int_equal(tw_test_tally_get(&done), 0);
 
     assert_rc(tw_bsem_release(&b, 1), 0);
-    must_reach(&done, 1, 30.0, "bounded semaphore waiter after release");
+    tw_test_must_reach(&done, 1, 30.0, "bounded semaphore waiter after release");
     assert_int_equal(tw_bsem_value(&b), 0);
     /* The first waiter to pass holds the only token; hand it back. */
     assert_rc(tw_bsem_release(&b, 1), 0);
-    all = tally_wait(&done, 2, 30.0);
+    all = tw_test_tally_wait(&done, 2, 30.0);
     if (!all)
         tw_sem_release(&b.sem, 1);
-    must_reach(&done, 2, 30.0, "bounded semaphore waiters");
+    tw_test_must_reach(&done, 2, 30.0, "bounded semaphore waiters");
     for (int i = 0; i < 2; i++)
         tw_test_join(t[i]);
     assert_true(all);
@@ -798,8 +666,8 @@ static void test_bsem_blocked_waiter_proceeds(void **state)
     assert_int_equal(tw_bsem_value(&b), 0);
     assert_rc(tw_bsem_release(&b, 1), 0);
     assert_rc(tw_bsem_release(&b, 1), TW_EOVERFLOW);
-    tally_destroy(&started);
-    tally_destroy(&done);
+    tw_test_tally_destroy(&started);
+    tw_test_tally_destroy(&done);
 }
 
 struct bsem_user {
@@ -840,7 +708,7 @@ static void test_bsem_concurrent(void **state)
     (void)state;
     for (int i = 0; i < N; i++)
         u[i] = (struct bsem_user){.b = &b, .inside = &inside, .n = n};
-    run_threads_bounded(N, bsem_user_main, u, sizeof u[0], "bsem_user_main");
+    tw_test_run_threads_bounded(N, bsem_user_main, u, sizeof u[0], "bsem_user_main");
     for (int i = 0; i < N; i++) {
         assert_int_equal(u[i].errors, 0);
         assert_int_equal(u[i].too_many, 0);
@@ -884,25 +752,25 @@ static void test_bsem_run(void **state)
 static void test_bsem_run_null_fn_empty(void **state)
 {
     tw_bsem b = TW_BSEM_INIT(1);
-    tally done;
+    tw_test_tally done;
     struct sem_null_runner n = {.bsem = &b, .rc = -100};
     pthread_t t;
     bool returned;
     (void)state;
-    tally_init(&done);
+    tw_test_tally_init(&done);
     n.done = &done;
     assert_rc(tw_bsem_acquire(&b), 0);
     t = tw_test_start(sem_null_runner_main, &n);
-    returned = tally_wait(&done, 1, 10.0);
+    returned = tw_test_tally_wait(&done, 1, 10.0);
     if (!returned)
         tw_bsem_release(&b, 1);
-    must_reach(&done, 1, 30.0, "tw_bsem_run(NULL fn)");
+    tw_test_must_reach(&done, 1, 30.0, "tw_bsem_run(NULL fn)");
     tw_test_join(t);
     assert_true(returned);
     assert_rc(n.rc, TW_EINVAL);
     assert_int_equal(tw_bsem_value(&b), 0);
     assert_rc(tw_bsem_release(&b, 1), 0);
-    tally_destroy(&done);
+    tw_test_tally_destroy(&done);
 }
 
 int main(void)

@@ -133,13 +133,59 @@ typedef struct tw_rlock {
 
 #define TW_RLOCK_INIT {TW_LOCK_INIT, 0, 0}
 
+/* The calling thread's twine id (0 until first needed), for the inline paths. */
+TW_API extern _Thread_local uint32_t tw__my_id;
+TW_API uint32_t tw__thread_id_slow(void);
+TW_API int tw__rlock_acquire_slow(tw_rlock *r, uint32_t me);
+
+static inline uint32_t tw__self(void)
+{
+    uint32_t id = tw__my_id;
+    return __builtin_expect(id != 0, 1) ? id : tw__thread_id_slow();
+}
+
 TW_API void tw_rlock_init(tw_rlock *r);
-TW_API int tw_rlock_acquire(tw_rlock *r);
+
+/* Blocks until the calling thread owns r, one level deeper. 0; TW_EOVERFLOW
+ * at depth UINT32_MAX; TW_EINVAL for NULL. */
+static inline int tw_rlock_acquire(tw_rlock *r)
+{
+    uint32_t me, unlocked = 0;
+    if (!r)
+        return TW_EINVAL;
+    me = tw__self();
+    /* relaxed: only this thread can have stored its own id there. */
+    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) == me) {
+        if (r->count == UINT32_MAX)
+            return TW_EOVERFLOW;
+        r->count++;
+        return 0;
+    }
+    /* acquire: pairs with the release exchange in tw_lock_release. */
+    if (__atomic_compare_exchange_n(&r->lock.word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED)) {
+        __atomic_store_n(&r->owner, me, __ATOMIC_RELAXED);
+        r->count = 1;
+        return 0;
+    }
+    return tw__rlock_acquire_slow(r, me);
+}
+
 TW_API int tw_rlock_try_acquire(tw_rlock *r);
 TW_API int tw_rlock_acquire_timeout(tw_rlock *r, double timeout);
-/* 0, or TW_EPERM if the calling thread does not own it. At depth UINT32_MAX a
- * further acquire returns TW_EOVERFLOW. */
-TW_API int tw_rlock_release(tw_rlock *r);
+
+/* 0, or TW_EPERM if the calling thread does not own it (nothing changes). */
+static inline int tw_rlock_release(tw_rlock *r)
+{
+    if (!r)
+        return TW_EINVAL;
+    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) != tw__self())
+        return TW_EPERM;
+    if (--r->count != 0)
+        return 0;
+    __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
+    return tw_lock_release(&r->lock);
+}
 /* Whether the calling thread owns it. */
 TW_API bool tw_rlock_is_owned(const tw_rlock *r);
 /* The calling thread's recursion depth: 0 unless it owns the lock. */

@@ -85,7 +85,9 @@ struct tw_worker {
     const tw_worker_ops *ops;
 };
 
-/* 0; TW_EQUIT after quit; TW_EINVAL for NULL w, t or t->fn. */
+/* 0; TW_EQUIT after quit; TW_EINVAL for NULL w, t or t->fn. The node's
+ * private fields are reset: a worker that forwards a task it was given to
+ * another worker calls that worker's ops->submit instead, which keeps them. */
 TW_API int tw_worker_submit(tw_worker *w, tw_task *t);
 /* As submit, with a node allocated by twine and freed after the task runs
  * (or at once if refused). TW_ENOMEM if it cannot be allocated. */
@@ -182,8 +184,9 @@ TW_API int tw_team_shrink(tw_team *t, size_t n);
 TW_API int tw_team_quit(tw_team *t);
 /* A snapshot (the fields may be from slightly different instants). */
 TW_API int tw_team_stats_get(tw_team *t, tw_team_stats *out);
-/* Frees the team. TW_EBUSY while it still has workers or work (quit it and
- * let the coordinator run until the last worker is retired). */
+/* Frees the team. TW_EBUSY while it still has workers or work, or while a
+ * quit team has not yet quit its coordinator (let the coordinator run until
+ * then). No other thread may still be inside a call on t. */
 TW_API int tw_team_destroy(tw_team *t);
 
 /* ==== pool ================================================================
@@ -235,11 +238,15 @@ TW_API int tw_pool_resize(tw_pool *p, size_t min, size_t max);
 TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
 /* Stops taking work, lets queued work finish and joins the threads, waiting
  * at most `timeout` seconds (negative = forever). 0, or TW_ETIMEDOUT with the
- * number of threads still running in *stuck (if not NULL); a later stop may
- * wait again. TW_EDEADLK from one of the pool's own threads. A second stop
- * after a complete one returns 0. */
+ * number of threads still running in *stuck (if not NULL) — and a report
+ * through the diagnostic hook naming each of them (threads are numbered from 1
+ * in the order the pool started them) and how long its current task has run.
+ * A later stop may wait again. TW_EDEADLK from one of the pool's own threads.
+ * A second stop after a complete one returns 0. */
 TW_API int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck);
-/* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread. */
+/* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread.
+ * No other thread may still be inside a call on p (stop may race with
+ * submitters; destroy may not). */
 TW_API int tw_pool_destroy(tw_pool *p);
 
 /* ==== Queue ===============================================================
@@ -267,6 +274,7 @@ typedef struct tw_queue_config {
     void *drop_ctx;
 } tw_queue_config;
 
+/* FIFO or LIFO (TW_QUEUE_PRIORITY needs a cmp: use tw_queue_create_with). */
 TW_API int tw_queue_create(enum tw_queue_kind kind, size_t maxsize, tw_queue **out);
 TW_API int tw_queue_create_with(const tw_queue_config *cfg, tw_queue **out);
 TW_API int tw_queue_put(tw_queue *q, void *item);
@@ -278,7 +286,7 @@ TW_API int tw_queue_get_timeout(tw_queue *q, void **item, double timeout);
 TW_API size_t tw_queue_size(tw_queue *q);
 TW_API bool tw_queue_empty(tw_queue *q);
 TW_API bool tw_queue_full(tw_queue *q);
-/* TW_EOVERFLOW if called more times than items were got (nothing changes). */
+/* TW_EOVERFLOW if called more times than items were put (nothing changes). */
 TW_API int tw_queue_task_done(tw_queue *q);
 TW_API int tw_queue_join(tw_queue *q);
 TW_API int tw_queue_join_timeout(tw_queue *q, double timeout);

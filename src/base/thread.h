@@ -5,9 +5,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <twine/sync.h>
+
 /* A non-zero id for the calling thread, unique among all threads the process
- * has had (until 2^32 - 1 threads have asked). Cheap after the first call. */
-uint32_t tw__thread_id(void);
+ * has had (until 2^32 - 1 threads have asked): tw__self in twine/sync.h, one
+ * thread-local load after the first call. */
+static inline uint32_t tw__thread_id(void)
+{
+    return tw__self();
+}
 
 /* The calling thread's spin budget, in pause instructions: TW__SPIN_MAX, or 0
  * when the thread may run on one CPU only — there, spinning can only delay

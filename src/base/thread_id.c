@@ -2,18 +2,17 @@
 #include "platform/wait.h"
 
 static uint32_t next_id;
-/* initial-exec: no __tls_get_addr call, even from the shared library. */
-static __thread uint32_t my_id __attribute__((tls_model("initial-exec")));
+/* Exported for the inline paths in twine/sync.h. Code in this library reads
+ * it with the initial-exec model (no __tls_get_addr call). */
+_Thread_local uint32_t tw__my_id __attribute__((tls_model("initial-exec")));
 
-uint32_t tw__thread_id(void)
+uint32_t tw__thread_id_slow(void)
 {
-    uint32_t id = my_id;
-    if (__builtin_expect(id == 0, 0)) {
-        do /* relaxed: only uniqueness matters, not ordering */
-            id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
-        while (id == 0);
-        my_id = id;
-    }
+    uint32_t id;
+    do /* relaxed: only uniqueness matters, not ordering */
+        id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
+    while (id == 0);
+    tw__my_id = id;
     return id;
 }
 

@@ -10,7 +10,8 @@
 int tw__thread_start(pthread_t *t, void *(*fn)(void *), void *arg, size_t stack_size,
                      int detached);
 
-/* Tests: the nth thread start from now fails (1 = the next one); 0 disarms. */
+/* Tests: the nth thread start from now fails (1 = the next one); 0 disarms.
+ * It stays armed until that many starts have happened: disarm after use. */
 void tw__thread_fail_nth(unsigned nth);
 
 #endif

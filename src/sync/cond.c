@@ -21,8 +21,10 @@
  * Signalling is wait morphing: the signaller holds the lock, so instead of
  * waking a thread that would only run into the held lock and park again, it
  * moves the parked thread onto the lock word (tw__requeue). The release of the
- * lock then wakes it, once. Where the backend cannot move threads, or the
- * waiter had not parked yet, it is woken directly or simply sees SIGNALED.
+ * lock then wakes it, once. A waiter sets PARKED in its state just before it
+ * sleeps; the signaller swaps SIGNALED in and makes the system call only if it
+ * took PARKED out. Where the backend cannot move threads it wakes the thread
+ * instead; a waiter that had not parked simply sees SIGNALED.
  *
  * Node lifetime: a waiter returns only after it has re-taken the lock and
  * settled its node, so a thread holding the lock may touch any node it finds
@@ -42,6 +44,9 @@
 #include <twine/sync.h>
 
 enum { WAITING = 0, CHAINED = 1, SIGNALED = 2, REQUEUED = 3 };
+/* Or'ed into WAITING / CHAINED by the waiter just before it sleeps: only a
+ * parked thread is worth a requeue system call. */
+#define PARKED 4u
 enum { KIND_OWN = 0, KIND_LOCK = 1, KIND_RLOCK = 2 };
 
 struct tw__cond_waiter {
@@ -180,10 +185,13 @@ static void reacquire(tw_cond *c, uint32_t depth, bool contended)
 static void signal_node(tw_cond *c, struct tw__cond_waiter *w)
 {
     tw_lock *l = inner_lock(c);
-    uint32_t word;
+    uint32_t word, old;
     int moved;
-    /* release: pairs with the waiter's acquire load of its state. */
-    __atomic_store_n(&w->state, SIGNALED, __ATOMIC_RELEASE);
+    /* acq_rel: the release pairs with the waiter's acquire load of its state;
+     * the exchange tells whether the thread is (about to be) asleep. */
+    old = __atomic_exchange_n(&w->state, SIGNALED, __ATOMIC_ACQ_REL);
+    if (!(old & PARKED))
+        return; /* not asleep: it will see SIGNALED without a system call */
     /* Mark the lock contended first, so that its release wakes the thread
      * once it sleeps there. With correct use we hold the lock and the word is
      * 1 or 2; a word of 0 means a plain Lock was released under a notifier
@@ -202,7 +210,7 @@ static void signal_node(tw_cond *c, struct tw__cond_waiter *w)
             tw__wake(&l->word, 1);
     } else if (moved < 0) {
         tw__wake(&w->state, 1);
-    } /* moved == 0: not parked yet; it will see SIGNALED */
+    } /* moved == 0: it had not gone to sleep after all; it sees SIGNALED */
 }
 
 /* Lock held. Signals the node after w in its chain. */
@@ -238,17 +246,28 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
         sched_yield();
 
     for (;;) {
+        uint32_t base;
         s = __atomic_load_n(&w.state, __ATOMIC_ACQUIRE);
-        if (s >= SIGNALED || timed_out)
+        base = s & ~PARKED;
+        if (base >= SIGNALED || timed_out)
             break;
+        /* Say we are going to sleep; a notifier that swapped SIGNALED in
+         * first makes the CAS fail, and we look again. notify may also turn
+         * WAITING into CHAINED (keeping PARKED) while we sleep. */
+        if (!(s & PARKED) && !__atomic_compare_exchange_n(&w.state, &s, s | PARKED, false,
+                                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
         /* Only a WAITING node may time out; a notified one waits for its baton. */
-        if (tw__wait(&w.state, s, s == WAITING ? deadline : TW_DEADLINE_NEVER) == TW_ETIMEDOUT &&
-            s == WAITING)
+        if (tw__wait(&w.state, s | PARKED, base == WAITING ? deadline : TW_DEADLINE_NEVER) ==
+                TW_ETIMEDOUT &&
+            base == WAITING)
             timed_out = true;
     }
+    s &= ~PARKED;
 
     reacquire(c, depth, s == REQUEUED);
-    s = __atomic_load_n(&w.state, __ATOMIC_RELAXED); /* stable: we hold the lock */
+    /* stable now that we hold the lock */
+    s = __atomic_load_n(&w.state, __ATOMIC_RELAXED) & ~PARKED;
     if (s == WAITING) { /* timed out, never notified: leave the FIFO */
         if (w.prev)
             w.prev->next = w.next;
@@ -321,7 +340,9 @@ int tw_cond_notify(tw_cond *c, uint32_t n)
     first = last = c->head;
     while (--n > 0 && last->next) {
         last = last->next;
-        __atomic_store_n(&last->state, CHAINED, __ATOMIC_RELAXED);
+        /* WAITING (0) becomes CHAINED, keeping PARKED if the thread sleeps:
+         * its futex value changes, but nobody wakes it — it sleeps on. */
+        __atomic_fetch_or(&last->state, CHAINED, __ATOMIC_RELAXED);
     }
     c->head = last->next;
     if (c->head)

@@ -11,7 +11,8 @@
  * exchange is release; that pairing is the lock's whole happens-before edge.
  *
  * Fairness: a waiter first spins a bounded time with exponential backoff
- * (not at all when it can only run on one CPU), then parks; the kernel wakes parked waiters oldest first, but
+ * (not at all when it can only run on one CPU), politely (see below), then
+ * parks; the kernel wakes parked waiters oldest first, but
  * a woken waiter competes with newcomers (no hand-off), which keeps
  * throughput high. A waiter that keeps losing is not starved forever in
  * practice, but Lock makes no FIFO promise — exactly as Python's Lock. */
@@ -24,18 +25,24 @@
 int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
 {
     uint32_t w;
+    bool seen_free = false;
     if (!l)
         return TW_EINVAL;
 
     /* Spin while the holder is likely to release soon: read-only probes with
-     * backoff, so the cache line stays with the holder between probes. */
+     * backoff, so the cache line stays with the holder between probes. The
+     * spinner is polite: it takes the lock only when two probes in a row find
+     * it free, i.e. the holder has left rather than released and re-taken it
+     * in a loop. Taking it at the first sight of 0 would steal it at every
+     * release and move its cache line back and forth on each acquire. */
     for (TW__SPIN(i, d)) {
         w = __atomic_load_n(&l->word, __ATOMIC_RELAXED);
-        if (w == 0) {
+        if (w == 0 && seen_free) {
             if (__atomic_compare_exchange_n(&l->word, &w, 1, false, __ATOMIC_ACQUIRE,
                                             __ATOMIC_RELAXED))
                 return 0;
         }
+        seen_free = w == 0;
         if (w == 2)
             break; /* others are already parked: join them */
     }

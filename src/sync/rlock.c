@@ -35,15 +35,9 @@ static void take(tw_rlock *r, uint32_t me)
     r->count = 1;
 }
 
-int tw_rlock_acquire(tw_rlock *r)
+/* The inline acquire found the lock held by another thread. */
+int tw__rlock_acquire_slow(tw_rlock *r, uint32_t me)
 {
-    uint32_t me;
-    int rc;
-    if (!r)
-        return TW_EINVAL;
-    me = tw__thread_id();
-    if ((rc = reenter(r, me)) != 0)
-        return rc < 0 ? rc : 0;
     tw_lock_acquire(&r->lock);
     take(r, me);
     return 0;
@@ -76,19 +70,6 @@ int tw_rlock_acquire_timeout(tw_rlock *r, double timeout)
     if ((rc = tw_lock_acquire_timeout(&r->lock, timeout)) != 0)
         return rc;
     take(r, me);
-    return 0;
-}
-
-int tw_rlock_release(tw_rlock *r)
-{
-    if (!r)
-        return TW_EINVAL;
-    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) != tw__thread_id())
-        return TW_EPERM;
-    if (--r->count == 0) {
-        __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
-        tw_lock_release(&r->lock);
-    }
     return 0;
 }
 

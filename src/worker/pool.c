@@ -64,6 +64,8 @@ struct tw_pool {
     bool has_monitor;
     pthread_t monitor;
     pool_thread *spare; /* [P] records of exited threads, for reuse */
+    pool_thread *live;  /* [P] records of running threads (for stop's report) */
+    uint32_t numbered;  /* [P] threads started so far: each gets the next number */
 };
 
 struct pool_thread {
@@ -73,6 +75,9 @@ struct pool_thread {
     tw_task *slot;     /* atomic: the task to run next */
     uint32_t quit;     /* atomic */
     pool_thread *next; /* [P] in the spare list */
+    pool_thread *live_next, **live_prev; /* [P] in the live list */
+    uint32_t number;   /* [P] 1 for the pool's first thread, 2 for the next, ... */
+    int64_t task_since; /* atomic: when its current task started, 0 when idle */
     /* Records are allocated back to back and malloc aligns to 16 bytes only:
      * a line of padding keeps the next record's slot and semaphore, written
      * by another thread for every task, off the lines of this one's. */
@@ -148,7 +153,10 @@ static void *thread_main(void *arg)
     for (;;) {
         tw_task *t = __atomic_exchange_n(&pt->slot, NULL, __ATOMIC_ACQUIRE);
         if (t) {
-            tw__task_run(t); /* the team's batch runner: reports errors itself */
+            /* relaxed: read only for stop's report */
+            __atomic_store_n(&pt->task_since, tw_now_ns(), __ATOMIC_RELAXED);
+            tw__task_run(t); /* the team's runner: reports errors itself */
+            __atomic_store_n(&pt->task_since, 0, __ATOMIC_RELAXED);
             wake_deferred(); /* its recycle may have given another thread work */
             continue;
         }
@@ -175,6 +183,9 @@ static void *thread_main(void *arg)
     /* pt_quit runs under mu, so once we hold mu nobody else is using pt; its
      * record goes to the spare list (a late deferred wake may still post it). */
     tw_lock_acquire(&p->mu);
+    *pt->live_prev = pt->live_next;
+    if (pt->live_next)
+        pt->live_next->live_prev = pt->live_prev;
     pt->next = p->spare;
     p->spare = pt;
     p->threads--;
@@ -202,6 +213,7 @@ static tw_worker *create_thread(void *ctx)
     pt->pool = p;
     __atomic_store_n(&pt->slot, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pt->quit, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pt->task_since, 0, __ATOMIC_RELAXED);
     /* A late wake for the record's previous thread may land on the new one's
      * semaphore: a spurious wake, harmless (the loop re-checks its slot). */
     if ((rc = tw__thread_start(&th, thread_main, pt, p->cfg.stack_size, 1)) != 0) {
@@ -213,6 +225,12 @@ static tw_worker *create_thread(void *ctx)
     }
     __atomic_store_n(&p->refused, 0, __ATOMIC_RELAXED);
     p->threads++;
+    pt->number = ++p->numbered;
+    pt->live_next = p->live;
+    pt->live_prev = &p->live;
+    if (p->live)
+        p->live->live_prev = &pt->live_next;
+    p->live = pt;
     return &pt->base;
 }
 
@@ -517,6 +535,33 @@ int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)
     return 0;
 }
 
+/* [P] Says which threads keep stop waiting, through the diagnostic hook. */
+static void report_stuck(tw_pool *p)
+{
+    char msg[256];
+    int64_t now = tw_now_ns();
+    size_t n = 0, len;
+    pool_thread *pt;
+    len = (size_t)snprintf(msg, sizeof msg, "stop timed out with %zu thread(s) still running:",
+                           p->threads);
+    for (pt = p->live; pt && len < sizeof msg; pt = pt->live_next, n++) {
+        int64_t since = __atomic_load_n(&pt->task_since, __ATOMIC_RELAXED);
+        if (n == 8) {
+            len += (size_t)snprintf(msg + len, sizeof msg - len, " ...");
+            break;
+        }
+        if (since)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, " #%u (in a task for %.3g s)",
+                                    pt->number, (double)(now - since) * 1e-9);
+        else
+            len += (size_t)snprintf(msg + len, sizeof msg - len, " #%u (between tasks)",
+                                    pt->number);
+    }
+    if (!p->live)
+        snprintf(msg + len, sizeof msg - len, " none; a submission is still being dispatched");
+    tw_diag_report(TW_DIAG_WARNING, TW_ETIMEDOUT, "tw_pool_stop", msg);
+}
+
 int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
 {
     tw_deadline d;
@@ -538,6 +583,8 @@ int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
     rc = wait_threads(p, d);
     if (stuck)
         *stuck = p->threads;
+    if (rc == TW_ETIMEDOUT)
+        report_stuck(p);
     if (rc == 0) {
         p->monitor_quit = true;
         tw_cond_notify_all(&p->monitor_cv);
