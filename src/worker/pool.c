@@ -385,6 +385,7 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
     {
         tw__team_hooks h = {pool_full, pool_team_finished, p};
         tw__team_set_hooks(p->team, &h);
+        tw__team_refuse_unrunnable(p->team);
     }
 
     tw_lock_acquire(&p->mu);
@@ -429,9 +430,8 @@ static int refusal(tw_pool *p)
     return rc != 0 ? rc : TW_ENOMEM; /* the thread started; its member record did not */
 }
 
-/* Submits; if the task could only be backlogged because no thread exists or
- * can be started, takes it back and refuses it, so that nothing waits for a
- * thread that will never come.
+/* Submits; a task that no thread exists or can be started for is refused,
+ * so that nothing waits for a thread that will never come.
  *
  * Fast path: while every thread is busy at the limit, the task is pushed on
  * the team's incoming list without taking mu, and a thread finishing a task
@@ -455,14 +455,11 @@ static int submit(tw_pool *p, tw_task *t, bool held)
     rc = held ? tw_team_worker(p->team)->ops->submit(tw_team_worker(p->team), t)
               : tw_team_submit(p->team, t);
     wake_deferred();
-    /* With no member at all, a backlogged task would wait for a thread that
-     * could not be made (thread start or memory failed): take it back. */
-    if (rc != 0 || tw__team_members(p->team) != 0)
-        return rc;
-    tw_lock_acquire(&p->mu);
-    if (tw__team_members(p->team) == 0 && tw__team_retract(p->team, t))
+    /* The dispatch ran right here; if no thread existed or could be made, it
+     * refused the task rather than backlog it for a thread that will never
+     * come (tw__team_refuse_unrunnable). */
+    if (rc == 0 && tw__team_take_refused() == t)
         rc = refusal(p);
-    tw_lock_release(&p->mu);
     return rc;
 }
 

@@ -161,6 +161,7 @@ struct tw_team {
     void *error_ctx;
     tw__team_hooks hooks;
     bool fast;          /* hooks.full set: the incoming list is in use */
+    bool refuse_unrunnable; /* dispatch refuses rather than backlog with no member */
 
     /* Read by every fast submit, written rarely: a line of its own. */
     _Alignas(64) uint32_t quit; /* atomic: tw_team_quit called */
@@ -565,6 +566,21 @@ static void quit_idlers(tw_team *t, size_t n)
 /* The dispatch message: the submitted task's own node. An incoming team
  * first takes in and dispatches what was pushed before (O3), and a task that
  * finds older ones still waiting queues behind them. */
+/* The node a synchronous dispatch refused, for the submitting thread. */
+static __thread tw_task *refused_task __attribute__((tls_model("initial-exec")));
+
+tw_task *tw__team_take_refused(void)
+{
+    tw_task *task = refused_task;
+    refused_task = NULL;
+    return task;
+}
+
+void tw__team_refuse_unrunnable(tw_team *t)
+{
+    t->refuse_unrunnable = true;
+}
+
 static int dispatch_msg(void *arg)
 {
     tw_task *task = arg;
@@ -582,6 +598,14 @@ static int dispatch_msg(void *arg)
         maybe_open(t);
     } else {
         dispatch(t, task);
+    }
+    if (t->refuse_unrunnable && t->n_busy + t->n_idle == 0 && t->backlog.tail == task) {
+        /* No member and none could be made: nobody would ever run it. It is
+         * the node this message just queued, so taking it back is exact. */
+        unlink_task(&t->backlog, task, NULL);
+        set_count(&t->n_backlog, t->backlog.n);
+        restore(task);
+        refused_task = task;
     }
     message_done(t);
     return 0;
@@ -767,15 +791,6 @@ void tw__team_grow_now(tw_team *t, size_t n)
 void tw__team_shrink_now(tw_team *t, size_t n)
 {
     quit_idlers(t, n);
-}
-
-bool tw__team_retract(tw_team *t, tw_task *task)
-{
-    if (!unlink_task(&t->backlog, task, NULL))
-        return false;
-    set_count(&t->n_backlog, t->backlog.n);
-    restore(task);
-    return true;
 }
 
 size_t tw__team_members(tw_team *t)

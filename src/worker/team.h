@@ -24,10 +24,13 @@ size_t tw__team_members(tw_team *t);
 void tw__team_grow_now(tw_team *t, size_t n);
 void tw__team_shrink_now(tw_team *t, size_t n);
 
-/* [C] Takes task back out of the backlog if it is still there (true),
- * restoring the node as submitted. Only a node submitted through the
- * coordinator (tw_team_submit and friends) is looked for. */
-bool tw__team_retract(tw_team *t, tw_task *task);
+/* Makes a synchronous dispatch (the pool's lock-worker coordinator runs it
+ * in the submitting thread) refuse a task instead of backlogging it when the
+ * team has no member and cannot make one: the submitter learns of it through
+ * tw__team_take_refused, which returns the refused node (restored as it was
+ * submitted) or NULL, and clears it. */
+void tw__team_refuse_unrunnable(tw_team *t);
+tw_task *tw__team_take_refused(void);
 
 /* ---- the incoming list (opt-in; the pool uses it) -------------------------
  * A lock-free intrusive stack that submitters push onto without involving
