@@ -332,6 +332,13 @@ static bool config_ok(const tw_pool_config *c)
            c->wedge_timeout == c->wedge_timeout;
 }
 
+/* The reason a thread could not be made (a task refused, a min not reached). */
+static int refusal(tw_pool *p)
+{
+    int rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
+    return rc != 0 ? rc : TW_ENOMEM; /* the thread started; its member record did not */
+}
+
 static void free_pool(tw_pool *p)
 {
     while (p->spare) {
@@ -391,7 +398,7 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
     tw_lock_acquire(&p->mu);
     tw__team_grow_now(p->team, cfg->min);
     if (tw__team_members(p->team) < cfg->min)
-        rc = p->refused ? p->refused : TW_ENOMEM; /* else the member record failed */
+        rc = refusal(p);
     tw_lock_release(&p->mu);
     wake_deferred();
     if (rc == 0 && cfg->wedge_timeout > 0) {
@@ -421,13 +428,6 @@ int tw_pool_set_error_hook(tw_pool *p, tw_error_fn fn, void *ctx)
 tw_worker *tw_pool_worker(tw_pool *p)
 {
     return p ? &p->base : NULL;
-}
-
-/* The reason a task is refused when no thread exists and none can be made. */
-static int refusal(tw_pool *p)
-{
-    int rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
-    return rc != 0 ? rc : TW_ENOMEM; /* the thread started; its member record did not */
 }
 
 /* Submits; a task that no thread exists or can be started for is refused,
@@ -505,11 +505,8 @@ int tw_pool_resize(tw_pool *p, size_t min, size_t max)
     if (members > max + p->extra)
         tw__team_shrink_now(p->team, members - (max + p->extra));
     rc = 0;
-    if (members < min) { /* the limits stand; the missing threads come later */
-        rc = __atomic_load_n(&p->refused, __ATOMIC_RELAXED);
-        if (rc == 0)
-            rc = TW_ENOMEM;
-    }
+    if (members < min) /* the limits stand; the missing threads come later */
+        rc = refusal(p);
     tw_lock_release(&p->mu);
     wake_deferred();
     return rc;
