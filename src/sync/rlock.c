@@ -35,12 +35,14 @@ static void take(tw_rlock *r, uint32_t me)
     r->count = 1;
 }
 
-/* The inline acquire found the lock held by another thread. */
+/* The inline acquire's CAS found the lock held by another thread: straight
+ * to the Lock's slow path, without trying the same CAS again. */
 int tw__rlock_acquire_slow(tw_rlock *r, uint32_t me)
 {
-    tw_lock_acquire(&r->lock);
-    take(r, me);
-    return 0;
+    int rc = tw__lock_acquire_slow(&r->lock, TW_DEADLINE_NEVER);
+    if (rc == 0)
+        take(r, me);
+    return rc;
 }
 
 int tw_rlock_try_acquire(tw_rlock *r)
