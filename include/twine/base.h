@@ -87,6 +87,19 @@ TW_API const char *tw_strerror(int code);
 /* Symbolic name for a code ("TW_ETIMEDOUT"); "TW_E?" outside the table. Never NULL. */
 TW_API const char *tw_err_name(int code);
 
+/* ---- thread identity -----------------------------------------------------
+ * Internal, for the inline paths of later layers (an RLock's owner): a
+ * non-zero id per thread, unique among all threads the process has had
+ * (until 2^32 - 1 have asked), one thread-local load after the first call. */
+TW_API extern _Thread_local uint32_t tw__my_id;
+TW_API uint32_t tw__thread_id_slow(void);
+
+static inline uint32_t tw__self(void)
+{
+    uint32_t id = tw__my_id;
+    return __builtin_expect(id != 0, 1) ? id : tw__thread_id_slow();
+}
+
 /* ---- monotonic time and deadlines ---------------------------------------- */
 
 /* Absolute time on the monotonic clock, in nanoseconds. */

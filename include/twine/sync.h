@@ -133,16 +133,7 @@ typedef struct tw_rlock {
 
 #define TW_RLOCK_INIT {TW_LOCK_INIT, 0, 0}
 
-/* The calling thread's twine id (0 until first needed), for the inline paths. */
-TW_API extern _Thread_local uint32_t tw__my_id;
-TW_API uint32_t tw__thread_id_slow(void);
 TW_API int tw__rlock_acquire_slow(tw_rlock *r, uint32_t me);
-
-static inline uint32_t tw__self(void)
-{
-    uint32_t id = tw__my_id;
-    return __builtin_expect(id != 0, 1) ? id : tw__thread_id_slow();
-}
 
 TW_API void tw_rlock_init(tw_rlock *r);
 

@@ -5,11 +5,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <twine/sync.h>
+#include <twine/base.h>
 
-/* A non-zero id for the calling thread, unique among all threads the process
- * has had (until 2^32 - 1 threads have asked): tw__self in twine/sync.h, one
- * thread-local load after the first call. */
+/* A non-zero id for the calling thread: tw__self in twine/base.h. */
 static inline uint32_t tw__thread_id(void)
 {
     return tw__self();

@@ -2,7 +2,7 @@
 #include "platform/wait.h"
 
 static uint32_t next_id;
-/* Exported for the inline paths in twine/sync.h. Code in this library reads
+/* Exported for the inline paths (tw__self in twine/base.h). Code in this library reads
  * it with the initial-exec model (no __tls_get_addr call). */
 _Thread_local uint32_t tw__my_id __attribute__((tls_model("initial-exec")));
 
