@@ -8,7 +8,8 @@
  *
  * Each layer also has its own header under twine/, usable alone:
  * twine/base.h (errors, time, allocator, diagnostics), twine/sync.h (blocking
- * primitives for threads) and twine/worker.h (workers, team, pool, Queue).
+ * primitives for threads), twine/worker.h (workers, team, pool, Queue) and
+ * twine/deferred.h (Deferreds, failures, clocks, DeferredLock/Semaphore/Queue).
  */
 #ifndef TWINE_H
 #define TWINE_H
@@ -16,5 +17,6 @@
 #include "twine/base.h"
 #include "twine/sync.h"
 #include "twine/worker.h"
+#include "twine/deferred.h"
 
 #endif /* TWINE_H */

@@ -83,6 +83,7 @@ static void test_error_values_stable(void **state)
     assert_int_equal(TW_EFULL, -15);
     assert_int_equal(TW_ENOTSUP, -16);
     assert_int_equal(TW_ESYS, -17);
+    assert_int_equal(TW_EABANDONED, -18);
     assert_string_equal(tw_err_name(TW_ETIMEDOUT), "TW_ETIMEDOUT");
     assert_string_equal(tw_strerror(TW_ETIMEDOUT), "timed out");
     assert_string_equal(tw_err_name(TW_OK), "TW_OK");
@@ -91,7 +92,7 @@ static void test_error_values_stable(void **state)
 
 static void test_error_unknown_codes(void **state)
 {
-    static const int unknown[] = {1, 2, 17, 100, -18, -19, -100, -1000, INT_MAX, INT_MIN,
+    static const int unknown[] = {1, 2, 17, 100, -19, -20, -100, -1000, INT_MAX, INT_MIN,
                                   INT_MIN + 1};
     (void)state;
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {

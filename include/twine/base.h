@@ -74,7 +74,8 @@ TW_API int tw_version_number(void);
     X(TW_EEMPTY, -14, "empty")                                                          \
     X(TW_EFULL, -15, "full")                                                            \
     X(TW_ENOTSUP, -16, "not supported")                                                 \
-    X(TW_ESYS, -17, "system resource unavailable")
+    X(TW_ESYS, -17, "system resource unavailable")                                      \
+    X(TW_EABANDONED, -18, "abandoned: released before it produced a result")
 
 enum tw_error {
 #define TW__ERROR_ENUM(name, value, msg) name = value,
@@ -137,7 +138,10 @@ typedef struct tw_allocator {
 /* Installs a copy of *a (NULL restores malloc/realloc/free). TW_EINVAL if a
  * function is missing; TW_EBUSY while blocks from the current one are live. */
 TW_API int tw_set_allocator(const tw_allocator *a);
-/* Number of blocks currently allocated through twine's allocator. */
+/* Number of blocks currently allocated through twine's allocator. twine keeps
+ * a few freed Deferreds per thread for reuse; the calling thread's are given
+ * back to the allocator first (tw_set_allocator does the same), so on a
+ * single thread the count is exact. */
 TW_API size_t tw_allocator_live(void);
 
 /* ---- diagnostics ----------------------------------------------------------
@@ -146,7 +150,8 @@ TW_API size_t tw_allocator_live(void);
  * the reporting thread may hold. */
 enum tw_diag_kind {
     TW_DIAG_MISUSE = 1, /* an API was used against its contract */
-    TW_DIAG_WARNING = 2 /* something looks wrong (a probable deadlock, a wedge) */
+    TW_DIAG_WARNING = 2, /* something looks wrong (a probable deadlock, a wedge) */
+    TW_DIAG_UNHANDLED = 3 /* a failure nobody handled (a Deferred freed with it) */
 };
 
 typedef struct tw_diag {

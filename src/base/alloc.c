@@ -39,6 +39,7 @@ int tw_set_allocator(const tw_allocator *a)
 {
     if (a && (!a->alloc || !a->realloc || !a->free))
         return TW_EINVAL;
+    tw__caches_flush();
     if (__atomic_load_n(&live, __ATOMIC_ACQUIRE) != 0)
         return TW_EBUSY;
     current = a ? *a : libc;
@@ -47,6 +48,7 @@ int tw_set_allocator(const tw_allocator *a)
 
 size_t tw_allocator_live(void)
 {
+    tw__caches_flush();
     return __atomic_load_n(&live, __ATOMIC_RELAXED);
 }
 

@@ -12,6 +12,22 @@ void *tw__zalloc(size_t size);
 void *tw__realloc(void *ptr, size_t old_size, size_t new_size);
 void tw__free(void *ptr, size_t size);
 
+/* A per-thread cache of blocks of one size (block_cache.c). Each cache
+ * names its own slot below TW__CACHE_SLOTS. */
+#define TW__CACHE_SLOTS 2
+typedef struct tw__block_cache {
+    size_t size;  /* >= sizeof(void *) */
+    uint32_t max; /* blocks kept per thread */
+    int slot;
+} tw__block_cache;
+#define TW__CACHE_SLOT_DEFERRED 0
+
+void *tw__cache_alloc(const tw__block_cache *c);
+void *tw__cache_alloc_slow(const tw__block_cache *c);
+void tw__cache_free(const tw__block_cache *c, void *p);
+/* Gives the calling thread's cached blocks back to the allocator. */
+void tw__caches_flush(void);
+
 #define TW__NEW(type) ((type *)tw__zalloc(sizeof(type)))
 #define TW__DELETE(p) tw__free((p), sizeof *(p))
 

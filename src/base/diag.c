@@ -20,7 +20,9 @@ static void default_hook(void *ctx, const tw_diag *d)
 {
     (void)ctx;
     fprintf(stderr, "twine: %s: %s in %s: %s\n",
-            d->kind == TW_DIAG_MISUSE ? "misuse" : "warning", tw_err_name(d->code),
+            d->kind == TW_DIAG_MISUSE      ? "misuse"
+            : d->kind == TW_DIAG_UNHANDLED ? "unhandled failure"
+                                           : "warning", tw_err_name(d->code),
             d->function ? d->function : "?", d->message ? d->message : "");
 }
 

@@ -2,7 +2,7 @@
  * TW_ERROR_TABLE in twine/base.h. */
 #include <twine/base.h>
 
-#define TW__ERROR_COUNT 18 /* codes 0 .. -17 */
+#define TW__ERROR_COUNT 19 /* codes 0 .. -18 */
 
 static const char *const messages[TW__ERROR_COUNT] = {
 #define TW__MSG(name, value, msg) [-(value)] = msg,

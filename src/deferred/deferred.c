@@ -1,0 +1,584 @@
+/* The Deferred: callback chain, firing, pause, chaining, cancel, lifetime.
+ *
+ * The run loop. A chain is run by tw__deferred_run, never by recursion: the
+ * Deferreds being processed form an explicit stack linked through
+ * stack_next, each marked F_ON_STACK and holding one reference for the loop.
+ * When a chain hands its result to a Deferred that was waiting on it (an
+ * E_CHAIN entry), the waiter is pushed and processed next; if the handing
+ * Deferred has nothing left, it is popped first, so a nest of 10^5 chained
+ * Deferreds unwinds with a stack of depth one. A call that would run a chain
+ * already on some loop's stack returns at once: that loop runs the new
+ * entries when control gets back to it (Twisted's _runningCallbacks).
+ *
+ * Invariants:
+ *  - F_WAITING implies F_CALLED, result is the Deferred waited on (not
+ *    owned), and that Deferred's chain holds an E_CHAIN entry with a
+ *    reference to this one. So a waiting Deferred is never freed, and the one
+ *    it waits on lives at least until the hand-off.
+ *  - A Deferred whose reference count reaches zero before it fired, or with
+ *    entries it can no longer run (paused), is fired with TW_EABANDONED
+ *    first (abandon()), so waiting callbacks and Deferreds learn of it.
+ *  - While a callback runs, result is none: the callback owns the result.
+ *
+ * Single-threaded: no atomics. Builds with TW_DEBUG check the thread. */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "deferred/deferred.h"
+
+static void destroy(tw_deferred *d);
+
+/* Deferreds are made and freed at a high rate on one thread: a few freed
+ * ones are kept per thread for reuse. */
+static const tw__block_cache cache = {sizeof(tw_deferred), 32, TW__CACHE_SLOT_DEFERRED};
+static void abandon(tw_deferred *d);
+
+#ifdef TW_DEBUG
+void tw__deferred_wrong_thread(const tw_deferred *d, const char *function)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "Deferred created at %s:%d on thread %u used from thread %u; Deferreds belong "
+             "to the thread that made them (hand work over with call_from_thread)",
+             d->file ? d->file : "?", d->line, (unsigned)d->thread, (unsigned)tw__self());
+    tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, function, msg);
+}
+#endif
+
+/* ---- creation and storage ----------------------------------------------- */
+
+int tw__deferred_new(tw_deferred **out, tw_canceller_fn canceller, void *arg, const char *file,
+                     int line)
+{
+    /* The inline entries are left uninitialised: only [head, head+count) is read. */
+    tw_deferred *d = tw__cache_alloc(&cache);
+    if (!d)
+        return TW_ENOMEM;
+    d->result = tw_result_none();
+    d->ent = d->inline_ent;
+    d->head = d->count = 0;
+    d->cap = TW__INLINE_ENTRIES;
+    d->refs = 1;
+    d->flags = 0;
+    d->paused = 0;
+    d->stack_next = NULL;
+    d->canceller = canceller;
+    d->canceller_arg = arg;
+    d->wprev = d->wnext = NULL;
+    d->file = file;
+    d->line = line;
+#ifdef TW_DEBUG
+    d->thread = tw__self();
+#endif
+    *out = d;
+    return 0;
+}
+
+int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                          const char *file, int line)
+{
+    if (!out)
+        return TW_EINVAL;
+    return tw__deferred_new(out, canceller, arg, file, line);
+}
+
+#undef tw_deferred_create
+int tw_deferred_create(tw_deferred **out, tw_canceller_fn canceller, void *arg)
+{
+    return tw_deferred_create_at(out, canceller, arg, NULL, 0);
+}
+
+int tw__deferred_reserve(tw_deferred *d, uint32_t n)
+{
+    if (d->head + d->count + n <= d->cap)
+        return 0;
+    if (d->count + n <= d->cap) { /* room at the front: entries already run */
+        memmove(d->ent, d->ent + d->head, d->count * sizeof *d->ent);
+        d->head = 0;
+        return 0;
+    }
+    if (d->count + (uint64_t)n > UINT32_MAX / 2)
+        return TW_ENOMEM;
+    uint32_t cap = d->cap * 2;
+    while (cap < d->count + n)
+        cap *= 2;
+    struct tw__entry *e = tw__alloc((size_t)cap * sizeof *e);
+    if (!e)
+        return TW_ENOMEM;
+    memcpy(e, d->ent + d->head, d->count * sizeof *e);
+    if (d->flags & F_HEAP_ENTRIES)
+        tw__free(d->ent, (size_t)d->cap * sizeof *d->ent);
+    d->ent = e;
+    d->cap = cap;
+    d->head = 0;
+    d->flags |= F_HEAP_ENTRIES;
+    return 0;
+}
+
+void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind)
+{
+    struct tw__entry *e = &d->ent[d->head + d->count++];
+    e->fn = fn;
+    e->arg = arg;
+    e->kind = kind;
+}
+
+/* ---- the run loop ---------------------------------------------------------- */
+
+static inline bool ready(const tw_deferred *d)
+{
+    return tw__deferred_ready(d);
+}
+
+/* Pops cur (the top of a loop's stack) and returns the new top. */
+static tw_deferred *pop(tw_deferred *cur)
+{
+    tw_deferred *next = cur->stack_next;
+    cur->flags &= ~F_ON_STACK;
+    tw_deferred_unref(cur);
+    return next;
+}
+
+/* A callback of cur returned a Deferred (r, whose reference it hands over).
+ * Either takes its result at once or makes cur wait on it. */
+static void settle(tw_deferred *cur, tw_result r)
+{
+    tw_deferred *d = r.ptr;
+    if (d == cur) {
+        tw_deferred_unref(d); /* the loop's own reference keeps cur alive */
+        cur->result = tw_result_fail(TW_EINVAL, "a callback returned the Deferred it is "
+                                                "attached to, which would wait on itself forever");
+        return;
+    }
+    if (ready(d) && !(d->flags & F_ON_STACK)) {
+        /* Fired, not paused, chain done: take the result (d then holds none,
+         * so a failure taken here is not reported again when d is freed). */
+        cur->result = d->result;
+        d->result = tw_result_none();
+        tw_deferred_unref(d);
+        return;
+    }
+    if (tw__deferred_reserve(d, 1) != 0) {
+        tw_deferred_unref(d);
+        cur->result = tw_result_fail(TW_ENOMEM, "no memory to wait on a chained Deferred");
+        return;
+    }
+    cur->refs++; /* for the E_CHAIN entry */
+    tw__deferred_push(d, NULL, cur, E_CHAIN | E_BOTH);
+    cur->flags |= F_WAITING;
+    cur->result = r; /* weak from here: the reference is given back below */
+    /* If that was the last reference, d is abandoned now and its E_CHAIN
+     * entry hands TW_EABANDONED back to cur (on our stack, so not pushed). */
+    tw_deferred_unref(d);
+}
+
+void tw__deferred_run(tw_deferred *d)
+{
+    if ((d->flags & F_ON_STACK) || !ready(d) || d->count == 0)
+        return;
+    d->refs++;
+    d->flags |= F_ON_STACK;
+    d->stack_next = NULL;
+    tw_deferred *top = d;
+    while (top) {
+        tw_deferred *cur = top;
+        if (!ready(cur) || cur->count == 0) {
+            top = pop(cur);
+            continue;
+        }
+        struct tw__entry e = cur->ent[cur->head++];
+        cur->count--;
+        bool failed = tw_result_is_failure(cur->result);
+        if (e.kind & E_PAIR) {
+            struct tw__entry eb = cur->ent[cur->head++];
+            cur->count--;
+            if (failed)
+                e = eb;
+        } else if (!(e.kind & (failed ? E_FAILURE : E_VALUE))) {
+            continue; /* the other side: the result passes through */
+        }
+        if (cur->count == 0)
+            cur->head = 0;
+
+        if (e.kind & E_CHAIN) {
+            /* Hand the result to the Deferred waiting on cur; the entry's
+             * reference to it passes to this loop (or is dropped). */
+            tw_deferred *w = e.arg;
+            w->result = cur->result;
+            cur->result = tw_result_none();
+            w->flags &= ~F_WAITING;
+            if (cur->count == 0)
+                top = pop(cur); /* done: keep the stack shallow */
+            if (!(w->flags & F_ON_STACK) && ready(w)) {
+                w->flags |= F_ON_STACK;
+                w->stack_next = top;
+                top = w;
+            } else {
+                tw_deferred_unref(w);
+            }
+            continue;
+        }
+
+        tw_result in = cur->result, out;
+        cur->result = tw_result_none();
+        if (e.kind & E_RUN)
+            out = tw__prim_run(in, (tw_result_fn)e.fn, e.arg);
+        else
+            out = ((tw_callback_fn)e.fn)(in, e.arg);
+        if (tw_result_is_deferred(out))
+            settle(cur, out);
+        else
+            cur->result = out;
+    }
+}
+
+/* ---- firing ------------------------------------------------------------------ */
+
+int tw__deferred_fire(tw_deferred *d, tw_result r)
+{
+    if (tw_result_is_deferred(r)) {
+        tw_result_drop(r);
+        return TW_EINVAL;
+    }
+    if (d->flags & F_CALLED) {
+        tw_result_drop(r);
+        if (d->flags & F_SUPPRESS) {
+            d->flags &= ~F_SUPPRESS;
+            return 0;
+        }
+        return TW_EALREADY;
+    }
+    d->flags |= F_CALLED;
+    d->result = r;
+    tw__deferred_run(d);
+    return 0;
+}
+
+int tw_deferred_callback(tw_deferred *d, tw_result r)
+{
+    if (!d) {
+        tw_result_drop(r);
+        return TW_EINVAL;
+    }
+    TW__CHECK_THREAD(d, "tw_deferred_callback");
+    return tw__deferred_fire(d, r);
+}
+
+int tw_deferred_errback(tw_deferred *d, tw_failure *f)
+{
+    if (!f) {
+        if (d)
+            TW__CHECK_THREAD(d, "tw_deferred_errback");
+        return TW_EINVAL;
+    }
+    if (!d) {
+        tw_failure_unref(f);
+        return TW_EINVAL;
+    }
+    TW__CHECK_THREAD(d, "tw_deferred_errback");
+    return tw__deferred_fire(d, tw_result_failure(f));
+}
+
+int tw_deferred_succeed(tw_deferred **out, void *ptr, tw_drop_fn drop)
+{
+    tw_result r = tw_result_value(ptr, drop);
+    if (!out) {
+        tw_result_drop(r);
+        return TW_EINVAL;
+    }
+    int rc = tw__deferred_new(out, NULL, NULL, NULL, 0);
+    if (rc) {
+        tw_result_drop(r);
+        return rc;
+    }
+    (*out)->flags |= F_CALLED;
+    (*out)->result = r;
+    return 0;
+}
+
+int tw_deferred_fail(tw_deferred **out, tw_failure *f)
+{
+    if (!out || !f) {
+        tw_failure_unref(f);
+        return TW_EINVAL;
+    }
+    int rc = tw__deferred_new(out, NULL, NULL, NULL, 0);
+    if (rc) {
+        tw_failure_unref(f);
+        return rc;
+    }
+    (*out)->flags |= F_CALLED;
+    (*out)->result = tw_result_failure(f);
+    return 0;
+}
+
+int tw_maybe_deferred(tw_result_fn fn, void *arg, tw_deferred **out)
+{
+    if (!fn || !out)
+        return TW_EINVAL;
+    tw_result r = fn(arg);
+    if (tw_result_is_deferred(r)) {
+        *out = r.ptr;
+        return 0;
+    }
+    int rc = tw__deferred_new(out, NULL, NULL, NULL, 0);
+    if (rc) {
+        tw_result_drop(r);
+        return rc;
+    }
+    (*out)->flags |= F_CALLED;
+    (*out)->result = r;
+    return 0;
+}
+
+/* ---- callbacks --------------------------------------------------------------- */
+
+int tw_deferred_add_callbacks(tw_deferred *d, tw_callback_fn callback, void *cb_arg,
+                              tw_callback_fn errback, void *eb_arg)
+{
+    if (!d || (!callback && !errback))
+        return TW_EINVAL;
+    TW__CHECK_THREAD(d, "tw_deferred_add_callbacks");
+    if (callback && errback && (callback != errback || cb_arg != eb_arg)) {
+        if (tw__deferred_reserve(d, 2))
+            return TW_ENOMEM;
+        tw__deferred_push(d, (tw__fnptr)callback, cb_arg, E_PAIR | E_VALUE);
+        tw__deferred_push(d, (tw__fnptr)errback, eb_arg, E_FAILURE);
+    } else {
+        if (tw__deferred_reserve(d, 1))
+            return TW_ENOMEM;
+        uint32_t kind = callback && errback ? E_BOTH : callback ? E_VALUE : E_FAILURE;
+        tw__deferred_push(d, (tw__fnptr)(callback ? callback : errback),
+                          callback ? cb_arg : eb_arg, kind);
+    }
+    tw__deferred_run(d);
+    return 0;
+}
+
+/* A callback added to a Deferred whose chain has run to its end runs at
+ * once, without the loop's set-up; what it leaves behind (entries it added,
+ * a Deferred it returned) goes through the loop as usual. */
+static void run_one(tw_deferred *d, tw_callback_fn fn, void *arg)
+{
+    d->refs++;
+    d->flags |= F_ON_STACK;
+    tw_result in = d->result;
+    d->result = tw_result_none();
+    tw_result out = fn(in, arg);
+    if (tw_result_is_deferred(out))
+        settle(d, out);
+    else
+        d->result = out;
+    d->flags &= ~F_ON_STACK;
+    tw__deferred_run(d);
+    tw_deferred_unref(d);
+}
+
+static int add_one(tw_deferred *d, tw_callback_fn fn, void *arg, uint32_t kind,
+                   const char *function)
+{
+    if (!d || !fn)
+        return TW_EINVAL;
+    TW__CHECK_THREAD(d, function);
+    (void)function;
+    if (!(d->flags & F_CALLED)) { /* the common case: building the chain */
+        if (d->head + d->count >= d->cap && tw__deferred_reserve(d, 1))
+            return TW_ENOMEM;
+        tw__deferred_push(d, (tw__fnptr)fn, arg, kind);
+        return 0;
+    }
+    if (ready(d) && d->count == 0 && !(d->flags & F_ON_STACK)) {
+        bool failed = tw_result_is_failure(d->result);
+        if (kind & (failed ? E_FAILURE : E_VALUE))
+            run_one(d, fn, arg);
+        return 0; /* the other side: it would pass the result through */
+    }
+    if (d->head + d->count >= d->cap && tw__deferred_reserve(d, 1))
+        return TW_ENOMEM;
+    tw__deferred_push(d, (tw__fnptr)fn, arg, kind);
+    tw__deferred_run(d);
+    return 0;
+}
+
+int tw_deferred_add_callback(tw_deferred *d, tw_callback_fn fn, void *arg)
+{
+    return add_one(d, fn, arg, E_VALUE, "tw_deferred_add_callback");
+}
+
+int tw_deferred_add_errback(tw_deferred *d, tw_callback_fn fn, void *arg)
+{
+    return add_one(d, fn, arg, E_FAILURE, "tw_deferred_add_errback");
+}
+
+int tw_deferred_add_both(tw_deferred *d, tw_callback_fn fn, void *arg)
+{
+    return add_one(d, fn, arg, E_BOTH, "tw_deferred_add_both");
+}
+
+/* ---- pause, cancel ----------------------------------------------------------- */
+
+int tw_deferred_pause(tw_deferred *d)
+{
+    if (!d)
+        return TW_EINVAL;
+    TW__CHECK_THREAD(d, "tw_deferred_pause");
+    if (d->paused == UINT32_MAX)
+        return TW_EOVERFLOW;
+    d->paused++;
+    return 0;
+}
+
+int tw_deferred_unpause(tw_deferred *d)
+{
+    if (!d)
+        return TW_EINVAL;
+    TW__CHECK_THREAD(d, "tw_deferred_unpause");
+    if (d->paused == 0)
+        return TW_EPERM;
+    if (--d->paused == 0)
+        tw__deferred_run(d);
+    return 0;
+}
+
+int tw_deferred_cancel(tw_deferred *d)
+{
+    if (!d)
+        return TW_EINVAL;
+    TW__CHECK_THREAD(d, "tw_deferred_cancel");
+    /* Fired but waiting: the result will come from the innermost Deferred
+     * of the chain, so that is the one to cancel (iteratively). */
+    while ((d->flags & F_WAITING))
+        d = d->result.ptr;
+    if (d->flags & F_CALLED)
+        return 0;
+    d->refs++; /* the canceller may drop the last other reference */
+    if (d->canceller) {
+        if (!(d->flags & F_CANCELLER_RAN)) {
+            d->flags |= F_CANCELLER_RAN;
+            d->canceller(d, d->canceller_arg);
+        }
+    } else {
+        d->flags |= F_SUPPRESS;
+    }
+    if (!(d->flags & F_CALLED))
+        tw__deferred_fire(d, tw_result_fail(TW_ECANCELED, "Deferred was cancelled"));
+    tw_deferred_unref(d);
+    return 0;
+}
+
+/* ---- lifetime ------------------------------------------------------------------ */
+
+tw_deferred *tw_deferred_ref(tw_deferred *d)
+{
+    if (d) {
+        TW__CHECK_THREAD(d, "tw_deferred_ref");
+        d->refs++;
+    }
+    return d;
+}
+
+void tw_deferred_unref(tw_deferred *d)
+{
+    if (!d)
+        return;
+    TW__CHECK_THREAD(d, "tw_deferred_unref");
+    if (--d->refs != 0)
+        return;
+    if (d->count != 0 && !(d->flags & F_ABANDONED))
+        abandon(d);
+    else
+        destroy(d);
+}
+
+/* No reference is left, yet entries wait: d never fired, or it was left
+ * paused. Nobody can fire or unpause it any more, so it fires (or its result
+ * is replaced) with TW_EABANDONED and the chain runs, then d is freed. */
+static void abandon(tw_deferred *d)
+{
+    char where[160];
+    if (d->file)
+        snprintf(where, sizeof where, " (created at %s:%d)", d->file, d->line);
+    else
+        where[0] = '\0';
+    d->refs = 1;
+    d->flags |= F_ABANDONED;
+    if (!(d->flags & F_CALLED)) {
+        d->flags |= F_CALLED;
+        d->result = tw_result_fail(TW_EABANDONED, "Deferred released before it fired%s", where);
+    } else {
+        /* Called with entries left and no reference: only a user pause can
+         * hold it (a waiting Deferred is referenced by its chain). */
+        char msg[256];
+        snprintf(msg, sizeof msg, "Deferred%s released while paused; its remaining callbacks "
+                 "run with TW_EABANDONED", where);
+        tw_diag_report(TW_DIAG_MISUSE, TW_EABANDONED, "tw_deferred_unref", msg);
+        d->paused = 0;
+        tw_result_drop(d->result);
+        d->result = tw_result_fail(TW_EABANDONED, "Deferred released while paused%s", where);
+    }
+    tw__deferred_run(d);
+    tw_deferred_unref(d);
+}
+
+static void report_unhandled(const tw_deferred *d)
+{
+    char text[384], msg[512];
+    tw_failure_format(d->result.ptr, text, sizeof text);
+    if (d->file)
+        snprintf(msg, sizeof msg, "Deferred created at %s:%d ended with %s", d->file, d->line,
+                 text);
+    else
+        snprintf(msg, sizeof msg, "Deferred ended with %s", text);
+    tw_diag_report(TW_DIAG_UNHANDLED, tw_failure_code(d->result.ptr), "tw_deferred_unref", msg);
+}
+
+static void destroy(tw_deferred *d)
+{
+    if (tw_result_is_failure(d->result))
+        report_unhandled(d);
+    tw_result_drop(d->result);
+    /* Entries are left only after a second abandonment (a callback paused d
+     * again). Their callbacks are dropped; a Deferred waiting on d is not
+     * left waiting on freed memory: it resumes with TW_EABANDONED. */
+    for (uint32_t i = 0; i < d->count; i++) {
+        struct tw__entry *e = &d->ent[d->head + i];
+        if (e->kind & E_CHAIN) {
+            tw_deferred *w = e->arg;
+            w->result = tw_result_fail(TW_EABANDONED, "the Deferred this one waited on was "
+                                                      "released while paused");
+            w->flags &= ~F_WAITING;
+            tw__deferred_run(w);
+            tw_deferred_unref(w);
+        }
+    }
+    if (d->flags & F_HEAP_ENTRIES)
+        tw__free(d->ent, (size_t)d->cap * sizeof *d->ent);
+    tw__cache_free(&cache, d);
+}
+
+/* ---- inspection -------------------------------------------------------------- */
+
+bool tw_deferred_called(const tw_deferred *d)
+{
+    return d && (d->flags & F_CALLED);
+}
+
+unsigned tw_deferred_paused(const tw_deferred *d)
+{
+    return d ? d->paused : 0;
+}
+
+tw_deferred *tw_deferred_waiting_on(const tw_deferred *d)
+{
+    return d && (d->flags & F_WAITING) ? d->result.ptr : NULL;
+}
+
+bool tw_deferred_peek(const tw_deferred *d, tw_result *out)
+{
+    if (!d || (d->flags & (F_CALLED | F_WAITING)) != F_CALLED)
+        return false;
+    if (out)
+        *out = d->result;
+    return true;
+}

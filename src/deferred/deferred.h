@@ -1,0 +1,145 @@
+/* Internal: the Deferred's layout and the hooks the deferred layer's modules
+ * share (failure.c, deferred.c, timeout.c, list.c, prim.c, dqueue.c).
+ *
+ * Everything here is single-threaded: a Deferred and whatever holds one are
+ * used by one thread (builds with TW_DEBUG report other threads' calls). */
+#ifndef TW_DEFERRED_INTERNAL_H
+#define TW_DEFERRED_INTERNAL_H
+
+#include <twine/deferred.h>
+
+/* ---- callback entries -----------------------------------------------------
+ * The chain is a FIFO array of entries, ent[head .. head+count). A pair added
+ * with tw_deferred_add_callbacks takes two entries: the callback half (E_PAIR)
+ * and the errback half right after it; exactly one of the two runs. */
+enum {
+    E_VALUE = 1u,   /* runs when the current result is not a failure */
+    E_FAILURE = 2u, /* runs when it is */
+    E_BOTH = 3u,
+    E_PAIR = 4u,  /* this entry and the next form one pair */
+    E_CHAIN = 8u, /* continuation: hands the result to the Deferred in arg (holds a reference) */
+    E_RUN = 16u   /* DeferredLock/Semaphore run: fn is a tw_result_fn, the value is the primitive */
+};
+
+typedef void (*tw__fnptr)(void);
+
+struct tw__entry {
+    tw__fnptr fn;
+    void *arg;
+    uint32_t kind;
+};
+
+/* Entries stored inside the Deferred; longer chains move to a heap array. */
+#define TW__INLINE_ENTRIES 12
+
+/* flags */
+enum {
+    F_CALLED = 1u,        /* has a result (fired) */
+    F_WAITING = 2u,       /* result is a Deferred this one waits on (weak pointer; its
+                             E_CHAIN entry holds a reference to this one) */
+    F_ON_STACK = 4u,      /* on a run loop's stack: that loop will run what is added */
+    F_SUPPRESS = 8u,      /* cancelled without canceller: swallow one late result */
+    F_CANCELLER_RAN = 16u,
+    F_HEAP_ENTRIES = 32u, /* ent points to a heap array of cap entries */
+    F_ABANDONED = 64u     /* already fired with TW_EABANDONED once */
+};
+
+struct tw_deferred {
+    tw_result result;    /* meaningful once F_CALLED; none while a callback holds it */
+    struct tw__entry *ent;
+    uint32_t head, count, cap;
+    uint32_t refs;
+    uint32_t flags;
+    uint32_t paused;           /* user pauses only; waiting on a chain is F_WAITING */
+    tw_deferred *stack_next;   /* run-loop stack link, while F_ON_STACK */
+    tw_canceller_fn canceller;
+    void *canceller_arg;
+    tw_deferred *wprev, *wnext; /* waiter list of a DeferredLock/Semaphore/Queue */
+    const char *file;           /* creation site (may be NULL) */
+    int line;
+#ifdef TW_DEBUG
+    uint32_t thread; /* tw__self() of the creator */
+#endif
+    struct tw__entry inline_ent[TW__INLINE_ENTRIES];
+};
+
+/* Fired, not paused, not waiting: its chain can run. */
+static inline bool tw__deferred_ready(const tw_deferred *d)
+{
+    return (d->flags & (F_CALLED | F_WAITING)) == F_CALLED && d->paused == 0;
+}
+
+/* Creates with one reference (the creation site may be NULL). */
+int tw__deferred_new(tw_deferred **out, tw_canceller_fn canceller, void *arg, const char *file,
+                     int line);
+/* Makes room for n more entries; TW_ENOMEM leaves d unchanged. */
+int tw__deferred_reserve(tw_deferred *d, uint32_t n);
+/* Appends an entry; room must have been reserved. Does not run the chain. */
+void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind);
+/* Runs d's chain if it can run (fired, not paused, not waiting, not already
+ * being run by a loop further up the stack). */
+void tw__deferred_run(tw_deferred *d);
+/* Fires without the thread check: the internal paths of lock, queue and list. */
+int tw__deferred_fire(tw_deferred *d, tw_result r);
+
+#ifdef TW_DEBUG
+void tw__deferred_wrong_thread(const tw_deferred *d, const char *function);
+#define TW__CHECK_THREAD(d, fn)                                                        \
+    do {                                                                               \
+        if ((d)->thread != tw__self())                                                 \
+            tw__deferred_wrong_thread((d), (fn));                                      \
+    } while (0)
+#else
+#define TW__CHECK_THREAD(d, fn) ((void)0)
+#endif
+
+/* failure.c: a failure made by a list carries the failing input's index.
+ * Only on a failure nobody else holds yet. */
+void tw__failure_set_index(tw_failure *f, size_t index);
+
+/* prim.c: the E_RUN entry. r is the granted value (the primitive). */
+tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg);
+
+/* ---- waiter lists (prim.c, dqueue.c) -------------------------------------
+ * Intrusive FIFO through wprev/wnext; the list holds one reference to each
+ * Deferred on it. */
+typedef struct tw__wlist {
+    tw_deferred **head, **tail;
+    size_t *count;
+} tw__wlist;
+
+static inline void tw__wlist_push(tw__wlist l, tw_deferred *d)
+{
+    d->wnext = NULL;
+    d->wprev = *l.tail;
+    if (*l.tail)
+        (*l.tail)->wnext = d;
+    else
+        *l.head = d;
+    *l.tail = d;
+    ++*l.count;
+}
+
+static inline void tw__wlist_unlink(tw__wlist l, tw_deferred *d)
+{
+    if (d->wprev)
+        d->wprev->wnext = d->wnext;
+    else
+        *l.head = d->wnext;
+    if (d->wnext)
+        d->wnext->wprev = d->wprev;
+    else
+        *l.tail = d->wprev;
+    d->wprev = d->wnext = NULL;
+    --*l.count;
+}
+
+static inline tw_deferred *tw__wlist_pop(tw__wlist l)
+{
+    tw_deferred *d = *l.head;
+    if (d)
+        tw__wlist_unlink(l, d);
+    return d;
+}
+
+#endif

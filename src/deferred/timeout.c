@@ -1,0 +1,95 @@
+/* tw_deferred_add_timeout: a clock call that cancels the Deferred, and an
+ * entry on its chain that converts the result and cancels the call.
+ *
+ * The context has two owners, the clock call (until it runs or is cancelled)
+ * and the chain entry (until it runs); `owners` counts them. The clock call
+ * also holds a reference to the Deferred, so the timeout can always fire it.
+ * Whichever comes first decides: the call marks the context timed out and
+ * cancels; the entry, arriving first, cancels the call. */
+#include <math.h>
+
+#include "base/alloc.h"
+#include "deferred/deferred.h"
+
+typedef struct timeout_ctx {
+    tw_deferred *d;
+    tw_clock *clock;
+    tw_clock_call *call; /* NULL once it ran or was cancelled */
+    tw_timeout_fn on_timeout;
+    void *arg;
+    double seconds;
+    int owners;
+    bool timed_out;
+} timeout_ctx;
+
+static void put(timeout_ctx *c)
+{
+    if (--c->owners == 0)
+        TW__DELETE(c);
+}
+
+static void on_timer(void *arg)
+{
+    timeout_ctx *c = arg;
+    tw_deferred *d = c->d;
+    c->call = NULL;
+    c->timed_out = true;
+    tw_deferred_cancel(d);
+    tw_deferred_unref(d); /* the call's reference */
+    put(c);
+}
+
+static tw_result default_on_timeout(tw_result r, double seconds, void *arg)
+{
+    (void)arg;
+    tw_failure *f = tw_result_as_failure(r);
+    if (!tw_failure_check(f, TW_ECANCELED))
+        return r;
+    return tw_result_failure(
+        tw_failure_wrap(f, TW_ETIMEDOUT, "Deferred timed out after %g seconds", seconds));
+}
+
+static tw_result on_result(tw_result r, void *arg)
+{
+    timeout_ctx *c = arg;
+    if (c->call) { /* first: the timeout will not happen */
+        tw_clock_cancel(c->clock, c->call);
+        c->call = NULL;
+        tw_deferred_unref(c->d); /* the call's reference; the run loop holds another */
+        put(c);
+    }
+    if (c->timed_out)
+        r = c->on_timeout(r, c->seconds, c->arg);
+    put(c);
+    return r;
+}
+
+int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
+                            tw_timeout_fn on_timeout, void *arg)
+{
+    if (!d || !clock || !clock->ops || !(seconds >= 0) || isinf(seconds))
+        return TW_EINVAL;
+    TW__CHECK_THREAD(d, "tw_deferred_add_timeout");
+    timeout_ctx *c = TW__NEW(timeout_ctx);
+    if (!c)
+        return TW_ENOMEM;
+    if (tw__deferred_reserve(d, 1)) {
+        TW__DELETE(c);
+        return TW_ENOMEM;
+    }
+    c->d = d;
+    c->clock = clock;
+    c->on_timeout = on_timeout ? on_timeout : default_on_timeout;
+    c->arg = arg;
+    c->seconds = seconds;
+    c->owners = 2;
+    int rc = tw_clock_call_later(clock, seconds, on_timer, c, &c->call);
+    if (rc) {
+        TW__DELETE(c);
+        return rc;
+    }
+    d->refs++; /* the clock call's */
+    tw__deferred_push(d, (tw__fnptr)on_result, c, E_BOTH);
+    tw__deferred_run(d);
+    return 0;
+}
