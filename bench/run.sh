@@ -1,10 +1,11 @@
 #!/bin/sh
 # Runs the benchmark suites and writes their results to bench/results/:
-#   sync  sync.csv (+ sync.md, the same table in Markdown)
-#   pool  pool.csv (+ pool.md)
-# and machine.txt for both.
+#   sync      sync.csv (+ sync.md, the same table in Markdown)
+#   pool      pool.csv (+ pool.md)
+#   deferred  deferred.csv (+ deferred.md)
+# and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -13,14 +14,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool"
+suites="sync pool deferred"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -32,10 +33,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool) suites=$s ;;
-            all) suites="sync pool" ;;
+            sync | pool | deferred) suites=$s ;;
+            all) suites="sync pool deferred" ;;
             *)
-                echo "run.sh: --suite takes sync, pool or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -56,8 +57,9 @@ mkdir -p "$results"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The pool suite's Python side needs Twisted; Debian's python3-twisted is
-# installed for /usr/bin/python3, which may not be the first python3 on PATH.
+# The Python sides of the pool and deferred suites need Twisted; Debian's
+# python3-twisted is installed for /usr/bin/python3, which may not be the
+# first python3 on PATH.
 twisted_python=""
 for py in python3 /usr/bin/python3; do
     if "$py" -c 'import twisted' 2>/dev/null; then
@@ -136,6 +138,18 @@ for s in $suites; do
             if [ -n "$twisted_python" ]; then
                 echo "== Python: Twisted ThreadPool, deferToThread ($twisted_python) =="
                 "$twisted_python" "$here/py_pool.py" --csv "$tmp/pool-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+        deferred)
+            echo "== C: twine Deferred, DeferredLock =="
+            "$build/bench/twine_bench_deferred" --csv "$tmp/deferred-c.csv" "$@"
+            echo
+            if [ -n "$twisted_python" ]; then
+                echo "== Python: Twisted Deferred, DeferredLock ($twisted_python) =="
+                "$twisted_python" "$here/py_deferred.py" --csv "$tmp/deferred-py.csv" "$@"
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
             fi

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Prints bench/results/*.csv (sync.csv, pool.csv) as one table, with ratios and the issue's targets.
+"""Prints a bench/results/*.csv (sync, pool, deferred) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
 Rows are grouped by workload in the order they first appear. The headline
 figure is the median of the repetitions; the ratio column is median / median
-of the fastest C peer of the same workload.
+of the fastest C peer of the same workload. A workload without a C peer (the
+deferred suite, where Twisted is the only peer) is compared with twine instead:
+its ratio column is median / median of twine's row, so Twisted's row reads as
+"Twisted / twine" (how many times slower Twisted is).
 Implementation names starting with "twine " are twine, "python " are CPython;
 every other name is a C peer. For time units (ns/op, us/roundtrip) lower is
 better and the fastest peer has the smallest value; for ops/s and tasks/s it is
-the largest. Extra metrics (submit, work_only, mean) are listed under the table.
+the largest. Extra metrics (submit, work_only, mean, allocs, frees) are listed
+under the table.
 """
 
 import csv
@@ -20,9 +24,12 @@ HIGHER_IS_BETTER = {"ops/s", "tasks/s"}
 # (description, workload, twine impl, peer, comparison, limit)
 #   peer: an impl name; None for the fastest C peer; "NAME*" for the best of
 #   the impls whose name starts with NAME (e.g. both libuv pool sizes)
-#   comparison: "le" = ratio must be <= limit, "ge" = ratio must be >= limit
+#   comparison: "le" = ratio must be <= limit, "ge" = ratio must be >= limit,
+#   "speedup" = peer / twine (how many times faster twine is) must be >= limit,
+#   "metric" = peer names extra metrics of twine's row (comma-separated, e.g.
+#   allocs,allocs_cold), the largest of whose values must be <= limit
 # A target is listed when the CSV has any workload of its suite (pool_* is
-# the pool suite, the rest the sync suite).
+# the pool suite, deferred_* the deferred suite, the rest the sync suite).
 TARGETS = [
     ("uncontended Lock <= 1.0x the fastest C peer",
      "lock_uncontended", "twine Lock", None, "le", 1.0),
@@ -36,11 +43,25 @@ TARGETS = [
      "pool_throughput", "twine pool submit", "libuv*", "ge", 2.0),
     ("pinned pool round trip median <= 0.8x libuv",
      "pool_roundtrip_pinned", "twine pool submit", "libuv*", "le", 0.8),
+    ("Deferred chain >= 100x faster than Twisted",
+     "deferred_chain", "twine Deferred", "python Twisted Deferred", "speedup", 100.0),
+    ("chain fired first >= 100x faster than Twisted",
+     "deferred_chain_fired_first", "twine Deferred", "python Twisted Deferred", "speedup", 100.0),
+    ("DeferredLock.run >= 100x faster than Twisted",
+     "deferred_lock", "twine DeferredLock", "python Twisted DeferredLock", "speedup", 100.0),
+    ("Deferred chain <= 1 allocation per Deferred",
+     "deferred_chain", "twine Deferred", "allocs,allocs_cold", "metric", 1.0),
+    ("DeferredLock.run: no allocation beyond its 2 Deferreds",
+     "deferred_lock", "twine DeferredLock", "allocs,allocs_cold", "metric", 2.0),
 ]
 
 
 def suite(workload):
-    return "pool" if workload.startswith("pool_") else "sync"
+    if workload.startswith("pool_"):
+        return "pool"
+    if workload.startswith("deferred_"):
+        return "deferred"
+    return "sync"
 
 
 def family(impl):
@@ -60,8 +81,9 @@ def load(path):
             if w not in data:
                 data[w] = {}
                 order.append(w)
-            entry = data[w].setdefault(impl, {"unit": row["unit"]})
+            entry = data[w].setdefault(impl, {"unit": row["unit"], "units": {}})
             entry[row["metric"]] = float(row["value"])
+            entry["units"][row["metric"]] = row["unit"]
     return data, order
 
 
@@ -77,6 +99,28 @@ def fastest_peer(impls, prefix=None):
     return name, e["median"]
 
 
+def twine_ref(impls):
+    """A workload's twine row, the reference of its ratio column when the
+    workload has no C peer."""
+    for name, e in impls.items():
+        if family(name) == "twine" and "median" in e:
+            return name, e["median"]
+    return None, None
+
+
+def reference(impls):
+    """The fastest C peer, or, without one, twine's row."""
+    name, val = fastest_peer(impls)
+    if name is None:
+        name, val = twine_ref(impls)
+    return name, val
+
+
+def vs_twine(data):
+    """Whether this table's ratios are against twine (no workload has a C peer)."""
+    return all(fastest_peer(impls)[0] is None for w, impls in data.items() if w != PROBE)
+
+
 def fmt(v):
     if v >= 1e6:
         return f"{v / 1e6:.1f}M"
@@ -86,6 +130,8 @@ def fmt(v):
         return f"{v:.0f}"
     if v >= 10:
         return f"{v:.1f}"
+    if 0 < v < 0.01:
+        return f"{v:.2g}"  # e.g. allocations per operation amortised by a cache
     return f"{v:.2f}"
 
 
@@ -104,7 +150,7 @@ def rows(data, order):
         if w == PROBE:
             continue
         impls = data[w]
-        peer_name, peer_val = fastest_peer(impls)
+        peer_name, peer_val = reference(impls)
         for impl, e in impls.items():
             ratio = e["median"] / peer_val if peer_val else None
             yield (w, impl, e["unit"], e["median"], e.get("best"), e.get("worst"), ratio,
@@ -115,11 +161,25 @@ def targets(data):
     out = []
     suites = {suite(w) for w in data}
     for desc, w, mine, peer, cmp, limit in TARGETS:
+        kind = cmp
         if suite(w) not in suites:
             continue
         impls = data.get(w, {})
         if mine not in impls:
-            out.append((desc, None, None, "not measured"))
+            out.append((desc, None, None, "not measured", kind))
+            continue
+        if cmp == "metric":
+            names = peer.split(",")
+            vals = [impls[mine][m] for m in names if m in impls[mine]]
+            v = max(vals) if len(vals) == len(names) else None
+            unit = impls[mine].get("units", {}).get(names[0], "")
+            if v is None:
+                out.append((desc, None, unit, "not measured", kind))
+            elif v <= limit:
+                out.append((desc, v, unit, "met", kind))
+            else:
+                out.append((desc, v, unit,
+                            f"MISSED: {v:.3g} {unit}, the target is at most {limit:g}", kind))
             continue
         if peer is None:
             peer, peer_val = fastest_peer(impls)
@@ -128,7 +188,13 @@ def targets(data):
         else:
             peer_val = impls.get(peer, {}).get("median")
         if not peer_val:
-            out.append((desc, None, peer, "peer not measured"))
+            out.append((desc, None, peer, "peer not measured", kind))
+            continue
+        if cmp == "speedup":
+            r = peer_val / impls[mine]["median"]
+            verdict = "met" if r >= limit else (
+                f"MISSED: {r:.1f}x faster, the target is at least {limit:g}x")
+            out.append((desc, r, peer, verdict, kind))
             continue
         r = impls[mine]["median"] / peer_val
         ok = r <= limit if cmp == "le" else r >= limit
@@ -141,7 +207,7 @@ def targets(data):
             verdict = f"MISSED: {(r - 1) * 100:.0f}% slower"
         else:
             verdict = f"MISSED: {(1 - r) * 100:.0f}% less throughput"
-        out.append((desc, r, peer, verdict))
+        out.append((desc, r, peer, verdict, kind))
     return out
 
 
@@ -150,6 +216,8 @@ EXTRAS = [
     ("submit", "submitting thread's time per task"),
     ("work_only", "libuv, counted to the last work callback instead of the last after_work"),
     ("mean", "mean round trip"),
+    ("allocs", "allocator calls (alloc + realloc) per operation over a timed run"),
+    ("allocs_cold", "allocator calls of one operation with the per-thread block cache empty"),
 ]
 
 
@@ -160,15 +228,31 @@ def extra_lines(data, order):
             vals = [(impl, e[metric]) for impl, e in data[w].items() if metric in e]
             if not vals:
                 continue
-            unit = "ns/task" if metric == "submit" else next(iter(data[w].values()))["unit"]
+            unit = next(e["units"][metric] for e in data[w].values() if metric in e)
             parts = ", ".join(f"{impl} {fmt(v)}" for impl, v in vals)
             lines.append(f"{w}, {what} ({unit}): {parts}")
     return lines
 
 
+def target_shown(r, peer, kind, md):
+    """A target's figure and what it is measured against, as printed."""
+    x = "×" if md else "x"
+    if r is None:
+        return ("–" if md else "-"), peer
+    if kind == "metric":
+        return f"{r:.2f} {peer}", ("–" if md else "-")
+    if kind == "speedup":
+        return f"{r:.0f}{x}", peer
+    return f"{r:.2f}{x}", peer
+
+
 def print_text(data, order):
-    hdr = (f"{'workload':<24} {'impl':<26} {'median':>12} {'best':>12} {'worst':>12} "
-           f"{'unit':<13} {'x fastest C peer':>16}")
+    against_twine = vs_twine(data)
+    ww = max([24] + [len(w) for w in order])
+    iw = max([26] + [len(i) for w in order for i in data[w]])
+    label = "x twine" if against_twine else "x fastest C peer"
+    hdr = (f"{'workload':<{ww}} {'impl':<{iw}} {'median':>12} {'best':>12} {'worst':>12} "
+           f"{'unit':<13} {label:>16}")
     print(hdr)
     print("-" * len(hdr))
     last = None
@@ -181,30 +265,36 @@ def print_text(data, order):
             r += " *"
         b = fmt(best) if best is not None else "-"
         x = fmt(worst) if worst is not None else "-"
-        print(f"{w:<24} {impl:<26} {fmt(median):>12} {b:>12} {x:>12} {unit:<13} {r:>16}")
-    print("(median of 5 repetitions; * = the fastest C peer of the workload;")
-    if any(suite(w) == "pool" for w in data):
-        print(" tasks/s: higher is better, us/roundtrip: lower is better)")
+        print(f"{w:<{ww}} {impl:<{iw}} {fmt(median):>12} {b:>12} {x:>12} {unit:<13} {r:>16}")
+    if against_twine:
+        print("(median of 5 repetitions; * = twine, the reference of the ratio column, so a")
+        print(" Twisted row's ratio is Twisted / twine; ns/op: lower is better)")
     else:
-        print(" ops/s: higher is better, ns/op and us/roundtrip: lower is better)")
+        print("(median of 5 repetitions; * = the fastest C peer of the workload;")
+        if any(suite(w) == "pool" for w in data):
+            print(" tasks/s: higher is better, us/roundtrip: lower is better)")
+        else:
+            print(" ops/s: higher is better, ns/op and us/roundtrip: lower is better)")
     for line in probe_lines(data):
         print(f"machine probe, two threads handing a cache line back and forth: {line}")
     for line in extra_lines(data, order):
         print(line)
     print()
     print("targets:")
-    for desc, r, peer, verdict in targets(data):
-        rs = f"{r:.2f}x" if r is not None else "-"
-        print(f"  {desc:<55} {rs:>7} (vs {peer})  {verdict}")
+    for desc, r, peer, verdict, kind in targets(data):
+        rs, vs = target_shown(r, peer, kind, False)
+        print(f"  {desc:<55} {rs:>7} (vs {vs})  {verdict}")
 
 
 def print_markdown(data, order):
-    print("| workload | impl | median | best | worst | unit | × fastest C peer |")
+    against_twine = vs_twine(data)
+    label = "× twine (Twisted / twine)" if against_twine else "× fastest C peer"
+    print(f"| workload | impl | median | best | worst | unit | {label} |")
     print("|---|---|---:|---:|---:|---|---:|")
     for w, impl, unit, median, best, worst, ratio, is_peer in rows(data, order):
         r = f"{ratio:.2f}×" if ratio is not None else "–"
         if is_peer:
-            r = f"**{r}** (peer)"
+            r = f"**{r}** ({'twine' if against_twine else 'peer'})"
         name = f"**{impl}**" if family(impl) == "twine" else impl
         b = fmt(best) if best is not None else "–"
         x = fmt(worst) if worst is not None else "–"
@@ -215,11 +305,12 @@ def print_markdown(data, order):
     for line in extra_lines(data, order):
         print(f"{line}  ")
     print()
-    print("| target | ratio | vs | result |")
+    print("| target | result | vs | verdict |" if against_twine else
+          "| target | ratio | vs | result |")
     print("|---|---:|---|---|")
-    for desc, r, peer, verdict in targets(data):
-        rs = f"{r:.2f}×" if r is not None else "–"
-        print(f"| {desc} | {rs} | {peer} | {verdict} |")
+    for desc, r, peer, verdict, kind in targets(data):
+        rs, vs = target_shown(r, peer, kind, True)
+        print(f"| {desc} | {rs} | {vs} | {verdict} |")
 
 
 def main(argv):

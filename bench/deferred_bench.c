@@ -1,0 +1,381 @@
+/*
+ * deferred_bench.c — twine's Deferreds and DeferredLock; bench/py_deferred.py
+ * runs the same workloads with Twisted.
+ *
+ *   deferred_chain              tw_deferred_create; 10 x tw_deferred_add_callback;
+ *                               tw_deferred_callback with a value;
+ *                               tw_deferred_unref; 10^6 times
+ *   deferred_chain_fired_first  tw_deferred_create; tw_deferred_callback; 10 x
+ *                               tw_deferred_add_callback (each runs at once);
+ *                               tw_deferred_unref; 10^6 times
+ *   deferred_lock               tw_dlock_run of a function that returns an
+ *                               already-fired Deferred (tw_deferred_succeed);
+ *                               the Deferred run returns is checked and
+ *                               unreffed; 10^6 times
+ *
+ * The figure is ns per operation (one Deferred's life, or one run), the
+ * median of BENCH_REPS timed runs.
+ *
+ * Checks. Every callback adds one to a counter and returns its input
+ * unchanged; the tenth also checks that it received the value the Deferred
+ * was fired with (a different one for every Deferred). The lock's function
+ * counts its calls; every Deferred tw_dlock_run returns must have fired with
+ * that function's value (tw_deferred_peek), and the lock must be free and
+ * without waiters after the run. Any diagnostic report (misuse, an unhandled
+ * failure) and any block still allocated after a run (a leak) make the run
+ * invalid as well: the program stops with exit status 2 and no figure.
+ *
+ * Allocations. A counting allocator (tw_set_allocator) is installed before
+ * the first twine call and stays installed for every run, timed ones
+ * included: it counts calls to alloc and realloc (and frees, for the leak
+ * check) with plain increments and otherwise calls malloc/realloc/free, as
+ * the default allocator does, through the same one indirect call. Its cost
+ * in a timed run is one increment per allocation and per free.
+ * --libc-alloc leaves the default allocator in place, to measure exactly that
+ * cost (the allocs rows are then not written). The CSV gets `allocs` (alloc +
+ * realloc calls per operation, over each timed run) and `frees` for each
+ * workload. twine keeps a few freed Deferreds per thread for reuse, so in a
+ * long run nearly every Deferred comes from that cache and `allocs` is close
+ * to 0; `allocs_cold` is what one operation takes from the allocator with the
+ * cache empty (tw_allocator_live gives the cached blocks back, and
+ * run_once calls it before every run), i.e. every block the operation needs.
+ *
+ * usage: twine_bench_deferred [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--exact]
+ *                             [--libc-alloc]
+ *   --scale multiplies every iteration count (0.01 for a smoke run), --only
+ *   selects workloads by name prefix, or by exact name with --exact (for perf:
+ *   deferred_chain alone, without deferred_chain_fired_first).
+ */
+#define _GNU_SOURCE
+#include "bench_util.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <twine/deferred.h>
+#include <unistd.h>
+
+#define N_CHAIN 1000000L
+#define N_LOCK 1000000L
+#define N_WARM_UP 10000L /* untimed operations before a workload's first run */
+#define CALLBACKS 10     /* per Deferred: 9 steps and the final one */
+/* A run that takes longer than this is a hang: the suite stops and says whose. */
+#define RUN_TIMEOUT_S 120
+
+static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench: %s failed%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    exit(1);
+}
+
+static void die_tw(const char *what, int rc)
+{
+    die(what, tw_strerror(rc));
+}
+
+#define CHECK_TW(what, expr)                                                                   \
+    do {                                                                                       \
+        int rc_ = (expr);                                                                      \
+        if (__builtin_expect(rc_ != 0, 0))                                                     \
+            die_tw(what, rc_);                                                                 \
+    } while (0)
+
+/* ---- watchdog ---------------------------------------------------------------- */
+static const char *volatile watched;
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "bench: a run hung (no result after the time limit): ";
+    (void)sig;
+    if (write(2, msg, sizeof msg - 1) < 0 ||
+        (watched && write(2, watched, strlen(watched)) < 0) || write(2, "\n", 1) < 0)
+        _exit(3);
+    _exit(3);
+}
+
+static void watch(const char *what)
+{
+    watched = what;
+    alarm(what ? RUN_TIMEOUT_S : 0);
+}
+
+/* ---- the counting allocator ---------------------------------------------------
+ * One thread uses twine here, so the counters are plain. */
+static struct {
+    long allocs; /* alloc and realloc calls */
+    long frees;
+} counted;
+static bool counting;
+
+static void *count_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    counted.allocs++;
+    return malloc(size);
+}
+
+static void *count_realloc(void *ctx, void *ptr, size_t old_size, size_t new_size)
+{
+    (void)ctx;
+    (void)old_size;
+    counted.allocs++;
+    return realloc(ptr, new_size);
+}
+
+static void count_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    (void)size;
+    counted.frees++;
+    free(ptr);
+}
+
+/* ---- diagnostics: any report invalidates the run -------------------------------- */
+static long diag_reports;
+
+static void on_diag(void *ctx, const tw_diag *d)
+{
+    (void)ctx;
+    if (diag_reports++ == 0)
+        fprintf(stderr, "bench: twine reported (%d, %s) in %s: %s\n", (int)d->kind,
+                tw_strerror(d->code), d->function ? d->function : "?",
+                d->message ? d->message : "");
+}
+
+/* ==== deferred_chain, deferred_chain_fired_first ============================== */
+static struct {
+    long steps;       /* callbacks run */
+    long hits;        /* final callbacks that saw the value fired */
+    uintptr_t expect; /* the value the current Deferred is fired with */
+} chain;
+
+static tw_result chain_step(tw_result r, void *arg)
+{
+    (void)arg;
+    chain.steps++;
+    return r;
+}
+
+static tw_result chain_last(tw_result r, void *arg)
+{
+    (void)arg;
+    chain.steps++;
+    if (tw_result_is_value(r) && (uintptr_t)r.ptr == chain.expect)
+        chain.hits++;
+    return r;
+}
+
+static void chain_add(tw_deferred *d)
+{
+    int k;
+
+    for (k = 0; k < CALLBACKS - 1; k++)
+        CHECK_TW("tw_deferred_add_callback", tw_deferred_add_callback(d, chain_step, NULL));
+    CHECK_TW("tw_deferred_add_callback", tw_deferred_add_callback(d, chain_last, NULL));
+}
+
+/* Values are 1..n, never NULL, with no drop function. */
+static void chain_run(long n, bool fired_first)
+{
+    tw_deferred *d;
+    long i;
+
+    chain.steps = chain.hits = 0;
+    for (i = 1; i <= n; i++) {
+        CHECK_TW("tw_deferred_create", tw_deferred_create(&d, NULL, NULL));
+        chain.expect = (uintptr_t)i;
+        if (fired_first) {
+            CHECK_TW("tw_deferred_callback",
+                     tw_deferred_callback(d, tw_result_value((void *)(uintptr_t)i, NULL)));
+            chain_add(d);
+        } else {
+            chain_add(d);
+            CHECK_TW("tw_deferred_callback",
+                     tw_deferred_callback(d, tw_result_value((void *)(uintptr_t)i, NULL)));
+        }
+        tw_deferred_unref(d);
+    }
+}
+
+static void run_chain(long n)
+{
+    chain_run(n, false);
+}
+
+static void run_chain_fired_first(long n)
+{
+    chain_run(n, true);
+}
+
+static void check_chain(const char *workload, const char *impl, long n)
+{
+    bench_check_count(workload, impl, chain.steps, CALLBACKS * n);
+    bench_check_count(workload, "twine Deferred (final callbacks on the right value)", chain.hits,
+                      n);
+}
+
+/* ==== deferred_lock ========================================================== */
+static struct {
+    tw_dlock lock;
+    long calls;       /* of lock_fn */
+    long hits;        /* run Deferreds that had fired with lock_fn's value */
+    uintptr_t value;  /* what lock_fn's Deferred fires with */
+} dl;
+
+static tw_result lock_fn(void *arg)
+{
+    tw_deferred *d;
+    int rc;
+
+    (void)arg;
+    dl.calls++;
+    rc = tw_deferred_succeed(&d, (void *)dl.value, NULL);
+    if (rc != 0)
+        return tw_result_fail(rc, "tw_deferred_succeed");
+    return tw_result_deferred(d);
+}
+
+static void run_lock(long n)
+{
+    tw_deferred *d;
+    tw_result r;
+    long i;
+
+    dl.calls = dl.hits = 0;
+    for (i = 1; i <= n; i++) {
+        dl.value = (uintptr_t)i;
+        CHECK_TW("tw_dlock_run", tw_dlock_run(&dl.lock, lock_fn, NULL, &d));
+        if (tw_deferred_peek(d, &r) && tw_result_is_value(r) && (uintptr_t)r.ptr == (uintptr_t)i)
+            dl.hits++;
+        tw_deferred_unref(d);
+    }
+}
+
+static void check_lock(const char *workload, const char *impl, long n)
+{
+    bench_check_count(workload, impl, dl.calls, n);
+    bench_check_count(workload, "twine DeferredLock (run Deferreds fired with the value)", dl.hits,
+                      n);
+    bench_check_count(workload, "twine DeferredLock (held after the run)",
+                      tw_dlock_locked(&dl.lock) ? 1 : 0, 0);
+    bench_check_count(workload, "twine DeferredLock (waiters after the run)",
+                      (long)tw_dlock_waiting(&dl.lock), 0);
+}
+
+/* ==== driver ================================================================= */
+struct workload {
+    const char *name;
+    const char *impl;
+    long n;
+    void (*run)(long n);
+    void (*check)(const char *workload, const char *impl, long n);
+};
+
+static const struct workload workloads[] = {
+    {"deferred_chain", "twine Deferred", N_CHAIN, run_chain, check_chain},
+    {"deferred_chain_fired_first", "twine Deferred", N_CHAIN, run_chain_fired_first, check_chain},
+    {"deferred_lock", "twine DeferredLock", N_LOCK, run_lock, check_lock},
+};
+
+#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* One run, checked: counts, diagnostics, blocks left allocated. Returns
+ * seconds; *allocs and *frees get the allocator calls it made. */
+static double run_once(const struct workload *w, long n, long *allocs, long *frees)
+{
+    long a0 = counted.allocs, f0 = counted.frees;
+    size_t live0 = tw_allocator_live();
+    double t0, t1;
+
+    watch(w->name);
+    t0 = bench_now();
+    w->run(n);
+    t1 = bench_now();
+    watch(NULL);
+    w->check(w->name, w->impl, n);
+    bench_check_count(w->name, "twine (diagnostic reports)", diag_reports, 0);
+    bench_check_count(w->name, "twine (blocks still allocated after the run)",
+                      (long)(tw_allocator_live() - live0), 0);
+    *allocs = counted.allocs - a0;
+    *frees = counted.frees - f0;
+    if (counting)
+        bench_check_count(w->name, "twine (allocations not freed)", *allocs - *frees, 0);
+    return t1 - t0;
+}
+
+static void run_workload(const struct workload *w)
+{
+    double ns[BENCH_REPS], allocs[BENCH_REPS], frees[BENCH_REPS], cold;
+    long n = bench_scaled(w->n), a, f;
+    int rep;
+
+    printf("%s: %ld operations, %d repetitions\n", w->name, n, BENCH_REPS);
+    fflush(stdout);
+    run_once(w, n < N_WARM_UP ? n : N_WARM_UP, &a, &f);
+    for (rep = 0; rep < BENCH_REPS; rep++) {
+        ns[rep] = run_once(w, n, &a, &f) * 1e9 / (double)n;
+        allocs[rep] = (double)a / (double)n;
+        frees[rep] = (double)f / (double)n;
+    }
+    bench_record(w->name, w->impl, "ns/op", false, ns, BENCH_REPS);
+    if (counting) {
+        bench_record_extra(w->name, w->impl, "allocs", "allocs/op", allocs, BENCH_REPS);
+        bench_record_extra(w->name, w->impl, "frees", "frees/op", frees, BENCH_REPS);
+        /* One operation right after run_once has emptied the thread's block
+         * cache (tw_allocator_live gives cached blocks back): every block the
+         * operation needs comes from the allocator. */
+        run_once(w, 1, &a, &f);
+        cold = (double)a;
+        bench_record_extra(w->name, w->impl, "allocs_cold", "allocs/op", &cold, 1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const tw_allocator counter = {count_alloc, count_realloc, count_free, NULL};
+    const char *csv = NULL, *only = NULL;
+    bool libc_alloc = false, exact = false;
+    int i, rc;
+
+    signal(SIGALRM, on_alarm);
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
+            csv = argv[++i];
+        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
+            bench_set_scale(strtod(argv[++i], NULL));
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (strcmp(argv[i], "--exact") == 0) {
+            exact = true;
+        } else if (strcmp(argv[i], "--libc-alloc") == 0) {
+            libc_alloc = true;
+        } else {
+            fprintf(stderr,
+                    "usage: %s [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--exact] "
+                    "[--libc-alloc]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+
+    tw_set_diag_hook(on_diag, NULL);
+    if (!libc_alloc) {
+        rc = tw_set_allocator(&counter);
+        if (rc != 0)
+            die_tw("tw_set_allocator (the counting allocator)", rc);
+        counting = true;
+    } else {
+        printf("(--libc-alloc: the default allocator; allocations are not counted)\n");
+    }
+
+    bench_open_csv(csv);
+    bench_warm_up(0.2);
+    for (i = 0; i < COUNT_OF(workloads); i++)
+        if (exact ? bench_listed(only, workloads[i].name) : bench_selected(only, workloads[i].name))
+            run_workload(&workloads[i]);
+    bench_close_csv();
+    if (counting && tw_set_allocator(NULL) != 0)
+        die("tw_set_allocator (back to the default)", "blocks are still allocated");
+    return 0;
+}

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Twisted's Deferred and DeferredLock on the workloads of bench/deferred_bench.c.
+
+Same workloads, fewer iterations, same unit (ns per operation):
+  deferred_chain              Deferred(); 10 x addCallback; callback(value); the
+                              Deferred dropped; 10^5 times
+  deferred_chain_fired_first  Deferred(); callback(value); 10 x addCallback (each
+                              runs at once); the Deferred dropped; 10^5 times
+  deferred_lock               DeferredLock.run(f), f returning succeed(value); 10^5 times
+Every callback adds one to a counter and returns its input unchanged; the tenth
+also checks that it received the value the Deferred was fired with. The lock's
+f counts its calls, and every run's Deferred must have fired with f's value.
+A run whose counts are not exact is invalid (exit 2): nine step callbacks and
+one final callback per Deferred, every final one on the expected value.
+
+Each measurement is repeated 5 times; the CSV gets the median (the headline
+figure), the best, the worst and every repetition, as
+`workload,impl,metric,value,unit`.
+
+Twisted's Deferred needs no reactor; none is started. Bound methods are looked
+up once per Deferred (add = d.addCallback), and the loop is unrolled, so the
+figures charge Twisted as little interpreter overhead as plain code allows.
+
+Needs Twisted (Debian: python3-twisted, for /usr/bin/python3); bench/run.sh
+picks an interpreter that has it.
+
+usage: py_deferred.py [--csv PATH] [--scale F] [--only WORKLOAD[,...]]
+"""
+
+import argparse
+import csv
+import importlib.util
+import statistics
+import sys
+import time
+
+REPS = 5  # as BENCH_REPS in bench_util.h
+N_CHAIN = 100_000
+N_LOCK = 100_000
+WARM_UP = 2_000  # untimed iterations before the first repetition
+
+
+class CountError(Exception):
+    pass
+
+
+def check(workload, impl, got, want):
+    if got != want:
+        raise CountError(f"{workload} / {impl}: count is {got}, expected {want}")
+
+
+# ---- the workloads ------------------------------------------------------------------
+# Each returns (seconds, step callbacks run, final callbacks that saw the right value).
+
+def chain(n):
+    from twisted.internet.defer import Deferred
+
+    steps = 0
+    hits = 0
+    expect = 0
+
+    def step(x):
+        nonlocal steps
+        steps += 1
+        return x
+
+    def last(x):
+        nonlocal steps, hits
+        steps += 1
+        if x == expect:
+            hits += 1
+        return x
+
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+        d = Deferred()
+        add = d.addCallback
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(last)
+        expect = i
+        d.callback(i)
+        del d, add
+    t1 = time.perf_counter()
+    return t1 - t0, steps, hits
+
+
+def chain_fired_first(n):
+    from twisted.internet.defer import Deferred
+
+    steps = 0
+    hits = 0
+    expect = 0
+
+    def step(x):
+        nonlocal steps
+        steps += 1
+        return x
+
+    def last(x):
+        nonlocal steps, hits
+        steps += 1
+        if x == expect:
+            hits += 1
+        return x
+
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+        d = Deferred()
+        expect = i
+        d.callback(i)
+        add = d.addCallback
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(step)
+        add(last)
+        del d, add
+    t1 = time.perf_counter()
+    return t1 - t0, steps, hits
+
+
+def lock_run(n):
+    from twisted.internet.defer import DeferredLock, succeed
+
+    lock = DeferredLock()
+    run = lock.run
+    calls = 0
+    hits = 0
+    value = 0
+
+    def f():
+        nonlocal calls
+        calls += 1
+        return succeed(value)
+
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+        value = i
+        d = run(f)
+        # run's Deferred has fired with f's value (a Failure, or no result
+        # yet, would not compare equal)
+        if getattr(d, "result", None) == i:
+            hits += 1
+        del d
+    t1 = time.perf_counter()
+    if lock.locked or lock.waiting:
+        raise CountError("deferred_lock: the DeferredLock is still held after the run")
+    return t1 - t0, calls, hits
+
+
+WORKLOADS = [
+    # (workload, impl, function, iterations, step callbacks per iteration)
+    ("deferred_chain", "python Twisted Deferred", chain, N_CHAIN, 10),
+    ("deferred_chain_fired_first", "python Twisted Deferred", chain_fired_first, N_CHAIN, 10),
+    ("deferred_lock", "python Twisted DeferredLock", lock_run, N_LOCK, 1),
+]
+
+
+# ---- driver ------------------------------------------------------------------------
+
+def record(out, workload, name, unit, s):
+    best, worst, median = min(s), max(s), statistics.median(s)
+    print(f"  {workload:<26} {name:<28} median {median:12.4g}  best {best:12.4g}  "
+          f"worst {worst:12.4g}  {unit}", flush=True)
+    if out:
+        out.writerow([workload, name, "median", f"{median:.6g}", unit])
+        out.writerow([workload, name, "best", f"{best:.6g}", unit])
+        out.writerow([workload, name, "worst", f"{worst:.6g}", unit])
+        for i, v in enumerate(s, 1):
+            out.writerow([workload, name, f"rep{i}", f"{v:.6g}", unit])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv")
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--only")
+    args = ap.parse_args()
+    if importlib.util.find_spec("twisted") is None:
+        print(f"py_deferred: Twisted is not installed for {sys.executable} "
+              "(Debian: python3-twisted, for /usr/bin/python3)", file=sys.stderr)
+        return 1
+
+    def scaled(n):
+        return max(1, int(n * args.scale))
+
+    def selected(workload):
+        if not args.only:
+            return True
+        return any(p and workload.startswith(p) for p in args.only.split(","))
+
+    f = open(args.csv, "w", newline="") if args.csv else None
+    out = csv.writer(f, lineterminator="\n") if f else None
+    if out:
+        out.writerow(["workload", "impl", "metric", "value", "unit"])
+
+    try:
+        for workload, name, fn, base_n, per_op in WORKLOADS:
+            # "deferred_chain" is a prefix of "deferred_chain_fired_first": an
+            # --only entry selects by prefix, as in the C programs.
+            if not selected(workload):
+                continue
+            n = scaled(base_n)
+            print(f"{workload}: {n} operations, {REPS} repetitions", flush=True)
+            fn(min(n, WARM_UP))
+            s = []
+            for _ in range(REPS):
+                secs, count, hits = fn(n)
+                check(workload, name, count, per_op * n)
+                check(workload, name + " (right value)", hits, n)
+                s.append(secs * 1e9 / n)
+            record(out, workload, name, "ns/op", s)
+    except CountError as e:
+        print(f"py_deferred: {e} - the run is invalid", file=sys.stderr)
+        return 2
+    finally:
+        if f:
+            f.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
