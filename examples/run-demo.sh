@@ -16,6 +16,7 @@ producer_consumer seed 003: bounded buffer over two Conditions sharing one Lock
 event_gate        seed 003: workers held at an Event until setup is done
 guards            seed 002: a failing critical section must still release its lock
 thread_pool       seed 001: the pool, a dedicated worker, resizing, a wedged pool detected
+network_counter   seed 000: an async critical section with and without a DeferredLock
 "
 
 if [ ! -d "$dir" ]; then

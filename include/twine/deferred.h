@@ -338,15 +338,21 @@ typedef struct tw_list_result {
 } tw_list_result;
 
 /* Twisted's DeferredList over n inputs (the caller keeps its references).
- * The list takes each input's value (the input's chain goes on with none)
- * and a reference to each failure (the input keeps it unless
- * TW_LIST_CONSUME_ERRORS). An empty list fires at once, whatever the flags.
- * Cancelling the list cancels every input that has not reached it. */
+ * Until the list fires, it takes each input's value (the input's chain goes
+ * on with none; an input listed twice gives its value to the first slot and
+ * none to the second) and a reference to each failure (the input keeps its
+ * own unless TW_LIST_CONSUME_ERRORS). Inputs that arrive after the list
+ * fired keep their values. An empty list fires at once, whatever the flags.
+ * TW_LIST_FIRE_ON_ONE_ERRBACK fails the list with a failure made as
+ * tw_gather_results describes. Cancelling a list that has not fired cancels
+ * every input that has not reached it; a fired list cancels like any
+ * Deferred (only what it waits on). */
 TW_API int tw_deferred_list(tw_deferred *const *inputs, size_t n, unsigned flags,
                             tw_deferred **out);
-/* All values in input order, or the first failure: a failure with that
- * input's code, message "input #i failed: ...", the input's failure as cause,
- * and tw_failure_index() == i. */
+/* A list with TW_LIST_FIRE_ON_ONE_ERRBACK: fires with the same
+ * tw_list_result (every item ok, values in input order), or fails with the
+ * first failure: a new failure with that input's code, message "input #i
+ * failed: ...", the input's failure as cause, and tw_failure_index() == i. */
 TW_API int tw_gather_results(tw_deferred *const *inputs, size_t n, bool consume_errors,
                              tw_deferred **out);
 
@@ -385,7 +391,8 @@ typedef struct tw_dlock {
 TW_API int tw_dlock_acquire(tw_dlock *l, tw_deferred **out);
 /* TW_EPERM if the lock is not held. */
 TW_API int tw_dlock_release(tw_dlock *l);
-/* out may be NULL when the caller does not need the result. */
+/* out may be NULL when the caller does not need the result (a failure is
+ * then reported as unhandled when the chain ends with it). */
 TW_API int tw_dlock_run(tw_dlock *l, tw_result_fn fn, void *arg, tw_deferred **out);
 TW_API bool tw_dlock_locked(const tw_dlock *l);
 TW_API size_t tw_dlock_waiting(const tw_dlock *l);
@@ -410,7 +417,13 @@ TW_API size_t tw_dsem_waiting(const tw_dsem *s);
  * item, at once if one is kept. `size` bounds the items kept, `backlog` the
  * gets waiting; TW_UNBOUNDED for no bound. Items are values with an optional
  * drop function; the queue owns an item from a successful put until a get's
- * Deferred takes it. */
+ * Deferred takes it.
+ *
+ * Like the lock's release, a put made inside a getter's chain (itself run by
+ * a put) only keeps its item and returns; the outer put hands it on, so long
+ * runs of getters that put again use a bounded stack. Items and waiting gets
+ * are never both present except during such a hand-off, when a new get
+ * queues behind the waiting ones. */
 
 #define TW_UNBOUNDED SIZE_MAX
 
