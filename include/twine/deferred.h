@@ -39,7 +39,9 @@
  *     ownership; tw_result_drop() releases it.
  *  2. A callback owns the result it receives and must return or drop it.
  *     Returning a Deferred suspends the chain until that Deferred fires, then
- *     the chain continues with its result (chaining).
+ *     the chain continues with its result (chaining). Returning the Deferred
+ *     the callback belongs to, or one that waits on it, would wait forever:
+ *     the chain continues with a TW_EDEADLK failure instead.
  *  3. Firing (tw_deferred_callback / _errback) always consumes the result,
  *     even when it fails: a result that cannot be delivered is dropped.
  *  4. Deferreds are reference counted. Whoever creates or is handed one holds

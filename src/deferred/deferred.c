@@ -145,10 +145,20 @@ static tw_deferred *pop(tw_deferred *cur)
 static void settle(tw_deferred *cur, tw_result r)
 {
     tw_deferred *d = r.ptr;
-    if (d == cur) {
+    /* Waiting on d would close a cycle if d is cur, or waits (through any
+     * number of links) on cur: every Deferred of the cycle would wait
+     * forever. The walk is almost always zero steps. */
+    const tw_deferred *x = d;
+    while (x != cur && (x->flags & F_WAITING))
+        x = x->result.ptr;
+    if (x == cur) {
         tw_deferred_unref(d); /* the loop's own reference keeps cur alive */
-        cur->result = tw_result_fail(TW_EINVAL, "a callback returned the Deferred it is "
-                                                "attached to, which would wait on itself forever");
+        cur->result = tw_result_fail(TW_EDEADLK, d == cur
+                                                     ? "a callback returned the Deferred it is "
+                                                       "attached to, which would wait on itself"
+                                                     : "a callback returned a Deferred that "
+                                                       "waits on this one: they would wait on "
+                                                       "each other forever");
         return;
     }
     if (ready(d) && !(d->flags & F_ON_STACK)) {

@@ -75,6 +75,10 @@ static void hand_off(tw_dqueue *q)
     q->firing = 1;
     while (q->count && q->whead) {
         tw_deferred *d = tw__wlist_pop(getters(q));
+        if (d->flags & F_CALLED) { /* fired by its holder: the item waits for the next get */
+            tw_deferred_unref(d);
+            continue;
+        }
         d->canceller = NULL;
         tw__deferred_fire(d, ring_pop(q));
         tw_deferred_unref(d);

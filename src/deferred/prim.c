@@ -62,6 +62,10 @@ static int release(tw__dprim *p)
     p->firing = 1;
     while (p->held < lim(p) && p->head) {
         tw_deferred *d = tw__wlist_pop(waiters(p));
+        if (d->flags & F_CALLED) { /* fired by its holder, not by us: no grant to give */
+            tw_deferred_unref(d);
+            continue;
+        }
         p->held++;
         d->canceller = NULL;
         tw__deferred_fire(d, tw_result_value(p, NULL));
