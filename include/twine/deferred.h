@@ -199,7 +199,8 @@ typedef struct tw_clock_ops {
     /* Schedules fn(arg) `seconds` from now (>= 0, finite); *out identifies it
      * until it runs or is cancelled. */
     int (*call_later)(tw_clock *c, double seconds, tw_clock_fn fn, void *arg, tw_clock_call **out);
-    /* Cancels a call that has not run: its fn never runs. */
+    /* Cancels a call that has neither run nor been cancelled: its fn never
+     * runs. A handle is dead once its call ran or was cancelled. */
     int (*cancel)(tw_clock *c, tw_clock_call *call);
 } tw_clock_ops;
 
@@ -438,7 +439,8 @@ TW_API int tw_dqueue_put(tw_dqueue *q, void *ptr, tw_drop_fn drop);
 TW_API int tw_dqueue_get(tw_dqueue *q, tw_deferred **out);
 TW_API size_t tw_dqueue_pending(const tw_dqueue *q); /* items kept */
 TW_API size_t tw_dqueue_waiting(const tw_dqueue *q); /* gets waiting */
-/* Drops the items kept; waiting gets fail with TW_ESHUTDOWN. */
+/* Drops the items kept; waiting gets fail with TW_ESHUTDOWN (their
+ * callbacks see put and get return TW_ESHUTDOWN). */
 TW_API void tw_dqueue_destroy(tw_dqueue *q);
 
 #ifdef __cplusplus

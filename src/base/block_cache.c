@@ -42,6 +42,9 @@ static void on_thread_exit(void *unused)
 {
     (void)unused;
     flush_mine();
+    /* A later destructor may still free a Deferred: it re-arms the key,
+     * which runs this again (up to PTHREAD_DESTRUCTOR_ITERATIONS). */
+    armed = false;
 }
 
 static void make_key(void)

@@ -15,9 +15,10 @@
  *    owned), and that Deferred's chain holds an E_CHAIN entry with a
  *    reference to this one. So a waiting Deferred is never freed, and the one
  *    it waits on lives at least until the hand-off.
- *  - A Deferred whose reference count reaches zero before it fired, or with
- *    entries it can no longer run (paused), is fired with TW_EABANDONED
- *    first (abandon()), so waiting callbacks and Deferreds learn of it.
+ *  - A Deferred whose reference count reaches zero with entries left (it
+ *    never fired, or it was left paused) runs them first (abandon()): an
+ *    unfired one fires with TW_EABANDONED, so waiting callbacks and
+ *    Deferreds learn of it. So a Deferred is freed only with no entries.
  *  - While a callback runs, result is none: the callback owns the result.
  *
  * Single-threaded: no atomics. Builds with TW_DEBUG check the thread. */
@@ -145,6 +146,10 @@ static tw_deferred *pop(tw_deferred *cur)
 static void settle(tw_deferred *cur, tw_result r)
 {
     tw_deferred *d = r.ptr;
+    if (!d) {
+        cur->result = tw_result_fail(TW_EINVAL, "a callback returned a NULL Deferred");
+        return;
+    }
     /* Waiting on d would close a cycle if d is cur, or waits (through any
      * number of links) on cur: every Deferred of the cycle would wait
      * forever. The walk is almost always zero steps. */
@@ -161,7 +166,7 @@ static void settle(tw_deferred *cur, tw_result r)
                                                        "each other forever");
         return;
     }
-    if (ready(d) && !(d->flags & F_ON_STACK)) {
+    if (ready(d) && d->count == 0 && !(d->flags & F_ON_STACK)) {
         /* Fired, not paused, chain done: take the result (d then holds none,
          * so a failure taken here is not reported again when d is freed). */
         cur->result = d->result;
@@ -329,6 +334,8 @@ int tw_maybe_deferred(tw_result_fn fn, void *arg, tw_deferred **out)
         return TW_EINVAL;
     tw_result r = fn(arg);
     if (tw_result_is_deferred(r)) {
+        if (!r.ptr)
+            return TW_EINVAL;
         *out = r.ptr;
         return 0;
     }
@@ -495,15 +502,19 @@ void tw_deferred_unref(tw_deferred *d)
     TW__CHECK_THREAD(d, "tw_deferred_unref");
     if (--d->refs != 0)
         return;
-    if (d->count != 0 && !(d->flags & F_ABANDONED))
+    if (d->count != 0)
         abandon(d);
     else
         destroy(d);
 }
 
 /* No reference is left, yet entries wait: d never fired, or it was left
- * paused. Nobody can fire or unpause it any more, so it fires (or its result
- * is replaced) with TW_EABANDONED and the chain runs, then d is freed. */
+ * paused. Nobody can fire or unpause it any more. An unfired d fires with
+ * TW_EABANDONED; a paused one is reported and unpaused, its chain going on
+ * with the result it has (a DeferredLock grant still reaches run(), which
+ * releases it). A callback may pause d again: nobody could undo that either,
+ * so the loop unpauses until every entry has run (each pass runs at least
+ * one). A callback may also make d wait; the chain then holds d. */
 static void abandon(tw_deferred *d)
 {
     char where[160];
@@ -512,22 +523,19 @@ static void abandon(tw_deferred *d)
     else
         where[0] = '\0';
     d->refs = 1;
-    d->flags |= F_ABANDONED;
     if (!(d->flags & F_CALLED)) {
         d->flags |= F_CALLED;
         d->result = tw_result_fail(TW_EABANDONED, "Deferred released before it fired%s", where);
     } else {
-        /* Called with entries left and no reference: only a user pause can
-         * hold it (a waiting Deferred is referenced by its chain). */
         char msg[256];
         snprintf(msg, sizeof msg, "Deferred%s released while paused; its remaining callbacks "
-                 "run with TW_EABANDONED", where);
+                 "run now", where);
         tw_diag_report(TW_DIAG_MISUSE, TW_EABANDONED, "tw_deferred_unref", msg);
-        d->paused = 0;
-        tw_result_drop(d->result);
-        d->result = tw_result_fail(TW_EABANDONED, "Deferred released while paused%s", where);
     }
-    tw__deferred_run(d);
+    do {
+        d->paused = 0;
+        tw__deferred_run(d);
+    } while (d->count && d->refs == 1 && !(d->flags & (F_WAITING | F_ON_STACK)));
     tw_deferred_unref(d);
 }
 
@@ -548,20 +556,6 @@ static void destroy(tw_deferred *d)
     if (tw_result_is_failure(d->result))
         report_unhandled(d);
     tw_result_drop(d->result);
-    /* Entries are left only after a second abandonment (a callback paused d
-     * again). Their callbacks are dropped; a Deferred waiting on d is not
-     * left waiting on freed memory: it resumes with TW_EABANDONED. */
-    for (uint32_t i = 0; i < d->count; i++) {
-        struct tw__entry *e = &d->ent[d->head + i];
-        if (e->kind & E_CHAIN) {
-            tw_deferred *w = e->arg;
-            w->result = tw_result_fail(TW_EABANDONED, "the Deferred this one waited on was "
-                                                      "released while paused");
-            w->flags &= ~F_WAITING;
-            tw__deferred_run(w);
-            tw_deferred_unref(w);
-        }
-    }
     if (d->flags & F_HEAP_ENTRIES)
         tw__free(d->ent, (size_t)d->cap * sizeof *d->ent);
     tw__cache_free(&cache, d);

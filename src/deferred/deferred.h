@@ -40,8 +40,7 @@ enum {
     F_ON_STACK = 4u,      /* on a run loop's stack: that loop will run what is added */
     F_SUPPRESS = 8u,      /* cancelled without canceller: swallow one late result */
     F_CANCELLER_RAN = 16u,
-    F_HEAP_ENTRIES = 32u, /* ent points to a heap array of cap entries */
-    F_ABANDONED = 64u     /* already fired with TW_EABANDONED once */
+    F_HEAP_ENTRIES = 32u  /* ent points to a heap array of cap entries */
 };
 
 struct tw_deferred {

@@ -20,6 +20,7 @@ struct tw_dqueue {
     tw_deferred *whead, *wtail; /* waiting gets, oldest first */
     size_t waiting;
     int firing;
+    bool closing; /* inside tw_dqueue_destroy: getters' errbacks may call back */
 };
 
 static inline tw__wlist getters(tw_dqueue *q)
@@ -90,6 +91,8 @@ int tw_dqueue_put(tw_dqueue *q, void *ptr, tw_drop_fn drop)
 {
     if (!q)
         return TW_EINVAL;
+    if (q->closing)
+        return TW_ESHUTDOWN;
     size_t room = q->waiting + q->size < q->waiting ? SIZE_MAX : q->waiting + q->size;
     if (q->count >= room)
         return TW_EOVERFLOW;
@@ -111,6 +114,8 @@ int tw_dqueue_get(tw_dqueue *q, tw_deferred **out)
 {
     if (!q || !out)
         return TW_EINVAL;
+    if (q->closing)
+        return TW_ESHUTDOWN;
     if (q->count && !q->whead) {
         tw_deferred *d;
         int rc = tw__deferred_new(&d, NULL, NULL, NULL, 0);
@@ -147,11 +152,15 @@ void tw_dqueue_destroy(tw_dqueue *q)
 {
     if (!q)
         return;
-    if (q->firing) {
+    if (q->firing || q->closing) {
         tw_diag_report(TW_DIAG_MISUSE, TW_EBUSY, "tw_dqueue_destroy",
-                       "a DeferredQueue cannot be destroyed from inside its own hand-off");
+                       "a DeferredQueue cannot be destroyed from inside its own hand-off or "
+                       "destruction");
         return;
     }
+    /* From here put and get return TW_ESHUTDOWN, also from the errbacks
+     * of the gets failed below. */
+    q->closing = true;
     while (q->count)
         tw_result_drop(ring_pop(q));
     tw_deferred *d;

@@ -95,6 +95,10 @@ tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg)
         return out;
     }
     tw_deferred *d = out.ptr;
+    if (!d) {
+        release_cb(out, p);
+        return tw_result_fail(TW_EINVAL, "run()'s function returned a NULL Deferred");
+    }
     if (tw__deferred_ready(d) && d->count == 0 && !(d->flags & F_ON_STACK)) {
         /* Already fired, chain done (tw_deferred_succeed): take its result
          * now, as the run loop would, and release. */
