@@ -9,7 +9,8 @@
  * Each layer also has its own header under twine/, usable alone:
  * twine/base.h (errors, time, allocator, diagnostics), twine/sync.h (blocking
  * primitives for threads), twine/worker.h (workers, team, pool, Queue) and
- * twine/deferred.h (Deferreds, failures, clocks, DeferredLock/Semaphore/Queue).
+ * twine/deferred.h (Deferreds, failures, clocks, DeferredLock/Semaphore/Queue)
+ * and twine/reactor.h (the event loop and its bridge to threads).
  */
 #ifndef TWINE_H
 #define TWINE_H
@@ -18,5 +19,6 @@
 #include "twine/sync.h"
 #include "twine/worker.h"
 #include "twine/deferred.h"
+#include "twine/reactor.h"
 
 #endif /* TWINE_H */

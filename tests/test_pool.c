@@ -479,6 +479,8 @@ static void test_pool_stop_timeout_then_complete(void **state)
     assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), TW_EQUIT);
     assert_int_equal(tw_pool_stop(p, 0, &stuck), TW_ETIMEDOUT); /* still stuck */
     assert_int_equal(stuck, 1);
+    assert_int_equal(diag_read(&diags.timedout), 1); /* a zero timeout polls: no report */
+    assert_int_equal(tw_pool_stop(p, 0.01, &stuck), TW_ETIMEDOUT);
     assert_int_equal(diag_read(&diags.timedout), 2);
     tw_event_set(&b.release);
     assert_int_equal(tw_pool_stop(p, -1, &stuck), 0);

@@ -238,8 +238,8 @@ TW_API int tw_pool_resize(tw_pool *p, size_t min, size_t max);
 TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
 /* Stops taking work, lets queued work finish and joins the threads, waiting
  * at most `timeout` seconds (negative = forever). 0, or TW_ETIMEDOUT with the
- * number of threads still running in *stuck (if not NULL) — and a report
- * through the diagnostic hook naming each of them (threads are numbered from 1
+ * number of threads still running in *stuck (if not NULL) — and, unless
+ * timeout is 0 (a poll), a report through the diagnostic hook naming each of them (threads are numbered from 1
  * in the order the pool started them) and how long its current task has run.
  * A later stop may wait again. TW_EDEADLK from one of the pool's own threads.
  * A second stop after a complete one returns 0. */

@@ -577,7 +577,7 @@ int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
     rc = wait_threads(p, d);
     if (stuck)
         *stuck = p->threads;
-    if (rc == TW_ETIMEDOUT)
+    if (rc == TW_ETIMEDOUT && timeout != 0) /* 0 polls; it does not wait, so nothing is stuck */
         report_stuck(p);
     if (rc == 0) {
         p->monitor_quit = true;

@@ -1,0 +1,179 @@
+/* fd watchers: a record per fd (reader, writer, what the poller has), in an
+ * array indexed by fd. The waker's read end is registered like any fd but
+ * handled here.
+ *
+ * Dispatch re-reads the record before each call, so a callback that removes
+ * or replaces a watcher (its own or another fd's) in the same batch is
+ * honoured: a removed watcher is not called. */
+#include <errno.h>
+#include <fcntl.h>
+
+#include "base/alloc.h"
+#include "reactor/reactor.h"
+
+#define MAX_EVENTS 256
+
+int tw__io_init(tw_reactor *r, enum tw_poller which)
+{
+    const tw__poller_ops *ops;
+    switch (which) {
+    case TW_POLLER_DEFAULT:
+        ops = tw__poller_native() ? tw__poller_native() : &tw__poller_poll;
+        break;
+    case TW_POLLER_EPOLL:
+        ops = tw__poller_native();
+        if (!ops)
+            return TW_ENOTSUP;
+        break;
+    case TW_POLLER_POLL:
+        ops = &tw__poller_poll;
+        break;
+    default:
+        return TW_EINVAL;
+    }
+    r->events = tw__alloc(MAX_EVENTS * sizeof *r->events);
+    if (!r->events)
+        return TW_ENOMEM;
+    r->max_events = MAX_EVENTS;
+    int rc = ops->create(&r->poller);
+    if (rc) {
+        tw__free(r->events, MAX_EVENTS * sizeof *r->events);
+        r->events = NULL;
+        return rc;
+    }
+    r->pops = ops;
+    rc = ops->set(r->poller, r->wake_rfd, 0, TW_READABLE);
+    if (rc) {
+        ops->destroy(r->poller);
+        tw__free(r->events, MAX_EVENTS * sizeof *r->events);
+        r->events = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+void tw__io_destroy(tw_reactor *r)
+{
+    if (r->pops)
+        r->pops->destroy(r->poller);
+    tw__free(r->fds, r->nfds * sizeof *r->fds);
+    tw__free(r->events, (size_t)r->max_events * sizeof *r->events);
+}
+
+static tw__fdrec *record(tw_reactor *r, int fd)
+{
+    if ((size_t)fd >= r->nfds) {
+        size_t n = r->nfds ? r->nfds : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        tw__fdrec *a = tw__realloc(r->fds, r->nfds * sizeof *a, n * sizeof *a);
+        if (!a)
+            return NULL;
+        for (size_t i = r->nfds; i < n; i++)
+            a[i] = (tw__fdrec){0};
+        r->fds = a;
+        r->nfds = n;
+    }
+    return &r->fds[fd];
+}
+
+static int add(tw_reactor *r, int fd, unsigned which, tw_fd_fn fn, void *arg)
+{
+    if (fd < 0 || !fn || fd == r->wake_rfd)
+        return TW_EINVAL;
+    int saved = errno;
+    int valid = fcntl(fd, F_GETFD);
+    errno = saved;
+    if (valid < 0)
+        return TW_EINVAL;
+    tw__fdrec *rec = record(r, fd);
+    if (!rec)
+        return TW_ENOMEM;
+    unsigned want = rec->events | which;
+    if (want != rec->events) {
+        int rc = r->pops->set(r->poller, fd, rec->events, want);
+        if (rc)
+            return rc;
+        rec->events = want;
+    }
+    if (which == TW_READABLE) {
+        rec->rfn = fn;
+        rec->rarg = arg;
+    } else {
+        rec->wfn = fn;
+        rec->warg = arg;
+    }
+    return 0;
+}
+
+static int remove_one(tw_reactor *r, int fd, unsigned which)
+{
+    if (fd < 0 || (size_t)fd >= r->nfds || !(r->fds[fd].events & which))
+        return TW_EINVAL;
+    tw__fdrec *rec = &r->fds[fd];
+    unsigned want = rec->events & ~which;
+    /* The fd may already be closed: the poller forgets it either way. */
+    (void)r->pops->set(r->poller, fd, rec->events, want);
+    rec->events = want;
+    if (which == TW_READABLE) {
+        rec->rfn = NULL;
+        rec->rarg = NULL;
+    } else {
+        rec->wfn = NULL;
+        rec->warg = NULL;
+    }
+    return 0;
+}
+
+int tw_reactor_add_reader(tw_reactor *r, int fd, tw_fd_fn fn, void *arg)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_add_reader");
+    return add(r, fd, TW_READABLE, fn, arg);
+}
+
+int tw_reactor_add_writer(tw_reactor *r, int fd, tw_fd_fn fn, void *arg)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_add_writer");
+    return add(r, fd, TW_WRITABLE, fn, arg);
+}
+
+int tw_reactor_remove_reader(tw_reactor *r, int fd)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_remove_reader");
+    return remove_one(r, fd, TW_READABLE);
+}
+
+int tw_reactor_remove_writer(tw_reactor *r, int fd)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_remove_writer");
+    return remove_one(r, fd, TW_WRITABLE);
+}
+
+void tw__io_poll(tw_reactor *r, int timeout_ms)
+{
+    int n = r->pops->wait(r->poller, timeout_ms, r->events, r->max_events);
+    for (int i = 0; i < n && r->state != R_DONE; i++) {
+        int fd = r->events[i].fd;
+        unsigned ev = r->events[i].events;
+        if (fd == r->wake_rfd) {
+            tw__waker_drain(fd);
+            continue;
+        }
+        if ((size_t)fd >= r->nfds)
+            continue;
+        /* Re-read the record before each call: an earlier callback may have
+         * removed it. Readers first, as Twisted does. */
+        if ((ev & TW_READABLE) && r->fds[fd].rfn)
+            r->fds[fd].rfn(fd, ev, r->fds[fd].rarg);
+        if ((ev & TW_WRITABLE) && (size_t)fd < r->nfds && r->fds[fd].wfn)
+            r->fds[fd].wfn(fd, ev, r->fds[fd].warg);
+    }
+}

@@ -1,0 +1,387 @@
+/* The reactor's lifecycle: create, run, one iteration, stop, shutdown and its
+ * triggers, destroy.
+ *
+ * One iteration, in order:
+ *   1. a requested stop begins shutdown (before-shutdown triggers run);
+ *      when their Deferreds have all fired, shutdown completes (finish());
+ *   2. the calls posted from threads before this iteration run, in order;
+ *   3. the timers due now run, in (time, scheduling) order;
+ *   4. the wake flag is re-armed and the loop sleeps in the poller until the
+ *      next timer, a posted call's wake-up or an fd event (not at all if a
+ *      call is already waiting or a stop is requested), then runs the fd
+ *      callbacks, readers before writers.
+ * finish() is the rest of shutdown: blocking calls released and refused,
+ * during-shutdown triggers, the pool stopped, after-shutdown triggers, then
+ * every posted call run until none is left and posting closed, then the
+ * defer_to_thread Deferreds that can no longer get a result failed. */
+#include <math.h>
+#include <stdio.h>
+
+#include "base/alloc.h"
+#include "reactor/reactor.h"
+
+#ifdef TW_DEBUG
+void tw__reactor_wrong_thread(const tw_reactor *r, const char *function)
+{
+    (void)r;
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "called from thread %u, not the reactor's thread; from other threads use "
+             "tw_reactor_call_from_thread",
+             (unsigned)tw__self());
+    tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, function, msg);
+}
+#endif
+
+int64_t tw__reactor_now(const tw_reactor *r)
+{
+    return r->fake ? r->fake_now : tw_now_ns();
+}
+
+int tw_reactor_create_with(const tw_reactor_config *cfg, tw_reactor **out)
+{
+    tw_reactor_config def = TW_REACTOR_CONFIG_INIT;
+    if (!out)
+        return TW_EINVAL;
+    if (!cfg)
+        cfg = &def;
+    if (isnan(cfg->pool_stop_timeout))
+        return TW_EINVAL;
+    tw_reactor *r = TW__NEW(tw_reactor);
+    if (!r)
+        return TW_ENOMEM;
+    r->clock.ops = &tw__reactor_clock_ops;
+    r->fake = cfg->fake_clock;
+    r->owner = tw__self();
+    r->pool_max = cfg->pool_max ? cfg->pool_max : 10;
+    r->pool_stop_timeout = cfg->pool_stop_timeout;
+    for (int i = 0; i < 3; i++)
+        r->trigger_tail[i] = &r->triggers[i];
+    r->startup_tail = &r->startup;
+    int rc = tw__waker_open(&r->wake_rfd, &r->wake_wfd);
+    if (rc) {
+        TW__DELETE(r);
+        return rc;
+    }
+    rc = tw__io_init(r, cfg->poller);
+    if (rc == 0)
+        rc = tw__timers_init(r);
+    if (rc) {
+        tw__io_destroy(r);
+        tw__waker_close(r->wake_rfd, r->wake_wfd);
+        TW__DELETE(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int tw_reactor_create(tw_reactor **out)
+{
+    return tw_reactor_create_with(NULL, out);
+}
+
+bool tw_reactor_running(const tw_reactor *r)
+{
+    return r && r->state != R_NEW && r->state != R_DONE;
+}
+
+double tw_reactor_seconds(const tw_reactor *r)
+{
+    return r ? (double)tw__reactor_now(r) / 1e9 : 0.0;
+}
+
+tw_clock *tw_reactor_clock(tw_reactor *r)
+{
+    return r ? &r->clock : NULL;
+}
+
+int tw_reactor_advance(tw_reactor *r, double seconds)
+{
+    if (!r || !(seconds >= 0) || isinf(seconds))
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_advance");
+    if (!r->fake)
+        return TW_ENOTSUP;
+    double ns = seconds * 1e9;
+    int64_t d = ns >= 9.2e18 ? INT64_MAX : (int64_t)ns;
+    int64_t target = d > INT64_MAX - r->fake_now ? INT64_MAX : r->fake_now + d;
+    for (;;) {
+        int64_t next = tw__timers_next(r, r->fake_now);
+        if (next < 0 || next > target - r->fake_now || r->state == R_DONE)
+            break;
+        r->fake_now += next;
+        tw__timers_run(r, r->fake_now);
+    }
+    if (target > r->fake_now)
+        r->fake_now = target;
+    return 0;
+}
+
+int tw_reactor_stop(tw_reactor *r)
+{
+    /* Async-signal-safe: an atomic exchange and a write. */
+    if (!r)
+        return TW_EINVAL;
+    if (__atomic_exchange_n(&r->stop_requested, 1, __ATOMIC_SEQ_CST))
+        return TW_EALREADY;
+    tw__reactor_wake(r);
+    return 0;
+}
+
+/* ---- triggers ------------------------------------------------------------------ */
+
+int tw_reactor_add_trigger(tw_reactor *r, enum tw_trigger_phase phase, tw_result_fn fn,
+                           void *arg, uint64_t *id)
+{
+    if (!r || !fn || (unsigned)phase > TW_AFTER_SHUTDOWN)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_add_trigger");
+    if (r->state == R_DONE)
+        return TW_ESHUTDOWN;
+    tw__trigger *t = TW__NEW(tw__trigger);
+    if (!t)
+        return TW_ENOMEM;
+    t->id = ++r->trigger_seq;
+    t->fn = fn;
+    t->arg = arg;
+    *r->trigger_tail[phase] = t;
+    r->trigger_tail[phase] = &t->next;
+    if (id)
+        *id = t->id;
+    return 0;
+}
+
+int tw_reactor_remove_trigger(tw_reactor *r, uint64_t id)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_remove_trigger");
+    for (int ph = 0; ph < 3; ph++) {
+        for (tw__trigger **p = &r->triggers[ph]; *p; p = &(*p)->next) {
+            if ((*p)->id != id)
+                continue;
+            tw__trigger *t = *p;
+            *p = t->next;
+            if (r->trigger_tail[ph] == &t->next)
+                r->trigger_tail[ph] = p;
+            TW__DELETE(t);
+            return 0;
+        }
+    }
+    return TW_EINVAL;
+}
+
+static void report_failure(tw_failure *f, const char *what)
+{
+    char text[320], msg[400];
+    tw_failure_format(f, text, sizeof text);
+    snprintf(msg, sizeof msg, "%s failed: %s", what, text);
+    tw_diag_report(TW_DIAG_WARNING, tw_failure_code(f), "tw_reactor_stop", msg);
+}
+
+static tw_result before_done(tw_result res, void *arg)
+{
+    tw_reactor *r = arg;
+    if (tw_result_is_failure(res))
+        report_failure(tw_result_as_failure(res), "a before-shutdown trigger's Deferred");
+    tw_result_drop(res);
+    r->before_pending--;
+    tw__reactor_wake(r); /* the loop goes on with shutdown at its next iteration */
+    return tw_result_none();
+}
+
+/* Takes the phase's triggers off the reactor and runs them in order. A
+ * trigger added while they run, to the same phase, runs too. */
+static void run_triggers(tw_reactor *r, int phase, bool wait)
+{
+    tw__trigger *t;
+    while ((t = r->triggers[phase])) {
+        r->triggers[phase] = t->next;
+        if (!t->next)
+            r->trigger_tail[phase] = &r->triggers[phase];
+        tw_result res = t->fn(t->arg);
+        TW__DELETE(t);
+        if (tw_result_is_deferred(res) && wait) {
+            tw_deferred *d = res.ptr;
+            r->before_pending++;
+            if (tw_deferred_add_both(d, before_done, r) != 0) {
+                r->before_pending--;
+                tw_diag_report(TW_DIAG_WARNING, TW_ENOMEM, "tw_reactor_stop",
+                               "no memory to wait for a before-shutdown trigger's Deferred");
+            }
+            tw_deferred_unref(d);
+        } else if (tw_result_is_failure(res)) {
+            report_failure(tw_result_as_failure(res), "a shutdown trigger");
+            tw_result_drop(res);
+        } else {
+            tw_result_drop(res);
+        }
+    }
+}
+
+static void free_triggers(tw_reactor *r)
+{
+    for (int ph = 0; ph < 3; ph++) {
+        while (r->triggers[ph]) {
+            tw__trigger *t = r->triggers[ph];
+            r->triggers[ph] = t->next;
+            TW__DELETE(t);
+        }
+        r->trigger_tail[ph] = &r->triggers[ph];
+    }
+}
+
+/* ---- lifecycle ----------------------------------------------------------------- */
+
+static void begin(tw_reactor *r)
+{
+    __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED);
+    r->state = R_RUNNING;
+}
+
+static void start(tw_reactor *r)
+{
+    begin(r);
+    tw__startup *s;
+    while ((s = r->startup)) {
+        r->startup = s->next;
+        if (!s->next)
+            r->startup_tail = &r->startup;
+        tw_call_fn fn = s->fn;
+        void *arg = s->arg;
+        TW__DELETE(s);
+        fn(arg);
+    }
+}
+
+static void finish(tw_reactor *r)
+{
+    tw__threads_refuse_blocking(r);
+    run_triggers(r, TW_DURING_SHUTDOWN, false);
+    tw__threads_stop_pool(r);
+    run_triggers(r, TW_AFTER_SHUTDOWN, false);
+    r->state = R_DONE;
+    tw__posted_close(r);
+    tw__threads_close(r);
+    tw__timers_destroy(r);
+}
+
+/* One iteration (see the top of the file); wait_ns < 0 waits as long as needed. */
+static void iterate(tw_reactor *r, int64_t wait_ns)
+{
+    if (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) {
+        r->state = R_BEFORE;
+        run_triggers(r, TW_BEFORE_SHUTDOWN, true);
+    }
+    if (r->state == R_BEFORE && r->before_pending == 0) {
+        finish(r);
+        return;
+    }
+    tw__posted_run(r);
+    if (r->state == R_DONE)
+        return;
+    int64_t now = tw__reactor_now(r);
+    tw__timers_run(r, now);
+    if (r->state == R_DONE)
+        return;
+
+    tw__reactor_rearm(r);
+    int64_t t = wait_ns;
+    if (tw__posted_pending(r) ||
+        (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) ||
+        (r->state == R_BEFORE && r->before_pending == 0)) {
+        t = 0;
+    } else if (!r->fake) {
+        int64_t next = tw__timers_next(r, tw__reactor_now(r));
+        if (next >= 0 && (t < 0 || next < t))
+            t = next;
+    }
+    /* Round up, so that a timer is never woken for before it is due. */
+    int ms = t < 0 ? -1 : t > (int64_t)INT32_MAX * 1000000 ? INT32_MAX
+                                                           : (int)((t + 999999) / 1000000);
+    tw__io_poll(r, ms);
+}
+
+int tw_reactor_run(tw_reactor *r)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_run");
+    if (r->in_run || r->state == R_DONE)
+        return TW_EALREADY;
+    r->in_run = true;
+    if (r->state == R_NEW)
+        start(r);
+    while (r->state != R_DONE)
+        iterate(r, -1);
+    r->in_run = false;
+    tw__signals_release(r);
+    return 0;
+}
+
+int tw_reactor_iterate(tw_reactor *r, double timeout)
+{
+    if (!r || isnan(timeout))
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_iterate");
+    if (r->in_run)
+        return TW_EBUSY;
+    if (r->state == R_DONE)
+        return TW_ESHUTDOWN;
+    if (r->state == R_NEW)
+        start(r);
+    int64_t ns = timeout < 0 ? -1 : timeout * 1e9 >= 9.2e18 ? INT64_MAX : (int64_t)(timeout * 1e9);
+    iterate(r, ns);
+    return 0;
+}
+
+int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
+{
+    if (!r || !fn)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_call_when_running");
+    if (r->state == R_DONE)
+        return TW_ESHUTDOWN;
+    if (r->state != R_NEW) {
+        fn(arg);
+        return 0;
+    }
+    tw__startup *s = TW__NEW(tw__startup);
+    if (!s)
+        return TW_ENOMEM;
+    s->fn = fn;
+    s->arg = arg;
+    *r->startup_tail = s;
+    r->startup_tail = &s->next;
+    return 0;
+}
+
+int tw_reactor_destroy(tw_reactor *r)
+{
+    if (!r)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_destroy");
+    if (r->in_run)
+        return TW_EBUSY;
+    if (r->state != R_DONE) {
+        /* Never ran, or iterated only: shut down as run() would. */
+        tw_reactor_stop(r);
+        if (r->state == R_NEW)
+            begin(r); /* calls waiting for the loop to run never run */
+        while (r->state != R_DONE)
+            iterate(r, -1);
+    }
+    tw__signals_release(r);
+    tw__threads_destroy(r);
+    free_triggers(r);
+    while (r->startup) {
+        tw__startup *s = r->startup;
+        r->startup = s->next;
+        TW__DELETE(s);
+    }
+    tw__io_destroy(r);
+    tw__waker_close(r->wake_rfd, r->wake_wfd);
+    TW__DELETE(r);
+    return 0;
+}

@@ -1,0 +1,107 @@
+/* The portable poller: poll(2) over an array of pollfd, with a map from fd to
+ * its slot so that changing an fd's interest is O(1). Removing swaps the last
+ * slot into the hole. */
+#include <errno.h>
+#include <poll.h>
+
+#include "base/alloc.h"
+#include "reactor/reactor.h"
+
+struct tw__poller {
+    struct pollfd *pfd;
+    size_t n, cap;
+    int *slot; /* fd -> index in pfd, or -1 */
+    size_t nslot;
+};
+
+static int pl_create(tw__poller **out)
+{
+    tw__poller *p = TW__NEW(tw__poller);
+    if (!p)
+        return TW_ENOMEM;
+    *out = p;
+    return 0;
+}
+
+static void pl_destroy(tw__poller *p)
+{
+    tw__free(p->pfd, p->cap * sizeof *p->pfd);
+    tw__free(p->slot, p->nslot * sizeof *p->slot);
+    TW__DELETE(p);
+}
+
+static int pl_set(tw__poller *p, int fd, unsigned old, unsigned events)
+{
+    (void)old;
+    if (fd < 0)
+        return TW_EINVAL;
+    if ((size_t)fd >= p->nslot) {
+        if (!events)
+            return 0;
+        size_t n = p->nslot ? p->nslot : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        int *s = tw__realloc(p->slot, p->nslot * sizeof *s, n * sizeof *s);
+        if (!s)
+            return TW_ENOMEM;
+        for (size_t i = p->nslot; i < n; i++)
+            s[i] = -1;
+        p->slot = s;
+        p->nslot = n;
+    }
+    int i = p->slot[fd];
+    short want = (short)((events & TW_READABLE ? POLLIN : 0) | (events & TW_WRITABLE ? POLLOUT : 0));
+    if (!events) {
+        if (i >= 0) {
+            p->pfd[i] = p->pfd[--p->n];
+            if ((size_t)i < p->n)
+                p->slot[p->pfd[i].fd] = i;
+            p->slot[fd] = -1;
+        }
+        return 0;
+    }
+    if (i < 0) {
+        if (p->n == p->cap) {
+            size_t cap = p->cap ? p->cap * 2 : 16;
+            struct pollfd *a = tw__realloc(p->pfd, p->cap * sizeof *a, cap * sizeof *a);
+            if (!a)
+                return TW_ENOMEM;
+            p->pfd = a;
+            p->cap = cap;
+        }
+        i = (int)p->n++;
+        p->slot[fd] = i;
+        p->pfd[i].fd = fd;
+    }
+    p->pfd[i].events = want;
+    p->pfd[i].revents = 0;
+    return 0;
+}
+
+static int pl_wait(tw__poller *p, int timeout_ms, tw__poll_event *out, int max)
+{
+    int saved = errno;
+    int n = poll(p->pfd, (nfds_t)p->n, timeout_ms);
+    errno = saved;
+    if (n <= 0)
+        return 0;
+    int k = 0;
+    for (size_t i = 0; i < p->n && k < max; i++) {
+        short e = p->pfd[i].revents;
+        if (!e)
+            continue;
+        unsigned ev = 0;
+        if (e & POLLIN)
+            ev |= TW_READABLE;
+        if (e & POLLOUT)
+            ev |= TW_WRITABLE;
+        if (e & (POLLERR | POLLHUP | POLLNVAL))
+            ev |= TW_READABLE | TW_WRITABLE;
+        out[k].fd = p->pfd[i].fd;
+        out[k].events = ev;
+        k++;
+    }
+    return k;
+}
+
+const tw__poller_ops tw__poller_poll = {"poll", pl_create, pl_destroy, pl_set, pl_wait};

@@ -1,0 +1,196 @@
+/* Internal: the reactor's layout and the interfaces between its modules:
+ * loop.c (lifecycle, iteration, shutdown, triggers), timers.c, io.c (fd
+ * watchers), post.c (calls from threads), threads.c (pool bridge), signals.c,
+ * and the pollers (poller_poll.c here, epoll in src/platform/linux/).
+ *
+ * Threads: every field is the loop thread's, except those marked atomic,
+ * which other threads touch through post.c, tw_reactor_stop and
+ * tw_blocking_call_from_thread. */
+#ifndef TW_REACTOR_INTERNAL_H
+#define TW_REACTOR_INTERNAL_H
+
+#include <twine/reactor.h>
+
+/* ---- pollers ---------------------------------------------------------------
+ * One interface, one file per implementation. Events are TW_READABLE and
+ * TW_WRITABLE; an error or hang-up is reported as both. */
+typedef struct tw__poller tw__poller;
+
+typedef struct tw__poll_event {
+    int fd;
+    unsigned events;
+} tw__poll_event;
+
+typedef struct tw__poller_ops {
+    const char *name;
+    int (*create)(tw__poller **out);
+    void (*destroy)(tw__poller *p);
+    /* Sets fd's interest from `old` to `events` (0 removes it). TW_EINVAL if
+     * the system refuses the fd (bad, or a regular file for epoll). */
+    int (*set)(tw__poller *p, int fd, unsigned old, unsigned events);
+    /* Waits up to timeout_ms (-1: forever) and fills at most max events;
+     * returns their number (0 on timeout or interruption). */
+    int (*wait)(tw__poller *p, int timeout_ms, tw__poll_event *out, int max);
+} tw__poller_ops;
+
+extern const tw__poller_ops tw__poller_poll;
+/* The platform's native poller (epoll), or NULL where there is none. */
+const tw__poller_ops *tw__poller_native(void);
+
+/* ---- waker (eventfd on Linux, a pipe elsewhere) ---------------------------- */
+int tw__waker_open(int *read_fd, int *write_fd);
+void tw__waker_close(int read_fd, int write_fd);
+/* Async-signal-safe; a full pipe or counter already wakes. */
+void tw__waker_wake(int write_fd);
+void tw__waker_drain(int read_fd);
+
+/* ---- the reactor ------------------------------------------------------------ */
+
+enum tw__rstate {
+    R_NEW = 0,     /* not run yet */
+    R_RUNNING,     /* loop running (or iterated) */
+    R_BEFORE,      /* shutdown: before-shutdown triggers' Deferreds outstanding */
+    R_DONE         /* shut down */
+};
+
+struct tw_delayed_call {
+    tw_reactor *r;
+    int64_t when; /* ns on the reactor's clock */
+    uint64_t seq; /* FIFO among equal times */
+    size_t index; /* in the heap while pending */
+    tw_call_fn fn;
+    void *arg;
+    uint32_t refs; /* the reactor's while pending, plus handles */
+    uint8_t state; /* DC_PENDING, DC_RAN, DC_CANCELLED */
+};
+enum { DC_PENDING = 0, DC_RAN = 1, DC_CANCELLED = 2 };
+
+typedef struct tw__fdrec {
+    tw_fd_fn rfn, wfn;
+    void *rarg, *warg;
+    unsigned events; /* registered with the poller */
+} tw__fdrec;
+
+typedef struct tw__trigger {
+    struct tw__trigger *next;
+    uint64_t id;
+    tw_result_fn fn;
+    void *arg;
+} tw__trigger;
+
+typedef struct tw__startup {
+    struct tw__startup *next;
+    tw_call_fn fn;
+    void *arg;
+} tw__startup;
+
+typedef struct tw__dthread tw__dthread; /* threads.c */
+typedef struct tw__bcall tw__bcall;     /* threads.c */
+
+struct tw_reactor {
+    tw_clock clock; /* first: the deferred layer's clock */
+    enum tw__rstate state;
+    bool in_run;
+    bool fake;
+    int64_t fake_now;
+    uint32_t owner;       /* creating thread */
+    uint32_t loop_thread; /* atomic: set when the loop first runs */
+
+    /* stop: atomic, any thread or a signal handler */
+    int stop_requested;
+
+    /* calls from threads (post.c): a lock-free LIFO of tw_call, reversed per
+     * batch; TW__POST_CLOSED once the reactor has shut down. atomic. */
+    tw_call *posted;
+    uint32_t wake_pending; /* atomic: a wake-up is written and not yet consumed */
+    int wake_rfd, wake_wfd;
+
+    /* poller and fds (io.c) */
+    const tw__poller_ops *pops;
+    tw__poller *poller;
+    tw__fdrec *fds;
+    size_t nfds;
+    tw__poll_event *events;
+    int max_events;
+
+    /* timers (timers.c): a binary min-heap by (when, seq) */
+    tw_delayed_call **heap;
+    size_t heap_len, heap_cap;
+    uint64_t timer_seq;
+
+    /* lifecycle (loop.c) */
+    tw__trigger *triggers[3], **trigger_tail[3];
+    uint64_t trigger_seq;
+    size_t before_pending; /* Deferreds of before-shutdown triggers not yet fired */
+    tw__startup *startup, **startup_tail;
+
+    /* pool bridge (threads.c) */
+    tw_pool *pool;
+    size_t pool_max;
+    double pool_stop_timeout;
+    bool pool_closed;
+    int bcalls_refused; /* atomic */
+    tw__bcall *bcalls;      /* loop-side records of blocking calls waiting on a Deferred */
+    tw__dthread *dthreads;  /* defer_to_thread calls in flight */
+
+    bool owns_signals;
+};
+
+#define TW__POST_CLOSED ((tw_call *)(uintptr_t)1)
+
+/* loop.c */
+int64_t tw__reactor_now(const tw_reactor *r);
+#ifdef TW_DEBUG
+void tw__reactor_wrong_thread(const tw_reactor *r, const char *function);
+#define TW__RCHECK(r, fn)                                                              \
+    do {                                                                               \
+        uint32_t want_ = (r)->state == R_NEW && !(r)->in_run                           \
+                             ? (r)->owner                                              \
+                             : __atomic_load_n(&(r)->loop_thread, __ATOMIC_RELAXED);   \
+        if (want_ && want_ != tw__self())                                              \
+            tw__reactor_wrong_thread((r), (fn));                                       \
+    } while (0)
+#else
+#define TW__RCHECK(r, fn) ((void)0)
+#endif
+
+/* timers.c */
+int tw__timers_init(tw_reactor *r);
+/* Runs the timers due at `now`, not those they schedule for now. */
+void tw__timers_run(tw_reactor *r, int64_t now);
+/* ns until the next timer (0 if due), or -1 if there is none. */
+int64_t tw__timers_next(const tw_reactor *r, int64_t now);
+void tw__timers_destroy(tw_reactor *r);
+extern const tw_clock_ops tw__reactor_clock_ops;
+
+/* io.c */
+int tw__io_init(tw_reactor *r, enum tw_poller which);
+/* Waits up to timeout_ms and dispatches fd events (and drains the waker). */
+void tw__io_poll(tw_reactor *r, int timeout_ms);
+void tw__io_destroy(tw_reactor *r);
+
+/* post.c */
+/* Runs the calls posted before now, in order; returns whether any ran. */
+bool tw__posted_run(tw_reactor *r);
+bool tw__posted_pending(const tw_reactor *r);
+/* Runs every posted call until none is left, then refuses new ones. */
+void tw__posted_close(tw_reactor *r);
+/* Clears the coalescing flag before the loop decides how long to sleep. */
+void tw__reactor_rearm(tw_reactor *r);
+void tw__reactor_wake(tw_reactor *r);
+
+/* threads.c */
+/* Shutdown, at the start of the during phase: refuse blocking calls and
+ * release those waiting. */
+void tw__threads_refuse_blocking(tw_reactor *r);
+/* Shutdown, during phase: stop the pool. */
+void tw__threads_stop_pool(tw_reactor *r);
+/* After the last posted call: fail the defer_to_thread Deferreds whose
+ * results can no longer arrive. */
+void tw__threads_close(tw_reactor *r);
+void tw__threads_destroy(tw_reactor *r);
+
+/* signals.c */
+void tw__signals_release(tw_reactor *r);
+
+#endif

@@ -1,0 +1,473 @@
+/* The bridge between the loop and threads: the reactor's pool,
+ * call_in_thread, defer_to_thread and blocking_call_from_thread.
+ *
+ * defer_to_thread. One record per call holds the pool's task node and the
+ * node that carries the result back (tw_reactor_post), so a round trip
+ * allocates the record and the Deferred, nothing else. The record has two
+ * owners, counted atomically: the loop (until the result is delivered, or
+ * shutdown fails the Deferred) and the task (until it has posted the result,
+ * or failed to because the reactor has shut down). `state` settles the race
+ * between a cancel on the loop and the task starting on a pool thread: one
+ * CAS from QUEUED decides whether the function runs.
+ *
+ * blocking_call_from_thread. The waiting thread's frame holds the request and
+ * an Event; the loop writes the result into it and sets the Event, and never
+ * touches the frame after. If the function returns a Deferred, a loop-side
+ * record waits for it; shutdown detaches those records (releasing their
+ * threads with TW_ESHUTDOWN) and a Deferred that fires later finds its record
+ * detached and drops the result. */
+#include <poll.h>
+
+#include "base/alloc.h"
+#include "deferred/deferred.h"
+#include "reactor/reactor.h"
+
+struct tw_cancel {
+    tw_event ev;
+};
+
+enum { Q_QUEUED = 0, Q_RUNNING = 1, Q_SKIPPED = 2 };
+
+struct tw__dthread {
+    tw_task task;
+    tw_call back;
+    tw_reactor *r;
+    tw_deferred *d; /* loop side; NULL once fired by shutdown */
+    tw_thread_fn fn;
+    void *arg;
+    tw_cancel cancel;
+    tw_result result; /* written by the task before it posts `back` */
+    uint32_t refs;    /* atomic: the loop's and the task's */
+    uint32_t state;   /* atomic: Q_* */
+    tw__dthread *prev, *next; /* r->dthreads, loop side */
+};
+
+static void dthread_put(tw__dthread *t)
+{
+    /* acq_rel: the last owner sees the other's writes before freeing. */
+    if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        TW__DELETE(t);
+}
+
+static void dthread_unlink(tw_reactor *r, tw__dthread *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        r->dthreads = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+}
+
+/* ---- the pool ------------------------------------------------------------------ */
+
+static int pool(tw_reactor *r, tw_pool **out)
+{
+    if (r->pool_closed)
+        return TW_ESHUTDOWN;
+    if (!r->pool) {
+        tw_pool_config cfg = TW_POOL_CONFIG_INIT(0, r->pool_max);
+        int rc = tw_pool_create_with(&cfg, &r->pool);
+        if (rc)
+            return rc;
+    }
+    *out = r->pool;
+    return 0;
+}
+
+int tw_reactor_get_thread_pool(tw_reactor *r, tw_pool **out)
+{
+    if (!r || !out)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_get_thread_pool");
+    return pool(r, out);
+}
+
+int tw_reactor_suggest_thread_pool_size(tw_reactor *r, size_t n)
+{
+    if (!r || n < 1)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_suggest_thread_pool_size");
+    if (r->pool_closed)
+        return TW_ESHUTDOWN;
+    r->pool_max = n;
+    return r->pool ? tw_pool_resize(r->pool, 0, n) : 0;
+}
+
+int tw_reactor_call_in_thread(tw_reactor *r, tw_task_fn fn, void *arg)
+{
+    if (!r || !fn)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_call_in_thread");
+    tw_pool *p;
+    int rc = pool(r, &p);
+    return rc ? rc : tw_pool_do(p, fn, arg);
+}
+
+typedef struct multi {
+    size_t n;
+    tw_thread_call calls[];
+} multi;
+
+static int run_multi(void *arg)
+{
+    multi *m = arg;
+    int first = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        int rc = m->calls[i].fn(m->calls[i].arg);
+        if (rc && !first)
+            first = rc; /* the task's error: the first failing call's code */
+        else if (rc)
+            tw_diag_report(TW_DIAG_WARNING, rc, "tw_reactor_call_multiple_in_thread",
+                           "a later call of the same batch failed too");
+    }
+    tw__free(m, sizeof *m + m->n * sizeof m->calls[0]);
+    return first;
+}
+
+int tw_reactor_call_multiple_in_thread(tw_reactor *r, const tw_thread_call *calls, size_t n)
+{
+    if (!r || (n && !calls) || n > (SIZE_MAX - sizeof(multi)) / sizeof(tw_thread_call))
+        return TW_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!calls[i].fn)
+            return TW_EINVAL;
+    TW__RCHECK(r, "tw_reactor_call_multiple_in_thread");
+    tw_pool *p;
+    int rc = pool(r, &p);
+    if (rc)
+        return rc;
+    multi *m = tw__alloc(sizeof *m + n * sizeof m->calls[0]);
+    if (!m)
+        return TW_ENOMEM;
+    m->n = n;
+    for (size_t i = 0; i < n; i++)
+        m->calls[i] = calls[i];
+    rc = tw_pool_do(p, run_multi, m);
+    if (rc)
+        tw__free(m, sizeof *m + n * sizeof m->calls[0]);
+    return rc;
+}
+
+/* ---- cancel tokens --------------------------------------------------------------- */
+
+bool tw_cancel_requested(const tw_cancel *c)
+{
+    return c && tw_event_is_set((tw_event *)&c->ev);
+}
+
+int tw_cancel_wait(tw_cancel *c, double timeout)
+{
+    if (!c)
+        return TW_EINVAL;
+    return tw_event_wait_timeout(&c->ev, timeout);
+}
+
+/* ---- defer_to_thread ------------------------------------------------------------- */
+
+/* The loop thread: the result has come back. */
+static void dthread_deliver(void *arg)
+{
+    tw__dthread *t = arg;
+    tw_reactor *r = t->r;
+    dthread_unlink(r, t);
+    tw_result res = t->result;
+    if (tw_result_is_deferred(res)) {
+        tw_result_drop(res); /* on the loop thread, where it belongs */
+        res = tw_result_fail(TW_EINVAL, "a thread function returned a Deferred; it must "
+                                        "return a value or a failure");
+    }
+    tw_deferred *d = t->d;
+    t->d = NULL;
+    if (d) {
+        d->canceller = NULL;
+        if (tw_deferred_called(d))
+            tw_result_drop(res); /* cancelled: this late result is not wanted */
+        else
+            tw__deferred_fire(d, res);
+        tw_deferred_unref(d);
+    } else {
+        tw_result_drop(res);
+    }
+    dthread_put(t); /* the task's reference, which came with the post */
+    dthread_put(t); /* the loop's */
+}
+
+/* A pool thread. */
+static int dthread_task(void *arg)
+{
+    tw__dthread *t = arg;
+    uint32_t expect = Q_QUEUED;
+    /* acq_rel: pairs with the canceller's CAS; whoever wins decides. */
+    if (__atomic_compare_exchange_n(&t->state, &expect, Q_RUNNING, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        t->result = t->fn(t->arg, &t->cancel);
+    else
+        t->result = tw_result_none(); /* cancelled before it started: never runs */
+    if (tw_reactor_post(t->r, &t->back) != 0) {
+        /* The reactor has shut down and failed the Deferred already. */
+        if (tw_result_is_deferred(t->result))
+            tw_diag_report(TW_DIAG_MISUSE, TW_EINVAL, "tw_defer_to_thread",
+                           "a thread function returned a Deferred (leaked: it belongs to the "
+                           "loop thread, which has shut down)");
+        else
+            tw_result_drop(t->result);
+        dthread_put(t);
+    }
+    return 0;
+}
+
+/* Canceller (loop thread): the Deferred then fails with TW_ECANCELED. */
+static void dthread_cancel(tw_deferred *d, void *arg)
+{
+    (void)d;
+    tw__dthread *t = arg;
+    tw_event_set(&t->cancel.ev);
+    uint32_t expect = Q_QUEUED;
+    __atomic_compare_exchange_n(&t->state, &expect, Q_SKIPPED, false, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
+}
+
+int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
+                            tw_deferred **out)
+{
+    if (!r || !p || !fn || !out)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_defer_to_thread_pool");
+    if (r->state == R_DONE)
+        return TW_ESHUTDOWN;
+    tw__dthread *t = tw__alloc(sizeof *t);
+    if (!t)
+        return TW_ENOMEM;
+    tw_deferred *d;
+    int rc = tw__deferred_new(&d, dthread_cancel, t, NULL, 0);
+    if (rc) {
+        TW__DELETE(t);
+        return rc;
+    }
+    tw_task_init(&t->task, dthread_task, t);
+    t->back = (tw_call)TW_CALL_INIT(dthread_deliver, t);
+    t->r = r;
+    t->d = d; /* the record's reference; the caller gets another */
+    t->fn = fn;
+    t->arg = arg;
+    t->cancel.ev = (tw_event)TW_EVENT_INIT;
+    t->result = tw_result_none();
+    t->refs = 2;
+    t->state = Q_QUEUED;
+    t->prev = NULL;
+    t->next = r->dthreads;
+    rc = tw_pool_submit(p, &t->task);
+    if (rc) {
+        d->canceller = NULL;
+        tw_deferred_unref(d);
+        TW__DELETE(t);
+        return rc;
+    }
+    if (r->dthreads)
+        r->dthreads->prev = t;
+    r->dthreads = t;
+    *out = tw_deferred_ref(d);
+    return 0;
+}
+
+int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **out)
+{
+    if (!r || !fn || !out)
+        return TW_EINVAL;
+    TW__RCHECK(r, "tw_defer_to_thread");
+    tw_pool *p;
+    int rc = pool(r, &p);
+    return rc ? rc : tw_defer_to_thread_pool(r, p, fn, arg, out);
+}
+
+/* ---- blocking_call_from_thread ------------------------------------------------------ */
+
+typedef struct bwait {
+    tw_call call;
+    tw_reactor *r;
+    tw_result_fn fn;
+    void *arg;
+    tw_event done;
+    int rc;
+    tw_result result;
+} bwait;
+
+struct tw__bcall {
+    bwait *w; /* NULL once released by shutdown */
+    tw__bcall *prev, *next;
+};
+
+/* Hands the outcome to the waiting thread; the frame is not touched after. */
+static void release(bwait *w, int rc, tw_result res)
+{
+    w->rc = rc;
+    w->result = res;
+    tw_event_set(&w->done);
+}
+
+static void bcall_unlink(tw_reactor *r, tw__bcall *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        r->bcalls = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->prev = b->next = NULL;
+}
+
+static tw_result bcall_done(tw_result res, void *arg)
+{
+    tw__bcall *b = arg;
+    if (b->w) {
+        bwait *w = b->w;
+        bcall_unlink(w->r, b);
+        release(w, 0, res);
+    } else {
+        tw_result_drop(res); /* its thread was released at shutdown */
+    }
+    TW__DELETE(b);
+    return tw_result_none();
+}
+
+static void bcall_run(void *arg)
+{
+    bwait *w = arg;
+    tw_reactor *r = w->r;
+    if (__atomic_load_n(&r->bcalls_refused, __ATOMIC_RELAXED)) {
+        release(w, TW_ESHUTDOWN, tw_result_none());
+        return;
+    }
+    tw_result res = w->fn(w->arg);
+    if (!tw_result_is_deferred(res)) {
+        release(w, 0, res);
+        return;
+    }
+    tw_deferred *d = res.ptr;
+    if (!d) {
+        release(w, 0, tw_result_fail(TW_EINVAL, "the function returned a NULL Deferred"));
+        return;
+    }
+    tw__bcall *b = TW__NEW(tw__bcall);
+    if (!b || tw__deferred_reserve(d, 1)) {
+        if (b)
+            TW__DELETE(b);
+        tw_deferred_unref(d);
+        release(w, TW_ENOMEM, tw_result_none());
+        return;
+    }
+    b->w = w;
+    b->next = r->bcalls;
+    if (r->bcalls)
+        r->bcalls->prev = b;
+    r->bcalls = b;
+    tw_deferred_add_both(d, bcall_done, b); /* room reserved: cannot fail */
+    tw_deferred_unref(d);
+}
+
+int tw_blocking_call_from_thread(tw_reactor *r, tw_result_fn fn, void *arg, tw_result *out)
+{
+    if (!r || !fn || !out)
+        return TW_EINVAL;
+    uint32_t loop = __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED);
+    if (loop ? loop == tw__self() : r->owner == tw__self())
+        return TW_EDEADLK; /* it would wait for itself */
+    if (__atomic_load_n(&r->bcalls_refused, __ATOMIC_RELAXED))
+        return TW_ESHUTDOWN;
+    bwait w;
+    w.call = (tw_call)TW_CALL_INIT(bcall_run, &w);
+    w.r = r;
+    w.fn = fn;
+    w.arg = arg;
+    w.done = (tw_event)TW_EVENT_INIT;
+    w.rc = 0;
+    w.result = tw_result_none();
+    int rc = tw_reactor_post(r, &w.call);
+    if (rc)
+        return rc;
+    tw_event_wait(&w.done);
+    if (w.rc == 0)
+        *out = w.result;
+    return w.rc;
+}
+
+/* ---- shutdown ------------------------------------------------------------------------ */
+
+void tw__threads_refuse_blocking(tw_reactor *r)
+{
+    __atomic_store_n(&r->bcalls_refused, 1, __ATOMIC_RELAXED);
+    tw__bcall *b;
+    while ((b = r->bcalls)) {
+        bwait *w = b->w;
+        bcall_unlink(r, b);
+        b->w = NULL; /* freed by bcall_done when its Deferred fires */
+        release(w, TW_ESHUTDOWN, tw_result_none());
+    }
+}
+
+/* Stops the pool while still running the calls its threads post — results of
+ * defer_to_thread, blocking calls (now refused at once) — so that no pool
+ * thread waits on the loop while the loop waits for the pool. */
+void tw__threads_stop_pool(tw_reactor *r)
+{
+    r->pool_closed = true;
+    if (!r->pool)
+        return;
+    tw_deadline deadline;
+    tw_deadline_from_timeout(r->pool_stop_timeout, &deadline);
+    size_t stuck = 0;
+    for (;;) {
+        if (tw_pool_stop(r->pool, 0, &stuck) == 0)
+            break;
+        if (tw_now_ns() >= deadline) {
+            /* Reports the stuck threads by number. */
+            if (tw_pool_stop(r->pool, 0.001, &stuck) == 0)
+                break;
+            tw_diag_report(TW_DIAG_WARNING, TW_ETIMEDOUT, "tw_reactor_stop",
+                           "the reactor's pool did not stop in time; its stuck threads are "
+                           "left running");
+            return;
+        }
+        tw__posted_run(r);
+        tw__reactor_rearm(r);
+        if (!tw__posted_pending(r)) {
+            struct pollfd pfd = {r->wake_rfd, POLLIN, 0};
+            if (poll(&pfd, 1, 1) > 0)
+                tw__waker_drain(r->wake_rfd);
+        }
+    }
+    tw_pool_destroy(r->pool);
+    r->pool = NULL;
+}
+
+void tw__threads_close(tw_reactor *r)
+{
+    tw__dthread *t;
+    while ((t = r->dthreads)) {
+        dthread_unlink(r, t);
+        tw_deferred *d = t->d;
+        t->d = NULL;
+        if (d) {
+            d->canceller = NULL;
+            if (!tw_deferred_called(d))
+                tw__deferred_fire(d, tw_result_fail(TW_ESHUTDOWN,
+                                                    "the reactor shut down before the thread's "
+                                                    "result could be delivered"));
+            tw_deferred_unref(d);
+        }
+        dthread_put(t); /* the loop's; the task drops its own when its post fails */
+    }
+}
+
+void tw__threads_destroy(tw_reactor *r)
+{
+    if (r->pool) {
+        /* Shutdown gave up on stuck threads; so does destroy (freeing the pool
+         * would wait for them forever). */
+        tw_diag_report(TW_DIAG_WARNING, TW_EBUSY, "tw_reactor_destroy",
+                       "the reactor's pool still has stuck threads; it is not freed");
+        r->pool = NULL;
+    }
+}
