@@ -307,7 +307,7 @@ int tw_reactor_run(tw_reactor *r)
 {
     if (!r)
         return TW_EINVAL;
-    TW__RCHECK(r, "tw_reactor_run");
+    /* Any thread may run the loop; from then on it is the loop thread. */
     if (r->in_run || r->state == R_DONE)
         return TW_EALREADY;
     r->in_run = true;

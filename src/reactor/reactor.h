@@ -142,10 +142,13 @@ struct tw_reactor {
 int64_t tw__reactor_now(const tw_reactor *r);
 #ifdef TW_DEBUG
 void tw__reactor_wrong_thread(const tw_reactor *r, const char *function);
+/* Before the loop runs, the creating thread owns the reactor; while it runs
+ * (and shuts down), the loop thread; once shut down, whoever cleans up. */
 #define TW__RCHECK(r, fn)                                                              \
     do {                                                                               \
-        uint32_t want_ = (r)->state == R_NEW && !(r)->in_run                           \
-                             ? (r)->owner                                              \
+        uint32_t want_ = (r)->state == R_NEW && !(r)->in_run ? (r)->owner               \
+                         : (r)->state == R_DONE && !(r)->in_run                        \
+                             ? 0                                                       \
                              : __atomic_load_n(&(r)->loop_thread, __ATOMIC_RELAXED);   \
         if (want_ && want_ != tw__self())                                              \
             tw__reactor_wrong_thread((r), (fn));                                       \

@@ -152,9 +152,9 @@ int tw_delayed_call_cancel(tw_delayed_call *c)
 {
     if (!c)
         return TW_EINVAL;
-    TW__RCHECK(c->r, "tw_delayed_call_cancel");
-    if (c->state != DC_PENDING)
+    if (c->state != DC_PENDING) /* the reactor may be gone: do not touch it */
         return TW_EALREADY;
+    TW__RCHECK(c->r, "tw_delayed_call_cancel");
     heap_remove(c->r, c);
     c->state = DC_CANCELLED;
     unref(c);
@@ -179,9 +179,9 @@ int tw_delayed_call_reset(tw_delayed_call *c, double seconds)
     int64_t d;
     if (!c || delay_ns(seconds, &d))
         return TW_EINVAL;
-    TW__RCHECK(c->r, "tw_delayed_call_reset");
     if (c->state != DC_PENDING)
         return TW_EALREADY;
+    TW__RCHECK(c->r, "tw_delayed_call_reset");
     return move(c, add_sat(tw__reactor_now(c->r), d));
 }
 
@@ -190,9 +190,9 @@ int tw_delayed_call_delay(tw_delayed_call *c, double seconds)
     int64_t d;
     if (!c || delay_ns(seconds, &d))
         return TW_EINVAL;
-    TW__RCHECK(c->r, "tw_delayed_call_delay");
     if (c->state != DC_PENDING)
         return TW_EALREADY;
+    TW__RCHECK(c->r, "tw_delayed_call_delay");
     return move(c, add_sat(c->when, d));
 }
 
@@ -209,7 +209,8 @@ double tw_delayed_call_time(const tw_delayed_call *c)
 void tw_delayed_call_unref(tw_delayed_call *c)
 {
     if (c) {
-        TW__RCHECK(c->r, "tw_delayed_call_unref");
+        if (c->state == DC_PENDING)
+            TW__RCHECK(c->r, "tw_delayed_call_unref");
         unref(c);
     }
 }
@@ -245,6 +246,7 @@ void tw__timers_destroy(tw_reactor *r)
     while (r->heap_len) {
         tw_delayed_call *c = r->heap[--r->heap_len];
         c->state = DC_CANCELLED;
+        c->r = NULL; /* a handle may outlive the reactor */
         unref(c);
     }
     tw__free(r->heap, r->heap_cap * sizeof *r->heap);
