@@ -95,6 +95,7 @@ TW_API int tw_reactor_iterate(tw_reactor *r, double timeout);
 TW_API int tw_reactor_stop(tw_reactor *r);
 /* Calls fn(arg) when the loop starts (at once if it is running). */
 TW_API int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg);
+/* True from the first iteration (run, or iterate) until shutdown completes. */
 TW_API bool tw_reactor_running(const tw_reactor *r);
 
 /* SIGINT and SIGTERM stop this reactor cleanly (the previous handlers come
@@ -104,7 +105,9 @@ TW_API int tw_reactor_handle_signals(tw_reactor *r);
 
 /* Now on the reactor's clock, in seconds (fake or monotonic). */
 TW_API double tw_reactor_seconds(const tw_reactor *r);
-/* The reactor as the deferred layer's clock (tw_deferred_add_timeout). */
+/* The reactor as the deferred layer's clock (tw_deferred_add_timeout). Its
+ * calls stop at shutdown; a handle stays valid until it is cancelled, even
+ * after the reactor is freed, so a Deferred may outlive its reactor. */
 TW_API tw_clock *tw_reactor_clock(tw_reactor *r);
 /* Fake clock only (else TW_ENOTSUP): moves time forward and runs the timers
  * that fall due, in order. */
@@ -152,7 +155,7 @@ TW_API int tw_reactor_remove_writer(tw_reactor *r, int fd);
  * fn runs in its phase, in the order added. A before-shutdown trigger may
  * return a Deferred: shutdown waits for it (the loop keeps running). A
  * failure returned by any trigger is reported through the diagnostic hook
- * and shutdown goes on. */
+ * (TW_DIAG_WARNING) and shutdown goes on. id may be NULL. */
 enum tw_trigger_phase {
     TW_BEFORE_SHUTDOWN = 0,
     TW_DURING_SHUTDOWN = 1,
@@ -223,8 +226,8 @@ typedef tw_result (*tw_thread_fn)(void *arg, tw_cancel *cancel);
  * one sees tw_cancel_requested and its result, when it comes, is dropped.
  * The Deferred fires exactly once either way. */
 TW_API int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **out);
-/* The same on a pool of the application's (which it stops and frees, after
- * the tasks it was given have finished). */
+/* The same on a pool of the application's. The reactor never stops or frees
+ * that pool: the application does, after the tasks it was given have run. */
 TW_API int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *pool, tw_thread_fn fn, void *arg,
                                    tw_deferred **out);
 

@@ -2,10 +2,12 @@
  * entry on its chain that converts the result and cancels the call.
  *
  * The context has two owners, the clock call (until it runs or is cancelled)
- * and the chain entry (until it runs); `owners` counts them. The clock call
- * also holds a reference to the Deferred, so the timeout can always fire it.
- * Whichever comes first decides: the call marks the context timed out and
- * cancels; the entry, arriving first, cancels the call. */
+ * and the chain entry (until it runs); `owners` counts them. Whichever comes
+ * first decides: the call marks the context timed out and cancels; the
+ * entry, arriving first, cancels the call. The call points to the Deferred
+ * without a reference: the Deferred cannot be freed before its entry has run
+ * (an abandoned one runs its chain first), and the entry cancels the call.
+ * So a Deferred nobody holds is abandoned as usual, timeout or not. */
 #include <math.h>
 
 #include "base/alloc.h"
@@ -34,9 +36,8 @@ static void on_timer(void *arg)
     tw_deferred *d = c->d;
     c->call = NULL;
     c->timed_out = true;
+    put(c); /* the entry still owns c: it runs inside the cancel or later */
     tw_deferred_cancel(d);
-    tw_deferred_unref(d); /* the call's reference */
-    put(c);
 }
 
 static tw_result default_on_timeout(tw_result r, double seconds, void *arg)
@@ -55,7 +56,6 @@ static tw_result on_result(tw_result r, void *arg)
     if (c->call) { /* first: the timeout will not happen */
         tw_clock_cancel(c->clock, c->call);
         c->call = NULL;
-        tw_deferred_unref(c->d); /* the call's reference; the run loop holds another */
         put(c);
     }
     if (c->timed_out)
@@ -88,7 +88,6 @@ int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
         TW__DELETE(c);
         return rc;
     }
-    d->refs++; /* the clock call's */
     tw__deferred_push(d, (tw__fnptr)on_result, c, E_BOTH);
     tw__deferred_run(d);
     return 0;

@@ -62,6 +62,7 @@ struct tw_delayed_call {
     void *arg;
     uint32_t refs; /* the reactor's while pending, plus handles */
     uint8_t state; /* DC_PENDING, DC_RAN, DC_CANCELLED */
+    bool clock;    /* made through tw_clock: its handle's reference ends when it runs */
 };
 enum { DC_PENDING = 0, DC_RAN = 1, DC_CANCELLED = 2 };
 

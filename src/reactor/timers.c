@@ -167,10 +167,11 @@ static int move(tw_delayed_call *c, int64_t when)
     bool later = when > c->when;
     c->when = when;
     c->seq = r->timer_seq++; /* moved: after the others due at the same time */
-    if (later)
-        sift_down(r, c->index);
-    else
-        sift_up(r, c->index);
+    (void)later;
+    /* The key changed both ways at once (time one way, seq up): restore the
+     * heap in both directions. */
+    sift_up(r, c->index);
+    sift_down(r, c->index);
     return 0;
 }
 
@@ -227,6 +228,8 @@ void tw__timers_run(tw_reactor *r, int64_t now)
         heap_remove(r, c);
         c->state = DC_RAN;
         c->fn(c->arg);
+        if (c->clock)
+            unref(c); /* a clock call's handle dies when it runs */
         unref(c);
         if (r->state == R_DONE)
             break;
@@ -261,20 +264,34 @@ static int64_t clock_now(tw_clock *c)
     return tw__reactor_now((tw_reactor *)c);
 }
 
+/* A clock call carries a second reference for its handle, which the clock's
+ * user holds until the call runs or it cancels it. So a handle stays valid
+ * when the reactor shuts down (or is freed) first: cancelling it then finds
+ * it no longer pending and frees it. */
 static int clock_call_later(tw_clock *c, double seconds, tw_clock_fn fn, void *arg,
                             tw_clock_call **out)
 {
     tw_delayed_call *dc;
     int rc = schedule((tw_reactor *)c, seconds, fn, arg, &dc);
-    if (rc == 0 && out)
+    if (rc)
+        return rc;
+    if (out) {
+        dc->clock = true;
+        dc->refs++;
         *out = (tw_clock_call *)dc;
-    return rc;
+    }
+    return 0;
 }
 
 static int clock_cancel(tw_clock *c, tw_clock_call *call)
 {
     (void)c;
-    return tw_delayed_call_cancel((tw_delayed_call *)call);
+    tw_delayed_call *dc = (tw_delayed_call *)call;
+    if (!dc || !dc->clock)
+        return TW_EINVAL;
+    int rc = tw_delayed_call_cancel(dc);
+    unref(dc); /* the handle's */
+    return rc == TW_EALREADY ? 0 : rc;
 }
 
 const tw_clock_ops tw__reactor_clock_ops = {clock_now, clock_call_later, clock_cancel};
