@@ -41,9 +41,9 @@
  * Deferred they returned has fired; then blocking calls still waiting are
  * released with TW_ESHUTDOWN and new ones refused; then the during-shutdown
  * triggers run and the reactor's pool stops (waiting at most
- * pool_stop_timeout); then the after-shutdown triggers; then the calls posted
- * from threads are run until none is left, and from then on posting returns
- * TW_ESHUTDOWN. Every accepted call runs exactly once.
+ * pool_stop_timeout); then the after-shutdown triggers; then other threads'
+ * posts are refused with TW_ESHUTDOWN and the calls already posted are run
+ * until none is left. Every accepted call runs exactly once.
  */
 #ifndef TWINE_REACTOR_H
 #define TWINE_REACTOR_H
@@ -172,8 +172,15 @@ TW_API int tw_reactor_remove_trigger(tw_reactor *r, uint64_t id);
  * thread in the order each thread posted them, once each, in batches: a loop
  * iteration runs the calls posted before it began, and one write to an
  * eventfd (a pipe on the portable backend) wakes the loop however many calls
- * arrive while it sleeps. Once the reactor has shut down, posting returns
- * TW_ESHUTDOWN and the call is not taken. */
+ * arrive while it sleeps. Nearly every call goes through a ring of (fn, arg)
+ * cells and allocates nothing; when the ring is full, a poster yields a few
+ * times for the loop to catch up, then falls back to a node (the caller's
+ * for tw_reactor_post, an allocated one otherwise).
+ *
+ * When shutdown reaches its last step (after the after-shutdown triggers),
+ * posting from other threads returns TW_ESHUTDOWN and the call is not taken;
+ * calls still being run may post more (on the loop thread), and those run
+ * too before run() returns. Every accepted call runs exactly once. */
 typedef struct tw_call {
     struct tw_call *next; /* the reactor's while it holds the node */
     tw_call_fn fn;

@@ -66,7 +66,10 @@ int tw_reactor_create_with(const tw_reactor_config *cfg, tw_reactor **out)
     rc = tw__io_init(r, cfg->poller);
     if (rc == 0)
         rc = tw__timers_init(r);
+    if (rc == 0)
+        rc = tw__post_init(r);
     if (rc) {
+        tw__post_destroy(r);
         tw__io_destroy(r);
         tw__waker_close(r->wake_rfd, r->wake_wfd);
         TW__DELETE(r);
@@ -381,6 +384,7 @@ int tw_reactor_destroy(tw_reactor *r)
         TW__DELETE(s);
     }
     tw__io_destroy(r);
+    tw__post_destroy(r);
     tw__waker_close(r->wake_rfd, r->wake_wfd);
     TW__DELETE(r);
     return 0;

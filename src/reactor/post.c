@@ -1,40 +1,68 @@
 /* Calls from other threads.
  *
- * `posted` is a lock-free LIFO (a Treiber stack) of caller nodes. Posting is
- * one CAS; the loop takes the whole stack with one exchange and reverses it,
- * so each batch runs in posting order — per thread, and overall by the order
- * the CASes succeeded. A call posted while a batch runs waits for the next
- * iteration. Once shut down the head holds TW__POST_CLOSED and posting fails.
+ * Two structures, one order.
+ *  - The ring: a bounded multi-producer queue of (fn, arg) cells, each with
+ *    a sequence number (Vyukov's design). A poster claims a slot with one CAS
+ *    on `ring_tail`, writes the cell and publishes it by storing its
+ *    sequence; the loop reads cells in order and gives each back. No
+ *    allocation, no node: this is the path of nearly every call, from
+ *    tw_reactor_call_from_thread and tw_reactor_post alike.
+ *  - The overflow stack: when the ring is full, a call goes on a lock-free
+ *    LIFO (a Treiber stack) of tw_call nodes — the caller's node for
+ *    tw_reactor_post, an allocated one for call_from_thread — and `ovf`
+ *    counts the calls on it that have not run.
+ *
+ * Per-thread FIFO across the two: a poster uses the ring only while `ovf`
+ * is 0, so once a thread's call went on the stack, its later calls follow
+ * it there until the loop has run them. Each batch the loop first takes the
+ * whole stack, then runs the published ring cells up to the tail it sees
+ * after taking it (a thread's ring calls are older than its stack calls),
+ * then the stack's calls in posting order, and only then lowers `ovf`.
  *
  * Wake-ups are coalesced by `wake_pending`: a poster writes the waker only
  * when it turns the flag from 0 to 1; the loop clears it (tw__reactor_rearm)
- * before it checks for posted calls and decides how long to sleep. Both
- * sides are seq_cst, a store-load handshake: either the poster's exchange
- * comes after the clear and writes the waker, or it came before, and then
- * its push (earlier still) is visible to the loop's check, which then does
- * not sleep. */
+ * before it checks for work and decides to sleep. The check reads the ring's
+ * tail (a claimed slot counts, published or not) and the stack's head; the
+ * posters' CAS on either comes before their flag load. All four accesses are
+ * seq_cst: a store-load handshake, so either the poster sees the flag clear
+ * and writes, or the loop sees the call and does not sleep.
+ *
+ * Closing: the loop sets RING_CLOSED in the tail with one atomic OR. From
+ * then on other threads are refused (one that checked just before may still
+ * add its one call), and the slots claimed before it are run (their posters
+ * publish them at once). Calls made by the calls being drained, on the loop
+ * thread, go on the stack, which is run until it is empty and swapped for
+ * TW__POST_CLOSED. Every accepted call runs exactly once. */
+#include <sched.h>
+
 #include "base/alloc.h"
 #include "reactor/reactor.h"
 
-int tw_reactor_post(tw_reactor *r, tw_call *node)
+#define RING_CLOSED (UINT64_C(1) << 63)
+
+int tw__post_init(tw_reactor *r)
 {
-    if (!r || !node || !node->fn)
-        return TW_EINVAL;
-    tw_call *head = __atomic_load_n(&r->posted, __ATOMIC_RELAXED);
-    do {
-        if (head == TW__POST_CLOSED)
-            return TW_ESHUTDOWN;
-        node->next = head;
-        /* seq_cst: the push happens before the wake-flag exchange below (the
-         * handshake above); release would suffice for the node's contents. */
-    } while (!__atomic_compare_exchange_n(&r->posted, &head, node, true, __ATOMIC_SEQ_CST,
-                                          __ATOMIC_RELAXED));
-    tw__reactor_wake(r);
+    r->ring = tw__alloc(TW__RING_SIZE * sizeof *r->ring);
+    if (!r->ring)
+        return TW_ENOMEM;
+    for (uint64_t i = 0; i < TW__RING_SIZE; i++)
+        r->ring[i].seq = i;
     return 0;
+}
+
+void tw__post_destroy(tw_reactor *r)
+{
+    tw__free(r->ring, TW__RING_SIZE * sizeof *r->ring);
+    r->ring = NULL;
 }
 
 void tw__reactor_wake(tw_reactor *r)
 {
+    /* A plain load first: while the flag is set (the loop has not re-armed
+     * yet) no poster needs to write, nor to pay a read-modify-write on the
+     * line the loop also writes. */
+    if (__atomic_load_n(&r->wake_pending, __ATOMIC_SEQ_CST))
+        return;
     if (__atomic_exchange_n(&r->wake_pending, 1, __ATOMIC_SEQ_CST) == 0)
         tw__waker_wake(r->wake_wfd);
 }
@@ -44,10 +72,107 @@ void tw__reactor_rearm(tw_reactor *r)
     __atomic_store_n(&r->wake_pending, 0, __ATOMIC_SEQ_CST);
 }
 
-bool tw__posted_pending(const tw_reactor *r)
+/* 0, TW_EFULL or TW_ESHUTDOWN. */
+static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
 {
-    tw_call *h = __atomic_load_n(&r->posted, __ATOMIC_SEQ_CST);
-    return h != NULL && h != TW__POST_CLOSED;
+    uint64_t pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
+    tw__cell *c;
+    for (;;) {
+        if (pos & RING_CLOSED)
+            return TW_ESHUTDOWN;
+        c = &r->ring[pos & (TW__RING_SIZE - 1)];
+        /* acquire: the loop's reads of this cell's last call are done. */
+        uint64_t seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
+        int64_t diff = (int64_t)(seq - pos);
+        if (diff == 0) {
+            /* seq_cst: the claim comes before the wake-flag load (handshake). */
+            if (__atomic_compare_exchange_n(&r->ring_tail, &pos, pos + 1, true,
+                                            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+                break;
+        } else if (diff < 0) {
+            return TW_EFULL; /* the loop has not given this cell back yet */
+        } else {
+            pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
+        }
+    }
+    c->fn = fn;
+    c->arg = arg;
+    /* release: fn and arg before the loop sees the cell published (acquire). */
+    __atomic_store_n(&c->seq, pos + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int stack_push(tw_reactor *r, tw_call *node)
+{
+    /* Counted before it is visible, so that no call of this thread can use
+     * the ring until the loop has run this one. */
+    __atomic_fetch_add(&r->ovf, 1, __ATOMIC_SEQ_CST);
+    tw_call *head = __atomic_load_n(&r->posted, __ATOMIC_RELAXED);
+    do {
+        if (head == TW__POST_CLOSED) {
+            __atomic_fetch_sub(&r->ovf, 1, __ATOMIC_SEQ_CST);
+            return TW_ESHUTDOWN;
+        }
+        node->next = head;
+        /* seq_cst: the push comes before the wake-flag load (handshake);
+         * release would do for the node's contents. */
+    } while (!__atomic_compare_exchange_n(&r->posted, &head, node, true, __ATOMIC_SEQ_CST,
+                                          __ATOMIC_RELAXED));
+    return 0;
+}
+
+/* Ring first unless calls wait on the stack; node (or NULL) for the stack.
+ *
+ * A full ring means the loop is behind. A thread other than the loop's
+ * yields a few times for it to catch up (so a poster faster than the loop
+ * settles at the loop's pace instead of moving every later call to the
+ * slower stack), then uses the stack: the loop may be blocked, and must
+ * never wait for a poster. The loop's own calls go to the stack at once. */
+static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool *used_node)
+{
+    *used_node = false;
+    bool on_loop = __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED) == tw__self();
+    /* Closing: only the calls being drained may still add calls (on the
+     * loop thread); others are refused, so that posters that never stop
+     * cannot keep shutdown from ending. A poster that saw the ring open
+     * adds at most this one call. */
+    if (!on_loop && (__atomic_load_n(&r->ring_tail, __ATOMIC_SEQ_CST) & RING_CLOSED))
+        return TW_ESHUTDOWN;
+    if (__atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) == 0) {
+        int rc = ring_push(r, fn, arg);
+        if (rc == TW_EFULL && !on_loop) {
+            for (int i = 0; i < 64 && rc == TW_EFULL; i++) {
+                sched_yield();
+                if (__atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) != 0)
+                    break; /* another thread overflowed: keep its order */
+                rc = ring_push(r, fn, arg);
+            }
+        }
+        if (rc == 0) {
+            tw__reactor_wake(r);
+            return 0;
+        }
+        if (rc == TW_ESHUTDOWN && !on_loop)
+            return rc;
+        /* Full; or closed, and this is a call made by a call being drained,
+         * which goes on the stack until that closes too. */
+    }
+    if (!node)
+        return TW_EFULL; /* the caller brings a node for the stack */
+    int rc = stack_push(r, node);
+    if (rc == 0) {
+        *used_node = true;
+        tw__reactor_wake(r);
+    }
+    return rc;
+}
+
+int tw_reactor_post(tw_reactor *r, tw_call *node)
+{
+    if (!r || !node || !node->fn)
+        return TW_EINVAL;
+    bool used;
+    return enqueue(r, node->fn, node->arg, node, &used);
 }
 
 typedef struct alloc_call {
@@ -69,6 +194,11 @@ int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg)
 {
     if (!r || !fn)
         return TW_EINVAL;
+    bool used;
+    int rc = enqueue(r, fn, arg, NULL, &used);
+    if (rc != TW_EFULL)
+        return rc;
+    /* The ring is full or closed, or calls wait on the stack: a node of our own. */
     alloc_call *c = tw__alloc(sizeof *c);
     if (!c)
         return TW_ENOMEM;
@@ -76,46 +206,90 @@ int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg)
     c->node.arg = c;
     c->fn = fn;
     c->arg = arg;
-    int rc = tw_reactor_post(r, &c->node);
+    rc = stack_push(r, &c->node);
     if (rc)
         TW__DELETE(c);
+    else
+        tw__reactor_wake(r);
     return rc;
 }
 
-/* Runs a batch taken from the stack (newest first). */
-static void run_batch(tw_call *lifo)
+bool tw__posted_pending(const tw_reactor *r)
+{
+    uint64_t tail = __atomic_load_n(&r->ring_tail, __ATOMIC_SEQ_CST) & ~RING_CLOSED;
+    if (tail != r->ring_head)
+        return true;
+    tw_call *h = __atomic_load_n(&r->posted, __ATOMIC_SEQ_CST);
+    return h != NULL && h != TW__POST_CLOSED;
+}
+
+/* Runs the ring's cells from ring_head up to `end`. With wait, a claimed
+ * cell not yet published is waited for (its poster is between two stores);
+ * without, the run stops there and the rest waits for the next batch. */
+static void ring_run(tw_reactor *r, uint64_t end, bool wait)
+{
+    while (r->ring_head != end) {
+        tw__cell *c = &r->ring[r->ring_head & (TW__RING_SIZE - 1)];
+        uint64_t seq;
+        int spins = 0;
+        while ((seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE)) != r->ring_head + 1) {
+            if (!wait)
+                return;
+            if (++spins > 64)
+                sched_yield();
+        }
+        tw_call_fn fn = c->fn;
+        void *arg = c->arg;
+        /* release: our reads of the cell before a poster reuses it. */
+        __atomic_store_n(&c->seq, r->ring_head + TW__RING_SIZE, __ATOMIC_RELEASE);
+        r->ring_head++;
+        fn(arg);
+    }
+}
+
+/* Runs the stack's calls (newest first as taken) in posting order. */
+static void stack_run(tw_reactor *r, tw_call *lifo)
 {
     tw_call *fifo = NULL;
+    uint32_t n = 0;
     while (lifo) {
         tw_call *next = lifo->next;
         lifo->next = fifo;
         fifo = lifo;
         lifo = next;
+        n++;
     }
     while (fifo) {
         tw_call *next = fifo->next; /* fn may free or reuse its node */
         fifo->fn(fifo->arg);
         fifo = next;
     }
+    if (n)
+        __atomic_fetch_sub(&r->ovf, n, __ATOMIC_SEQ_CST);
 }
 
 bool tw__posted_run(tw_reactor *r)
 {
     tw_call *h = __atomic_load_n(&r->posted, __ATOMIC_RELAXED);
-    if (!h || h == TW__POST_CLOSED)
-        return false;
-    /* acquire: the nodes' contents, published by the posters' CAS. */
-    h = __atomic_exchange_n(&r->posted, NULL, __ATOMIC_ACQUIRE);
-    run_batch(h);
-    return true;
+    tw_call *taken = NULL;
+    if (h && h != TW__POST_CLOSED)
+        /* acquire: the nodes, and the ring cells their posters published before. */
+        taken = __atomic_exchange_n(&r->posted, NULL, __ATOMIC_ACQUIRE);
+    uint64_t end = __atomic_load_n(&r->ring_tail, __ATOMIC_ACQUIRE) & ~RING_CLOSED;
+    bool any = taken || end != r->ring_head;
+    ring_run(r, end, taken != NULL); /* before the stack: those are older */
+    stack_run(r, taken);
+    return any;
 }
 
 void tw__posted_close(tw_reactor *r)
 {
+    uint64_t end = __atomic_fetch_or(&r->ring_tail, RING_CLOSED, __ATOMIC_SEQ_CST) & ~RING_CLOSED;
     for (;;) {
-        tw_call *h = __atomic_exchange_n(&r->posted, NULL, __ATOMIC_ACQUIRE);
-        if (h) {
-            run_batch(h);
+        tw_call *taken = __atomic_exchange_n(&r->posted, NULL, __ATOMIC_ACQUIRE);
+        ring_run(r, end, true);
+        if (taken) {
+            stack_run(r, taken);
             continue;
         }
         tw_call *expect = NULL;

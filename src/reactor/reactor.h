@@ -100,10 +100,15 @@ struct tw_reactor {
     /* stop: atomic, any thread or a signal handler */
     int stop_requested;
 
-    /* calls from threads (post.c): a lock-free LIFO of tw_call, reversed per
-     * batch; TW__POST_CLOSED once the reactor has shut down. atomic. */
+    /* calls from threads (post.c): a ring of (fn, arg) cells, and for when it
+     * is full a lock-free LIFO of tw_call, reversed per batch;
+     * TW__POST_CLOSED once the reactor has shut down. atomic. */
     tw_call *posted;
     uint32_t wake_pending; /* atomic: a wake-up is written and not yet consumed */
+    struct tw__cell *ring;  /* TW__RING_SIZE cells */
+    uint64_t ring_tail;     /* atomic: next slot to claim; TW__RING_CLOSED bit when closed */
+    uint64_t ring_head;     /* the loop's: next cell to run */
+    uint32_t ovf;           /* atomic: calls on the overflow stack not yet run */
     int wake_rfd, wake_wfd;
 
     /* poller and fds (io.c) */
@@ -174,6 +179,14 @@ void tw__io_poll(tw_reactor *r, int timeout_ms);
 void tw__io_destroy(tw_reactor *r);
 
 /* post.c */
+#define TW__RING_SIZE 4096 /* a power of two */
+typedef struct tw__cell {
+    uint64_t seq; /* atomic: Vyukov's sequence number */
+    tw_call_fn fn;
+    void *arg;
+} tw__cell;
+int tw__post_init(tw_reactor *r);
+void tw__post_destroy(tw_reactor *r);
 /* Runs the calls posted before now, in order; returns whether any ran. */
 bool tw__posted_run(tw_reactor *r);
 bool tw__posted_pending(const tw_reactor *r);
