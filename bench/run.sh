@@ -3,9 +3,10 @@
 #   sync      sync.csv (+ sync.md, the same table in Markdown)
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
+#   reactor   reactor.csv (+ reactor.md)
 # and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -14,14 +15,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred"
+suites="sync pool deferred reactor"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -33,10 +34,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred) suites=$s ;;
-            all) suites="sync pool deferred" ;;
+            sync | pool | deferred | reactor) suites=$s ;;
+            all) suites="sync pool deferred reactor" ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred, reactor or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -57,7 +58,7 @@ mkdir -p "$results"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The Python sides of the pool and deferred suites need Twisted; Debian's
+# The Python sides of the pool, deferred and reactor suites need Twisted; Debian's
 # python3-twisted is installed for /usr/bin/python3, which may not be the
 # first python3 on PATH.
 twisted_python=""
@@ -150,6 +151,18 @@ for s in $suites; do
             if [ -n "$twisted_python" ]; then
                 echo "== Python: Twisted Deferred, DeferredLock ($twisted_python) =="
                 "$twisted_python" "$here/py_deferred.py" --csv "$tmp/deferred-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+        reactor)
+            echo "== C: twine reactor vs libuv, GLib =="
+            "$build/bench/twine_bench_reactor" --csv "$tmp/reactor-c.csv" "$@"
+            echo
+            if [ -n "$twisted_python" ]; then
+                echo "== Python: Twisted callFromThread, deferToThread ($twisted_python) =="
+                "$twisted_python" "$here/py_reactor.py" --csv "$tmp/reactor-py.csv" "$@"
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
             fi

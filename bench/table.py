@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (sync, pool, deferred) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (sync, pool, deferred, reactor) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -11,25 +11,27 @@ its ratio column is median / median of twine's row, so Twisted's row reads as
 "Twisted / twine" (how many times slower Twisted is).
 Implementation names starting with "twine " are twine, "python " are CPython;
 every other name is a C peer. For time units (ns/op, us/roundtrip) lower is
-better and the fastest peer has the smallest value; for ops/s and tasks/s it is
-the largest. Extra metrics (submit, work_only, mean, allocs, frees) are listed
-under the table.
+better and the fastest peer has the smallest value; for ops/s, tasks/s and
+callbacks/s it is the largest. Extra metrics (submit, work_only, mean, allocs,
+frees, post) are listed under the table.
 """
 
 import csv
 import sys
 
-HIGHER_IS_BETTER = {"ops/s", "tasks/s"}
+HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
 
 # (description, workload, twine impl, peer, comparison, limit)
 #   peer: an impl name; None for the fastest C peer; "NAME*" for the best of
 #   the impls whose name starts with NAME (e.g. both libuv pool sizes)
 #   comparison: "le" = ratio must be <= limit, "ge" = ratio must be >= limit,
-#   "speedup" = peer / twine (how many times faster twine is) must be >= limit,
+#   "speedup" = how many times faster twine is (peer / twine for times,
+#   twine / peer for throughputs) must be >= limit,
 #   "metric" = peer names extra metrics of twine's row (comma-separated, e.g.
 #   allocs,allocs_cold), the largest of whose values must be <= limit
 # A target is listed when the CSV has any workload of its suite (pool_* is
-# the pool suite, deferred_* the deferred suite, the rest the sync suite).
+# the pool suite, deferred_* the deferred suite, call_from_thread* and
+# defer_to_thread* the reactor suite, the rest the sync suite).
 TARGETS = [
     ("uncontended Lock <= 1.0x the fastest C peer",
      "lock_uncontended", "twine Lock", None, "le", 1.0),
@@ -53,6 +55,16 @@ TARGETS = [
      "deferred_chain", "twine Deferred", "allocs,allocs_cold", "metric", 1.0),
     ("DeferredLock.run: no allocation beyond its 2 Deferreds",
      "deferred_lock", "twine DeferredLock", "allocs,allocs_cold", "metric", 2.0),
+    ("call_from_thread >= 1.5x libuv async + mutex queue",
+     "call_from_thread", "twine call_from_thread", "libuv async+mutex queue", "ge", 1.5),
+    ("pinned defer_to_thread median <= 0.8x libuv",
+     "defer_to_thread_pinned", "twine defer_to_thread", "libuv uv_queue_work", "le", 0.8),
+    ("call_from_thread >= 50x Twisted callFromThread",
+     "call_from_thread", "twine call_from_thread", "python Twisted callFromThread",
+     "speedup", 50.0),
+    ("pinned defer_to_thread >= 50x faster than Twisted",
+     "defer_to_thread_pinned", "twine defer_to_thread", "python Twisted deferToThread",
+     "speedup", 50.0),
 ]
 
 
@@ -61,6 +73,8 @@ def suite(workload):
         return "pool"
     if workload.startswith("deferred_"):
         return "deferred"
+    if workload.startswith(("call_from_thread", "defer_to_thread")):
+        return "reactor"
     return "sync"
 
 
@@ -191,7 +205,10 @@ def targets(data):
             out.append((desc, None, peer, "peer not measured", kind))
             continue
         if cmp == "speedup":
-            r = peer_val / impls[mine]["median"]
+            if impls[mine]["unit"] in HIGHER_IS_BETTER:
+                r = impls[mine]["median"] / peer_val
+            else:
+                r = peer_val / impls[mine]["median"]
             verdict = "met" if r >= limit else (
                 f"MISSED: {r:.1f}x faster, the target is at least {limit:g}x")
             out.append((desc, r, peer, verdict, kind))
@@ -218,6 +235,7 @@ EXTRAS = [
     ("mean", "mean round trip"),
     ("allocs", "allocator calls (alloc + realloc) per operation over a timed run"),
     ("allocs_cold", "allocator calls of one operation with the per-thread block cache empty"),
+    ("post", "posting thread's time per call"),
 ]
 
 
@@ -273,6 +291,8 @@ def print_text(data, order):
         print("(median of 5 repetitions; * = the fastest C peer of the workload;")
         if any(suite(w) == "pool" for w in data):
             print(" tasks/s: higher is better, us/roundtrip: lower is better)")
+        elif any(suite(w) == "reactor" for w in data):
+            print(" callbacks/s: higher is better, us/roundtrip: lower is better)")
         else:
             print(" ops/s: higher is better, ns/op and us/roundtrip: lower is better)")
     for line in probe_lines(data):

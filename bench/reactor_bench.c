@@ -1,0 +1,888 @@
+/*
+ * reactor_bench.c — twine's reactor (the bridge between the loop and threads)
+ * against libuv's and GLib's main loops on the same workloads.
+ *
+ *   call_from_thread         one thread that is not the loop's posts 10^6
+ *                            callbacks into a running loop, which runs them;
+ *                            callbacks/s from just before the first post to
+ *                            the moment the last callback has run (it stops
+ *                            the loop)
+ *   defer_to_thread_pinned   from the loop: one task to a pool thread and its
+ *   defer_to_thread_unpinned result back on the loop, the next issued from
+ *                            the previous one's completion callback, 10^5
+ *                            times; every thread on one CPU, or placed freely;
+ *                            the median round trip of a run in us, and its
+ *                            99th percentile as the workload
+ *                            defer_to_thread_*_p99
+ *
+ * call_from_thread. The loop runs on the main thread; a poster thread first
+ * posts one untimed call and waits until it has run (so the loop is running
+ * and warm), then stamps the start and posts the n timed calls. Each call
+ * carries its sequence number: the callback checks that it runs in the order
+ * posted and counts itself; the last one stamps the end and stops the loop.
+ * twine: tw_reactor_call_from_thread (a node allocated per call), and
+ * tw_reactor_post of caller nodes from a preallocated array. libuv: the usual
+ * pattern, a mutex-protected FIFO plus uv_async_send after every push; the
+ * async callback takes the whole queue under the mutex and runs it, with a
+ * node malloc'd per call (freed on the loop) or from a preallocated array.
+ * GLib: g_main_context_invoke into the GMainContext a GMainLoop runs on the
+ * main thread (an idle source per call). Extra CSV metric `post`: ns per call
+ * spent in the posting thread.
+ *
+ * defer_to_thread. The loop issues the first round trip once running; each
+ * completion callback (on the loop thread) checks the value the task computed
+ * from its input (2x + 1), stamps the time and issues the next; the last one
+ * stops the loop. One untimed warm-up round trip first. twine:
+ * tw_defer_to_thread on a reactor whose pool has at most 2 threads, and a
+ * callback added to the Deferred. libuv: uv_queue_work with an after_work
+ * callback, UV_THREADPOOL_SIZE=2 (set before libuv's first use). GLib:
+ * g_task_run_in_thread on GLib's own task pool (its size cannot be set), the
+ * GAsyncReadyCallback dispatched on the loop's thread-default context.
+ * Pinned runs pin the loop thread before the loop (and twine's pool) is
+ * made; every task also places its own thread (once per thread), which
+ * covers pool threads that outlive a run (libuv's, GLib's).
+ *
+ * Checks: counts, order and values as above; for twine, any diagnostic report
+ * and any block twine left allocated after tw_reactor_destroy invalidate the
+ * run. A failed check stops the program with exit status 2 and no figure.
+ *
+ * twine's rows need the reactor in libtwine. The bench refers to the reactor
+ * weakly (like pool_bench.c), so without it the peers still run and the twine
+ * rows are reported as not run.
+ *
+ * usage: twine_bench_reactor [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]
+ *   --scale multiplies every iteration count (0.01 for a smoke run), --only
+ *   selects workloads by name prefix, --impl implementations by exact name.
+ */
+#define _GNU_SOURCE
+#include "bench_util.h"
+
+#include <errno.h>
+#include <gio/gio.h>
+#include <glib.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <twine/reactor.h>
+#include <unistd.h>
+#include <uv.h>
+
+/* Weak: see the top of the file. Each is NULL when libtwine has no reactor. */
+#pragma weak tw_reactor_create_with
+#pragma weak tw_reactor_destroy
+#pragma weak tw_reactor_run
+#pragma weak tw_reactor_stop
+#pragma weak tw_reactor_call_when_running
+#pragma weak tw_reactor_call_from_thread
+#pragma weak tw_reactor_post
+#pragma weak tw_defer_to_thread
+
+#define N_CALLS 1000000L
+#define N_DEFER 100000L
+#define POOL_THREADS 2
+/* A run that takes longer than this is a hang: the suite stops and says whose. */
+#define RUN_TIMEOUT_S 120
+
+static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench: %s failed%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    exit(1);
+}
+
+static void die_rc(const char *what, int rc)
+{
+    if (rc != 0)
+        die(what, strerror(rc < 0 ? -rc : rc));
+}
+
+static void die_uv(const char *what, int rc)
+{
+    if (rc != 0)
+        die(what, uv_strerror(rc));
+}
+
+static void die_tw(const char *what, int rc)
+{
+    if (rc != 0)
+        die(what, tw_strerror(rc));
+}
+
+static bool twine_has_reactor(void)
+{
+    return tw_reactor_create_with && tw_reactor_destroy && tw_reactor_run && tw_reactor_stop &&
+           tw_reactor_call_when_running && tw_reactor_call_from_thread && tw_reactor_post &&
+           tw_defer_to_thread;
+}
+
+/* ---- watchdog ---------------------------------------------------------------- */
+static const char *volatile watched;
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "bench: a run hung (no result after the time limit): ";
+    (void)sig;
+    if (write(2, msg, sizeof msg - 1) < 0 ||
+        (watched && write(2, watched, strlen(watched)) < 0) || write(2, "\n", 1) < 0)
+        _exit(3);
+    _exit(3);
+}
+
+static void watch(const char *impl)
+{
+    watched = impl;
+    alarm(impl ? RUN_TIMEOUT_S : 0);
+}
+
+/* ---- twine diagnostics: any report invalidates the run -------------------------- */
+static long diag_reports; /* atomic: pool threads may report */
+
+static void on_diag(void *ctx, const tw_diag *d)
+{
+    (void)ctx;
+    if (__atomic_fetch_add(&diag_reports, 1, __ATOMIC_RELAXED) == 0)
+        fprintf(stderr, "bench: twine reported (%d, %s) in %s: %s\n", (int)d->kind,
+                tw_strerror(d->code), d->function ? d->function : "?",
+                d->message ? d->message : "");
+}
+
+static tw_reactor *tw_new_reactor(void)
+{
+    tw_reactor_config cfg = TW_REACTOR_CONFIG_INIT;
+    tw_reactor *r;
+
+    cfg.pool_max = POOL_THREADS;
+    cfg.pool_stop_timeout = -1.0;
+    die_tw("tw_reactor_create_with", tw_reactor_create_with(&cfg, &r));
+    return r;
+}
+
+/* Runs r to the end and destroys it; then checks that twine reported nothing
+ * and gave back every block it allocated since live0. */
+static void tw_run_and_check(tw_reactor *r, const char *workload, size_t live0)
+{
+    die_tw("tw_reactor_run", tw_reactor_run(r));
+    die_tw("tw_reactor_destroy", tw_reactor_destroy(r));
+    bench_check_count(workload, "twine (diagnostic reports)",
+                      __atomic_load_n(&diag_reports, __ATOMIC_RELAXED), 0);
+    bench_check_count(workload, "twine (blocks still allocated after the run)",
+                      (long)(tw_allocator_live() - live0), 0);
+}
+
+/* ---- implementations ------------------------------------------------------- */
+enum kind {
+    K_TWINE_CALL, /* call_from_thread: tw_reactor_call_from_thread; defer: tw_defer_to_thread */
+    K_TWINE_POST, /* call_from_thread: tw_reactor_post of preallocated nodes */
+    K_UV,         /* call_from_thread: malloc'd nodes; defer: uv_queue_work */
+    K_UV_PREALLOC,
+    K_GLIB
+};
+
+struct impl {
+    const char *name;
+    enum kind kind;
+};
+
+/* One repetition's figures. */
+struct result {
+    double value;   /* callbacks/s, or the median round trip in us */
+    double p99;     /* round trips, us */
+    double mean;    /* round trips, us */
+    double post_ns; /* call_from_thread: posting thread's time per call */
+};
+
+/* ==== call_from_thread ==========================================================
+ * The loop-side state is touched by the loop thread only, except `start`,
+ * `posted_end` (the poster's) and the warm-up flag. */
+static struct {
+    long n;         /* timed calls */
+    long next;      /* loop: the sequence number the next call must carry */
+    long ran;       /* loop: timed calls run */
+    long disorder;  /* loop: calls that ran out of order */
+    double start;   /* poster: just before the first timed post */
+    double posted;  /* poster: just after the last timed post */
+    double end;     /* loop: when the last call ran */
+    bool warm;      /* the warm-up call has run (atomic) */
+    void (*stop)(void); /* stops the loop (on the loop thread) */
+} cft;
+
+#define WARM_SEQ (-1L)
+
+static void cft_reset(long n)
+{
+    memset(&cft, 0, sizeof cft);
+    cft.n = n;
+}
+
+/* The callback every implementation runs: arg is the sequence number. */
+static void cft_call(void *arg)
+{
+    long seq = (long)(intptr_t)arg;
+
+    if (seq == WARM_SEQ) {
+        __atomic_store_n(&cft.warm, true, __ATOMIC_RELEASE);
+        return;
+    }
+    if (seq != cft.next)
+        cft.disorder++;
+    cft.next = seq + 1;
+    if (++cft.ran == cft.n) {
+        cft.end = bench_now();
+        cft.stop();
+    }
+}
+
+static void cft_wait_warm(void)
+{
+    while (!__atomic_load_n(&cft.warm, __ATOMIC_ACQUIRE))
+        usleep(50);
+}
+
+static void cft_finish(const char *impl, struct result *r)
+{
+    bench_check_count("call_from_thread", impl, cft.ran, cft.n);
+    bench_check_count("call_from_thread", impl, cft.disorder, 0);
+    r->value = (double)cft.n / (cft.end - cft.start);
+    r->post_ns = (cft.posted - cft.start) * 1e9 / (double)cft.n;
+}
+
+static pthread_t cft_spawn(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    die_rc("pthread_create", pthread_create(&t, NULL, fn, arg));
+    return t;
+}
+
+/* ---- twine ---- */
+static tw_reactor *cft_reactor;
+static tw_call *cft_nodes;
+static long cft_nodes_len;
+
+static void cft_tw_stop(void)
+{
+    die_tw("tw_reactor_stop", tw_reactor_stop(cft_reactor));
+}
+
+static void *cft_tw_poster(void *arg)
+{
+    const struct impl *im = arg;
+    tw_reactor *r = cft_reactor;
+    tw_call warm = TW_CALL_INIT(cft_call, (void *)(intptr_t)WARM_SEQ);
+    long i, n = cft.n;
+    int rc;
+
+    die_tw("tw_reactor_post", tw_reactor_post(r, &warm));
+    cft_wait_warm();
+    cft.start = bench_now();
+    if (im->kind == K_TWINE_POST) {
+        for (i = 0; i < n; i++) {
+            cft_nodes[i].next = NULL;
+            cft_nodes[i].fn = cft_call;
+            cft_nodes[i].arg = (void *)(intptr_t)i;
+            rc = tw_reactor_post(r, &cft_nodes[i]);
+            if (__builtin_expect(rc != 0, 0))
+                die_tw("tw_reactor_post", rc);
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            rc = tw_reactor_call_from_thread(r, cft_call, (void *)(intptr_t)i);
+            if (__builtin_expect(rc != 0, 0))
+                die_tw("tw_reactor_call_from_thread", rc);
+        }
+    }
+    cft.posted = bench_now();
+    return NULL;
+}
+
+static void cft_twine(const struct impl *im, long n, struct result *res)
+{
+    size_t live0 = tw_allocator_live();
+    pthread_t poster;
+
+    if (im->kind == K_TWINE_POST && cft_nodes_len < n) {
+        free(cft_nodes);
+        cft_nodes = malloc((size_t)n * sizeof *cft_nodes);
+        if (!cft_nodes)
+            die("malloc", "call nodes");
+        /* touch every page now, so the first run does not pay page faults */
+        memset(cft_nodes, 0, (size_t)n * sizeof *cft_nodes);
+        cft_nodes_len = n;
+    }
+    cft_reset(n);
+    cft.stop = cft_tw_stop;
+    cft_reactor = tw_new_reactor();
+    poster = cft_spawn(cft_tw_poster, (void *)im);
+    tw_run_and_check(cft_reactor, "call_from_thread", live0);
+    die_rc("pthread_join", pthread_join(poster, NULL));
+    cft_finish(im->name, res);
+}
+
+/* ---- libuv: a mutex-protected FIFO and uv_async_send ---- */
+struct uvq_node {
+    struct uvq_node *next;
+    void (*fn)(void *);
+    void *arg;
+    bool owned; /* malloc'd by the poster; the loop frees it */
+};
+
+static struct {
+    uv_loop_t loop;
+    uv_async_t async;
+    pthread_mutex_t mu;
+    struct uvq_node *head, *tail;
+} uvq = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static struct uvq_node *uvq_nodes;
+static long uvq_nodes_len;
+
+static void uvq_push(struct uvq_node *node)
+{
+    int rc;
+
+    node->next = NULL;
+    pthread_mutex_lock(&uvq.mu);
+    if (uvq.tail)
+        uvq.tail->next = node;
+    else
+        uvq.head = node;
+    uvq.tail = node;
+    pthread_mutex_unlock(&uvq.mu);
+    rc = uv_async_send(&uvq.async);
+    if (__builtin_expect(rc != 0, 0))
+        die_uv("uv_async_send", rc);
+}
+
+static void uvq_drain(uv_async_t *h)
+{
+    struct uvq_node *node, *next;
+
+    (void)h;
+    pthread_mutex_lock(&uvq.mu);
+    node = uvq.head;
+    uvq.head = uvq.tail = NULL;
+    pthread_mutex_unlock(&uvq.mu);
+    for (; node; node = next) {
+        bool owned = node->owned; /* the warm-up node is gone once its call ran */
+        next = node->next;
+        node->fn(node->arg);
+        if (owned)
+            free(node);
+    }
+}
+
+static void uvq_stop(void)
+{
+    uv_close((uv_handle_t *)&uvq.async, NULL);
+}
+
+static void *cft_uv_poster(void *arg)
+{
+    const struct impl *im = arg;
+    struct uvq_node warm = {NULL, cft_call, (void *)(intptr_t)WARM_SEQ, false};
+    struct uvq_node *node;
+    long i, n = cft.n;
+
+    uvq_push(&warm);
+    cft_wait_warm();
+    cft.start = bench_now();
+    for (i = 0; i < n; i++) {
+        if (im->kind == K_UV_PREALLOC) {
+            node = &uvq_nodes[i];
+            node->owned = false;
+        } else {
+            node = malloc(sizeof *node);
+            if (!node)
+                die("malloc", "queue node");
+            node->owned = true;
+        }
+        node->fn = cft_call;
+        node->arg = (void *)(intptr_t)i;
+        uvq_push(node);
+    }
+    cft.posted = bench_now();
+    return NULL;
+}
+
+static void cft_uv(const struct impl *im, long n, struct result *res)
+{
+    pthread_t poster;
+
+    if (im->kind == K_UV_PREALLOC && uvq_nodes_len < n) {
+        free(uvq_nodes);
+        uvq_nodes = malloc((size_t)n * sizeof *uvq_nodes);
+        if (!uvq_nodes)
+            die("malloc", "queue nodes");
+        memset(uvq_nodes, 0, (size_t)n * sizeof *uvq_nodes);
+        uvq_nodes_len = n;
+    }
+    cft_reset(n);
+    cft.stop = uvq_stop;
+    uvq.head = uvq.tail = NULL;
+    die_uv("uv_loop_init", uv_loop_init(&uvq.loop));
+    die_uv("uv_async_init", uv_async_init(&uvq.loop, &uvq.async, uvq_drain));
+    poster = cft_spawn(cft_uv_poster, (void *)im);
+    uv_run(&uvq.loop, UV_RUN_DEFAULT);
+    die_rc("pthread_join", pthread_join(poster, NULL));
+    die_uv("uv_loop_close", uv_loop_close(&uvq.loop));
+    if (uvq.head)
+        die("libuv queue", "calls left in the queue");
+    cft_finish(im->name, res);
+}
+
+/* ---- GLib: g_main_context_invoke into a GMainLoop on the main thread ---- */
+static GMainContext *cft_gctx;
+static GMainLoop *cft_gloop;
+
+static gboolean cft_glib_fn(gpointer data)
+{
+    cft_call(data);
+    return G_SOURCE_REMOVE;
+}
+
+static void cft_glib_stop(void)
+{
+    g_main_loop_quit(cft_gloop);
+}
+
+static void *cft_glib_poster(void *arg)
+{
+    GMainContext *ctx = cft_gctx;
+    long i, n = cft.n;
+
+    (void)arg;
+    g_main_context_invoke(ctx, cft_glib_fn, (gpointer)(intptr_t)WARM_SEQ);
+    cft_wait_warm();
+    cft.start = bench_now();
+    for (i = 0; i < n; i++)
+        g_main_context_invoke(ctx, cft_glib_fn, (gpointer)(intptr_t)i);
+    cft.posted = bench_now();
+    return NULL;
+}
+
+static void cft_glib(const struct impl *im, long n, struct result *res)
+{
+    pthread_t poster;
+
+    cft_reset(n);
+    cft.stop = cft_glib_stop;
+    cft_gctx = g_main_context_new();
+    g_main_context_push_thread_default(cft_gctx);
+    cft_gloop = g_main_loop_new(cft_gctx, FALSE);
+    poster = cft_spawn(cft_glib_poster, NULL);
+    g_main_loop_run(cft_gloop);
+    die_rc("pthread_join", pthread_join(poster, NULL));
+    /* anything still queued would be a call run twice or invented */
+    while (g_main_context_iteration(cft_gctx, FALSE))
+        ;
+    g_main_loop_unref(cft_gloop);
+    g_main_context_pop_thread_default(cft_gctx);
+    g_main_context_unref(cft_gctx);
+    cft_finish(im->name, res);
+}
+
+/* ==== defer_to_thread ===========================================================
+ * The loop thread owns everything but `tasks` (counted by the pool threads).
+ * Round trip i (-1 is the warm-up) sends i + 2 to the task, which returns
+ * 2 (i + 2) + 1. */
+static double *dt_lat; /* us, n of them */
+static long dt_lat_len;
+static struct {
+    _Alignas(64) long tasks; /* tasks run (atomic) */
+    long i, n;               /* the round trip in flight, the number to time */
+    long checked;            /* completions that carried the right value */
+    double start;
+    bool pin;
+} dt;
+
+static void dt_prepare(long n, bool pin)
+{
+    if (dt_lat_len < n) {
+        free(dt_lat);
+        dt_lat = malloc((size_t)n * sizeof *dt_lat);
+        if (!dt_lat)
+            die("malloc", "latencies");
+        memset(dt_lat, 0, (size_t)n * sizeof *dt_lat);
+        dt_lat_len = n;
+    }
+    __atomic_store_n(&dt.tasks, 0, __ATOMIC_RELAXED);
+    dt.i = -1;
+    dt.n = n;
+    dt.checked = 0;
+    dt.pin = pin;
+    bench_place_self(pin);
+}
+
+static inline uintptr_t dt_input(void)
+{
+    return (uintptr_t)(dt.i + 2);
+}
+
+/* The pool side of every implementation. */
+static inline uintptr_t dt_task(uintptr_t x)
+{
+    bench_place_self(dt.pin);
+    __atomic_add_fetch(&dt.tasks, 1, __ATOMIC_RELAXED);
+    return 2 * x + 1;
+}
+
+/* The loop side: checks the value and stamps the round trip; true if another
+ * one is to be issued. */
+static inline bool dt_done(uintptr_t value)
+{
+    double t = bench_now();
+
+    if (value == 2 * dt_input() + 1)
+        dt.checked++;
+    if (dt.i >= 0)
+        dt_lat[dt.i] = (t - dt.start) * 1e6;
+    dt.start = t;
+    return ++dt.i < dt.n;
+}
+
+static void dt_finish(const char *impl, struct result *r)
+{
+    const char *w = dt.pin ? "defer_to_thread_pinned" : "defer_to_thread_unpinned";
+    double sum = 0;
+    long i, n = dt.n;
+
+    bench_check_count(w, impl, __atomic_load_n(&dt.tasks, __ATOMIC_RELAXED), n + 1);
+    bench_check_count(w, impl, dt.checked, n + 1);
+    bench_check_count(w, impl, dt.i, n);
+    for (i = 0; i < n; i++)
+        sum += dt_lat[i];
+    bench_sort(dt_lat, n);
+    r->value = bench_percentile(dt_lat, n, 0.5);
+    r->p99 = bench_percentile(dt_lat, n, 0.99);
+    r->mean = sum / (double)n;
+}
+
+/* ---- twine: tw_defer_to_thread and a callback on its Deferred ---- */
+static tw_reactor *dt_reactor;
+
+static void dt_tw_issue(void);
+
+static tw_result dt_tw_thread(void *arg, tw_cancel *cancel)
+{
+    (void)cancel;
+    return tw_result_value((void *)dt_task((uintptr_t)arg), NULL);
+}
+
+static tw_result dt_tw_back(tw_result r, void *arg)
+{
+    (void)arg;
+    if (!tw_result_is_value(r)) {
+        tw_result_drop(r);
+        die("tw_defer_to_thread", "the Deferred failed");
+    }
+    if (dt_done((uintptr_t)r.ptr))
+        dt_tw_issue();
+    else
+        die_tw("tw_reactor_stop", tw_reactor_stop(dt_reactor));
+    return tw_result_none();
+}
+
+static void dt_tw_issue(void)
+{
+    tw_deferred *d;
+
+    die_tw("tw_defer_to_thread",
+           tw_defer_to_thread(dt_reactor, dt_tw_thread, (void *)dt_input(), &d));
+    die_tw("tw_deferred_add_callback", tw_deferred_add_callback(d, dt_tw_back, NULL));
+    tw_deferred_unref(d);
+}
+
+static void dt_tw_first(void *arg)
+{
+    (void)arg;
+    dt.start = bench_now();
+    dt_tw_issue();
+}
+
+static void dt_twine(const struct impl *im, long n, bool pin, struct result *r)
+{
+    size_t live0 = tw_allocator_live();
+
+    dt_prepare(n, pin);
+    dt_reactor = tw_new_reactor();
+    die_tw("tw_reactor_call_when_running",
+           tw_reactor_call_when_running(dt_reactor, dt_tw_first, NULL));
+    tw_run_and_check(dt_reactor, pin ? "defer_to_thread_pinned" : "defer_to_thread_unpinned",
+                     live0);
+    dt_finish(im->name, r);
+}
+
+/* ---- libuv: uv_queue_work, the next request queued from after_work ---- */
+static struct {
+    uv_loop_t loop;
+    uv_work_t req;
+    uintptr_t in, out;
+} duv;
+
+static void dt_uv_work(uv_work_t *req)
+{
+    (void)req;
+    duv.out = dt_task(duv.in);
+}
+
+static void dt_uv_after(uv_work_t *req, int status)
+{
+    die_uv("uv after_work", status);
+    if (dt_done(duv.out)) {
+        duv.in = dt_input();
+        die_uv("uv_queue_work", uv_queue_work(&duv.loop, req, dt_uv_work, dt_uv_after));
+    }
+}
+
+static void dt_uv(const struct impl *im, long n, bool pin, struct result *r)
+{
+    dt_prepare(n, pin);
+    die_uv("uv_loop_init", uv_loop_init(&duv.loop));
+    duv.in = dt_input();
+    duv.out = 0;
+    dt.start = bench_now();
+    die_uv("uv_queue_work", uv_queue_work(&duv.loop, &duv.req, dt_uv_work, dt_uv_after));
+    uv_run(&duv.loop, UV_RUN_DEFAULT);
+    die_uv("uv_loop_close", uv_loop_close(&duv.loop));
+    dt_finish(im->name, r);
+}
+
+/* ---- GLib: GTask, g_task_run_in_thread, callback on the loop's context ---- */
+static GMainLoop *dt_gloop;
+
+static void dt_glib_issue(void);
+
+static void dt_glib_thread(GTask *task, gpointer source, gpointer task_data, GCancellable *c)
+{
+    (void)source;
+    (void)c;
+    g_task_return_int(task, (gssize)dt_task((uintptr_t)task_data));
+}
+
+static void dt_glib_back(GObject *source, GAsyncResult *res, gpointer data)
+{
+    GError *err = NULL;
+    gssize v;
+
+    (void)source;
+    (void)data;
+    v = g_task_propagate_int(G_TASK(res), &err);
+    if (err)
+        die("GTask", err->message);
+    if (dt_done((uintptr_t)v))
+        dt_glib_issue();
+    else
+        g_main_loop_quit(dt_gloop);
+}
+
+static void dt_glib_issue(void)
+{
+    GTask *task = g_task_new(NULL, NULL, dt_glib_back, NULL);
+
+    g_task_set_task_data(task, (gpointer)dt_input(), NULL);
+    g_task_run_in_thread(task, dt_glib_thread);
+    g_object_unref(task);
+}
+
+static gboolean dt_glib_first(gpointer data)
+{
+    (void)data;
+    dt.start = bench_now();
+    dt_glib_issue();
+    return G_SOURCE_REMOVE;
+}
+
+static void dt_glib(const struct impl *im, long n, bool pin, struct result *r)
+{
+    GMainContext *ctx;
+
+    dt_prepare(n, pin);
+    ctx = g_main_context_new();
+    g_main_context_push_thread_default(ctx);
+    dt_gloop = g_main_loop_new(ctx, FALSE);
+    g_main_context_invoke(ctx, dt_glib_first, NULL);
+    g_main_loop_run(dt_gloop);
+    while (g_main_context_iteration(ctx, FALSE))
+        ;
+    g_main_loop_unref(dt_gloop);
+    g_main_context_pop_thread_default(ctx);
+    g_main_context_unref(ctx);
+    dt_finish(im->name, r);
+}
+
+/* ==== workloads ============================================================== */
+struct workload {
+    const char *name;
+    const char *unit;
+    bool higher_is_better;
+    bool roundtrip;
+    bool pin;
+    long n;
+};
+
+static const struct workload workloads[] = {
+    {"call_from_thread", "callbacks/s", true, false, false, N_CALLS},
+    {"defer_to_thread_pinned", "us/roundtrip", false, true, true, N_DEFER},
+    {"defer_to_thread_unpinned", "us/roundtrip", false, true, false, N_DEFER},
+};
+
+static const struct impl call_impls[] = {
+    {"twine call_from_thread", K_TWINE_CALL},
+    {"twine post", K_TWINE_POST},
+    {"libuv async+mutex queue", K_UV},
+    {"libuv async+mutex prealloc", K_UV_PREALLOC},
+    {"GLib main_context_invoke", K_GLIB},
+};
+
+static const struct impl defer_impls[] = {
+    {"twine defer_to_thread", K_TWINE_CALL},
+    {"libuv uv_queue_work", K_UV},
+    {"GLib GTask run_in_thread", K_GLIB},
+};
+
+#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const struct impl *impls_of(const struct workload *w, int *count)
+{
+    if (w->roundtrip) {
+        *count = COUNT_OF(defer_impls);
+        return defer_impls;
+    }
+    *count = COUNT_OF(call_impls);
+    return call_impls;
+}
+
+static void run_here(const struct workload *w, const struct impl *im, long n, struct result *r)
+{
+    memset(r, 0, sizeof *r);
+    switch (im->kind) {
+    case K_TWINE_CALL:
+    case K_TWINE_POST:
+        if (w->roundtrip)
+            dt_twine(im, n, w->pin, r);
+        else
+            cft_twine(im, n, r);
+        break;
+    case K_UV:
+    case K_UV_PREALLOC:
+        if (w->roundtrip)
+            dt_uv(im, n, w->pin, r);
+        else
+            cft_uv(im, n, r);
+        break;
+    case K_GLIB:
+        if (w->roundtrip)
+            dt_glib(im, n, w->pin, r);
+        else
+            cft_glib(im, n, r);
+        break;
+    }
+}
+
+/* ==== driver ================================================================= */
+static const char *only_list;
+static const char *impl_list;
+
+static bool is_twine(const struct impl *im)
+{
+    return im->kind == K_TWINE_CALL || im->kind == K_TWINE_POST;
+}
+
+static bool runnable(const struct impl *im)
+{
+    return bench_listed(impl_list, im->name) && (!is_twine(im) || twine_has_reactor());
+}
+
+static void run_workload(const struct workload *w)
+{
+    enum { MAX_IMPLS = 8 };
+    struct result res[MAX_IMPLS][BENCH_REPS];
+    double s[BENCH_REPS];
+    const struct impl *impls;
+    char p99name[64];
+    long n = bench_scaled(w->n);
+    int count, rep, i, k;
+
+    impls = impls_of(w, &count);
+    if (count > MAX_IMPLS)
+        abort();
+    printf("%s: %ld %s, %d round-robin repetitions%s\n", w->name, n,
+           w->roundtrip ? "round trips" : "calls", BENCH_REPS,
+           w->pin ? " (pinned: every thread on one CPU)" : "");
+    fflush(stdout);
+    for (i = 0; i < count; i++)
+        if (bench_listed(impl_list, impls[i].name) && !runnable(&impls[i]))
+            printf("  %-24s %-26s not run: libtwine has no reactor (tw_reactor_*) yet\n",
+                   w->name, impls[i].name);
+    for (rep = 0; rep < BENCH_REPS; rep++) {
+        for (i = 0; i < count; i++) {
+            if (!runnable(&impls[i]))
+                continue;
+            watch(impls[i].name);
+            run_here(w, &impls[i], n, &res[i][rep]);
+            watch(NULL);
+            bench_place_self(false);
+        }
+    }
+
+    for (i = 0; i < count; i++) {
+        if (!runnable(&impls[i]))
+            continue;
+        for (k = 0; k < BENCH_REPS; k++)
+            s[k] = res[i][k].value;
+        bench_record(w->name, impls[i].name, w->unit, w->higher_is_better, s, BENCH_REPS);
+        for (k = 0; k < BENCH_REPS; k++)
+            s[k] = w->roundtrip ? res[i][k].mean : res[i][k].post_ns;
+        if (w->roundtrip)
+            bench_record_extra(w->name, impls[i].name, "mean", w->unit, s, BENCH_REPS);
+        else
+            bench_record_extra(w->name, impls[i].name, "post", "ns/call", s, BENCH_REPS);
+    }
+    if (!w->roundtrip)
+        return;
+    snprintf(p99name, sizeof p99name, "%s_p99", w->name);
+    for (i = 0; i < count; i++) {
+        if (!runnable(&impls[i]))
+            continue;
+        for (k = 0; k < BENCH_REPS; k++)
+            s[k] = res[i][k].p99;
+        bench_record(p99name, impls[i].name, w->unit, false, s, BENCH_REPS);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *csv = NULL;
+    int i;
+
+    signal(SIGALRM, on_alarm);
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
+            csv = argv[++i];
+        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
+            bench_set_scale(strtod(argv[++i], NULL));
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only_list = argv[++i];
+        } else if (strcmp(argv[i], "--impl") == 0 && i + 1 < argc) {
+            impl_list = argv[++i];
+        } else {
+            fprintf(stderr,
+                    "usage: %s [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    /* libuv reads it once, at its pool's first use: before anything here. */
+    if (setenv("UV_THREADPOOL_SIZE", "2", 1) != 0)
+        die("setenv", strerror(errno));
+    if (twine_has_reactor())
+        tw_set_diag_hook(on_diag, NULL);
+
+    bench_open_csv(csv);
+    bench_placement_init();
+    bench_warm_up(0.2);
+    for (i = 0; i < COUNT_OF(workloads); i++)
+        if (bench_selected(only_list, workloads[i].name))
+            run_workload(&workloads[i]);
+    bench_close_csv();
+    return 0;
+}
