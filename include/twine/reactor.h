@@ -189,7 +189,9 @@ typedef struct tw_call {
 
 #define TW_CALL_INIT(fn, arg) {NULL, (fn), (arg)}
 
-/* Allocates a node (TW_ENOMEM). */
+/* A reactor must not be destroyed while another thread may still be inside
+ * one of these calls; a call that has returned no longer touches it.
+ * TW_ENOMEM only when the ring is full and no node can be allocated. */
 TW_API int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg);
 /* Caller's node, no allocation: the reactor holds it until it calls fn, and
  * does not touch it afterwards (fn may free or reuse it). */
@@ -212,7 +214,9 @@ typedef struct tw_thread_call {
     tw_task_fn fn;
     void *arg;
 } tw_thread_call;
-/* Runs the n calls one after the other on one pool thread (the array is copied). */
+/* Runs the n calls one after the other on one pool thread (the array is
+ * copied). Every call runs; the task's error is the first non-zero code
+ * (later ones are reported through the diagnostic hook). */
 TW_API int tw_reactor_call_multiple_in_thread(tw_reactor *r, const tw_thread_call *calls,
                                               size_t n);
 
@@ -234,14 +238,16 @@ typedef tw_result (*tw_thread_fn)(void *arg, tw_cancel *cancel);
  * The Deferred fires exactly once either way. */
 TW_API int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **out);
 /* The same on a pool of the application's. The reactor never stops or frees
- * that pool: the application does, after the tasks it was given have run. */
+ * that pool: the application does, and must stop it (or let the tasks it was
+ * given finish) before destroying the reactor, to which they post. */
 TW_API int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *pool, tw_thread_fn fn, void *arg,
                                    tw_deferred **out);
 
 /* From a thread that is not the loop's: runs fn(arg) on the loop thread and
  * waits for its result; fn may return a Deferred, whose result is then
  * awaited. 0 with the result (value or failure) in *out, owned by the
- * caller. TW_EDEADLK at once on the loop thread (it would wait for itself);
+ * caller. TW_EDEADLK at once on the loop thread (it would wait for itself;
+ * before run, the thread that created the reactor counts as the loop's);
  * TW_ESHUTDOWN once shutdown has reached the during-shutdown phase, and for
  * calls still waiting then (so a pool thread blocked here cannot hang the
  * pool's stop). */

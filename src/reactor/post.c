@@ -22,10 +22,12 @@
  * Wake-ups are coalesced by `wake_pending`: a poster writes the waker only
  * when it turns the flag from 0 to 1; the loop clears it (tw__reactor_rearm)
  * before it checks for work and decides to sleep. The check reads the ring's
- * tail (a claimed slot counts, published or not) and the stack's head; the
- * posters' CAS on either comes before their flag load. All four accesses are
- * seq_cst: a store-load handshake, so either the poster sees the flag clear
- * and writes, or the loop sees the call and does not sleep.
+ * tail (a claimed slot counts, published or not), `ovf` and the stack's
+ * head; the posters' CAS on the tail, or increment of `ovf`, comes before
+ * their flag load. All are seq_cst: a store-load handshake, so either the
+ * poster sees the flag clear and writes, or the loop sees the call coming and
+ * does not sleep. A poster wakes before its call is published or pushed, so
+ * it never touches the reactor after the call can have run.
  *
  * Closing: the loop sets RING_CLOSED in the tail with one atomic OR. From
  * then on other threads are refused (one that checked just before may still
@@ -95,6 +97,11 @@ static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
             pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
         }
     }
+    /* Wake before publishing: the loop cannot run the call before it is
+     * published, so the poster is done with the reactor by then (the call
+     * may be what lets the application destroy it). A loop that wakes early
+     * sees the claimed slot and waits for it without sleeping. */
+    tw__reactor_wake(r);
     c->fn = fn;
     c->arg = arg;
     /* release: fn and arg before the loop sees the cell published (acquire). */
@@ -105,8 +112,11 @@ static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
 static int stack_push(tw_reactor *r, tw_call *node)
 {
     /* Counted before it is visible, so that no call of this thread can use
-     * the ring until the loop has run this one. */
+     * the ring until the loop has run this one; and the loop, which counts
+     * `ovf` as work, does not sleep between the wake-up and the push. As
+     * for the ring, the wake-up comes before the call can run. */
     __atomic_fetch_add(&r->ovf, 1, __ATOMIC_SEQ_CST);
+    tw__reactor_wake(r);
     tw_call *head = __atomic_load_n(&r->posted, __ATOMIC_RELAXED);
     do {
         if (head == TW__POST_CLOSED) {
@@ -148,10 +158,8 @@ static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool 
                 rc = ring_push(r, fn, arg);
             }
         }
-        if (rc == 0) {
-            tw__reactor_wake(r);
+        if (rc == 0)
             return 0;
-        }
         if (rc == TW_ESHUTDOWN && !on_loop)
             return rc;
         /* Full; or closed, and this is a call made by a call being drained,
@@ -160,10 +168,8 @@ static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool 
     if (!node)
         return TW_EFULL; /* the caller brings a node for the stack */
     int rc = stack_push(r, node);
-    if (rc == 0) {
+    if (rc == 0)
         *used_node = true;
-        tw__reactor_wake(r);
-    }
     return rc;
 }
 
@@ -209,15 +215,13 @@ int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg)
     rc = stack_push(r, &c->node);
     if (rc)
         TW__DELETE(c);
-    else
-        tw__reactor_wake(r);
     return rc;
 }
 
 bool tw__posted_pending(const tw_reactor *r)
 {
     uint64_t tail = __atomic_load_n(&r->ring_tail, __ATOMIC_SEQ_CST) & ~RING_CLOSED;
-    if (tail != r->ring_head)
+    if (tail != r->ring_head || __atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) != 0)
         return true;
     tw_call *h = __atomic_load_n(&r->posted, __ATOMIC_SEQ_CST);
     return h != NULL && h != TW__POST_CLOSED;
