@@ -170,12 +170,15 @@ TW_API int tw_reactor_remove_trigger(tw_reactor *r, uint64_t id);
 /* ==== calls from other threads ============================================
  * The one way into the loop from another thread. Calls run on the loop
  * thread in the order each thread posted them, once each, in batches: a loop
- * iteration runs the calls posted before it began, and one write to an
- * eventfd (a pipe on the portable backend) wakes the loop however many calls
- * arrive while it sleeps. Nearly every call goes through a ring of (fn, arg)
- * cells and allocates nothing; when the ring is full, a poster yields a few
- * times for the loop to catch up, then falls back to a node (the caller's
- * for tw_reactor_post, an allocated one otherwise).
+ * iteration runs the calls posted before it began (and up to 4096 more that
+ * arrive meanwhile), and one write to an eventfd (a pipe on the portable
+ * backend) wakes the loop however many calls arrive while it sleeps. Nearly
+ * every call goes through a ring of 4096 (fn, arg) cells and allocates
+ * nothing. When the ring is full, a poster waits while the loop makes
+ * progress, so a poster faster than the loop runs at the loop's pace; if the
+ * loop runs nothing for a millisecond (it may be blocked), and on the loop
+ * thread at once, the call goes on a node instead (the caller's for
+ * tw_reactor_post, an allocated one otherwise).
  *
  * When shutdown reaches its last step (after the after-shutdown triggers),
  * posting from other threads returns TW_ESHUTDOWN and the call is not taken;

@@ -38,6 +38,7 @@
 #include <sched.h>
 
 #include "base/alloc.h"
+#include "base/thread.h"
 #include "reactor/reactor.h"
 
 #define RING_CLOSED (UINT64_C(1) << 63)
@@ -131,6 +132,38 @@ static int stack_push(tw_reactor *r, tw_call *node)
     return 0;
 }
 
+/* The ring is full: the loop is behind. Retries while the loop is making
+ * progress, yielding the CPU (on one CPU the loop needs it to catch up);
+ * gives up (TW_EFULL: the stack) when the loop has run nothing for a
+ * millisecond (it may be blocked, and must never wait for a poster), or
+ * when another thread has moved to the stack (its order comes first). */
+static int wait_for_room(tw_reactor *r, tw_call_fn fn, void *arg)
+{
+    uint64_t seen = __atomic_load_n(&r->ring_head, __ATOMIC_RELAXED);
+    int64_t since = tw_now_ns();
+    for (int i = 1;; i++) {
+        if (i < 16)
+            tw__cpu_relax();
+        else
+            sched_yield();
+        if (__atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) != 0)
+            return TW_EFULL;
+        int rc = ring_push(r, fn, arg);
+        if (rc != TW_EFULL)
+            return rc;
+        if ((i & 15) == 0) {
+            uint64_t head = __atomic_load_n(&r->ring_head, __ATOMIC_RELAXED);
+            int64_t now = tw_now_ns();
+            if (head != seen) {
+                seen = head;
+                since = now;
+            } else if (now - since > 1000000) {
+                return TW_EFULL;
+            }
+        }
+    }
+}
+
 /* Ring first unless calls wait on the stack; node (or NULL) for the stack.
  *
  * A full ring means the loop is behind. A thread other than the loop's
@@ -150,14 +183,8 @@ static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool 
         return TW_ESHUTDOWN;
     if (__atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) == 0) {
         int rc = ring_push(r, fn, arg);
-        if (rc == TW_EFULL && !on_loop) {
-            for (int i = 0; i < 64 && rc == TW_EFULL; i++) {
-                sched_yield();
-                if (__atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) != 0)
-                    break; /* another thread overflowed: keep its order */
-                rc = ring_push(r, fn, arg);
-            }
-        }
+        if (rc == TW_EFULL && !on_loop)
+            rc = wait_for_room(r, fn, arg);
         if (rc == 0)
             return 0;
         if (rc == TW_ESHUTDOWN && !on_loop)
@@ -246,7 +273,8 @@ static void ring_run(tw_reactor *r, uint64_t end, bool wait)
         void *arg = c->arg;
         /* release: our reads of the cell before a poster reuses it. */
         __atomic_store_n(&c->seq, r->ring_head + TW__RING_SIZE, __ATOMIC_RELEASE);
-        r->ring_head++;
+        /* relaxed: only a progress hint for posters waiting on a full ring. */
+        __atomic_store_n(&r->ring_head, r->ring_head + 1, __ATOMIC_RELAXED);
         fn(arg);
     }
 }
@@ -283,6 +311,21 @@ bool tw__posted_run(tw_reactor *r)
     bool any = taken || end != r->ring_head;
     ring_run(r, end, taken != NULL); /* before the stack: those are older */
     stack_run(r, taken);
+    if (taken)
+        return any;
+    /* Calls that arrived on the ring meanwhile run too, up to a budget: a
+     * steady stream then costs one trip through the poller per budget
+     * rather than per handful, and still cannot starve timers and fds. */
+    for (uint64_t budget = TW__POST_BUDGET; budget && r->ring_head == end;) {
+        uint64_t more = __atomic_load_n(&r->ring_tail, __ATOMIC_ACQUIRE) & ~RING_CLOSED;
+        if (more == end || __atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) != 0)
+            break;
+        if (more - end > budget)
+            more = end + budget;
+        budget -= more - end;
+        ring_run(r, more, false);
+        end = more;
+    }
     return any;
 }
 

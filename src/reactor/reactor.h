@@ -104,12 +104,17 @@ struct tw_reactor {
      * is full a lock-free LIFO of tw_call, reversed per batch;
      * TW__POST_CLOSED once the reactor has shut down. atomic. */
     tw_call *posted;
-    uint32_t wake_pending; /* atomic: a wake-up is written and not yet consumed */
-    struct tw__cell *ring;  /* TW__RING_SIZE cells */
-    uint64_t ring_tail;     /* atomic: next slot to claim; TW__RING_CLOSED bit when closed */
-    uint64_t ring_head;     /* the loop's: next cell to run */
-    uint32_t ovf;           /* atomic: calls on the overflow stack not yet run */
     int wake_rfd, wake_wfd;
+    struct tw__cell *ring; /* TW__RING_SIZE cells */
+    /* Each on its own cache line: what posters write (the tail), what the
+     * loop writes per call (the head) or per iteration (the wake flag), and
+     * what posters only read (ovf, rarely written), so that neither side
+     * invalidates the other's lines on every call. */
+    _Alignas(64) uint64_t ring_tail; /* atomic: next slot to claim; RING_CLOSED bit when closed */
+    _Alignas(64) uint32_t ovf;       /* atomic: calls on the overflow stack not yet run */
+    _Alignas(64) uint32_t wake_pending; /* atomic: a wake-up is written and not yet consumed */
+    _Alignas(64) uint64_t ring_head;    /* the loop's: next cell to run */
+    _Alignas(64) char after_hot[1];
 
     /* poller and fds (io.c) */
     const tw__poller_ops *pops;
@@ -179,7 +184,8 @@ void tw__io_poll(tw_reactor *r, int timeout_ms);
 void tw__io_destroy(tw_reactor *r);
 
 /* post.c */
-#define TW__RING_SIZE 4096 /* a power of two */
+#define TW__RING_SIZE 4096  /* a power of two */
+#define TW__POST_BUDGET 4096 /* calls an iteration may take beyond those posted before it */
 typedef struct tw__cell {
     uint64_t seq; /* atomic: Vyukov's sequence number */
     tw_call_fn fn;
