@@ -170,9 +170,10 @@ TW_API int tw_reactor_remove_trigger(tw_reactor *r, uint64_t id);
 /* ==== calls from other threads ============================================
  * The one way into the loop from another thread. Calls run on the loop
  * thread in the order each thread posted them, once each, in batches: a loop
- * iteration runs the calls posted before it began (and up to 4096 more that
- * arrive meanwhile), and one write to an eventfd (a pipe on the portable
- * backend) wakes the loop however many calls arrive while it sleeps. Nearly
+ * iteration runs up to 4096 of them (the rest run in the next iterations,
+ * which do not sleep while calls wait), and one write to an eventfd (a pipe
+ * on the portable backend) wakes the loop however many calls arrive while it
+ * sleeps. Nearly
  * every call goes through a ring of 4096 (fn, arg) cells and allocates
  * nothing. When the ring is full, a poster waits while the loop makes
  * progress, so a poster faster than the loop runs at the loop's pace; if the

@@ -185,7 +185,7 @@ void tw__io_destroy(tw_reactor *r);
 
 /* post.c */
 #define TW__RING_SIZE 4096  /* a power of two */
-#define TW__POST_BUDGET 4096 /* calls an iteration may take beyond those posted before it */
+#define TW__POST_BUDGET 4096 /* ring calls one iteration runs at most */
 typedef struct tw__cell {
     uint64_t seq; /* atomic: Vyukov's sequence number */
     tw_call_fn fn;
