@@ -79,16 +79,20 @@ typedef struct tw_reactor_config {
 
 TW_API int tw_reactor_create(tw_reactor **out);
 TW_API int tw_reactor_create_with(const tw_reactor_config *cfg, tw_reactor **out);
-/* TW_EBUSY while run() is active. A reactor that never ran is shut down
- * first (triggers, pool, posted calls), as at the end of run(). */
+/* TW_EBUSY while run() or iterate() is active (from one of its callbacks).
+ * A reactor that never ran is shut down first (triggers, pool, posted
+ * calls), as at the end of run(). If shutdown had to leave stuck pool
+ * threads running (pool_stop_timeout), the pool and the reactor's closed
+ * call queue are not freed, since those threads may still post to it. */
 TW_API int tw_reactor_destroy(tw_reactor *r);
 
 /* Runs the loop on the calling thread until stop and shutdown are complete.
  * A reactor runs once: TW_EALREADY for a second run (or while running). */
 TW_API int tw_reactor_run(tw_reactor *r);
 /* Runs one iteration, waiting at most `timeout` seconds for something to do
- * (0: do not wait). For tests and for embedding; not while run() is active
- * (TW_EBUSY). TW_ESHUTDOWN once the reactor has shut down. */
+ * (0: do not wait). For tests and for embedding; not while run() or another
+ * iterate() is active (TW_EBUSY). TW_ESHUTDOWN once the reactor has shut
+ * down. The calling thread is the loop thread from then on. */
 TW_API int tw_reactor_iterate(tw_reactor *r, double timeout);
 /* Starts shutdown. Any thread, and safe in a signal handler. TW_EALREADY if
  * already stopping or stopped. A stop before run makes run shut down at once. */
@@ -162,6 +166,8 @@ enum tw_trigger_phase {
     TW_AFTER_SHUTDOWN = 2
 };
 
+/* TW_ESHUTDOWN once that phase has run (a trigger added to a phase while it
+ * runs still runs). */
 TW_API int tw_reactor_add_trigger(tw_reactor *r, enum tw_trigger_phase phase, tw_result_fn fn,
                                   void *arg, uint64_t *id);
 /* TW_EINVAL for an id that is not registered (or whose phase has run). */

@@ -51,7 +51,6 @@ int tw_reactor_create_with(const tw_reactor_config *cfg, tw_reactor **out)
     tw_reactor *r = TW__NEW(tw_reactor);
     if (!r)
         return TW_ENOMEM;
-    r->clock.ops = &tw__reactor_clock_ops;
     r->fake = cfg->fake_clock;
     r->owner = tw__self();
     r->pool_max = cfg->pool_max ? cfg->pool_max : 10;
@@ -68,8 +67,11 @@ int tw_reactor_create_with(const tw_reactor_config *cfg, tw_reactor **out)
     if (rc == 0)
         rc = tw__timers_init(r);
     if (rc == 0)
+        rc = tw__clock_create(r);
+    if (rc == 0)
         rc = tw__post_init(r);
     if (rc) {
+        tw__clock_detach(r);
         tw__post_destroy(r);
         tw__io_destroy(r);
         tw__waker_close(r->wake_rfd, r->wake_wfd);
@@ -97,7 +99,7 @@ double tw_reactor_seconds(const tw_reactor *r)
 
 tw_clock *tw_reactor_clock(tw_reactor *r)
 {
-    return r ? &r->clock : NULL;
+    return r ? &r->rclock->clock : NULL;
 }
 
 int tw_reactor_advance(tw_reactor *r, double seconds)
@@ -124,13 +126,19 @@ int tw_reactor_advance(tw_reactor *r, double seconds)
 
 int tw_reactor_stop(tw_reactor *r)
 {
-    /* Async-signal-safe: an atomic exchange and a write. */
+    /* Async-signal-safe: atomics and a write. `stoppers` counts the calls in
+     * progress: once the flag is set the loop may finish at once, and
+     * destroy waits for this call to be done with the waker. */
     if (!r)
         return TW_EINVAL;
-    if (__atomic_exchange_n(&r->stop_requested, 1, __ATOMIC_SEQ_CST))
-        return TW_EALREADY;
-    tw__reactor_wake(r);
-    return 0;
+    __atomic_fetch_add(&r->stoppers, 1, __ATOMIC_SEQ_CST);
+    int rc = TW_EALREADY;
+    if (!__atomic_exchange_n(&r->stop_requested, 1, __ATOMIC_SEQ_CST)) {
+        tw__reactor_wake(r);
+        rc = 0;
+    }
+    __atomic_fetch_sub(&r->stoppers, 1, __ATOMIC_SEQ_CST);
+    return rc;
 }
 
 /* ---- triggers ------------------------------------------------------------------ */
@@ -141,8 +149,8 @@ int tw_reactor_add_trigger(tw_reactor *r, enum tw_trigger_phase phase, tw_result
     if (!r || !fn || (unsigned)phase > TW_AFTER_SHUTDOWN)
         return TW_EINVAL;
     TW__RCHECK(r, "tw_reactor_add_trigger");
-    if (r->state == R_DONE)
-        return TW_ESHUTDOWN;
+    if ((int)phase < r->phases_run)
+        return TW_ESHUTDOWN; /* that phase has run */
     tw__trigger *t = TW__NEW(tw__trigger);
     if (!t)
         return TW_ENOMEM;
@@ -200,6 +208,7 @@ static tw_result before_done(tw_result res, void *arg)
 static void run_triggers(tw_reactor *r, int phase, bool wait)
 {
     tw__trigger *t;
+    r->phases_run = phase; /* triggers added to this phase while it runs run too */
     while ((t = r->triggers[phase])) {
         r->triggers[phase] = t->next;
         if (!t->next)
@@ -222,6 +231,7 @@ static void run_triggers(tw_reactor *r, int phase, bool wait)
             tw_result_drop(res);
         }
     }
+    r->phases_run = phase + 1;
 }
 
 static void free_triggers(tw_reactor *r)
@@ -295,7 +305,8 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
         finish(r);
         return;
     }
-    tw__posted_run(r);
+    if (!tw__posted_run(r) && tw__posted_pending(r))
+        sched_yield(); /* a poster between claiming a slot and filling it: let it finish */
     if (r->state == R_DONE)
         return;
     int64_t now = tw__reactor_now(r);
@@ -313,6 +324,8 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
         int64_t next = tw__timers_next(r, tw__reactor_now(r));
         if (next >= 0 && (t < 0 || next < t))
             t = next;
+    } else if (tw__timers_next(r, r->fake_now) == 0) {
+        t = 0; /* a timer scheduled by a timer for "now": due, time does not move */
     }
     if (t != 0 && r->dthreads && await_thread_result(r))
         t = 0;
@@ -332,6 +345,8 @@ int tw_reactor_run(tw_reactor *r)
     r->in_run = true;
     if (r->state == R_NEW)
         start(r);
+    else
+        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED);
     while (r->state != R_DONE)
         iterate(r, -1);
     r->in_run = false;
@@ -348,10 +363,18 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
         return TW_EBUSY;
     if (r->state == R_DONE)
         return TW_ESHUTDOWN;
+    /* in_run also while iterating: a callback may not iterate, run or
+     * destroy the reactor under its own iteration (TW_EBUSY). */
+    r->in_run = true;
     if (r->state == R_NEW)
         start(r);
+    else
+        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED);
     int64_t ns = timeout < 0 ? -1 : timeout * 1e9 >= 9.2e18 ? INT64_MAX : (int64_t)(timeout * 1e9);
     iterate(r, ns);
+    r->in_run = false;
+    if (r->state == R_DONE)
+        tw__signals_release(r);
     return 0;
 }
 
@@ -392,7 +415,10 @@ int tw_reactor_destroy(tw_reactor *r)
             iterate(r, -1);
     }
     tw__signals_release(r);
-    tw__threads_destroy(r);
+    while (__atomic_load_n(&r->stoppers, __ATOMIC_SEQ_CST))
+        sched_yield(); /* a tw_reactor_stop still writing the waker */
+    bool abandoned = tw__threads_destroy(r);
+    tw__clock_detach(r);
     free_triggers(r);
     while (r->startup) {
         tw__startup *s = r->startup;
@@ -400,8 +426,10 @@ int tw_reactor_destroy(tw_reactor *r)
         TW__DELETE(s);
     }
     tw__io_destroy(r);
-    tw__post_destroy(r);
     tw__waker_close(r->wake_rfd, r->wake_wfd);
+    if (abandoned)
+        return 0; /* stuck pool threads may still post: they find it closed */
+    tw__post_destroy(r);
     TW__DELETE(r);
     return 0;
 }

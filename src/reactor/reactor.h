@@ -62,8 +62,19 @@ struct tw_delayed_call {
     void *arg;
     uint32_t refs; /* the reactor's while pending, plus handles */
     uint8_t state; /* DC_PENDING, DC_RAN, DC_CANCELLED */
-    bool clock;    /* made through tw_clock: its handle's reference ends when it runs */
+    struct tw__rclock *rclock; /* made through tw_clock: its handle's references (to
+                                  this call and to the clock) end when it runs */
 };
+
+/* The reactor as a tw_clock, in a block of its own: a clock call's handle
+ * keeps it alive, so a Deferred with a timeout may outlive the reactor (its
+ * cancel then finds the reactor gone). References: the reactor's, and one
+ * per clock call's handle. */
+typedef struct tw__rclock {
+    tw_clock clock; /* first */
+    tw_reactor *r;  /* NULL once the reactor is destroyed */
+    uint32_t refs;
+} tw__rclock;
 enum { DC_PENDING = 0, DC_RAN = 1, DC_CANCELLED = 2 };
 
 typedef struct tw__fdrec {
@@ -89,7 +100,7 @@ typedef struct tw__dthread tw__dthread; /* threads.c */
 typedef struct tw__bcall tw__bcall;     /* threads.c */
 
 struct tw_reactor {
-    tw_clock clock; /* first: the deferred layer's clock */
+    tw__rclock *rclock; /* the deferred layer's clock */
     enum tw__rstate state;
     bool in_run;
     bool fake;
@@ -99,6 +110,7 @@ struct tw_reactor {
 
     /* stop: atomic, any thread or a signal handler */
     int stop_requested;
+    uint32_t stoppers; /* atomic: tw_reactor_stop calls in progress */
 
     /* calls from threads (post.c): a ring of (fn, arg) cells, and for when it
      * is full a lock-free LIFO of tw_call, reversed per batch;
@@ -133,6 +145,7 @@ struct tw_reactor {
     tw__trigger *triggers[3], **trigger_tail[3];
     uint64_t trigger_seq;
     size_t before_pending; /* Deferreds of before-shutdown triggers not yet fired */
+    int phases_run;        /* trigger phases whose triggers have run (0..3) */
     tw__startup *startup, **startup_tail;
 
     /* pool bridge (threads.c) */
@@ -175,7 +188,9 @@ void tw__timers_run(tw_reactor *r, int64_t now);
 /* ns until the next timer (0 if due), or -1 if there is none. */
 int64_t tw__timers_next(const tw_reactor *r, int64_t now);
 void tw__timers_destroy(tw_reactor *r);
-extern const tw_clock_ops tw__reactor_clock_ops;
+int tw__clock_create(tw_reactor *r);
+/* The reactor is going: the clock stays while handles hold it. */
+void tw__clock_detach(tw_reactor *r);
 
 /* io.c */
 int tw__io_init(tw_reactor *r, enum tw_poller which);
@@ -211,7 +226,9 @@ void tw__threads_stop_pool(tw_reactor *r);
 /* After the last posted call: fail the defer_to_thread Deferreds whose
  * results can no longer arrive. */
 void tw__threads_close(tw_reactor *r);
-void tw__threads_destroy(tw_reactor *r);
+/* True if the pool was abandoned with stuck threads: they may still post, so
+ * the reactor's post state must not be freed. */
+bool tw__threads_destroy(tw_reactor *r);
 
 /* signals.c */
 void tw__signals_release(tw_reactor *r);

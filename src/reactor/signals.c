@@ -2,20 +2,24 @@
  * calls tw_reactor_stop, which is an atomic exchange and a write. One
  * reactor owns the signals at a time; the previous handlers come back when
  * its run() returns or it is destroyed. */
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 
 #include "reactor/reactor.h"
 
-static tw_reactor *owner; /* atomic */
+static tw_reactor *owner;  /* atomic */
+static uint32_t in_handler; /* atomic: handlers between loading owner and done */
 static struct sigaction old_int, old_term;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    tw_reactor *r = __atomic_load_n(&owner, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(&in_handler, 1, __ATOMIC_SEQ_CST);
+    tw_reactor *r = __atomic_load_n(&owner, __ATOMIC_SEQ_CST);
     if (r)
         tw_reactor_stop(r);
+    __atomic_fetch_sub(&in_handler, 1, __ATOMIC_SEQ_CST);
 }
 
 int tw_reactor_handle_signals(tw_reactor *r)
@@ -54,5 +58,8 @@ void tw__signals_release(tw_reactor *r)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     r->owns_signals = false;
-    __atomic_store_n(&owner, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&owner, NULL, __ATOMIC_SEQ_CST);
+    /* A handler that loaded the owner before the store may still be using r. */
+    while (__atomic_load_n(&in_handler, __ATOMIC_SEQ_CST))
+        sched_yield();
 }

@@ -449,6 +449,7 @@ void tw__threads_close(tw_reactor *r)
         dthread_unlink(r, t);
         tw_deferred *d = t->d;
         t->d = NULL;
+        tw_event_set(&t->cancel.ev); /* a task still running may stop now */
         if (d) {
             d->canceller = NULL;
             if (!tw_deferred_called(d))
@@ -461,13 +462,21 @@ void tw__threads_close(tw_reactor *r)
     }
 }
 
-void tw__threads_destroy(tw_reactor *r)
+bool tw__threads_destroy(tw_reactor *r)
 {
-    if (r->pool) {
-        /* Shutdown gave up on stuck threads; so does destroy (freeing the pool
-         * would wait for them forever). */
-        tw_diag_report(TW_DIAG_WARNING, TW_EBUSY, "tw_reactor_destroy",
-                       "the reactor's pool still has stuck threads; it is not freed");
+    if (!r->pool)
+        return false;
+    if (tw_pool_stop(r->pool, 0, NULL) == 0) { /* they got unstuck meanwhile */
+        tw_pool_destroy(r->pool);
         r->pool = NULL;
+        return false;
     }
+    /* Shutdown gave up on stuck threads; so does destroy (freeing the pool
+     * would wait for them forever). Their tasks may still post their
+     * results: the reactor's post state stays, closed, and is not freed. */
+    tw_diag_report(TW_DIAG_WARNING, TW_EBUSY, "tw_reactor_destroy",
+                   "the reactor's pool still has stuck threads; the pool and the reactor's "
+                   "call queue are not freed");
+    r->pool = NULL;
+    return true;
 }

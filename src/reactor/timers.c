@@ -91,6 +91,12 @@ static void unref(tw_delayed_call *c)
         TW__DELETE(c);
 }
 
+static void rclock_put(tw__rclock *rc)
+{
+    if (--rc->refs == 0)
+        TW__DELETE(rc);
+}
+
 /* seconds >= 0 and finite, as nanoseconds (saturating). */
 static int delay_ns(double seconds, int64_t *out)
 {
@@ -228,8 +234,10 @@ void tw__timers_run(tw_reactor *r, int64_t now)
         heap_remove(r, c);
         c->state = DC_RAN;
         c->fn(c->arg);
-        if (c->clock)
-            unref(c); /* a clock call's handle dies when it runs */
+        if (c->rclock) { /* a clock call's handle dies when it runs */
+            rclock_put(c->rclock);
+            unref(c);
+        }
         unref(c);
         if (r->state == R_DONE)
             break;
@@ -261,22 +269,27 @@ void tw__timers_destroy(tw_reactor *r)
 
 static int64_t clock_now(tw_clock *c)
 {
-    return tw__reactor_now((tw_reactor *)c);
+    tw__rclock *rc = (tw__rclock *)c;
+    return rc->r ? tw__reactor_now(rc->r) : tw_now_ns();
 }
 
-/* A clock call carries a second reference for its handle, which the clock's
- * user holds until the call runs or it cancels it. So a handle stays valid
- * when the reactor shuts down (or is freed) first: cancelling it then finds
- * it no longer pending and frees it. */
+/* A clock call carries a second reference for its handle, and the handle a
+ * reference to the clock, both held by the clock's user until the call runs
+ * or the user cancels it. So a handle stays valid when the reactor shuts
+ * down or is freed first: cancelling it then finds it no longer pending. */
 static int clock_call_later(tw_clock *c, double seconds, tw_clock_fn fn, void *arg,
                             tw_clock_call **out)
 {
+    tw__rclock *rc = (tw__rclock *)c;
+    if (!rc->r)
+        return TW_ESHUTDOWN;
     tw_delayed_call *dc;
-    int rc = schedule((tw_reactor *)c, seconds, fn, arg, &dc);
-    if (rc)
-        return rc;
+    int err = schedule(rc->r, seconds, fn, arg, &dc);
+    if (err)
+        return err;
     if (out) {
-        dc->clock = true;
+        dc->rclock = rc;
+        rc->refs++;
         dc->refs++;
         *out = (tw_clock_call *)dc;
     }
@@ -287,11 +300,34 @@ static int clock_cancel(tw_clock *c, tw_clock_call *call)
 {
     (void)c;
     tw_delayed_call *dc = (tw_delayed_call *)call;
-    if (!dc || !dc->clock)
+    if (!dc || !dc->rclock)
         return TW_EINVAL;
-    int rc = tw_delayed_call_cancel(dc);
+    tw__rclock *rc = dc->rclock;
+    int err = tw_delayed_call_cancel(dc);
     unref(dc); /* the handle's */
-    return rc == TW_EALREADY ? 0 : rc;
+    rclock_put(rc);
+    return err == TW_EALREADY ? 0 : err;
 }
 
-const tw_clock_ops tw__reactor_clock_ops = {clock_now, clock_call_later, clock_cancel};
+static const tw_clock_ops clock_ops = {clock_now, clock_call_later, clock_cancel};
+
+int tw__clock_create(tw_reactor *r)
+{
+    tw__rclock *rc = TW__NEW(tw__rclock);
+    if (!rc)
+        return TW_ENOMEM;
+    rc->clock.ops = &clock_ops;
+    rc->r = r;
+    rc->refs = 1;
+    r->rclock = rc;
+    return 0;
+}
+
+void tw__clock_detach(tw_reactor *r)
+{
+    if (r->rclock) {
+        r->rclock->r = NULL;
+        rclock_put(r->rclock);
+        r->rclock = NULL;
+    }
+}
