@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <twine/base.h>
 #include <unistd.h>
 
 static FILE *csv_file;
@@ -236,6 +238,32 @@ double bench_percentile(const double *sorted, long n, double p)
     return sorted[k];
 }
 
+void *bench_reserve(void *p, long *len, long n, size_t size, const char *what)
+{
+    if (*len >= n)
+        return p;
+    free(p);
+    p = malloc((size_t)n * size);
+    if (!p)
+        bench_die("malloc", what);
+    memset(p, 0, (size_t)n * size);
+    *len = n;
+    return p;
+}
+
+void bench_latency_stats(double *v, long n, double *median, double *p99, double *mean)
+{
+    double sum = 0;
+    long i;
+
+    for (i = 0; i < n; i++)
+        sum += v[i];
+    bench_sort(v, n);
+    *median = bench_percentile(v, n, 0.5);
+    *p99 = bench_percentile(v, n, 0.99);
+    *mean = sum / (double)n;
+}
+
 void bench_set_scale(double s)
 {
     if (s > 0)
@@ -282,4 +310,93 @@ bool bench_selected(const char *list, const char *workload)
         p = end + 1;
     }
     return false;
+}
+
+bool bench_parse_args(int argc, char **argv, bool with_impl, const struct bench_flag *flags,
+                      const char *usage, struct bench_args *a)
+{
+    int i;
+
+    a->csv = a->only = a->impl = NULL;
+    for (i = 1; i < argc; i++) {
+        const struct bench_flag *f = flags;
+        while (f && f->name && strcmp(argv[i], f->name) != 0)
+            f++;
+        if (f && f->name) {
+            *f->set = true;
+        } else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
+            a->csv = argv[++i];
+        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
+            bench_set_scale(strtod(argv[++i], NULL));
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            a->only = argv[++i];
+        } else if (with_impl && strcmp(argv[i], "--impl") == 0 && i + 1 < argc) {
+            a->impl = argv[++i];
+        } else {
+            fprintf(stderr, "usage: %s %s\n", argv[0], usage);
+            return false;
+        }
+    }
+    return true;
+}
+
+void bench_die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench: %s failed%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    exit(1);
+}
+
+static const char *volatile watched;
+static volatile pid_t watched_child;
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "bench: a run hung (no result after the time limit): ";
+    (void)sig;
+    if (watched_child > 0)
+        kill(watched_child, SIGKILL);
+    if (write(2, msg, sizeof msg - 1) < 0 ||
+        (watched && write(2, watched, strlen(watched)) < 0) || write(2, "\n", 1) < 0)
+        _exit(3);
+    _exit(3);
+}
+
+void bench_watchdog_init(void)
+{
+    signal(SIGALRM, on_alarm);
+}
+
+void bench_watch(const char *what)
+{
+    watched = what;
+    alarm(what ? BENCH_RUN_TIMEOUT_S : 0);
+}
+
+void bench_watch_child(pid_t pid)
+{
+    watched_child = pid;
+}
+
+static long diag_reports; /* atomic: any thread may report */
+
+static void on_diag(void *ctx, const tw_diag *d)
+{
+    (void)ctx;
+    if (__atomic_fetch_add(&diag_reports, 1, __ATOMIC_RELAXED) == 0)
+        fprintf(stderr, "bench: twine reported (%d, %s) in %s: %s\n", (int)d->kind,
+                tw_strerror(d->code), d->function ? d->function : "?",
+                d->message ? d->message : "");
+}
+
+void bench_twine_diag_init(void)
+{
+    tw_set_diag_hook(on_diag, NULL);
+}
+
+void bench_twine_check(const char *workload, size_t live0)
+{
+    bench_check_count(workload, "twine (diagnostic reports)",
+                      __atomic_load_n(&diag_reports, __ATOMIC_RELAXED), 0);
+    bench_check_count(workload, "twine (blocks still allocated after the run)",
+                      (long)(tw_allocator_live() - live0), 0);
 }

@@ -49,56 +49,21 @@
 #define _GNU_SOURCE
 #include "bench_util.h"
 
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <twine/deferred.h>
-#include <unistd.h>
 
 #define N_CHAIN 1000000L
 #define N_LOCK 1000000L
 #define N_WARM_UP 10000L /* untimed operations before a workload's first run */
 #define CALLBACKS 10     /* per Deferred: 9 steps and the final one */
-/* A run that takes longer than this is a hang: the suite stops and says whose. */
-#define RUN_TIMEOUT_S 120
-
-static void die(const char *what, const char *detail)
-{
-    fprintf(stderr, "bench: %s failed%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    exit(1);
-}
-
-static void die_tw(const char *what, int rc)
-{
-    die(what, tw_strerror(rc));
-}
 
 #define CHECK_TW(what, expr)                                                                   \
     do {                                                                                       \
         int rc_ = (expr);                                                                      \
         if (__builtin_expect(rc_ != 0, 0))                                                     \
-            die_tw(what, rc_);                                                                 \
+            bench_die_tw(what, rc_);                                                           \
     } while (0)
-
-/* ---- watchdog ---------------------------------------------------------------- */
-static const char *volatile watched;
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "bench: a run hung (no result after the time limit): ";
-    (void)sig;
-    if (write(2, msg, sizeof msg - 1) < 0 ||
-        (watched && write(2, watched, strlen(watched)) < 0) || write(2, "\n", 1) < 0)
-        _exit(3);
-    _exit(3);
-}
-
-static void watch(const char *what)
-{
-    watched = what;
-    alarm(what ? RUN_TIMEOUT_S : 0);
-}
 
 /* ---- the counting allocator ---------------------------------------------------
  * One thread uses twine here, so the counters are plain. */
@@ -129,18 +94,6 @@ static void count_free(void *ctx, void *ptr, size_t size)
     (void)size;
     counted.frees++;
     free(ptr);
-}
-
-/* ---- diagnostics: any report invalidates the run -------------------------------- */
-static long diag_reports;
-
-static void on_diag(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    if (diag_reports++ == 0)
-        fprintf(stderr, "bench: twine reported (%d, %s) in %s: %s\n", (int)d->kind,
-                tw_strerror(d->code), d->function ? d->function : "?",
-                d->message ? d->message : "");
 }
 
 /* ==== deferred_chain, deferred_chain_fired_first ============================== */
@@ -278,8 +231,6 @@ static const struct workload workloads[] = {
     {"deferred_lock", "twine DeferredLock", N_LOCK, run_lock, check_lock},
 };
 
-#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
 /* One run, checked: counts, diagnostics, blocks left allocated. Returns
  * seconds; *allocs and *frees get the allocator calls it made. */
 static double run_once(const struct workload *w, long n, long *allocs, long *frees)
@@ -288,15 +239,13 @@ static double run_once(const struct workload *w, long n, long *allocs, long *fre
     size_t live0 = tw_allocator_live();
     double t0, t1;
 
-    watch(w->name);
+    bench_watch(w->name);
     t0 = bench_now();
     w->run(n);
     t1 = bench_now();
-    watch(NULL);
+    bench_watch(NULL);
     w->check(w->name, w->impl, n);
-    bench_check_count(w->name, "twine (diagnostic reports)", diag_reports, 0);
-    bench_check_count(w->name, "twine (blocks still allocated after the run)",
-                      (long)(tw_allocator_live() - live0), 0);
+    bench_twine_check(w->name, live0);
     *allocs = counted.allocs - a0;
     *frees = counted.frees - f0;
     if (counting)
@@ -334,48 +283,37 @@ static void run_workload(const struct workload *w)
 int main(int argc, char **argv)
 {
     static const tw_allocator counter = {count_alloc, count_realloc, count_free, NULL};
-    const char *csv = NULL, *only = NULL;
     bool libc_alloc = false, exact = false;
+    const struct bench_flag flags[] = {
+        {"--exact", &exact}, {"--libc-alloc", &libc_alloc}, {NULL, NULL}};
+    struct bench_args args;
     int i, rc;
 
-    signal(SIGALRM, on_alarm);
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
-            csv = argv[++i];
-        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
-            bench_set_scale(strtod(argv[++i], NULL));
-        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-            only = argv[++i];
-        } else if (strcmp(argv[i], "--exact") == 0) {
-            exact = true;
-        } else if (strcmp(argv[i], "--libc-alloc") == 0) {
-            libc_alloc = true;
-        } else {
-            fprintf(stderr,
-                    "usage: %s [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--exact] "
-                    "[--libc-alloc]\n",
-                    argv[0]);
-            return 2;
-        }
-    }
+    bench_watchdog_init();
+    if (!bench_parse_args(argc, argv, false, flags,
+                          "[--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--exact] "
+                          "[--libc-alloc]",
+                          &args))
+        return 2;
 
-    tw_set_diag_hook(on_diag, NULL);
+    bench_twine_diag_init();
     if (!libc_alloc) {
         rc = tw_set_allocator(&counter);
         if (rc != 0)
-            die_tw("tw_set_allocator (the counting allocator)", rc);
+            bench_die_tw("tw_set_allocator (the counting allocator)", rc);
         counting = true;
     } else {
         printf("(--libc-alloc: the default allocator; allocations are not counted)\n");
     }
 
-    bench_open_csv(csv);
+    bench_open_csv(args.csv);
     bench_warm_up(0.2);
-    for (i = 0; i < COUNT_OF(workloads); i++)
-        if (exact ? bench_listed(only, workloads[i].name) : bench_selected(only, workloads[i].name))
+    for (i = 0; i < BENCH_COUNT_OF(workloads); i++)
+        if (exact ? bench_listed(args.only, workloads[i].name)
+                  : bench_selected(args.only, workloads[i].name))
             run_workload(&workloads[i]);
     bench_close_csv();
     if (counting && tw_set_allocator(NULL) != 0)
-        die("tw_set_allocator (back to the default)", "blocks are still allocated");
+        bench_die("tw_set_allocator (back to the default)", "blocks are still allocated");
     return 0;
 }

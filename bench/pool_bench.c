@@ -56,7 +56,6 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <pthread.h>
-#include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -81,27 +80,6 @@ extern char **environ;
 #define N_RT_PINNED 100000L
 #define N_RT_UNPINNED 100000L
 #define POOL_THREADS 2
-/* A run that takes longer than this is a hang: the suite stops and says whose. */
-#define RUN_TIMEOUT_S 120
-
-static void die(const char *what, const char *detail)
-{
-    fprintf(stderr, "bench: %s failed%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    exit(1);
-}
-
-static void die_rc(const char *what, int rc)
-{
-    if (rc != 0)
-        die(what, strerror(rc < 0 ? -rc : rc));
-}
-
-static void die_tw(const char *what, int rc)
-{
-    if (rc != 0)
-        die(what, tw_strerror(rc));
-}
-
 /* ---- implementations ------------------------------------------------------- */
 enum kind { K_TWINE_SUBMIT, K_TWINE_DO, K_UV, K_GLIB };
 
@@ -126,29 +104,6 @@ static bool twine_has_pool(void)
 {
     return tw_pool_create && tw_pool_submit && tw_pool_do && tw_pool_stop && tw_pool_destroy &&
            tw_pool_stats_get;
-}
-
-/* ---- watchdog ----------------------------------------------------------------
- * A pool that loses a wake-up would hang the suite; the alarm names the run. */
-static const char *volatile watched;
-static volatile pid_t watched_child;
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "bench: a run hung (no result after the time limit): ";
-    (void)sig;
-    if (watched_child > 0)
-        kill(watched_child, SIGKILL);
-    if (write(2, msg, sizeof msg - 1) < 0 ||
-        (watched && write(2, watched, strlen(watched)) < 0) || write(2, "\n", 1) < 0)
-        _exit(3);
-    _exit(3);
-}
-
-static void watch(const char *impl)
-{
-    watched = impl;
-    alarm(impl ? RUN_TIMEOUT_S : 0);
 }
 
 /* ---- a one-shot gate the main thread waits on --------------------------------
@@ -234,7 +189,7 @@ static int tp_tw_fn(void *arg)
 static void tw_check_stats(tw_pool *p, const char *workload, const char *impl, long want)
 {
     tw_pool_stats st;
-    die_tw("tw_pool_stats_get", tw_pool_stats_get(p, &st));
+    bench_die_tw("tw_pool_stats_get", tw_pool_stats_get(p, &st));
     bench_check_count(workload, impl, (long)st.team.completed, want);
     bench_check_count(workload, impl, (long)st.team.failed, 0);
 }
@@ -246,18 +201,11 @@ static void tp_twine(const struct impl *im, long n, struct result *r)
     long i;
     int rc;
 
-    if (im->kind == K_TWINE_SUBMIT && tw_nodes_len < n) {
-        free(tw_nodes);
-        tw_nodes = malloc((size_t)n * sizeof *tw_nodes);
-        if (!tw_nodes)
-            die("malloc", "task nodes");
-        /* touch every page now, so the first run does not pay page faults */
-        memset(tw_nodes, 0, (size_t)n * sizeof *tw_nodes);
-        tw_nodes_len = n;
-    }
-    die_tw("tw_pool_create", tw_pool_create(POOL_THREADS, POOL_THREADS, &p));
+    if (im->kind == K_TWINE_SUBMIT)
+        tw_nodes = bench_reserve(tw_nodes, &tw_nodes_len, n, sizeof *tw_nodes, "task nodes");
+    bench_die_tw("tw_pool_create", tw_pool_create(POOL_THREADS, POOL_THREADS, &p));
     tp_reset(1);
-    die_tw("tw_pool_do", tw_pool_do(p, tp_tw_fn, NULL));
+    bench_die_tw("tw_pool_do", tw_pool_do(p, tp_tw_fn, NULL));
     gate_wait();
 
     tp_reset(n);
@@ -267,21 +215,21 @@ static void tp_twine(const struct impl *im, long n, struct result *r)
             tw_task_init(&tw_nodes[i], tp_tw_fn, NULL);
             rc = tw_pool_submit(p, &tw_nodes[i]);
             if (rc != 0)
-                die_tw("tw_pool_submit", rc);
+                bench_die_tw("tw_pool_submit", rc);
         }
     } else {
         for (i = 0; i < n; i++) {
             rc = tw_pool_do(p, tp_tw_fn, NULL);
             if (rc != 0)
-                die_tw("tw_pool_do", rc);
+                bench_die_tw("tw_pool_do", rc);
         }
     }
     t1 = bench_now();
     gate_wait();
 
-    die_tw("tw_pool_stop", tw_pool_stop(p, -1.0, NULL));
+    bench_die_tw("tw_pool_stop", tw_pool_stop(p, -1.0, NULL));
     tw_check_stats(p, "pool_throughput", im->name, n + 1);
-    die_tw("tw_pool_destroy", tw_pool_destroy(p));
+    bench_die_tw("tw_pool_destroy", tw_pool_destroy(p));
     bench_check_count("pool_throughput", im->name, tp_done(), n);
     r->value = (double)n / (tp.end - t0);
     r->submit_ns = (t1 - t0) * 1e9 / (double)n;
@@ -300,7 +248,7 @@ static GThreadPool *glib_pool_new(GFunc fn, bool exclusive)
     GError *err = NULL;
     GThreadPool *pool = g_thread_pool_new(fn, NULL, POOL_THREADS, exclusive, &err);
     if (!pool)
-        die("g_thread_pool_new", err ? err->message : NULL);
+        bench_die("g_thread_pool_new", err ? err->message : NULL);
     return pool;
 }
 
@@ -319,7 +267,7 @@ static void tp_glib(const struct impl *im, long n, struct result *r)
     t0 = bench_now();
     for (i = 0; i < n; i++) {
         if (!g_thread_pool_push(pool, &tp, &err))
-            die("g_thread_pool_push", err ? err->message : NULL);
+            bench_die("g_thread_pool_push", err ? err->message : NULL);
     }
     t1 = bench_now();
     gate_wait();
@@ -342,7 +290,7 @@ static void tp_uv_after(uv_work_t *req, int status)
 {
     (void)req;
     if (status != 0)
-        die("uv after_work", uv_strerror(status));
+        bench_die("uv after_work", uv_strerror(status));
     if (++tp.after_done == tp.target)
         tp.end = bench_now();
 }
@@ -357,13 +305,13 @@ static void tp_uv(const struct impl *im, long n, struct result *r)
 
     reqs = malloc((size_t)n * sizeof *reqs);
     if (!reqs)
-        die("malloc", "uv_work_t array");
+        bench_die("malloc", "uv_work_t array");
     memset(reqs, 0, (size_t)n * sizeof *reqs);
-    die_rc("uv_loop_init", -uv_loop_init(&loop));
+    bench_die_rc("uv_loop_init", -uv_loop_init(&loop));
 
     /* the first request starts libuv's pool threads */
     tp_reset(1);
-    die_rc("uv_queue_work", -uv_queue_work(&loop, &reqs[0], tp_uv_work, tp_uv_after));
+    bench_die_rc("uv_queue_work", -uv_queue_work(&loop, &reqs[0], tp_uv_work, tp_uv_after));
     uv_run(&loop, UV_RUN_DEFAULT);
 
     tp_reset(n);
@@ -371,12 +319,12 @@ static void tp_uv(const struct impl *im, long n, struct result *r)
     for (i = 0; i < n; i++) {
         rc = uv_queue_work(&loop, &reqs[i], tp_uv_work, tp_uv_after);
         if (rc != 0)
-            die("uv_queue_work", uv_strerror(rc));
+            bench_die("uv_queue_work", uv_strerror(rc));
     }
     t1 = bench_now();
     uv_run(&loop, UV_RUN_DEFAULT);
 
-    die_rc("uv_loop_close", -uv_loop_close(&loop));
+    bench_die_rc("uv_loop_close", -uv_loop_close(&loop));
     free(reqs);
     bench_check_count("pool_throughput", im->name, tp_done(), n);
     bench_check_count("pool_throughput", im->name, tp.after_done, n);
@@ -397,14 +345,7 @@ static struct {
 
 static void rt_prepare(long n, bool pin)
 {
-    if (rt_lat_len < n) {
-        free(rt_lat);
-        rt_lat = malloc((size_t)n * sizeof *rt_lat);
-        if (!rt_lat)
-            die("malloc", "latencies");
-        memset(rt_lat, 0, (size_t)n * sizeof *rt_lat);
-        rt_lat_len = n;
-    }
+    rt_lat = bench_reserve(rt_lat, &rt_lat_len, n, sizeof *rt_lat, "latencies");
     __atomic_store_n(&rt.count, 0, __ATOMIC_RELAXED);
     rt.pin = pin;
     bench_place_self(pin);
@@ -418,17 +359,9 @@ static inline void rt_task(void)
 
 static void rt_finish(const char *impl, long n, struct result *r)
 {
-    double sum = 0;
-    long i;
-
     bench_check_count(rt.pin ? "pool_roundtrip_pinned" : "pool_roundtrip_unpinned", impl,
                       __atomic_load_n(&rt.count, __ATOMIC_RELAXED), n + 1);
-    for (i = 0; i < n; i++)
-        sum += rt_lat[i];
-    bench_sort(rt_lat, n);
-    r->value = bench_percentile(rt_lat, n, 0.5);
-    r->p99 = bench_percentile(rt_lat, n, 0.99);
-    r->mean = sum / (double)n;
+    bench_latency_stats(rt_lat, n, &r->value, &r->p99, &r->mean);
 }
 
 /* ---- twine: submit a node, wait on a semaphore the task releases ---- */
@@ -449,7 +382,7 @@ static void rt_twine(const struct impl *im, long n, bool pin, struct result *r)
     int rc;
 
     rt_prepare(n, pin);
-    die_tw("tw_pool_create", tw_pool_create(POOL_THREADS, POOL_THREADS, &p));
+    bench_die_tw("tw_pool_create", tw_pool_create(POOL_THREADS, POOL_THREADS, &p));
     start = bench_now();
     for (i = -1; i < n; i++) {
         /* the pool is done with the node once the task has run */
@@ -460,17 +393,17 @@ static void rt_twine(const struct impl *im, long n, bool pin, struct result *r)
             rc = tw_pool_do(p, rt_tw_fn, &done);
         }
         if (rc != 0)
-            die_tw("tw_pool submit", rc);
+            bench_die_tw("tw_pool submit", rc);
         tw_sem_acquire(&done);
         t = bench_now();
         if (i >= 0)
             rt_lat[i] = (t - start) * 1e6;
         start = t;
     }
-    die_tw("tw_pool_stop", tw_pool_stop(p, -1.0, NULL));
+    bench_die_tw("tw_pool_stop", tw_pool_stop(p, -1.0, NULL));
     tw_check_stats(p, rt.pin ? "pool_roundtrip_pinned" : "pool_roundtrip_unpinned", im->name,
                    n + 1);
-    die_tw("tw_pool_destroy", tw_pool_destroy(p));
+    bench_die_tw("tw_pool_destroy", tw_pool_destroy(p));
     rt_finish(im->name, n, r);
 }
 
@@ -496,7 +429,7 @@ static void rt_glib(const struct impl *im, long n, bool pin, struct result *r)
     start = bench_now();
     for (i = -1; i < n; i++) {
         if (!g_thread_pool_push(pool, q, &err))
-            die("g_thread_pool_push", err ? err->message : NULL);
+            bench_die("g_thread_pool_push", err ? err->message : NULL);
         g_async_queue_pop(q);
         t = bench_now();
         if (i >= 0)
@@ -529,27 +462,27 @@ static void rt_uv_after(uv_work_t *req, int status)
     int rc;
 
     if (status != 0)
-        die("uv after_work", uv_strerror(status));
+        bench_die("uv after_work", uv_strerror(status));
     if (ruv.i >= 0)
         rt_lat[ruv.i] = (t - ruv.start) * 1e6;
     ruv.start = t;
     if (++ruv.i < ruv.n) {
         rc = uv_queue_work(&ruv.loop, req, rt_uv_work, rt_uv_after);
         if (rc != 0)
-            die("uv_queue_work", uv_strerror(rc));
+            bench_die("uv_queue_work", uv_strerror(rc));
     }
 }
 
 static void rt_uv(const struct impl *im, long n, bool pin, struct result *r)
 {
     rt_prepare(n, pin);
-    die_rc("uv_loop_init", -uv_loop_init(&ruv.loop));
+    bench_die_rc("uv_loop_init", -uv_loop_init(&ruv.loop));
     ruv.i = -1;
     ruv.n = n;
     ruv.start = bench_now();
-    die_rc("uv_queue_work", -uv_queue_work(&ruv.loop, &ruv.req, rt_uv_work, rt_uv_after));
+    bench_die_rc("uv_queue_work", -uv_queue_work(&ruv.loop, &ruv.req, rt_uv_work, rt_uv_after));
     uv_run(&ruv.loop, UV_RUN_DEFAULT);
-    die_rc("uv_loop_close", -uv_loop_close(&ruv.loop));
+    bench_die_rc("uv_loop_close", -uv_loop_close(&ruv.loop));
     rt_finish(im->name, n, r);
 }
 
@@ -585,15 +518,13 @@ static const struct impl roundtrip_impls[] = {
     {"GThreadPool exclusive", K_GLIB, 0, true},
 };
 
-#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
 static const struct impl *impls_of(const struct workload *w, int *count)
 {
     if (w->roundtrip) {
-        *count = COUNT_OF(roundtrip_impls);
+        *count = BENCH_COUNT_OF(roundtrip_impls);
         return roundtrip_impls;
     }
-    *count = COUNT_OF(throughput_impls);
+    *count = BENCH_COUNT_OF(throughput_impls);
     return throughput_impls;
 }
 
@@ -642,7 +573,7 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
         envc++;
     envp = calloc(envc + 2, sizeof *envp);
     if (!envp)
-        die("calloc", "environment");
+        bench_die("calloc", "environment");
     for (j = 0; j < envc; j++)
         if (strncmp(environ[j], var, sizeof var - 1) != 0)
             envp[k++] = environ[j];
@@ -661,15 +592,15 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
     argv[5] = NULL;
 
     if (pipe2(fds, O_CLOEXEC) != 0)
-        die("pipe2", strerror(errno));
-    die_rc("posix_spawn_file_actions_init", posix_spawn_file_actions_init(&fa));
-    die_rc("posix_spawn_file_actions_adddup2", posix_spawn_file_actions_adddup2(&fa, fds[1], 1));
+        bench_die("pipe2", strerror(errno));
+    bench_die_rc("posix_spawn_file_actions_init", posix_spawn_file_actions_init(&fa));
+    bench_die_rc("posix_spawn_file_actions_adddup2", posix_spawn_file_actions_adddup2(&fa, fds[1], 1));
     /* the child must start with the whole process mask, whatever this thread did */
     bench_place_self(false);
     fflush(stdout);
     rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp);
-    die_rc("posix_spawn", rc);
-    watched_child = pid;
+    bench_die_rc("posix_spawn", rc);
+    bench_watch_child(pid);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     free(envp);
@@ -677,7 +608,7 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
         if (got < 0) {
             if (errno == EINTR)
                 continue;
-            die("read", strerror(errno));
+            bench_die("read", strerror(errno));
         }
         len += (size_t)got;
     }
@@ -685,8 +616,8 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
     close(fds[0]);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            die("waitpid", strerror(errno));
-    watched_child = 0;
+            bench_die("waitpid", strerror(errno));
+    bench_watch_child(0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "bench: %s / %s: the child process failed\n", w->name, im->name);
         /* a wrong count in the child is a wrong count here */
@@ -695,12 +626,11 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
     memset(r, 0, sizeof *r);
     if (sscanf(buf, "%lf %lf %lf %lf %lf", &r->value, &r->p99, &r->mean, &r->submit_ns,
                &r->work_only) != 5)
-        die("reading the child's figures", buf);
+        bench_die("reading the child's figures", buf);
 }
 
 /* ==== driver ================================================================= */
-static const char *only_list;
-static const char *impl_list;
+static const char *impl_list; /* --impl */
 
 
 static bool runnable(const struct impl *im)
@@ -735,12 +665,12 @@ static void run_workload(const struct workload *w)
         for (i = 0; i < count; i++) {
             if (!runnable(&impls[i]))
                 continue;
-            watch(impls[i].name);
+            bench_watch(impls[i].name);
             if (impls[i].kind == K_UV)
                 run_child(w, &impls[i], n, &res[i][rep]);
             else
                 run_here(w, &impls[i], n, &res[i][rep]);
-            watch(NULL);
+            bench_watch(NULL);
         }
     }
     bench_place_self(false);
@@ -788,7 +718,7 @@ static int child_main(int argc, char **argv)
 
     if (argc != 5)
         return 1;
-    for (i = 0; i < COUNT_OF(workloads); i++)
+    for (i = 0; i < BENCH_COUNT_OF(workloads); i++)
         if (strcmp(workloads[i].name, argv[2]) == 0)
             w = &workloads[i];
     if (!w)
@@ -800,7 +730,7 @@ static int child_main(int argc, char **argv)
     if (!im)
         return 1;
     bench_placement_init();
-    watch(im->name);
+    bench_watch(im->name);
     run_here(w, im, strtol(argv[4], NULL, 10), &r);
     printf("%.17g %.17g %.17g %.17g %.17g\n", r.value, r.p99, r.mean, r.submit_ns, r.work_only);
     return fflush(stdout) == 0 ? 0 : 1;
@@ -808,36 +738,25 @@ static int child_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    const char *csv = NULL;
+    struct bench_args args;
     int i;
 
-    signal(SIGALRM, on_alarm);
+    bench_watchdog_init();
     if (argc > 1 && strcmp(argv[1], "--child") == 0)
         return child_main(argc, argv);
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
-            csv = argv[++i];
-        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
-            bench_set_scale(strtod(argv[++i], NULL));
-        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-            only_list = argv[++i];
-        } else if (strcmp(argv[i], "--impl") == 0 && i + 1 < argc) {
-            impl_list = argv[++i];
-        } else {
-            fprintf(stderr,
-                    "usage: %s [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]\n",
-                    argv[0]);
-            return 2;
-        }
-    }
+    if (!bench_parse_args(argc, argv, true, NULL,
+                          "[--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]",
+                          &args))
+        return 2;
+    impl_list = args.impl;
     if (getenv("UV_THREADPOOL_SIZE"))
         printf("(UV_THREADPOOL_SIZE is set here; each libuv run sets its own)\n");
 
-    bench_open_csv(csv);
+    bench_open_csv(args.csv);
     bench_placement_init();
     bench_warm_up(0.2);
-    for (i = 0; i < COUNT_OF(workloads); i++)
-        if (bench_selected(only_list, workloads[i].name))
+    for (i = 0; i < BENCH_COUNT_OF(workloads); i++)
+        if (bench_selected(args.only, workloads[i].name))
             run_workload(&workloads[i]);
     bench_close_csv();
     return 0;

@@ -27,26 +27,17 @@ picks an interpreter that has it.
 usage: py_deferred.py [--csv PATH] [--scale F] [--only WORKLOAD[,...]]
 """
 
-import argparse
-import csv
-import importlib.util
-import statistics
+import os
 import sys
 import time
 
-REPS = 5  # as BENCH_REPS in bench_util.h
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pybench.py is next to this file
+import pybench
+from pybench import REPS, CountError, check
+
 N_CHAIN = 100_000
 N_LOCK = 100_000
 WARM_UP = 2_000  # untimed iterations before the first repetition
-
-
-class CountError(Exception):
-    pass
-
-
-def check(workload, impl, got, want):
-    if got != want:
-        raise CountError(f"{workload} / {impl}: count is {got}, expected {want}")
 
 
 # ---- the workloads ------------------------------------------------------------------
@@ -171,66 +162,23 @@ WORKLOADS = [
 
 # ---- driver ------------------------------------------------------------------------
 
-def record(out, workload, name, unit, s):
-    best, worst, median = min(s), max(s), statistics.median(s)
-    print(f"  {workload:<26} {name:<28} median {median:12.4g}  best {best:12.4g}  "
-          f"worst {worst:12.4g}  {unit}", flush=True)
-    if out:
-        out.writerow([workload, name, "median", f"{median:.6g}", unit])
-        out.writerow([workload, name, "best", f"{best:.6g}", unit])
-        out.writerow([workload, name, "worst", f"{worst:.6g}", unit])
-        for i, v in enumerate(s, 1):
-            out.writerow([workload, name, f"rep{i}", f"{v:.6g}", unit])
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv")
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--only")
-    args = ap.parse_args()
-    if importlib.util.find_spec("twisted") is None:
-        print(f"py_deferred: Twisted is not installed for {sys.executable} "
-              "(Debian: python3-twisted, for /usr/bin/python3)", file=sys.stderr)
-        return 1
-
-    def scaled(n):
-        return max(1, int(n * args.scale))
-
-    def selected(workload):
-        if not args.only:
-            return True
-        return any(p and workload.startswith(p) for p in args.only.split(","))
-
-    f = open(args.csv, "w", newline="") if args.csv else None
-    out = csv.writer(f, lineterminator="\n") if f else None
-    if out:
-        out.writerow(["workload", "impl", "metric", "value", "unit"])
-
-    try:
-        for workload, name, fn, base_n, per_op in WORKLOADS:
-            # "deferred_chain" is a prefix of "deferred_chain_fired_first": an
-            # --only entry selects by prefix, as in the C programs.
-            if not selected(workload):
-                continue
-            n = scaled(base_n)
-            print(f"{workload}: {n} operations, {REPS} repetitions", flush=True)
-            fn(min(n, WARM_UP))
-            s = []
-            for _ in range(REPS):
-                secs, count, hits = fn(n)
-                check(workload, name, count, per_op * n)
-                check(workload, name + " (right value)", hits, n)
-                s.append(secs * 1e9 / n)
-            record(out, workload, name, "ns/op", s)
-    except CountError as e:
-        print(f"py_deferred: {e} - the run is invalid", file=sys.stderr)
-        return 2
-    finally:
-        if f:
-            f.close()
-    return 0
+def main(run):
+    for workload, name, fn, base_n, per_op in WORKLOADS:
+        # "deferred_chain" is a prefix of "deferred_chain_fired_first": an
+        # --only entry selects by prefix, as in the C programs.
+        if not run.selected(workload):
+            continue
+        n = run.scaled(base_n)
+        print(f"{workload}: {n} operations, {REPS} repetitions", flush=True)
+        fn(min(n, WARM_UP))
+        s = []
+        for _ in range(REPS):
+            secs, count, hits = fn(n)
+            check(workload, name, count, per_op * n)
+            check(workload, name + " (right value)", hits, n)
+            s.append(secs * 1e9 / n)
+        run.record(workload, name, "ns/op", False, s, widths=(26, 28))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(pybench.main("py_deferred", __doc__, main, needs_twisted=True))

@@ -20,50 +20,19 @@ picks an interpreter that has it.
 usage: py_pool.py [--csv PATH] [--scale F] [--only WORKLOAD[,...]]
 """
 
-import argparse
-import csv
-import importlib.util
 import itertools
-import math
 import os
-import statistics
 import sys
 import threading
 import time
 
-REPS = 5  # as BENCH_REPS in bench_util.h
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pybench.py is next to this file
+import pybench
+from pybench import PIN_CPU, REPS, check, place_self
+
 N_THROUGHPUT = 100_000
 N_ROUNDTRIP = 10_000
 POOL_THREADS = 2
-
-
-class CountError(Exception):
-    pass
-
-
-def check(workload, impl, got, want):
-    if got != want:
-        raise CountError(f"{workload} / {impl}: count is {got}, expected {want}")
-
-
-ALLOWED = os.sched_getaffinity(0)
-PIN_CPU = 0 if 0 in ALLOWED else min(ALLOWED)  # as bench_pin_cpu() in bench_util.c
-_placed = threading.local()
-
-
-def place_self(pin):
-    """Pins the calling thread to PIN_CPU, or gives it every allowed CPU; does
-    nothing when the thread is already placed that way."""
-    want = 1 if pin else 2
-    if getattr(_placed, "v", 0) != want:
-        os.sched_setaffinity(0, {PIN_CPU} if pin else ALLOWED)  # 0: the calling thread
-        _placed.v = want
-
-
-def percentile(sorted_v, p):
-    """Nearest rank, as bench_percentile() in bench_util.c."""
-    k = max(0, min(len(sorted_v) - 1, math.ceil(p * len(sorted_v)) - 1))
-    return sorted_v[k]
 
 
 # ---- pool_throughput ----------------------------------------------------------
@@ -135,117 +104,47 @@ def roundtrips(reactor, n, pin):
 def run_roundtrips(jobs):
     """Runs jobs [(workload, n, pin)] REPS times each on one reactor run (a
     reactor cannot be restarted); returns {workload: [(lats, ran), ...]}."""
-    from twisted.internet import defer, reactor
-
-    reactor.suggestThreadPoolSize(POOL_THREADS)
     out = {}
-    failure = []
 
-    @defer.inlineCallbacks
-    def main():
-        try:
-            for workload, n, pin in jobs:
-                if pin:
-                    print(f"(pinned: every thread on CPU {PIN_CPU})")
-                print(f"{workload}: {n} round trips, {REPS} repetitions", flush=True)
-                for _ in range(REPS):
-                    r = yield roundtrips(reactor, n, pin)
-                    out.setdefault(workload, []).append(r)
-            place_self(False)
-        except Exception as e:  # reported after the reactor stops
-            failure.append(e)
-        finally:
-            reactor.stop()
+    def steps(reactor):
+        for workload, n, pin in jobs:
+            if pin:
+                print(f"(pinned: every thread on CPU {PIN_CPU})")
+            print(f"{workload}: {n} round trips, {REPS} repetitions", flush=True)
+            for _ in range(REPS):
+                r = yield roundtrips(reactor, n, pin)
+                out.setdefault(workload, []).append(r)
+        place_self(False)
 
-    reactor.callWhenRunning(main)
-    reactor.run()
-    if failure:
-        raise failure[0]
+    pybench.run_in_reactor(steps, POOL_THREADS)
     return out
 
 
 # ---- driver ------------------------------------------------------------------------
 
-def record(out, workload, name, unit, higher_is_better, s, extra=None):
-    best = max(s) if higher_is_better else min(s)
-    worst = min(s) if higher_is_better else max(s)
-    median = statistics.median(s)
-    print(f"  {workload:<24} {name:<26} median {median:12.4g}  best {best:12.4g}  "
-          f"worst {worst:12.4g}  {unit}", flush=True)
-    if out:
-        out.writerow([workload, name, "median", f"{median:.6g}", unit])
-        out.writerow([workload, name, "best", f"{best:.6g}", unit])
-        out.writerow([workload, name, "worst", f"{worst:.6g}", unit])
-        for i, v in enumerate(s, 1):
-            out.writerow([workload, name, f"rep{i}", f"{v:.6g}", unit])
-    for metric, (vals, eunit) in (extra or {}).items():
-        m = statistics.median(vals)
-        print(f"  {workload:<24} {name:<26} {metric} {m:.3g} {eunit}")
-        if out:
-            out.writerow([workload, name, metric, f"{m:.6g}", eunit])
+def main(run):
+    if run.selected("pool_throughput"):
+        n = run.scaled(N_THROUGHPUT)
+        name = "python Twisted ThreadPool"
+        print(f"pool_throughput: {n} tasks, {REPS} repetitions", flush=True)
+        s = []
+        for _ in range(REPS):
+            value, count = throughput(n)
+            check("pool_throughput", name, count, n)
+            s.append(value)
+        run.record("pool_throughput", name, "tasks/s", True, s)
 
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv")
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--only")
-    args = ap.parse_args()
-    if importlib.util.find_spec("twisted") is None:
-        print(f"py_pool: Twisted is not installed for {sys.executable} "
-              "(Debian: python3-twisted, for /usr/bin/python3)", file=sys.stderr)
-        return 1
-
-    def scaled(n):
-        return max(1, int(n * args.scale))
-
-    def selected(workload):
-        if not args.only:
-            return True
-        return any(p and workload.startswith(p) for p in args.only.split(","))
-
-    f = open(args.csv, "w", newline="") if args.csv else None
-    out = csv.writer(f, lineterminator="\n") if f else None
-    if out:
-        out.writerow(["workload", "impl", "metric", "value", "unit"])
-
-    try:
-        if selected("pool_throughput"):
-            n = scaled(N_THROUGHPUT)
-            name = "python Twisted ThreadPool"
-            print(f"pool_throughput: {n} tasks, {REPS} repetitions", flush=True)
-            s = []
-            for _ in range(REPS):
-                value, count = throughput(n)
-                check("pool_throughput", name, count, n)
-                s.append(value)
-            record(out, "pool_throughput", name, "tasks/s", True, s)
-
-        jobs = [(w, scaled(N_ROUNDTRIP), pin)
-                for w, pin in (("pool_roundtrip_pinned", True), ("pool_roundtrip_unpinned", False))
-                if selected(w)]
-        if jobs:
-            name = "python deferToThread"
-            results = run_roundtrips(jobs)
-            for workload, n, _ in jobs:
-                medians, p99s, means = [], [], []
-                for lats, ran in results[workload]:
-                    check(workload, name, ran, n + 1)
-                    means.append(statistics.fmean(lats))
-                    lats.sort()
-                    medians.append(percentile(lats, 0.5))
-                    p99s.append(percentile(lats, 0.99))
-                record(out, workload, name, "us/roundtrip", False, medians,
-                       {"mean": (means, "us/roundtrip")})
-                record(out, workload + "_p99", name, "us/roundtrip", False, p99s)
-    except CountError as e:
-        print(f"py_pool: {e} - the run is invalid", file=sys.stderr)
-        return 2
-    finally:
-        if f:
-            f.close()
-    return 0
+    jobs = [(w, run.scaled(N_ROUNDTRIP), pin)
+            for w, pin in (("pool_roundtrip_pinned", True), ("pool_roundtrip_unpinned", False))
+            if run.selected(w)]
+    if jobs:
+        name = "python deferToThread"
+        results = run_roundtrips(jobs)
+        for workload, n, _ in jobs:
+            for _, ran in results[workload]:
+                check(workload, name, ran, n + 1)
+            run.record_roundtrips(workload, name, [lats for lats, _ in results[workload]])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(pybench.main("py_pool", __doc__, main, needs_twisted=True))

@@ -28,49 +28,18 @@ picks an interpreter that has it.
 usage: py_reactor.py [--csv PATH] [--scale F] [--only WORKLOAD[,...]]
 """
 
-import argparse
-import csv
-import importlib.util
-import math
 import os
-import statistics
 import sys
 import threading
 import time
 
-REPS = 5  # as BENCH_REPS in bench_util.h
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pybench.py is next to this file
+import pybench
+from pybench import PIN_CPU, REPS, check, place_self
+
 N_CALLS = 100_000
 N_DEFER = 10_000
 POOL_THREADS = 2
-
-
-class CountError(Exception):
-    pass
-
-
-def check(workload, impl, got, want):
-    if got != want:
-        raise CountError(f"{workload} / {impl}: count is {got}, expected {want}")
-
-
-ALLOWED = os.sched_getaffinity(0)
-PIN_CPU = 0 if 0 in ALLOWED else min(ALLOWED)  # as bench_pin_cpu() in bench_util.c
-_placed = threading.local()
-
-
-def place_self(pin):
-    """Pins the calling thread to PIN_CPU, or gives it every allowed CPU; does
-    nothing when the thread is already placed that way."""
-    want = 1 if pin else 2
-    if getattr(_placed, "v", 0) != want:
-        os.sched_setaffinity(0, {PIN_CPU} if pin else ALLOWED)  # 0: the calling thread
-        _placed.v = want
-
-
-def percentile(sorted_v, p):
-    """Nearest rank, as bench_percentile() in bench_util.c."""
-    k = max(0, min(len(sorted_v) - 1, math.ceil(p * len(sorted_v)) - 1))
-    return sorted_v[k]
 
 
 # ---- call_from_thread --------------------------------------------------------------
@@ -161,119 +130,49 @@ def defer_roundtrips(n, pin):
 def run_all(call_n, defer_jobs):
     """Runs everything on one reactor run; returns ({"call_from_thread": [...]},
     {workload: [...]})."""
-    from twisted.internet import defer, reactor
-
-    reactor.suggestThreadPoolSize(POOL_THREADS)
     calls, defers = [], {}
-    failure = []
 
-    @defer.inlineCallbacks
-    def main():
-        try:
-            if call_n:
-                print(f"call_from_thread: {call_n} calls, {REPS} repetitions", flush=True)
-                for _ in range(REPS):
-                    calls.append((yield calls_from_thread(reactor, call_n)))
-            for workload, n, pin in defer_jobs:
-                if pin:
-                    print(f"(pinned: every thread on CPU {PIN_CPU})")
-                print(f"{workload}: {n} round trips, {REPS} repetitions", flush=True)
-                for _ in range(REPS):
-                    defers.setdefault(workload, []).append((yield defer_roundtrips(n, pin)))
-                place_self(False)
-        except Exception as e:  # reported after the reactor stops
-            failure.append(e)
-        finally:
-            reactor.stop()
+    def steps(reactor):
+        if call_n:
+            print(f"call_from_thread: {call_n} calls, {REPS} repetitions", flush=True)
+            for _ in range(REPS):
+                calls.append((yield calls_from_thread(reactor, call_n)))
+        for workload, n, pin in defer_jobs:
+            if pin:
+                print(f"(pinned: every thread on CPU {PIN_CPU})")
+            print(f"{workload}: {n} round trips, {REPS} repetitions", flush=True)
+            for _ in range(REPS):
+                defers.setdefault(workload, []).append((yield defer_roundtrips(n, pin)))
+            place_self(False)
 
-    reactor.callWhenRunning(main)
-    reactor.run()
-    if failure:
-        raise failure[0]
+    pybench.run_in_reactor(steps, POOL_THREADS)
     return calls, defers
 
 
-def record(out, workload, name, unit, higher_is_better, s, extra=None):
-    best = max(s) if higher_is_better else min(s)
-    worst = min(s) if higher_is_better else max(s)
-    median = statistics.median(s)
-    print(f"  {workload:<24} {name:<26} median {median:12.4g}  best {best:12.4g}  "
-          f"worst {worst:12.4g}  {unit}", flush=True)
-    if out:
-        out.writerow([workload, name, "median", f"{median:.6g}", unit])
-        out.writerow([workload, name, "best", f"{best:.6g}", unit])
-        out.writerow([workload, name, "worst", f"{worst:.6g}", unit])
-        for i, v in enumerate(s, 1):
-            out.writerow([workload, name, f"rep{i}", f"{v:.6g}", unit])
-    for metric, (vals, eunit) in (extra or {}).items():
-        m = statistics.median(vals)
-        print(f"  {workload:<24} {name:<26} {metric} {m:.3g} {eunit}")
-        if out:
-            out.writerow([workload, name, metric, f"{m:.6g}", eunit])
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv")
-    ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--only")
-    args = ap.parse_args()
-    if importlib.util.find_spec("twisted") is None:
-        print(f"py_reactor: Twisted is not installed for {sys.executable} "
-              "(Debian: python3-twisted, for /usr/bin/python3)", file=sys.stderr)
-        return 1
-
-    def scaled(n):
-        return max(1, int(n * args.scale))
-
-    def selected(workload):
-        if not args.only:
-            return True
-        return any(p and workload.startswith(p) for p in args.only.split(","))
-
-    f = open(args.csv, "w", newline="") if args.csv else None
-    out = csv.writer(f, lineterminator="\n") if f else None
-    if out:
-        out.writerow(["workload", "impl", "metric", "value", "unit"])
-
-    try:
-        call_n = scaled(N_CALLS) if selected("call_from_thread") else 0
-        jobs = [(w, scaled(N_DEFER), pin)
-                for w, pin in (("defer_to_thread_pinned", True),
-                               ("defer_to_thread_unpinned", False))
-                if selected(w)]
-        if not call_n and not jobs:
-            return 0
-        calls, defers = run_all(call_n, jobs)
-        if call_n:
-            name = "python Twisted callFromThread"
-            for _, _, ran, disorder in calls:
-                check("call_from_thread", name, ran, call_n)
-                check("call_from_thread", name + " (out of order)", disorder, 0)
-            record(out, "call_from_thread", name, "callbacks/s", True, [c[0] for c in calls],
+def main(run):
+    call_n = run.scaled(N_CALLS) if run.selected("call_from_thread") else 0
+    jobs = [(w, run.scaled(N_DEFER), pin)
+            for w, pin in (("defer_to_thread_pinned", True),
+                           ("defer_to_thread_unpinned", False))
+            if run.selected(w)]
+    if not call_n and not jobs:
+        return
+    calls, defers = run_all(call_n, jobs)
+    if call_n:
+        name = "python Twisted callFromThread"
+        for _, _, ran, disorder in calls:
+            check("call_from_thread", name, ran, call_n)
+            check("call_from_thread", name + " (out of order)", disorder, 0)
+        run.record("call_from_thread", name, "callbacks/s", True, [c[0] for c in calls],
                    {"post": ([c[1] for c in calls], "ns/call")})
-        name = "python Twisted deferToThread"
-        for workload, n, _ in jobs:
-            medians, p99s, means = [], [], []
-            for lats, tasks, checked in defers[workload]:
-                check(workload, name, tasks, n + 1)
-                check(workload, name + " (values)", checked, n + 1)
-                check(workload, name + " (round trips)", len(lats), n)
-                means.append(statistics.fmean(lats))
-                lats.sort()
-                medians.append(percentile(lats, 0.5))
-                p99s.append(percentile(lats, 0.99))
-            record(out, workload, name, "us/roundtrip", False, medians,
-                   {"mean": (means, "us/roundtrip")})
-            record(out, workload + "_p99", name, "us/roundtrip", False, p99s)
-    except CountError as e:
-        print(f"py_reactor: {e} - the run is invalid", file=sys.stderr)
-        return 2
-    finally:
-        if f:
-            f.close()
-    return 0
+    name = "python Twisted deferToThread"
+    for workload, n, _ in jobs:
+        for lats, tasks, checked in defers[workload]:
+            check(workload, name, tasks, n + 1)
+            check(workload, name + " (values)", checked, n + 1)
+            check(workload, name + " (round trips)", len(lats), n)
+        run.record_roundtrips(workload, name, [r[0] for r in defers[workload]])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(pybench.main("py_reactor", __doc__, main, needs_twisted=True))

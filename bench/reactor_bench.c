@@ -61,7 +61,6 @@
 #include <gio/gio.h>
 #include <glib.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,31 +81,10 @@
 #define N_CALLS 1000000L
 #define N_DEFER 100000L
 #define POOL_THREADS 2
-/* A run that takes longer than this is a hang: the suite stops and says whose. */
-#define RUN_TIMEOUT_S 120
-
-static void die(const char *what, const char *detail)
-{
-    fprintf(stderr, "bench: %s failed%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    exit(1);
-}
-
-static void die_rc(const char *what, int rc)
-{
-    if (rc != 0)
-        die(what, strerror(rc < 0 ? -rc : rc));
-}
-
 static void die_uv(const char *what, int rc)
 {
     if (rc != 0)
-        die(what, uv_strerror(rc));
-}
-
-static void die_tw(const char *what, int rc)
-{
-    if (rc != 0)
-        die(what, tw_strerror(rc));
+        bench_die(what, uv_strerror(rc));
 }
 
 static bool twine_has_reactor(void)
@@ -116,37 +94,6 @@ static bool twine_has_reactor(void)
            tw_defer_to_thread;
 }
 
-/* ---- watchdog ---------------------------------------------------------------- */
-static const char *volatile watched;
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "bench: a run hung (no result after the time limit): ";
-    (void)sig;
-    if (write(2, msg, sizeof msg - 1) < 0 ||
-        (watched && write(2, watched, strlen(watched)) < 0) || write(2, "\n", 1) < 0)
-        _exit(3);
-    _exit(3);
-}
-
-static void watch(const char *impl)
-{
-    watched = impl;
-    alarm(impl ? RUN_TIMEOUT_S : 0);
-}
-
-/* ---- twine diagnostics: any report invalidates the run -------------------------- */
-static long diag_reports; /* atomic: pool threads may report */
-
-static void on_diag(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    if (__atomic_fetch_add(&diag_reports, 1, __ATOMIC_RELAXED) == 0)
-        fprintf(stderr, "bench: twine reported (%d, %s) in %s: %s\n", (int)d->kind,
-                tw_strerror(d->code), d->function ? d->function : "?",
-                d->message ? d->message : "");
-}
-
 static tw_reactor *tw_new_reactor(void)
 {
     tw_reactor_config cfg = TW_REACTOR_CONFIG_INIT;
@@ -154,7 +101,7 @@ static tw_reactor *tw_new_reactor(void)
 
     cfg.pool_max = POOL_THREADS;
     cfg.pool_stop_timeout = -1.0;
-    die_tw("tw_reactor_create_with", tw_reactor_create_with(&cfg, &r));
+    bench_die_tw("tw_reactor_create_with", tw_reactor_create_with(&cfg, &r));
     return r;
 }
 
@@ -162,12 +109,9 @@ static tw_reactor *tw_new_reactor(void)
  * and gave back every block it allocated since live0. */
 static void tw_run_and_check(tw_reactor *r, const char *workload, size_t live0)
 {
-    die_tw("tw_reactor_run", tw_reactor_run(r));
-    die_tw("tw_reactor_destroy", tw_reactor_destroy(r));
-    bench_check_count(workload, "twine (diagnostic reports)",
-                      __atomic_load_n(&diag_reports, __ATOMIC_RELAXED), 0);
-    bench_check_count(workload, "twine (blocks still allocated after the run)",
-                      (long)(tw_allocator_live() - live0), 0);
+    bench_die_tw("tw_reactor_run", tw_reactor_run(r));
+    bench_die_tw("tw_reactor_destroy", tw_reactor_destroy(r));
+    bench_twine_check(workload, live0);
 }
 
 /* ---- implementations ------------------------------------------------------- */
@@ -250,7 +194,7 @@ static void cft_finish(const char *impl, struct result *r)
 static pthread_t cft_spawn(void *(*fn)(void *), void *arg)
 {
     pthread_t t;
-    die_rc("pthread_create", pthread_create(&t, NULL, fn, arg));
+    bench_die_rc("pthread_create", pthread_create(&t, NULL, fn, arg));
     return t;
 }
 
@@ -261,7 +205,7 @@ static long cft_nodes_len;
 
 static void cft_tw_stop(void)
 {
-    die_tw("tw_reactor_stop", tw_reactor_stop(cft_reactor));
+    bench_die_tw("tw_reactor_stop", tw_reactor_stop(cft_reactor));
 }
 
 static void *cft_tw_poster(void *arg)
@@ -272,7 +216,7 @@ static void *cft_tw_poster(void *arg)
     long i, n = cft.n;
     int rc;
 
-    die_tw("tw_reactor_post", tw_reactor_post(r, &warm));
+    bench_die_tw("tw_reactor_post", tw_reactor_post(r, &warm));
     cft_wait_warm();
     cft.start = bench_now();
     if (im->kind == K_TWINE_POST) {
@@ -282,13 +226,13 @@ static void *cft_tw_poster(void *arg)
             cft_nodes[i].arg = (void *)(intptr_t)i;
             rc = tw_reactor_post(r, &cft_nodes[i]);
             if (__builtin_expect(rc != 0, 0))
-                die_tw("tw_reactor_post", rc);
+                bench_die_tw("tw_reactor_post", rc);
         }
     } else {
         for (i = 0; i < n; i++) {
             rc = tw_reactor_call_from_thread(r, cft_call, (void *)(intptr_t)i);
             if (__builtin_expect(rc != 0, 0))
-                die_tw("tw_reactor_call_from_thread", rc);
+                bench_die_tw("tw_reactor_call_from_thread", rc);
         }
     }
     cft.posted = bench_now();
@@ -300,21 +244,14 @@ static void cft_twine(const struct impl *im, long n, struct result *res)
     size_t live0 = tw_allocator_live();
     pthread_t poster;
 
-    if (im->kind == K_TWINE_POST && cft_nodes_len < n) {
-        free(cft_nodes);
-        cft_nodes = malloc((size_t)n * sizeof *cft_nodes);
-        if (!cft_nodes)
-            die("malloc", "call nodes");
-        /* touch every page now, so the first run does not pay page faults */
-        memset(cft_nodes, 0, (size_t)n * sizeof *cft_nodes);
-        cft_nodes_len = n;
-    }
+    if (im->kind == K_TWINE_POST)
+        cft_nodes = bench_reserve(cft_nodes, &cft_nodes_len, n, sizeof *cft_nodes, "call nodes");
     cft_reset(n);
     cft.stop = cft_tw_stop;
     cft_reactor = tw_new_reactor();
     poster = cft_spawn(cft_tw_poster, (void *)im);
     tw_run_and_check(cft_reactor, "call_from_thread", live0);
-    die_rc("pthread_join", pthread_join(poster, NULL));
+    bench_die_rc("pthread_join", pthread_join(poster, NULL));
     cft_finish(im->name, res);
 }
 
@@ -392,7 +329,7 @@ static void *cft_uv_poster(void *arg)
         } else {
             node = malloc(sizeof *node);
             if (!node)
-                die("malloc", "queue node");
+                bench_die("malloc", "queue node");
             node->owned = true;
         }
         node->fn = cft_call;
@@ -407,14 +344,8 @@ static void cft_uv(const struct impl *im, long n, struct result *res)
 {
     pthread_t poster;
 
-    if (im->kind == K_UV_PREALLOC && uvq_nodes_len < n) {
-        free(uvq_nodes);
-        uvq_nodes = malloc((size_t)n * sizeof *uvq_nodes);
-        if (!uvq_nodes)
-            die("malloc", "queue nodes");
-        memset(uvq_nodes, 0, (size_t)n * sizeof *uvq_nodes);
-        uvq_nodes_len = n;
-    }
+    if (im->kind == K_UV_PREALLOC)
+        uvq_nodes = bench_reserve(uvq_nodes, &uvq_nodes_len, n, sizeof *uvq_nodes, "queue nodes");
     cft_reset(n);
     cft.stop = uvq_stop;
     uvq.head = uvq.tail = NULL;
@@ -422,10 +353,10 @@ static void cft_uv(const struct impl *im, long n, struct result *res)
     die_uv("uv_async_init", uv_async_init(&uvq.loop, &uvq.async, uvq_drain));
     poster = cft_spawn(cft_uv_poster, (void *)im);
     uv_run(&uvq.loop, UV_RUN_DEFAULT);
-    die_rc("pthread_join", pthread_join(poster, NULL));
+    bench_die_rc("pthread_join", pthread_join(poster, NULL));
     die_uv("uv_loop_close", uv_loop_close(&uvq.loop));
     if (uvq.head)
-        die("libuv queue", "calls left in the queue");
+        bench_die("libuv queue", "calls left in the queue");
     cft_finish(im->name, res);
 }
 
@@ -470,7 +401,7 @@ static void cft_glib(const struct impl *im, long n, struct result *res)
     cft_gloop = g_main_loop_new(cft_gctx, FALSE);
     poster = cft_spawn(cft_glib_poster, NULL);
     g_main_loop_run(cft_gloop);
-    die_rc("pthread_join", pthread_join(poster, NULL));
+    bench_die_rc("pthread_join", pthread_join(poster, NULL));
     /* anything still queued would be a call run twice or invented */
     while (g_main_context_iteration(cft_gctx, FALSE))
         ;
@@ -496,14 +427,7 @@ static struct {
 
 static void dt_prepare(long n, bool pin)
 {
-    if (dt_lat_len < n) {
-        free(dt_lat);
-        dt_lat = malloc((size_t)n * sizeof *dt_lat);
-        if (!dt_lat)
-            die("malloc", "latencies");
-        memset(dt_lat, 0, (size_t)n * sizeof *dt_lat);
-        dt_lat_len = n;
-    }
+    dt_lat = bench_reserve(dt_lat, &dt_lat_len, n, sizeof *dt_lat, "latencies");
     __atomic_store_n(&dt.tasks, 0, __ATOMIC_RELAXED);
     dt.i = -1;
     dt.n = n;
@@ -542,18 +466,12 @@ static inline bool dt_done(uintptr_t value)
 static void dt_finish(const char *impl, struct result *r)
 {
     const char *w = dt.pin ? "defer_to_thread_pinned" : "defer_to_thread_unpinned";
-    double sum = 0;
-    long i, n = dt.n;
+    long n = dt.n;
 
     bench_check_count(w, impl, __atomic_load_n(&dt.tasks, __ATOMIC_RELAXED), n + 1);
     bench_check_count(w, impl, dt.checked, n + 1);
     bench_check_count(w, impl, dt.i, n);
-    for (i = 0; i < n; i++)
-        sum += dt_lat[i];
-    bench_sort(dt_lat, n);
-    r->value = bench_percentile(dt_lat, n, 0.5);
-    r->p99 = bench_percentile(dt_lat, n, 0.99);
-    r->mean = sum / (double)n;
+    bench_latency_stats(dt_lat, n, &r->value, &r->p99, &r->mean);
 }
 
 /* ---- twine: tw_defer_to_thread and a callback on its Deferred ---- */
@@ -572,12 +490,12 @@ static tw_result dt_tw_back(tw_result r, void *arg)
     (void)arg;
     if (!tw_result_is_value(r)) {
         tw_result_drop(r);
-        die("tw_defer_to_thread", "the Deferred failed");
+        bench_die("tw_defer_to_thread", "the Deferred failed");
     }
     if (dt_done((uintptr_t)r.ptr))
         dt_tw_issue();
     else
-        die_tw("tw_reactor_stop", tw_reactor_stop(dt_reactor));
+        bench_die_tw("tw_reactor_stop", tw_reactor_stop(dt_reactor));
     return tw_result_none();
 }
 
@@ -585,9 +503,9 @@ static void dt_tw_issue(void)
 {
     tw_deferred *d;
 
-    die_tw("tw_defer_to_thread",
+    bench_die_tw("tw_defer_to_thread",
            tw_defer_to_thread(dt_reactor, dt_tw_thread, (void *)dt_input(), &d));
-    die_tw("tw_deferred_add_callback", tw_deferred_add_callback(d, dt_tw_back, NULL));
+    bench_die_tw("tw_deferred_add_callback", tw_deferred_add_callback(d, dt_tw_back, NULL));
     tw_deferred_unref(d);
 }
 
@@ -604,7 +522,7 @@ static void dt_twine(const struct impl *im, long n, bool pin, struct result *r)
 
     dt_prepare(n, pin);
     dt_reactor = tw_new_reactor();
-    die_tw("tw_reactor_call_when_running",
+    bench_die_tw("tw_reactor_call_when_running",
            tw_reactor_call_when_running(dt_reactor, dt_tw_first, NULL));
     tw_run_and_check(dt_reactor, pin ? "defer_to_thread_pinned" : "defer_to_thread_unpinned",
                      live0);
@@ -667,7 +585,7 @@ static void dt_glib_back(GObject *source, GAsyncResult *res, gpointer data)
     (void)data;
     v = g_task_propagate_int(G_TASK(res), &err);
     if (err)
-        die("GTask", err->message);
+        bench_die("GTask", err->message);
     if (dt_done((uintptr_t)v))
         dt_glib_issue();
     else
@@ -739,15 +657,13 @@ static const struct impl defer_impls[] = {
     {"GLib GTask run_in_thread", K_GLIB},
 };
 
-#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
 static const struct impl *impls_of(const struct workload *w, int *count)
 {
     if (w->roundtrip) {
-        *count = COUNT_OF(defer_impls);
+        *count = BENCH_COUNT_OF(defer_impls);
         return defer_impls;
     }
-    *count = COUNT_OF(call_impls);
+    *count = BENCH_COUNT_OF(call_impls);
     return call_impls;
 }
 
@@ -779,8 +695,7 @@ static void run_here(const struct workload *w, const struct impl *im, long n, st
 }
 
 /* ==== driver ================================================================= */
-static const char *only_list;
-static const char *impl_list;
+static const char *impl_list; /* --impl */
 
 static bool is_twine(const struct impl *im)
 {
@@ -817,9 +732,9 @@ static void run_workload(const struct workload *w)
         for (i = 0; i < count; i++) {
             if (!runnable(&impls[i]))
                 continue;
-            watch(impls[i].name);
+            bench_watch(impls[i].name);
             run_here(w, &impls[i], n, &res[i][rep]);
-            watch(NULL);
+            bench_watch(NULL);
             bench_place_self(false);
         }
     }
@@ -851,37 +766,26 @@ static void run_workload(const struct workload *w)
 
 int main(int argc, char **argv)
 {
-    const char *csv = NULL;
+    struct bench_args args;
     int i;
 
-    signal(SIGALRM, on_alarm);
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
-            csv = argv[++i];
-        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
-            bench_set_scale(strtod(argv[++i], NULL));
-        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-            only_list = argv[++i];
-        } else if (strcmp(argv[i], "--impl") == 0 && i + 1 < argc) {
-            impl_list = argv[++i];
-        } else {
-            fprintf(stderr,
-                    "usage: %s [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]\n",
-                    argv[0]);
-            return 2;
-        }
-    }
+    bench_watchdog_init();
+    if (!bench_parse_args(argc, argv, true, NULL,
+                          "[--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]",
+                          &args))
+        return 2;
+    impl_list = args.impl;
     /* libuv reads it once, at its pool's first use: before anything here. */
     if (setenv("UV_THREADPOOL_SIZE", "2", 1) != 0)
-        die("setenv", strerror(errno));
+        bench_die("setenv", strerror(errno));
     if (twine_has_reactor())
-        tw_set_diag_hook(on_diag, NULL);
+        bench_twine_diag_init();
 
-    bench_open_csv(csv);
+    bench_open_csv(args.csv);
     bench_placement_init();
     bench_warm_up(0.2);
-    for (i = 0; i < COUNT_OF(workloads); i++)
-        if (bench_selected(only_list, workloads[i].name))
+    for (i = 0; i < BENCH_COUNT_OF(workloads); i++)
+        if (bench_selected(args.only, workloads[i].name))
             run_workload(&workloads[i]);
     bench_close_csv();
     return 0;

@@ -50,14 +50,6 @@ struct impl {
     run_fn run;
 };
 
-static void die_rc(const char *what, int rc)
-{
-    if (rc != 0) {
-        fprintf(stderr, "bench: %s failed: %s\n", what, strerror(rc < 0 ? -rc : rc));
-        exit(1);
-    }
-}
-
 /* ---- two threads started together ------------------------------------------
  * Both threads place themselves (pinned or not), meet at a barrier, and run
  * body(id). Each thread reads the clock itself right after the barrier and
@@ -97,10 +89,10 @@ static double run_pair(void (*body)(int id), bool pin)
     double t0, t1;
     int i;
 
-    die_rc("pthread_barrier_init", pthread_barrier_init(&gate, NULL, 2));
+    bench_die_rc("pthread_barrier_init", pthread_barrier_init(&gate, NULL, 2));
     for (i = 0; i < 2; i++) {
         args[i] = (struct pair_arg){body, pin, i, &gate, 0, 0};
-        die_rc("pthread_create", pthread_create(&th[i], NULL, pair_thread, &args[i]));
+        bench_die_rc("pthread_create", pthread_create(&th[i], NULL, pair_thread, &args[i]));
     }
     for (i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
@@ -157,18 +149,18 @@ UNCONTENDED(unc_tw_lock, tw_lock, tw_lock_init(o), tw_lock_acquire(o), tw_lock_r
             (void)0)
 UNCONTENDED(unc_tw_rlock, tw_rlock, tw_rlock_init(o), tw_rlock_acquire(o), tw_rlock_release(o),
             (void)0)
-UNCONTENDED(unc_tw_sem, tw_sem, die_rc("tw_sem_init", tw_sem_init(o, 1)), tw_sem_acquire(o),
+UNCONTENDED(unc_tw_sem, tw_sem, bench_die_rc("tw_sem_init", tw_sem_init(o, 1)), tw_sem_acquire(o),
             tw_sem_release(o, 1), (void)0)
-UNCONTENDED(unc_pmutex, pmutex, die_rc("pthread_mutex_init", pthread_mutex_init(o, NULL)),
+UNCONTENDED(unc_pmutex, pmutex, bench_die_rc("pthread_mutex_init", pthread_mutex_init(o, NULL)),
             pthread_mutex_lock(o), pthread_mutex_unlock(o), pthread_mutex_destroy(o))
 UNCONTENDED(unc_pmutex_rec, pmutex,
             pthread_mutexattr_t attr;
             pthread_mutexattr_init(&attr);
             pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-            die_rc("pthread_mutex_init", pthread_mutex_init(o, &attr));
+            bench_die_rc("pthread_mutex_init", pthread_mutex_init(o, &attr));
             pthread_mutexattr_destroy(&attr),
             pthread_mutex_lock(o), pthread_mutex_unlock(o), pthread_mutex_destroy(o))
-UNCONTENDED(unc_sem_t, sem, if (sem_init(o, 0, 1) != 0) die_rc("sem_init", 1), sem_wait(o),
+UNCONTENDED(unc_sem_t, sem, if (sem_init(o, 0, 1) != 0) bench_die_rc("sem_init", 1), sem_wait(o),
             sem_post(o), sem_destroy(o))
 UNCONTENDED(unc_nsync, nmu, nsync_mu_init(o), nsync_mu_lock(o), nsync_mu_unlock(o), (void)0)
 UNCONTENDED(unc_gmutex, gmutex, g_mutex_init(o), g_mutex_lock(o), g_mutex_unlock(o),
@@ -231,7 +223,7 @@ static struct {
 
 CONTENDED(con_tw_lock, tw_lock, tw_lock_init(o), tw_lock_acquire(o), tw_lock_release(o),
           (void)0)
-CONTENDED(con_pmutex, pmutex, die_rc("pthread_mutex_init", pthread_mutex_init(o, NULL)),
+CONTENDED(con_pmutex, pmutex, bench_die_rc("pthread_mutex_init", pthread_mutex_init(o, NULL)),
           pthread_mutex_lock(o), pthread_mutex_unlock(o), pthread_mutex_destroy(o))
 CONTENDED(con_nsync, nmu, nsync_mu_init(o), nsync_mu_lock(o), nsync_mu_unlock(o), (void)0)
 CONTENDED(con_gmutex, gmutex, g_mutex_init(o), g_mutex_lock(o), g_mutex_unlock(o),
@@ -300,7 +292,7 @@ static struct {
 
 /* twine Condition bound to a tw_lock, the counterpart of a mutex + condvar. */
 PINGPONG(pp_tw_cond, PP_WORKLOAD,
-         die_rc("tw_cond_init_lock", tw_cond_init_lock(&pp.cv.tw_cond, &pp.mu.tw_lock)),
+         bench_die_rc("tw_cond_init_lock", tw_cond_init_lock(&pp.cv.tw_cond, &pp.mu.tw_lock)),
          tw_lock_acquire(&pp.mu.tw_lock), tw_lock_release(&pp.mu.tw_lock),
          tw_cond_wait(&pp.cv.tw_cond), tw_cond_notify(&pp.cv.tw_cond, 1), (void)0)
 /* A zeroed twine Condition: its own RLock, like Python's threading.Condition(). */
@@ -308,8 +300,8 @@ PINGPONG(pp_tw_cond_rlock, PP_WORKLOAD, tw_cond_init(&pp.cv.tw_cond),
          tw_cond_acquire(&pp.cv.tw_cond), tw_cond_release(&pp.cv.tw_cond),
          tw_cond_wait(&pp.cv.tw_cond), tw_cond_notify(&pp.cv.tw_cond, 1), (void)0)
 PINGPONG(pp_pcond, PP_WORKLOAD,
-         die_rc("pthread_mutex_init", pthread_mutex_init(&pp.mu.pmutex, NULL));
-         die_rc("pthread_cond_init", pthread_cond_init(&pp.cv.pcond, NULL)),
+         bench_die_rc("pthread_mutex_init", pthread_mutex_init(&pp.mu.pmutex, NULL));
+         bench_die_rc("pthread_cond_init", pthread_cond_init(&pp.cv.pcond, NULL)),
          pthread_mutex_lock(&pp.mu.pmutex), pthread_mutex_unlock(&pp.mu.pmutex),
          pthread_cond_wait(&pp.cv.pcond, &pp.mu.pmutex), pthread_cond_signal(&pp.cv.pcond),
          pthread_cond_destroy(&pp.cv.pcond);
@@ -405,11 +397,7 @@ static void run_probe(const char *when)
 }
 
 /* ==== driver =============================================================== */
-#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
-static const char *only_list;
-static const char *impl_list;
-
+static const char *impl_list; /* --impl */
 
 static void run_workload(const char *workload, const char *unit, bool higher_is_better,
                          const struct impl *impls, int count, long n, bool pin)
@@ -442,49 +430,38 @@ static void run_workload(const char *workload, const char *unit, bool higher_is_
 
 int main(int argc, char **argv)
 {
-    const char *csv = NULL;
-    int i;
+    struct bench_args args;
 
-    for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
-            csv = argv[++i];
-        } else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
-            bench_set_scale(strtod(argv[++i], NULL));
-        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-            only_list = argv[++i];
-        } else if (strcmp(argv[i], "--impl") == 0 && i + 1 < argc) {
-            impl_list = argv[++i];
-        } else {
-            fprintf(stderr, "usage: %s [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]\n",
-                    argv[0]);
-            return 2;
-        }
-    }
+    if (!bench_parse_args(argc, argv, true, NULL,
+                          "[--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]",
+                          &args))
+        return 2;
+    impl_list = args.impl;
 
-    bench_open_csv(csv);
+    bench_open_csv(args.csv);
     bench_placement_init();
     bench_warm_up(0.2);
 
-    if (bench_selected(only_list, "lock_uncontended")) {
+    if (bench_selected(args.only, "lock_uncontended")) {
         bench_parked_start();
         run_workload("lock_uncontended", "ns/op", false, uncontended_impls,
-                     COUNT_OF(uncontended_impls), bench_scaled(N_UNCONTENDED), false);
+                     BENCH_COUNT_OF(uncontended_impls), bench_scaled(N_UNCONTENDED), false);
         bench_parked_stop();
     }
-    if (bench_selected(only_list, "lock_contended")) {
+    if (bench_selected(args.only, "lock_contended")) {
         run_probe("before");
-        run_workload("lock_contended", "ops/s", true, contended_impls, COUNT_OF(contended_impls),
-                     bench_scaled(N_CONTENDED), false);
+        run_workload("lock_contended", "ops/s", true, contended_impls,
+                     BENCH_COUNT_OF(contended_impls), bench_scaled(N_CONTENDED), false);
         run_probe("after");
     }
-    if (bench_selected(only_list, "cond_pingpong_pinned")) {
+    if (bench_selected(args.only, "cond_pingpong_pinned")) {
         printf("(pinned: both threads on CPU %d)\n", bench_pin_cpu());
         run_workload("cond_pingpong_pinned", "us/roundtrip", false, pingpong_impls,
-                     COUNT_OF(pingpong_impls), bench_scaled(N_PINGPONG), true);
+                     BENCH_COUNT_OF(pingpong_impls), bench_scaled(N_PINGPONG), true);
     }
-    if (bench_selected(only_list, "cond_pingpong_unpinned"))
+    if (bench_selected(args.only, "cond_pingpong_unpinned"))
         run_workload("cond_pingpong_unpinned", "us/roundtrip", false, pingpong_impls,
-                     COUNT_OF(pingpong_impls), bench_scaled(N_PINGPONG_UNPINNED), false);
+                     BENCH_COUNT_OF(pingpong_impls), bench_scaled(N_PINGPONG_UNPINNED), false);
 
     bench_close_csv();
     return 0;

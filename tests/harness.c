@@ -2,7 +2,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t tw_test_scaled(uint64_t n, uint64_t floor)
 {
@@ -206,4 +208,280 @@ void tw_test_settle(tw_worker *w, bool memory, bool thread, double limit)
         assert_int_equal(tw_worker_do(w, tw_test_set_event_task, &done), 0);
         tw_test_wait_event(&done, limit);
     }
+}
+
+/* ---- twine diagnostics and leaks ------------------------------------------------ */
+
+#define DIAG_KINDS 4 /* by kind: TW_DIAG_* are 1..3; 0 holds any other value */
+
+static pthread_mutex_t diag_mu = PTHREAD_MUTEX_INITIALIZER;
+static tw_test_diag diag_kept[TW_TEST_DIAG_CAP];
+static tw_test_diag diag_latest[DIAG_KINDS];
+static int diag_total;             /* every report, kept or not */
+static int diag_counts[DIAG_KINDS];
+static enum tw_test_diag_echo diag_echo;
+static size_t live_at_setup;
+
+static int diag_slot(enum tw_diag_kind kind)
+{
+    return (int)kind > 0 && (int)kind < DIAG_KINDS ? (int)kind : 0;
+}
+
+static void diag_record(void *ctx, const tw_diag *d)
+{
+    tw_test_diag rec;
+    enum tw_test_diag_echo echo;
+    int k = diag_slot(d->kind);
+    (void)ctx;
+    rec.kind = d->kind;
+    rec.code = d->code;
+    snprintf(rec.function, sizeof rec.function, "%s", d->function ? d->function : "");
+    snprintf(rec.message, sizeof rec.message, "%s", d->message ? d->message : "");
+    pthread_mutex_lock(&diag_mu);
+    if (diag_total < TW_TEST_DIAG_CAP)
+        diag_kept[diag_total] = rec;
+    diag_total++;
+    diag_counts[k]++;
+    diag_latest[k] = rec;
+    echo = diag_echo;
+    pthread_mutex_unlock(&diag_mu);
+    if (echo == TW_TEST_DIAG_ECHO_ALL ||
+        (echo == TW_TEST_DIAG_ECHO_OTHER && d->kind != TW_DIAG_UNHANDLED))
+        fprintf(stderr, "%sdiagnostic (kind %d, %s) in %s: %s\n",
+                echo == TW_TEST_DIAG_ECHO_OTHER ? "unexpected " : "", (int)d->kind,
+                tw_err_name(d->code), d->function ? d->function : "?",
+                d->message ? d->message : "");
+}
+
+void tw_test_diag_reset(void)
+{
+    pthread_mutex_lock(&diag_mu);
+    diag_total = 0;
+    memset(diag_counts, 0, sizeof diag_counts);
+    pthread_mutex_unlock(&diag_mu);
+}
+
+void tw_test_diag_reset_kind(enum tw_diag_kind kind)
+{
+    pthread_mutex_lock(&diag_mu);
+    diag_counts[diag_slot(kind)] = 0;
+    pthread_mutex_unlock(&diag_mu);
+}
+
+void tw_test_twine_setup(enum tw_test_diag_echo echo)
+{
+    tw_test_diag_reset();
+    pthread_mutex_lock(&diag_mu);
+    diag_echo = echo;
+    pthread_mutex_unlock(&diag_mu);
+    tw_set_diag_hook(diag_record, NULL);
+    live_at_setup = tw_allocator_live();
+}
+
+int tw_test_twine_teardown(unsigned tolerated)
+{
+    size_t live = tw_allocator_live();
+    int unexpected = 0, bad = 0;
+    tw_set_diag_hook(NULL, NULL);
+    if (live != live_at_setup) {
+        fprintf(stderr, "twine blocks still live after the test: %zu (was %zu)\n", live,
+                live_at_setup);
+        bad = 1;
+    }
+    pthread_mutex_lock(&diag_mu);
+    for (int k = 0; k < DIAG_KINDS; k++)
+        if (!(tolerated & TW_TEST_DIAG_BIT(k)))
+            unexpected += diag_counts[k];
+    pthread_mutex_unlock(&diag_mu);
+    if (unexpected != 0) {
+        fprintf(stderr, "%d unexpected diagnostic report(s)\n", unexpected);
+        bad = 1;
+    }
+    return bad ? -1 : 0;
+}
+
+int tw_test_diag_count(void)
+{
+    pthread_mutex_lock(&diag_mu);
+    int n = diag_total;
+    pthread_mutex_unlock(&diag_mu);
+    return n;
+}
+
+int tw_test_diag_count_kind(enum tw_diag_kind kind)
+{
+    pthread_mutex_lock(&diag_mu);
+    int n = diag_counts[diag_slot(kind)];
+    pthread_mutex_unlock(&diag_mu);
+    return n;
+}
+
+const tw_test_diag *tw_test_diag_at(int i)
+{
+    const tw_test_diag *found = NULL;
+    pthread_mutex_lock(&diag_mu);
+    if (i >= 0 && i < diag_total && i < TW_TEST_DIAG_CAP)
+        found = &diag_kept[i];
+    pthread_mutex_unlock(&diag_mu);
+    return found;
+}
+
+const tw_test_diag *tw_test_diag_find(enum tw_diag_kind kind)
+{
+    const tw_test_diag *found = NULL;
+    pthread_mutex_lock(&diag_mu);
+    for (int i = 0; i < diag_total && i < TW_TEST_DIAG_CAP; i++)
+        if (diag_kept[i].kind == kind) {
+            found = &diag_kept[i];
+            break;
+        }
+    pthread_mutex_unlock(&diag_mu);
+    return found;
+}
+
+const tw_test_diag *tw_test_diag_last(enum tw_diag_kind kind)
+{
+    int k = diag_slot(kind);
+    const tw_test_diag *found = NULL;
+    pthread_mutex_lock(&diag_mu);
+    if (diag_counts[k] > 0)
+        found = &diag_latest[k];
+    pthread_mutex_unlock(&diag_mu);
+    return found;
+}
+
+/* ---- TW_DEBUG ----------------------------------------------------------------------- */
+
+int tw_test_build_has_tw_debug(void)
+{
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
+    if (n <= 0)
+        return -1;
+    path[n] = '\0';
+    /* the executable is BUILD/tests/NAME: the cache is BUILD/CMakeCache.txt */
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(path, '/');
+        if (!slash)
+            return -1;
+        *slash = '\0';
+    }
+    strcat(path, "/CMakeCache.txt");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int found = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "TW_DEBUG:BOOL=", 14) == 0) {
+            const char *v = line + 14;
+            found = (strncmp(v, "ON", 2) == 0 || strncmp(v, "TRUE", 4) == 0 ||
+                     strncmp(v, "1", 1) == 0 || strncmp(v, "YES", 3) == 0 ||
+                     strncmp(v, "Y", 1) == 0)
+                        ? 1
+                        : 0;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+void tw_test_require_debug_report(int reports, const char *what)
+{
+    if (reports > 0)
+        return;
+    if (tw_test_build_has_tw_debug() == 1)
+        fail_msg("TW_DEBUG build: %s from another thread was not reported", what);
+    print_message("no report: the library was built without TW_DEBUG, which this check "
+                  "needs; skipped\n");
+    skip();
+}
+
+/* ---- trace --------------------------------------------------------------------------- */
+
+char tw_test_trace[1 << 14];
+
+void tw_test_tr(const char *fmt, ...)
+{
+    size_t len = strlen(tw_test_trace);
+    va_list ap;
+    if (len > 0 && len + 1 < sizeof tw_test_trace) {
+        tw_test_trace[len++] = ' ';
+        tw_test_trace[len] = '\0';
+    }
+    va_start(ap, fmt);
+    vsnprintf(tw_test_trace + len, sizeof tw_test_trace - len, fmt, ap);
+    va_end(ap);
+}
+
+void tw_test_trace_clear(void)
+{
+    tw_test_trace[0] = '\0';
+}
+
+/* ---- Deferred helpers ------------------------------------------------------------------ */
+
+int *tw_test_int_new(int v)
+{
+    int *p = malloc(sizeof *p);
+    assert_non_null(p);
+    *p = v;
+    return p;
+}
+
+tw_result tw_test_int_value(int v)
+{
+    return tw_result_value(tw_test_int_new(v), free);
+}
+
+tw_deferred *tw_test_new_deferred_at(const char *file, int line)
+{
+    tw_deferred *d = NULL;
+    assert_rc(tw_deferred_create_at(&d, NULL, NULL, file, line), 0);
+    assert_non_null(d);
+    return d;
+}
+
+static tw_result capture_cb(tw_result r, void *arg)
+{
+    tw_test_capture *c = arg;
+    if (c->calls++ > 0)
+        tw_result_drop(c->r);
+    c->r = r;
+    return tw_result_none();
+}
+
+void tw_test_capture_add(tw_deferred *d, tw_test_capture *c)
+{
+    c->calls = 0;
+    c->r = tw_result_none();
+    assert_rc(tw_deferred_add_both(d, capture_cb, c), 0);
+}
+
+void tw_test_capture_release(tw_test_capture *c)
+{
+    tw_result_drop(c->r);
+    c->r = tw_result_none();
+}
+
+/* ---- reactor helpers -------------------------------------------------------------------- */
+
+static bool watchdog_fired;
+
+static void watchdog_call(void *arg)
+{
+    watchdog_fired = true;
+    tw_reactor_stop(arg);
+}
+
+void tw_test_arm_watchdog(tw_reactor *r, double seconds)
+{
+    watchdog_fired = false;
+    assert_rc(tw_reactor_call_later(r, seconds, watchdog_call, r, NULL), 0);
+}
+
+bool tw_test_watchdog_fired(void)
+{
+    return watchdog_fired;
 }

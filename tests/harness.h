@@ -100,4 +100,114 @@ size_t tw_test_log_len(tw_lock *lock, const size_t *n);
 /* Fails unless got_n == n and got[i] == want[i] for every i < n. */
 void tw_test_expect_log(const int *got, size_t got_n, const int *want, size_t n);
 
+/* ---- twine diagnostics and leaks: the per-test fixture of the Deferred and
+ * reactor tests ---------------------------------------------------------------
+ * tw_test_twine_setup installs a diagnostic hook that records every report
+ * (from any thread) and notes how many twine blocks are live;
+ * tw_test_twine_teardown removes the hook and fails the test if blocks were
+ * left live or if a report came that the test did not expect. */
+
+/* One report that reached the hook. */
+typedef struct tw_test_diag {
+    enum tw_diag_kind kind;
+    int code;
+    char function[96];
+    char message[512];
+} tw_test_diag;
+
+/* Reports kept for tw_test_diag_at / tw_test_diag_find; every one is counted. */
+#define TW_TEST_DIAG_CAP 64
+
+/* What the hook also writes to stderr, one line a report. */
+enum tw_test_diag_echo {
+    TW_TEST_DIAG_QUIET,     /* nothing */
+    TW_TEST_DIAG_ECHO_ALL,  /* every report: "diagnostic (kind K, TW_E...) in FN: MSG" */
+    TW_TEST_DIAG_ECHO_OTHER /* every report but TW_DIAG_UNHANDLED, as "unexpected diagnostic ..." */
+};
+
+/* Kinds of report a teardown lets pass: a mask of TW_TEST_DIAG_BIT(kind). */
+#define TW_TEST_DIAG_BIT(kind) (1u << (unsigned)(kind))
+#define TW_TEST_DIAGS_NONE 0u   /* every report fails the test */
+#define TW_TEST_DIAGS_ANY (~0u) /* the tests check their reports themselves */
+
+/* Setup: forgets every report, installs the recording hook (echoing as asked)
+ * and notes tw_allocator_live(). */
+void tw_test_twine_setup(enum tw_test_diag_echo echo);
+/* Teardown: restores twine's default hook; returns -1 (after saying why on
+ * stderr) if tw_allocator_live() differs from what setup noted, or if reports
+ * of a kind not in `tolerated` were counted; 0 otherwise. */
+int tw_test_twine_teardown(unsigned tolerated);
+
+/* Reports counted since setup (or the last reset): all, or of one kind. */
+int tw_test_diag_count(void);
+int tw_test_diag_count_kind(enum tw_diag_kind kind);
+/* The i-th report kept, or NULL. */
+const tw_test_diag *tw_test_diag_at(int i);
+/* The first kept report of `kind`, or NULL. */
+const tw_test_diag *tw_test_diag_find(enum tw_diag_kind kind);
+/* The latest report of `kind` (kept or not), or NULL if none was counted. */
+const tw_test_diag *tw_test_diag_last(enum tw_diag_kind kind);
+/* Forgets every report. */
+void tw_test_diag_reset(void);
+/* Zeroes the count of `kind` only (the other counts, which the teardown may
+ * check, stay). */
+void tw_test_diag_reset_kind(enum tw_diag_kind kind);
+
+/* ---- TW_DEBUG ------------------------------------------------------------------ */
+
+/* Whether the library was configured with TW_DEBUG, from the CMakeCache.txt of
+ * the build tree this executable lives in: 1 yes, 0 no, -1 unknown. The tests
+ * do not get the library's private TW_DEBUG definition. */
+int tw_test_build_has_tw_debug(void);
+
+/* For a misuse that only a TW_DEBUG build reports (a call from the wrong
+ * thread), after `reports` reports of it: returns if there was one; if not,
+ * fails the test when the library was built with TW_DEBUG (its check is
+ * missing), and skips the test otherwise. `what` names the misused call. */
+void tw_test_require_debug_report(int reports, const char *what);
+
+/* ---- a trace: what callbacks did, compared as a whole ------------------------------ */
+
+/* Entries separated by one space; tw_test_twine_setup does not clear it. */
+extern char tw_test_trace[1 << 14];
+/* Appends one entry (printf format), with a space before it unless it is the first. */
+void tw_test_tr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Empties the trace. */
+void tw_test_trace_clear(void);
+/* Fails unless the trace is exactly `want`. */
+#define EXPECT_TRACE(want) assert_string_equal(tw_test_trace, (want))
+
+/* ---- helpers for the Deferred tests ------------------------------------------------ */
+
+/* A malloc'd int holding v (fails the test when out of memory). */
+int *tw_test_int_new(int v);
+/* A value result carrying tw_test_int_new(v), with free as its drop function. */
+tw_result tw_test_int_value(int v);
+/* A new unfired Deferred without canceller (fails the test on error). A macro,
+ * like tw_deferred_create, so that the creation site twine records (and
+ * names in reports) is the test's own line. */
+#define tw_test_new_deferred() tw_test_new_deferred_at(__FILE__, __LINE__)
+tw_deferred *tw_test_new_deferred_at(const char *file, int line);
+
+/* The result a Deferred reached, taken by a callback on both sides: the chain
+ * goes on with none. calls counts the times the callback ran (a later result
+ * replaces and drops an earlier one). */
+typedef struct tw_test_capture {
+    int calls;
+    tw_result r;
+} tw_test_capture;
+/* Resets c and adds its callback to d. */
+void tw_test_capture_add(tw_deferred *d, tw_test_capture *c);
+/* Drops the result c holds. */
+void tw_test_capture_release(tw_test_capture *c);
+
+/* ---- helpers for the reactor tests --------------------------------------------------- */
+
+/* Arms a watchdog: a timer that stops r after `seconds` on r's clock, so that a
+ * loop whose own stop never comes ends run() (and the test fails on
+ * tw_test_watchdog_fired) instead of hanging. */
+void tw_test_arm_watchdog(tw_reactor *r, double seconds);
+/* Whether the watchdog armed last has fired. */
+bool tw_test_watchdog_fired(void);
+
 #endif

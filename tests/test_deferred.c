@@ -25,7 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ==== values, trace, diagnostics ============================================= */
+/* ==== values; the trace is tw_test_trace (harness.h) ============================ */
 
 #define IV(n) tw_result_value((void *)(intptr_t)(n), NULL)
 #define CV(n) tw_result_value((void *)(intptr_t)(n), count_drop)
@@ -40,22 +40,6 @@ static void count_drop(void *p)
 static intptr_t ival(tw_result r)
 {
     return (intptr_t)r.ptr;
-}
-
-static char trace[1 << 14];
-
-static void tr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void tr(const char *fmt, ...)
-{
-    size_t len = strlen(trace);
-    va_list ap;
-    if (len > 0 && len + 1 < sizeof trace) {
-        trace[len++] = ' ';
-        trace[len] = '\0';
-    }
-    va_start(ap, fmt);
-    vsnprintf(trace + len, sizeof trace - len, fmt, ap);
-    va_end(ap);
 }
 
 static void describe(tw_result r, char *buf, size_t n)
@@ -78,67 +62,7 @@ static void note(const char *tag, tw_result r)
 {
     char b[64];
     describe(r, b, sizeof b);
-    tr("%s:%s", tag, b);
-}
-
-/* Every report reaching the diagnostic hook (thread-safe: the affinity test
- * reports from another thread). */
-typedef struct diag_rec {
-    enum tw_diag_kind kind;
-    int code;
-    char function[96];
-    char message[512];
-} diag_rec;
-
-static pthread_mutex_t diag_mu = PTHREAD_MUTEX_INITIALIZER;
-static diag_rec diags[64];
-static int ndiags; /* all reports, kept or not */
-
-static void record_diag(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    pthread_mutex_lock(&diag_mu);
-    if (ndiags < (int)(sizeof diags / sizeof diags[0])) {
-        diag_rec *r = &diags[ndiags];
-        r->kind = d->kind;
-        r->code = d->code;
-        snprintf(r->function, sizeof r->function, "%s", d->function ? d->function : "");
-        snprintf(r->message, sizeof r->message, "%s", d->message ? d->message : "");
-    }
-    ndiags++;
-    pthread_mutex_unlock(&diag_mu);
-}
-
-static int count_diags(enum tw_diag_kind kind)
-{
-    int n = 0;
-    pthread_mutex_lock(&diag_mu);
-    for (int i = 0; i < ndiags && i < (int)(sizeof diags / sizeof diags[0]); i++)
-        if (diags[i].kind == kind)
-            n++;
-    pthread_mutex_unlock(&diag_mu);
-    return n;
-}
-
-/* The first report of `kind`, or NULL. */
-static const diag_rec *find_diag(enum tw_diag_kind kind)
-{
-    const diag_rec *found = NULL;
-    pthread_mutex_lock(&diag_mu);
-    for (int i = 0; i < ndiags && i < (int)(sizeof diags / sizeof diags[0]); i++)
-        if (diags[i].kind == kind) {
-            found = &diags[i];
-            break;
-        }
-    pthread_mutex_unlock(&diag_mu);
-    return found;
-}
-
-static void reset_diags(void)
-{
-    pthread_mutex_lock(&diag_mu);
-    ndiags = 0;
-    pthread_mutex_unlock(&diag_mu);
+    tw_test_tr("%s:%s", tag, b);
 }
 
 /* ==== allocator ================================================================
@@ -224,31 +148,24 @@ static void end_alloc(void)
 
 /* ==== fixtures ================================================================ */
 
-static size_t live_at_start;
-
+/* Every test: diagnostics recorded (quietly: the tests that expect reports
+ * count them), no twine block left behind, and the default allocator back. */
 static int setup(void **state)
 {
     (void)state;
-    trace[0] = '\0';
+    tw_test_trace_clear();
     drops = 0;
-    reset_diags();
-    tw_set_diag_hook(record_diag, NULL);
-    live_at_start = tw_allocator_live();
+    tw_test_twine_setup(TW_TEST_DIAG_QUIET);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    size_t live = tw_allocator_live();
+    int rc = tw_test_twine_teardown(TW_TEST_DIAGS_ANY);
     (void)state;
     disarm();
-    tw_set_allocator(NULL); /* TW_EBUSY if the test leaked: reported below */
-    if (live != live_at_start) {
-        print_error("leak: %zu twine blocks live after the test, %zu before\n", live,
-                    live_at_start);
-        return -1;
-    }
-    return 0;
+    tw_set_allocator(NULL); /* TW_EBUSY if the test leaked: reported above */
+    return rc;
 }
 
 /* ==== callbacks =============================================================== */
@@ -353,10 +270,10 @@ static tw_result cb_step(tw_result r, void *arg)
     case ADD_CALLBACK:
         s->rc = tw_deferred_add_callback(s->d, cb_pass, (void *)s->tag2);
         {
-            size_t n = strlen(trace);
+            size_t n = strlen(tw_test_trace);
             if (n >= sizeof s->seen)
                 n = sizeof s->seen - 1;
-            memcpy(s->seen, trace, n);
+            memcpy(s->seen, tw_test_trace, n);
             s->seen[n] = '\0';
         }
         return r;
@@ -380,7 +297,6 @@ static tw_result cb_step(tw_result r, void *arg)
         assert_rc(tw_failure_code(tw_result_as_failure(r_)), (c));                     \
     } while (0)
 
-#define EXPECT_TRACE(want) assert_string_equal(trace, (want))
 
 /* ==== results ================================================================= */
 
@@ -482,7 +398,7 @@ static void test_failure_new(void **state)
     f = tw_failure_new(TW_EINVAL, "%s", big);
     assert_string_equal(tw_failure_message(f), big);
     tw_failure_unref(f);
-    assert_int_equal(count_diags(TW_DIAG_MISUSE), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_MISUSE), 0);
 }
 
 static void test_failure_code_zero_is_misuse(void **state)
@@ -491,19 +407,19 @@ static void test_failure_code_zero_is_misuse(void **state)
     tw_failure *f = tw_failure_new(0, "not a failure");
     assert_non_null(f);
     assert_rc(tw_failure_code(f), TW_EINVAL);
-    assert_int_equal(count_diags(TW_DIAG_MISUSE), 1);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_MISUSE), 1);
     tw_failure_unref(f);
 
     tw_failure *c = tw_failure_new(TW_EBUSY, "cause");
     f = tw_failure_wrap(c, 0, "wrap with 0");
     assert_rc(tw_failure_code(f), TW_EINVAL);
-    assert_int_equal(count_diags(TW_DIAG_MISUSE), 2);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_MISUSE), 2);
     tw_failure_unref(f);
 
     tw_result r = tw_result_fail(0, NULL);
     assert_true(tw_result_is_failure(r));
     assert_rc(tw_failure_code(tw_result_as_failure(r)), TW_EINVAL);
-    assert_int_equal(count_diags(TW_DIAG_MISUSE), 3);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_MISUSE), 3);
     tw_result_drop(r);
 }
 
@@ -725,7 +641,7 @@ static void test_deferred_create_state(void **state)
     assert_int_equal(drops, 0);
     tw_deferred_unref(d); /* the result at the end of the chain is dropped */
     assert_int_equal(drops, 1);
-    assert_int_equal(ndiags, 0);
+    assert_int_equal(tw_test_diag_count(), 0);
 }
 
 static void test_add_callbacks_invalid(void **state)
@@ -779,10 +695,10 @@ static void test_pair_semantics(void **state)
     EXPECT_TRACE("A:1 b:!EBUSY C:7 E:7");
     EXPECT_VALUE(d, 7);
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 
     /* Starting on the errback side, with NULL sides passing through. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     step e = {.tag = "e", .act = RET_VALUE, .value = 5};
     step g = {.tag = "G", .act = RET_FAIL, .code = TW_EEMPTY};
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
@@ -798,7 +714,7 @@ static void test_pair_semantics(void **state)
     EXPECT_TRACE("a:!EINVAL both1:!EINVAL e:!EINVAL G:5 both2:!EEMPTY h:!EEMPTY");
     EXPECT_VALUE(d, 0);
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 /* Passing a value through callbacks keeps it alive; it is dropped once, with
@@ -817,7 +733,7 @@ static void test_value_ownership(void **state)
     assert_int_equal(drops, 1);
 
     drops = 0;
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_add_callback(d, cb_inc, NULL), 0); /* drops the CV */
     assert_rc(tw_deferred_callback(d, CV(9)), 0);
@@ -850,7 +766,7 @@ static void test_fire_twice(void **state)
 
     /* errback first, then callback. */
     drops = 0;
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_errback(d, tw_failure_new(TW_EBUSY, NULL)), 0);
     assert_rc(tw_deferred_callback(d, CV(2)), TW_EALREADY);
@@ -860,7 +776,7 @@ static void test_fire_twice(void **state)
     assert_rc(tw_deferred_add_errback(d, cb_handle, "h"), 0);
     EXPECT_TRACE("h:!EBUSY");
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 static void test_fire_with_deferred_is_einval(void **state)
@@ -925,7 +841,7 @@ static void test_add_from_inside_callback(void **state)
     tw_deferred_unref(d);
 
     /* Added from the last callback of a fired Deferred. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_callback(d, IV(2)), 0);
     step a2 = {.tag = "A", .act = ADD_CALLBACK, .d = d, .tag2 = "C"};
@@ -1059,7 +975,7 @@ static void test_chain_unfired_inner(void **state)
     assert_int_equal(drops, 1);
 
     /* A failure is handed over the same way. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_create(&inner, NULL, NULL), 0);
     step s2 = {.tag = "a", .act = RET_DEFERRED, .d = inner};
@@ -1070,7 +986,7 @@ static void test_chain_unfired_inner(void **state)
     EXPECT_TRACE("a:1 h:!EBUSY");
     tw_deferred_unref(inner);
     tw_deferred_unref(outer);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 static void test_chain_fired_inner_taken_at_once(void **state)
@@ -1093,7 +1009,7 @@ static void test_chain_fired_inner_taken_at_once(void **state)
     assert_int_equal(drops, 1);
 
     /* An already-failed inner: its failure is taken, and not reported on it. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_fail(&inner, tw_failure_new(TW_EEMPTY, NULL)), 0);
     step s2 = {.tag = "a", .act = RET_DEFERRED, .d = inner};
@@ -1103,7 +1019,7 @@ static void test_chain_fired_inner_taken_at_once(void **state)
     EXPECT_TRACE("a:1 h:!EEMPTY");
     tw_deferred_unref(inner);
     tw_deferred_unref(outer);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 /* test_innerCallbacksPreserved: callbacks added to the inner Deferred before
@@ -1131,7 +1047,7 @@ static void test_chain_inner_callbacks_preserved(void **state)
 
     /* Inner already fired, with callbacks: they ran at its firing, outer takes
      * what they left. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_create(&inner, NULL, NULL), 0);
     assert_rc(tw_deferred_add_callback(inner, cb_inc, NULL), 0);
@@ -1228,7 +1144,7 @@ static void test_last_reference_dropped_in_callback(void **state)
     assert_int_equal(drops, 1); /* freed, with its result */
 
     /* Added after firing, runs at once, releases the last reference. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     drops = 0;
     assert_rc(tw_deferred_succeed(&h.d, (void *)(intptr_t)5, count_drop), 0);
     assert_rc(tw_deferred_add_callback(h.d, cb_release, &h), 0);
@@ -1297,15 +1213,16 @@ static void test_chain_two_outers_one_inner(void **state)
  * the chain: twine continues the chain with a failure) and must not leak. */
 static void check_self_return_visible(tw_deferred *d)
 {
-    int reports = count_diags(TW_DIAG_MISUSE) + count_diags(TW_DIAG_WARNING);
-    bool failed_down_chain = strstr(trace, "h:!") != NULL;
+    int reports =
+        tw_test_diag_count_kind(TW_DIAG_MISUSE) + tw_test_diag_count_kind(TW_DIAG_WARNING);
+    bool failed_down_chain = strstr(tw_test_trace, "h:!") != NULL;
     if (!(reports > 0 || failed_down_chain))
         fail_msg("a callback returned its own Deferred and nothing showed it: trace \"%s\"",
-                 trace);
+                 tw_test_trace);
     /* It does not wait on itself forever, and its chain went on. */
     assert_ptr_not_equal(tw_deferred_waiting_on(d), d);
     assert_int_equal(tw_deferred_paused(d), 0);
-    assert_non_null(strstr(trace, "h:"));
+    assert_non_null(strstr(tw_test_trace, "h:"));
 }
 
 static void test_callback_returns_own_deferred(void **state)
@@ -1321,8 +1238,8 @@ static void test_callback_returns_own_deferred(void **state)
     tw_deferred_unref(d); /* and is freed: the teardown checks nothing leaked */
 
     /* The same from a callback added after firing (it runs inside the add). */
-    trace[0] = '\0';
-    reset_diags();
+    tw_test_trace_clear();
+    tw_test_diag_reset();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_callback(d, IV(2)), 0);
     step s2 = {.tag = "a", .act = RET_DEFERRED, .d = d};
@@ -1352,13 +1269,14 @@ static void test_callback_returns_deferred_waiting_on_it(void **state)
     assert_ptr_equal(tw_deferred_waiting_on(e), d);
     assert_rc(tw_deferred_callback(d, IV(2)), 0); /* d's callback returns e */
     bool cycle = tw_deferred_waiting_on(d) == e && tw_deferred_waiting_on(e) == d;
-    int reports = count_diags(TW_DIAG_MISUSE) + count_diags(TW_DIAG_WARNING);
+    int reports =
+        tw_test_diag_count_kind(TW_DIAG_MISUSE) + tw_test_diag_count_kind(TW_DIAG_WARNING);
     if (cycle && reports == 0)
         fail_msg("d and e now wait on each other forever, silently (trace \"%s\"); "
                  "both leak, and tw_deferred_cancel on either would follow the cycle",
-                 trace);
+                 tw_test_trace);
     assert_false(cycle);
-    assert_non_null(strstr(trace, "h:"));
+    assert_non_null(strstr(tw_test_trace, "h:"));
     tw_deferred_unref(d);
     tw_deferred_unref(e);
 }
@@ -1379,7 +1297,7 @@ static void canceller(tw_deferred *d, void *arg)
     canc *c = arg;
     c->calls++;
     c->seen = d;
-    tr("cancel");
+    tw_test_tr("cancel");
     switch (c->mode) {
     case C_NOTHING:
         break;
@@ -1415,7 +1333,7 @@ static void test_cancel_canceller_fires(void **state)
     assert_int_equal(c.calls, 1);
     tw_deferred_unref(d);
 
-    trace[0] = '\0';
+    tw_test_trace_clear();
     canc c2 = {.mode = C_FAIL, .code = TW_ESHUTDOWN};
     assert_rc(tw_deferred_create(&d, canceller, &c2), 0);
     assert_rc(tw_deferred_add_both(d, cb_handle, "a"), 0);
@@ -1423,7 +1341,7 @@ static void test_cancel_canceller_fires(void **state)
     assert_rc(c2.rc, 0);
     EXPECT_TRACE("cancel a:!ESHUTDOWN");
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 static void test_cancel_canceller_does_not_fire(void **state)
@@ -1465,7 +1383,7 @@ static void test_cancel_without_canceller(void **state)
     tw_deferred_unref(d);
 
     /* The swallowed one may be a failure, released. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     payload_drops = 0;
     drops = 0;
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
@@ -1481,15 +1399,15 @@ static void test_cancel_without_canceller(void **state)
     assert_int_equal(drops, 1);
     EXPECT_TRACE("h:!ECANCELED");
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 
     /* The failure a cancel leaves unhandled is reported like any other. */
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_cancel(d), 0);
     EXPECT_FAILURE(d, TW_ECANCELED);
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 1);
-    assert_rc(find_diag(TW_DIAG_UNHANDLED)->code, TW_ECANCELED);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 1);
+    assert_rc(tw_test_diag_find(TW_DIAG_UNHANDLED)->code, TW_ECANCELED);
 }
 
 static void test_cancel_fired_and_null(void **state)
@@ -1550,10 +1468,10 @@ static void test_cancel_forwarded_to_chain(void **state)
     tw_deferred_unref(inner);
     tw_deferred_unref(mid);
     tw_deferred_unref(outer);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 
     /* Forwarded to a canceller that fires the inner one with a value. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     canc cv = {.mode = C_VALUE, .value = 42};
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_create(&inner, canceller, &cv), 0);
@@ -1567,7 +1485,7 @@ static void test_cancel_forwarded_to_chain(void **state)
     tw_deferred_unref(outer);
 
     /* Forwarded to an inner without canceller: it swallows one late result. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_create(&inner, NULL, NULL), 0);
     step s3 = {.tag = "o", .act = RET_DEFERRED, .d = inner};
@@ -1582,7 +1500,7 @@ static void test_cancel_forwarded_to_chain(void **state)
     assert_int_equal(drops, 2);
     tw_deferred_unref(inner);
     tw_deferred_unref(outer);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 /* A canceller that cancels again from inside does not run a second time. */
@@ -1648,7 +1566,7 @@ static void test_timeout_fires(void **state)
     EXPECT_TRACE("in:!ECANCELED out:!ETIMEDOUT h:!ETIMEDOUT");
     tw_deferred_unref(d);
     assert_rc(tw_fake_clock_destroy(fc), 0);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 static void test_timeout_not_reached(void **state)
@@ -1672,7 +1590,7 @@ static void test_timeout_not_reached(void **state)
     assert_rc(tw_fake_clock_destroy(fc), 0);
 
     /* Firing with a failure before the deadline: unchanged, timer cancelled. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     fc = new_clock();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_add_timeout(d, 5.0, tw_fake_clock_clock(fc), NULL, NULL), 0);
@@ -1736,7 +1654,7 @@ static void test_timeout_custom_on_timeout(void **state)
     tw_deferred_unref(d);
 
     /* Not called when d fires in time. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     on_to o2 = {0};
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_add_timeout(d, 2.5, tw_fake_clock_clock(fc), my_on_timeout, &o2), 0);
@@ -1748,7 +1666,7 @@ static void test_timeout_custom_on_timeout(void **state)
     tw_deferred_unref(d);
 
     /* Timed out, but the canceller fired a value: on_timeout gets the value. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     on_to o3 = {0};
     canc c = {.mode = C_VALUE, .value = 7};
     assert_rc(tw_deferred_create(&d, canceller, &c), 0);
@@ -1776,7 +1694,7 @@ static void test_timeout_default_keeps_other_results(void **state)
     EXPECT_TRACE("cancel out:7");
     tw_deferred_unref(d);
 
-    trace[0] = '\0';
+    tw_test_trace_clear();
     canc cf = {.mode = C_FAIL, .code = TW_ESHUTDOWN};
     assert_rc(tw_deferred_create(&d, canceller, &cf), 0);
     assert_rc(tw_deferred_add_timeout(d, 1, tw_fake_clock_clock(fc), NULL, NULL), 0);
@@ -1811,7 +1729,7 @@ static void test_timeout_inside_and_outside(void **state)
     tw_deferred_unref(x);
     tw_deferred_unref(d);
 
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_create(&x, NULL, NULL), 0);
     step b = {.tag = "B", .act = RET_DEFERRED, .d = x};
@@ -1867,7 +1785,7 @@ static void test_succeed_fail(void **state)
     tw_deferred_unref(d);
     assert_int_equal(drops, 1);
 
-    trace[0] = '\0';
+    tw_test_trace_clear();
     payload_drops = 0;
     tw_failure *f = tw_failure_new(TW_EEMPTY, "nothing");
     assert_rc(tw_failure_set_payload(f, &payload_drops, payload_drop), 0);
@@ -1880,7 +1798,7 @@ static void test_succeed_fail(void **state)
     assert_rc(tw_deferred_add_errback(d, cb_handle, "h"), 0);
     assert_int_equal(payload_drops, 1); /* handled: the failure was released */
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 static int md_calls;
@@ -1939,7 +1857,7 @@ static void test_maybe_deferred(void **state)
     assert_rc(tw_deferred_callback(d, IV(8)), 0);
     EXPECT_TRACE("h:!EBUSY a:8");
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 /* ==== abandonment ================================================================ */
@@ -1956,10 +1874,10 @@ static void test_abandoned(void **state)
     EXPECT_TRACE(""); /* not the last reference */
     tw_deferred_unref(d);
     EXPECT_TRACE("a:!EABANDONED b:!EABANDONED");
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 
     /* Errbacks passing it along all see it. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     step s = {.tag = "x", .act = PASS};
     assert_rc(tw_deferred_add_errback(d, cb_step, &s), 0);
@@ -1969,7 +1887,7 @@ static void test_abandoned(void **state)
     EXPECT_TRACE("x:!EABANDONED h:!EABANDONED");
 
     /* Unref of a fired Deferred does not abandon anything. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_callback(d, IV(1)), 0);
     assert_rc(tw_deferred_add_both(d, cb_pass, "a"), 0);
@@ -1987,8 +1905,8 @@ static void test_abandoned_with_canceller(void **state)
     assert_rc(tw_deferred_create(&d, canceller, &c), 0);
     assert_rc(tw_deferred_add_errback(d, cb_handle, "h"), 0);
     tw_deferred_unref(d);
-    assert_true(strstr(trace, "h:!EABANDONED") != NULL);
-    assert_null(strstr(trace, "ECANCELED"));
+    assert_true(strstr(tw_test_trace, "h:!EABANDONED") != NULL);
+    assert_null(strstr(tw_test_trace, "ECANCELED"));
 }
 
 static tw_result cb_return_fresh(tw_result r, void *arg)
@@ -2021,12 +1939,12 @@ static void test_abandoned_inner_resumes_outer(void **state)
     assert_null(tw_deferred_waiting_on(outer));
     EXPECT_VALUE(outer, 0);
     tw_deferred_unref(outer);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 
     /* The callback made the inner Deferred and returned its only reference:
      * nobody else can ever fire it, so it is abandoned as soon as the chain
      * lets go of the result, and outer resumes at once. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_add_callback(outer, cb_return_fresh, NULL), 0);
     assert_rc(tw_deferred_add_callbacks(outer, cb_pass, "never", cb_handle, "h"), 0);
@@ -2034,7 +1952,7 @@ static void test_abandoned_inner_resumes_outer(void **state)
     EXPECT_TRACE("h:!EABANDONED");
     assert_null(tw_deferred_waiting_on(outer));
     tw_deferred_unref(outer);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 }
 
 /* ==== unhandled failures ========================================================= */
@@ -2050,10 +1968,10 @@ static void test_unhandled_reported_once(void **state)
     tw_deferred_ref(d);
     assert_rc(tw_deferred_errback(d, tw_failure_new(TW_ETIMEDOUT, "boom %d", 7)), 0);
     tw_deferred_unref(d);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0); /* still referenced */
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0); /* still referenced */
     tw_deferred_unref(d);
-    assert_int_equal(ndiags, 1);
-    const diag_rec *r = find_diag(TW_DIAG_UNHANDLED);
+    assert_int_equal(tw_test_diag_count(), 1);
+    const tw_test_diag *r = tw_test_diag_find(TW_DIAG_UNHANDLED);
     assert_non_null(r);
     assert_rc(r->code, TW_ETIMEDOUT);
     assert_true(r->function[0] != '\0');
@@ -2062,34 +1980,34 @@ static void test_unhandled_reported_once(void **state)
                  r->message, where);
 
     /* Passed through an errback that does not handle it: still reported, once. */
-    reset_diags();
+    tw_test_diag_reset();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     assert_rc(tw_deferred_add_errback(d, cb_pass, "a"), 0);
     assert_rc(tw_deferred_add_callback(d, cb_pass, "never"), 0);
     assert_rc(tw_deferred_errback(d, tw_failure_new(TW_EBUSY, "passed")), 0);
     tw_deferred_unref(d);
-    assert_int_equal(ndiags, 1);
-    assert_rc(diags[0].code, TW_EBUSY);
-    assert_int_equal(diags[0].kind, TW_DIAG_UNHANDLED);
+    assert_int_equal(tw_test_diag_count(), 1);
+    assert_rc(tw_test_diag_at(0)->code, TW_EBUSY);
+    assert_int_equal(tw_test_diag_at(0)->kind, TW_DIAG_UNHANDLED);
 
     /* Made by a callback. */
-    reset_diags();
+    tw_test_diag_reset();
     assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
     step s = {.tag = "a", .act = RET_FAIL, .code = 31337};
     assert_rc(tw_deferred_add_callback(d, cb_step, &s), 0);
     assert_rc(tw_deferred_callback(d, IV(1)), 0);
     tw_deferred_unref(d);
-    assert_int_equal(ndiags, 1);
-    assert_int_equal(diags[0].code, 31337);
-    assert_non_null(strstr(diags[0].message, "from a"));
+    assert_int_equal(tw_test_diag_count(), 1);
+    assert_int_equal(tw_test_diag_at(0)->code, 31337);
+    assert_non_null(strstr(tw_test_diag_at(0)->message, "from a"));
 
     /* tw_deferred_fail, never looked at. */
-    reset_diags();
+    tw_test_diag_reset();
     assert_rc(tw_deferred_fail(&d, tw_failure_new(TW_EEMPTY, "empty")), 0);
     tw_deferred_unref(d);
-    assert_int_equal(ndiags, 1);
-    assert_int_equal(diags[0].kind, TW_DIAG_UNHANDLED);
-    assert_rc(diags[0].code, TW_EEMPTY);
+    assert_int_equal(tw_test_diag_count(), 1);
+    assert_int_equal(tw_test_diag_at(0)->kind, TW_DIAG_UNHANDLED);
+    assert_rc(tw_test_diag_at(0)->code, TW_EEMPTY);
 }
 
 static void test_unhandled_not_reported_when_handled(void **state)
@@ -2120,7 +2038,7 @@ static void test_unhandled_not_reported_when_handled(void **state)
     tw_deferred_unref(d);
 
     EXPECT_TRACE("h:!EBUSY p:!EBUSY h2:!EBUSY e:!EINVAL f:1 h3:!EBUSY");
-    assert_int_equal(ndiags, 0);
+    assert_int_equal(tw_test_diag_count(), 0);
 }
 
 /* A failure handed from an inner Deferred to the one waiting on it is the
@@ -2144,7 +2062,7 @@ static void test_unhandled_chained(void **state)
             tw_deferred_unref(inner);
             tw_deferred_unref(outer);
         }
-        assert_int_equal(ndiags, 0);
+        assert_int_equal(tw_test_diag_count(), 0);
     }
 
     /* Not handled by anyone: one report, when outer goes. */
@@ -2155,23 +2073,23 @@ static void test_unhandled_chained(void **state)
     assert_rc(tw_deferred_callback(outer, IV(1)), 0);
     assert_rc(tw_deferred_errback(inner, tw_failure_new(TW_EBUSY, "inner's")), 0);
     tw_deferred_unref(inner);
-    assert_int_equal(ndiags, 0);
+    assert_int_equal(tw_test_diag_count(), 0);
     tw_deferred_unref(outer);
-    assert_int_equal(ndiags, 1);
-    assert_int_equal(diags[0].kind, TW_DIAG_UNHANDLED);
-    assert_rc(diags[0].code, TW_EBUSY);
+    assert_int_equal(tw_test_diag_count(), 1);
+    assert_int_equal(tw_test_diag_at(0)->kind, TW_DIAG_UNHANDLED);
+    assert_rc(tw_test_diag_at(0)->code, TW_EBUSY);
 
     /* Taken from an already-failed inner at once: the same. */
-    reset_diags();
+    tw_test_diag_reset();
     assert_rc(tw_deferred_create(&outer, NULL, NULL), 0);
     assert_rc(tw_deferred_fail(&inner, tw_failure_new(TW_EBUSY, NULL)), 0);
     step s3 = {.tag = "a", .act = RET_DEFERRED, .d = inner};
     assert_rc(tw_deferred_add_callback(outer, cb_step, &s3), 0);
     assert_rc(tw_deferred_callback(outer, IV(1)), 0);
     tw_deferred_unref(inner);
-    assert_int_equal(ndiags, 0);
+    assert_int_equal(tw_test_diag_count(), 0);
     tw_deferred_unref(outer);
-    assert_int_equal(ndiags, 1);
+    assert_int_equal(tw_test_diag_count(), 1);
 }
 
 /* ==== bounded stack =============================================================== */
@@ -2275,7 +2193,7 @@ static void test_bounded_deep_nest(void **state)
     EXPECT_TRACE("top:!EBUSY");
     for (size_t i = 0; i <= n; i++)
         tw_deferred_unref(ds[i]);
-    assert_int_equal(count_diags(TW_DIAG_UNHANDLED), 0);
+    assert_int_equal(tw_test_diag_count_kind(TW_DIAG_UNHANDLED), 0);
 
     /* Fired innermost first: every hand-off is immediate. */
     count = 0;
@@ -2344,7 +2262,7 @@ static void fc_run(void *arg)
 {
     fc_call *c = arg;
     tw_clock *clk = tw_fake_clock_clock(c->fc);
-    tr("%s@%lld", c->tag, (long long)(tw_clock_now(clk) / 1000000)); /* ms */
+    tw_test_tr("%s@%lld", c->tag, (long long)(tw_clock_now(clk) / 1000000)); /* ms */
     if (c->child)
         assert_rc(tw_clock_call_later(clk, c->delay, fc_run, c->child, &c->child->handle), 0);
     if (c->victim)
@@ -2381,19 +2299,19 @@ static void test_fake_clock_order(void **state)
     assert_int_equal(tw_clock_now(clk), 2500000000);
     /* Both due at 1 s, run in the order scheduled; the clock reads at least
      * their deadline while they run. */
-    assert_true(strncmp(trace, "e@0 b@500 d@500 a@", 18) == 0);
-    assert_non_null(strstr(trace, " c@"));
-    assert_true(strstr(trace, "a@") < strstr(trace, " c@"));
+    assert_true(strncmp(tw_test_trace, "e@0 b@500 d@500 a@", 18) == 0);
+    assert_non_null(strstr(tw_test_trace, " c@"));
+    assert_true(strstr(tw_test_trace, "a@") < strstr(tw_test_trace, " c@"));
     assert_int_equal(tw_fake_clock_pending(fc), 0);
 
     /* A call due later than another scheduled earlier still runs later. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     fc_call f = {.tag = "f", .fc = fc}, g = {.tag = "g", .fc = fc};
     assert_rc(tw_clock_call_later(clk, 3.0, fc_run, &f, &f.handle), 0);
     assert_rc(tw_clock_call_later(clk, 2.0, fc_run, &g, &g.handle), 0);
     assert_rc(tw_fake_clock_advance(fc, 3.0), 0);
-    assert_true(strncmp(trace, "g@", 2) == 0);
-    assert_non_null(strstr(trace, " f@"));
+    assert_true(strncmp(tw_test_trace, "g@", 2) == 0);
+    assert_non_null(strstr(tw_test_trace, " f@"));
     assert_rc(tw_fake_clock_destroy(fc), 0);
 }
 
@@ -2415,7 +2333,7 @@ static void test_fake_clock_nested_and_cancel(void **state)
     assert_int_equal(tw_fake_clock_pending(fc), 0);
 
     /* A call scheduled by a call, due after the end of the advance, waits. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     fc_call child2 = {.tag = "child2", .fc = fc};
     fc_call parent2 = {.tag = "parent2", .fc = fc, .child = &child2, .delay = 10.0};
     assert_rc(tw_clock_call_later(clk, 1.0, fc_run, &parent2, &parent2.handle), 0);
@@ -2429,7 +2347,7 @@ static void test_fake_clock_nested_and_cancel(void **state)
     assert_int_equal(tw_fake_clock_pending(fc), 0);
 
     /* cancel: the call never runs. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     fc_call x = {.tag = "x", .fc = fc}, y = {.tag = "y", .fc = fc}, z = {.tag = "z", .fc = fc};
     assert_rc(tw_clock_call_later(clk, 1.0, fc_run, &x, &x.handle), 0);
     assert_rc(tw_clock_call_later(clk, 2.0, fc_run, &y, &y.handle), 0);
@@ -2446,7 +2364,7 @@ static void test_fake_clock_nested_and_cancel(void **state)
     EXPECT_TRACE("x@13000");
 
     /* A call that cancels another due at the same time, scheduled after it. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     fc_call p = {.tag = "p", .fc = fc}, q = {.tag = "q", .fc = fc};
     assert_rc(tw_clock_call_later(clk, 1.0, fc_run, &p, &p.handle), 0);
     assert_rc(tw_clock_call_later(clk, 1.0, fc_run, &q, &q.handle), 0);
@@ -2492,43 +2410,6 @@ static void test_fake_clock_invalid_and_destroy(void **state)
 
 /* ==== thread affinity (TW_DEBUG) ================================================== */
 
-/* Whether the library was configured with TW_DEBUG, from the CMake cache of
- * the build tree this executable lives in: 1 yes, 0 no, -1 unknown. The
- * tests do not get the library's private TW_DEBUG definition. */
-static int build_has_tw_debug(void)
-{
-    char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
-    if (n <= 0)
-        return -1;
-    path[n] = '\0';
-    for (int up = 0; up < 2; up++) {
-        char *slash = strrchr(path, '/');
-        if (!slash)
-            return -1;
-        *slash = '\0';
-    }
-    strcat(path, "/CMakeCache.txt");
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    char line[512];
-    int found = -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "TW_DEBUG:BOOL=", 14) == 0) {
-            const char *v = line + 14;
-            found = (strncmp(v, "ON", 2) == 0 || strncmp(v, "TRUE", 4) == 0 ||
-                     strncmp(v, "1", 1) == 0 || strncmp(v, "YES", 3) == 0 ||
-                     strncmp(v, "Y", 1) == 0)
-                        ? 1
-                        : 0;
-            break;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
 typedef struct affinity_arg {
     tw_deferred *d;
     size_t count;
@@ -2547,10 +2428,10 @@ static void test_thread_affinity(void **state)
     (void)state;
     affinity_arg a = {0};
     assert_rc(tw_deferred_create(&a.d, NULL, NULL), 0);
-    reset_diags();
+    tw_test_diag_reset();
     tw_test_join(tw_test_start(affinity_thread, &a));
-    int misuse = count_diags(TW_DIAG_MISUSE);
-    const diag_rec *r = find_diag(TW_DIAG_MISUSE);
+    int misuse = tw_test_diag_count_kind(TW_DIAG_MISUSE);
+    const tw_test_diag *r = tw_test_diag_find(TW_DIAG_MISUSE);
     char fn[96] = "", msg[512] = "";
     if (r) {
         snprintf(fn, sizeof fn, "%s", r->function);
@@ -2561,20 +2442,12 @@ static void test_thread_affinity(void **state)
     assert_true(a.count <= 1);
     tw_deferred_unref(a.d);
 
-    int debug = build_has_tw_debug();
-    if (misuse == 0) {
-        if (debug == 1)
-            fail_msg("TW_DEBUG build: tw_deferred_add_callback from another thread was not "
-                     "reported");
-        print_message("no report: the library was built without TW_DEBUG, which is what "
-                      "checks thread affinity; skipped\n");
-        skip();
-    }
+    tw_test_require_debug_report(misuse, "tw_deferred_add_callback");
     assert_int_equal(misuse, 1);
     if (strcmp(fn, "tw_deferred_add_callback") != 0 &&
         !strstr(msg, "tw_deferred_add_callback"))
         fail_msg("the report names \"%s\" (\"%s\"), not tw_deferred_add_callback", fn, msg);
-    assert_int_equal(ndiags, 1);
+    assert_int_equal(tw_test_diag_count(), 1);
 }
 
 /* ==== allocation ================================================================== */
@@ -2717,7 +2590,7 @@ static void run_fail_nth(void (*scenario)(void), const char *name)
     n_enomem_seen = 0;
     begin_alloc();
     for (n = 1; n < 100000; n++) {
-        trace[0] = '\0';
+        tw_test_trace_clear();
         drops = 0;
         arm(n, false);
         scenario();
@@ -2853,34 +2726,34 @@ static void scn_chain_cancel_abandon(void)
     assert_rc(tw_deferred_callback(inner, IV(2)), 0);
     assert_int_equal(ran, 12);
     /* Outer goes on with inner's value, or visibly fails for want of memory. */
-    if (strcmp(trace, "a:1 b:!ENOMEM") == 0)
+    if (strcmp(tw_test_trace, "a:1 b:!ENOMEM") == 0)
         saw_enomem("chain hand-off");
-    else if (strcmp(trace, "a:1 b:2") != 0)
-        fail_msg("chain under allocation failure: trace \"%s\"", trace);
+    else if (strcmp(tw_test_trace, "a:1 b:2") != 0)
+        fail_msg("chain under allocation failure: trace \"%s\"", tw_test_trace);
     assert_rc(tw_deferred_add_both(outer, cb_handle, "h"), 0);
     tw_deferred_unref(inner);
     tw_deferred_unref(outer);
 
     /* Abandoned: TW_EABANDONED, or TW_ENOMEM if that failure could not be made. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     if (RC_OK_OR_ENOMEM(tw_deferred_create(&e, NULL, NULL)) == 0) {
         assert_rc(tw_deferred_add_errback(e, cb_handle, "h"), 0);
         tw_deferred_unref(e);
-        if (strcmp(trace, "h:!ENOMEM") == 0)
+        if (strcmp(tw_test_trace, "h:!ENOMEM") == 0)
             saw_enomem("abandon failure");
-        else if (strcmp(trace, "h:!EABANDONED") != 0)
-            fail_msg("abandoned under allocation failure: trace \"%s\"", trace);
+        else if (strcmp(tw_test_trace, "h:!EABANDONED") != 0)
+            fail_msg("abandoned under allocation failure: trace \"%s\"", tw_test_trace);
     }
 
     /* Cancelled without canceller. */
-    trace[0] = '\0';
+    tw_test_trace_clear();
     if (RC_OK_OR_ENOMEM(tw_deferred_create(&e, NULL, NULL)) == 0) {
         assert_rc(tw_deferred_add_errback(e, cb_handle, "h"), 0);
         assert_rc(tw_deferred_cancel(e), 0);
-        if (strcmp(trace, "h:!ENOMEM") == 0)
+        if (strcmp(tw_test_trace, "h:!ENOMEM") == 0)
             saw_enomem("cancel failure");
-        else if (strcmp(trace, "h:!ECANCELED") != 0)
-            fail_msg("cancel under allocation failure: trace \"%s\"", trace);
+        else if (strcmp(tw_test_trace, "h:!ECANCELED") != 0)
+            fail_msg("cancel under allocation failure: trace \"%s\"", tw_test_trace);
         assert_rc(tw_deferred_callback(e, CV(1)), 0); /* swallowed */
         tw_deferred_unref(e);
     }

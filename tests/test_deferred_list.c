@@ -12,71 +12,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- diagnostics: every report is counted, the last unhandled one kept ---- */
-
-static struct {
-    int unhandled;
-    int other;
-    int last_code;
-    char last_message[512];
-} diags;
-
-static void diag_hook(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    if (d->kind == TW_DIAG_UNHANDLED) {
-        diags.unhandled++;
-        diags.last_code = d->code;
-        snprintf(diags.last_message, sizeof diags.last_message, "%s",
-                 d->message ? d->message : "");
-    } else {
-        diags.other++;
-        fprintf(stderr, "unexpected diagnostic (kind %d, %s) in %s: %s\n", (int)d->kind,
-                tw_err_name(d->code), d->function ? d->function : "?",
-                d->message ? d->message : "");
-    }
-}
-
-static size_t live_at_start;
+/* ---- fixture: every report is recorded; an unhandled failure is expected
+ * (the tests count them), any other kind of report fails the test, and so
+ * does a twine block left behind. ------------------------------------------- */
 
 static int setup(void **state)
 {
     (void)state;
-    memset(&diags, 0, sizeof diags);
-    tw_set_diag_hook(diag_hook, NULL);
-    live_at_start = tw_allocator_live();
+    tw_test_twine_setup(TW_TEST_DIAG_ECHO_OTHER);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    size_t live = tw_allocator_live();
     (void)state;
-    tw_set_diag_hook(NULL, NULL);
-    if (live != live_at_start) {
-        fprintf(stderr, "twine blocks still live after the test: %zu (was %zu)\n", live,
-                live_at_start);
-        return -1;
-    }
-    if (diags.other != 0)
-        return -1;
-    return 0;
+    return tw_test_twine_teardown(TW_TEST_DIAG_BIT(TW_DIAG_UNHANDLED));
 }
 
-/* ---- values and results --------------------------------------------------- */
-
-static int *int_new(int v)
+/* Unhandled-failure reports since setup, and the latest one. */
+static int unhandled(void)
 {
-    int *p = malloc(sizeof *p);
-    assert_non_null(p);
-    *p = v;
-    return p;
+    return tw_test_diag_count_kind(TW_DIAG_UNHANDLED);
 }
 
-static tw_result int_value(int v)
+static const tw_test_diag *last_unhandled(void)
 {
-    return tw_result_value(int_new(v), free);
+    return tw_test_diag_last(TW_DIAG_UNHANDLED);
 }
+
+/* ---- values and results ---------------------------------------------------
+ * Values are malloc'd ints (tw_test_int_value); results are taken with
+ * tw_test_capture (harness.h). */
 
 static int int_of(tw_result r)
 {
@@ -87,47 +53,11 @@ static int int_of(tw_result r)
 
 static void fire_int(tw_deferred *d, int v)
 {
-    assert_rc(tw_deferred_callback(d, int_value(v)), 0);
-}
-
-static tw_deferred *new_deferred(void)
-{
-    tw_deferred *d = NULL;
-    assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
-    assert_non_null(d);
-    return d;
-}
-
-/* The result a Deferred reached, taken by a callback on both sides. */
-struct capture {
-    int calls;
-    tw_result r;
-};
-
-static tw_result capture_cb(tw_result r, void *arg)
-{
-    struct capture *c = arg;
-    if (c->calls++ > 0)
-        tw_result_drop(c->r);
-    c->r = r;
-    return tw_result_none();
-}
-
-static void capture(tw_deferred *d, struct capture *c)
-{
-    c->calls = 0;
-    c->r = tw_result_none();
-    assert_rc(tw_deferred_add_both(d, capture_cb, c), 0);
-}
-
-static void capture_release(struct capture *c)
-{
-    tw_result_drop(c->r);
-    c->r = tw_result_none();
+    assert_rc(tw_deferred_callback(d, tw_test_int_value(v)), 0);
 }
 
 /* The list value a capture took (fails unless it is one). */
-static tw_list_result *captured_list(struct capture *c)
+static tw_list_result *captured_list(tw_test_capture *c)
 {
     assert_int_equal(c->calls, 1);
     assert_true(tw_result_is_value(c->r));
@@ -135,7 +65,7 @@ static tw_list_result *captured_list(struct capture *c)
     return c->r.ptr;
 }
 
-static tw_failure *captured_failure(struct capture *c)
+static tw_failure *captured_failure(tw_test_capture *c)
 {
     assert_int_equal(c->calls, 1);
     assert_true(tw_result_is_failure(c->r));
@@ -196,13 +126,13 @@ enum { APP_CODE = -1001, APP_CODE2 = -1002 };
 static void test_list_plain_order(void **state)
 {
     tw_deferred *in[3], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
     for (int i = 0; i < 3; i++)
-        in[i] = new_deferred();
+        in[i] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 3, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
 
     fire_int(in[2], 30);
     assert_false(tw_deferred_called(list));
@@ -220,11 +150,11 @@ static void test_list_plain_order(void **state)
     for (int i = 0; i < 3; i++)
         assert_none_now(in[i]); /* the list took the value */
 
-    capture_release(&c);
+    tw_test_capture_release(&c);
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* The list owns the values it took: the exact pointer with its drop; dropping
@@ -232,20 +162,20 @@ static void test_list_plain_order(void **state)
 static void test_list_takes_value_pointer(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
-    int *p0 = int_new(7), *p1 = int_new(8);
+    int *p0 = tw_test_int_new(7), *p1 = tw_test_int_new(8);
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_rc(tw_deferred_callback(in[0], tw_result_value(p0, free)), 0);
     assert_rc(tw_deferred_callback(in[1], tw_result_value(p1, free)), 0);
     lr = captured_list(&c);
     assert_ptr_equal(lr->items[0].result.ptr, p0);
     assert_ptr_equal(lr->items[1].result.ptr, p1);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(in[1]);
     tw_deferred_unref(list);
@@ -256,8 +186,8 @@ static void test_list_result_freed_with_list(void **state)
 {
     tw_deferred *in[2], *list;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, TW_LIST_CONSUME_ERRORS, &list), 0);
     fire_int(in[0], 1);
     assert_rc(tw_deferred_errback(in[1], tw_failure_new(APP_CODE, "boom")), 0);
@@ -265,7 +195,7 @@ static void test_list_result_freed_with_list(void **state)
     tw_deferred_unref(list);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(in[1]);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* A failed input appears as ok == false with the input's own failure (the
@@ -274,13 +204,13 @@ static void test_list_plain_failure_kept_by_input(void **state)
 {
     tw_deferred *in[2], *list;
     tw_failure *f;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     f = tw_failure_new(APP_CODE, "boom %d", 1);
     assert_rc(tw_deferred_errback(in[0], f), 0); /* f is borrowed from here on */
     assert_false(tw_deferred_called(list));
@@ -292,18 +222,18 @@ static void test_list_plain_failure_kept_by_input(void **state)
     assert_ptr_equal(tw_result_as_failure(lr->items[0].result), f);
     assert_item_value(lr, 1, 5);
     assert_failure_now(in[0], f); /* no CONSUME_ERRORS: the input keeps it */
-    capture_release(&c);
+    tw_test_capture_release(&c);
 
     /* Unhandled on the input: reported once when it is freed, with its code,
      * its message and where the input was created. */
     tw_deferred_unref(in[0]);
-    assert_int_equal(diags.unhandled, 1);
-    assert_int_equal(diags.last_code, APP_CODE);
-    assert_non_null(strstr(diags.last_message, "boom 1"));
-    assert_non_null(strstr(diags.last_message, "test_deferred_list.c"));
+    assert_int_equal(unhandled(), 1);
+    assert_int_equal(last_unhandled()->code, APP_CODE);
+    assert_non_null(strstr(last_unhandled()->message, "boom 1"));
+    assert_non_null(strstr(last_unhandled()->message, "test_deferred_list.c"));
     tw_deferred_unref(in[1]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 1);
+    assert_int_equal(unhandled(), 1);
 }
 
 /* CONSUME_ERRORS: the input's own chain continues with none (callbacks added
@@ -320,23 +250,23 @@ static tw_result count_cb(tw_result r, void *arg)
 static void test_list_consume_errors(void **state)
 {
     tw_deferred *in[1], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     int later = 0;
     (void)state;
-    in[0] = new_deferred();
+    in[0] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 1, TW_LIST_CONSUME_ERRORS, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_rc(tw_deferred_errback(in[0], tw_failure_new(APP_CODE, "eaten")), 0);
     lr = captured_list(&c);
     assert_item_failure(lr, 0, APP_CODE); /* the list still has its reference */
     assert_none_now(in[0]);
     assert_rc(tw_deferred_add_callbacks(in[0], count_cb, &later, handle_eb, NULL), 0);
     assert_int_equal(later, 1);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* ==== every flag combination ================================================= */
@@ -352,7 +282,7 @@ static void run_flags_case(unsigned flags, bool fail_first)
 {
     tw_deferred *in[3], *list;
     tw_failure *f;
-    struct capture c;
+    tw_test_capture c;
     bool fooc = flags & TW_LIST_FIRE_ON_ONE_CALLBACK;
     bool fooe = flags & TW_LIST_FIRE_ON_ONE_ERRBACK;
     bool consume = flags & TW_LIST_CONSUME_ERRORS;
@@ -362,9 +292,9 @@ static void run_flags_case(unsigned flags, bool fail_first)
     size_t expect_index;
 
     for (int i = 0; i < 3; i++)
-        in[i] = new_deferred();
+        in[i] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 3, flags, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     f = tw_failure_new(APP_CODE, "input one");
 
     for (int step = 0; step < 3; step++) {
@@ -424,7 +354,7 @@ static void run_flags_case(unsigned flags, bool fail_first)
         if (expect_index == 0)
             assert_false(lr->items[2].done); /* 2 came after the list fired */
     }
-    capture_release(&c);
+    tw_test_capture_release(&c);
 
     /* The failed input: none with CONSUME_ERRORS (also when it came after the
      * list fired), its own failure otherwise. */
@@ -436,12 +366,12 @@ static void run_flags_case(unsigned flags, bool fail_first)
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    if (diags.unhandled != (consume ? 0 : 1))
+    if (unhandled() != (consume ? 0 : 1))
         fail_msg("flags %u (%s first): %d unhandled reports, expected %d", flags,
-                 fail_first ? "failure" : "value", diags.unhandled, consume ? 0 : 1);
+                 fail_first ? "failure" : "value", unhandled(), consume ? 0 : 1);
     if (!consume)
-        assert_int_equal(diags.last_code, APP_CODE);
-    diags.unhandled = 0;
+        assert_int_equal(last_unhandled()->code, APP_CODE);
+    tw_test_diag_reset_kind(TW_DIAG_UNHANDLED);
 }
 
 static void test_list_every_flag_combination(void **state)
@@ -457,14 +387,14 @@ static void test_list_every_flag_combination(void **state)
 static void test_list_fooc_all_fail(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, TW_LIST_FIRE_ON_ONE_CALLBACK | TW_LIST_CONSUME_ERRORS,
                                &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_rc(tw_deferred_errback(in[1], tw_failure_new(APP_CODE2, NULL)), 0);
     assert_false(tw_deferred_called(list));
     assert_rc(tw_deferred_errback(in[0], tw_failure_new(APP_CODE, NULL)), 0);
@@ -472,24 +402,24 @@ static void test_list_fooc_all_fail(void **state)
     assert_int_equal(lr->index, SIZE_MAX);
     assert_item_failure(lr, 0, APP_CODE);
     assert_item_failure(lr, 1, APP_CODE2);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(in[1]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* FIRE_ON_ONE_ERRBACK when every input succeeds: fires normally at the end. */
 static void test_list_fooe_all_succeed(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, TW_LIST_FIRE_ON_ONE_ERRBACK, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     fire_int(in[0], 1);
     assert_false(tw_deferred_called(list));
     fire_int(in[1], 2);
@@ -497,7 +427,7 @@ static void test_list_fooe_all_succeed(void **state)
     assert_int_equal(lr->index, SIZE_MAX);
     assert_item_value(lr, 0, 1);
     assert_item_value(lr, 1, 2);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(in[1]);
     tw_deferred_unref(list);
@@ -508,15 +438,15 @@ static void test_list_failure_unhandled_reported(void **state)
 {
     tw_deferred *in[1], *list;
     (void)state;
-    in[0] = new_deferred();
+    in[0] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 1, TW_LIST_FIRE_ON_ONE_ERRBACK | TW_LIST_CONSUME_ERRORS,
                                &list), 0);
     assert_rc(tw_deferred_errback(in[0], tw_failure_new(APP_CODE, "first")), 0);
     assert_true(tw_deferred_called(list));
     tw_deferred_unref(in[0]);
-    assert_int_equal(diags.unhandled, 0); /* consumed on the input */
+    assert_int_equal(unhandled(), 0); /* consumed on the input */
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 1); /* but not on the list */
+    assert_int_equal(unhandled(), 1); /* but not on the list */
 }
 
 /* ==== inputs already fired, empty lists ======================================= */
@@ -525,15 +455,15 @@ static void test_list_inputs_already_fired(void **state)
 {
     tw_deferred *in[3], *list;
     tw_failure *f = tw_failure_new(APP_CODE, "was failed");
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    assert_rc(tw_deferred_succeed(&in[0], int_new(1), free), 0);
+    assert_rc(tw_deferred_succeed(&in[0], tw_test_int_new(1), free), 0);
     assert_rc(tw_deferred_fail(&in[1], tw_failure_ref(f)), 0);
-    assert_rc(tw_deferred_succeed(&in[2], int_new(3), free), 0);
+    assert_rc(tw_deferred_succeed(&in[2], tw_test_int_new(3), free), 0);
     assert_rc(tw_deferred_list(in, 3, 0, &list), 0);
     assert_true(tw_deferred_called(list)); /* at construction */
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     lr = captured_list(&c);
     assert_int_equal(lr->index, SIZE_MAX);
     assert_item_value(lr, 0, 1);
@@ -542,57 +472,57 @@ static void test_list_inputs_already_fired(void **state)
     assert_item_value(lr, 2, 3);
     assert_none_now(in[0]);
     assert_failure_now(in[1], f);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_failure_unref(f);
     assert_rc(tw_deferred_add_errback(in[1], handle_eb, NULL), 0);
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* Already-fired inputs are processed at construction, in input order. */
 static void test_list_already_fired_fire_on_one(void **state)
 {
     tw_deferred *in[3], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
 
     /* FIRE_ON_ONE_CALLBACK: input 0 pending, 1 and 2 fired: fires with #1. */
-    in[0] = new_deferred();
-    assert_rc(tw_deferred_succeed(&in[1], int_new(11), free), 0);
-    assert_rc(tw_deferred_succeed(&in[2], int_new(22), free), 0);
+    in[0] = tw_test_new_deferred();
+    assert_rc(tw_deferred_succeed(&in[1], tw_test_int_new(11), free), 0);
+    assert_rc(tw_deferred_succeed(&in[2], tw_test_int_new(22), free), 0);
     assert_rc(tw_deferred_list(in, 3, TW_LIST_FIRE_ON_ONE_CALLBACK, &list), 0);
     assert_true(tw_deferred_called(list));
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     lr = captured_list(&c);
     assert_int_equal(lr->index, 1);
     assert_item_value(lr, 1, 11);
     assert_false(lr->items[0].done);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(list);
     fire_int(in[0], 0); /* after the list fired and was freed: nothing breaks */
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
 
     /* FIRE_ON_ONE_ERRBACK: #0 succeeded, #1 failed, #2 pending: fails with #1. */
-    assert_rc(tw_deferred_succeed(&in[0], int_new(1), free), 0);
+    assert_rc(tw_deferred_succeed(&in[0], tw_test_int_new(1), free), 0);
     assert_rc(tw_deferred_fail(&in[1], tw_failure_new(APP_CODE, NULL)), 0);
-    in[2] = new_deferred();
+    in[2] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 3, TW_LIST_FIRE_ON_ONE_ERRBACK | TW_LIST_CONSUME_ERRORS,
                                &list), 0);
     assert_true(tw_deferred_called(list));
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_int_equal(tw_failure_index(captured_failure(&c)), 1);
     assert_int_equal(tw_failure_code(tw_failure_cause(captured_failure(&c))), APP_CODE);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(list);
     assert_rc(tw_deferred_errback(in[2], tw_failure_new(APP_CODE2, NULL)), 0);
     assert_none_now(in[2]); /* consumed even though the list had fired */
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* An empty list fires at once, whatever the flags (Twisted never fires one
@@ -603,17 +533,17 @@ static void test_list_empty(void **state)
     (void)state;
     for (unsigned flags = 0; flags < 8; flags++) {
         tw_deferred *list = NULL;
-        struct capture c;
+        tw_test_capture c;
         tw_list_result *lr;
         assert_rc(tw_deferred_list(none, 0, flags, &list), 0);
         assert_non_null(list);
         if (!tw_deferred_called(list))
             fail_msg("empty list with flags %u did not fire at once", flags);
-        capture(list, &c);
+        tw_test_capture_add(list, &c);
         lr = captured_list(&c);
         assert_int_equal(lr->count, 0);
         assert_int_equal(lr->index, SIZE_MAX);
-        capture_release(&c);
+        tw_test_capture_release(&c);
         tw_deferred_unref(list);
     }
 }
@@ -624,14 +554,14 @@ static void test_list_many_inputs(void **state)
     enum { N = 1000 };
     tw_deferred **in = calloc(N, sizeof *in);
     tw_deferred *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
     assert_non_null(in);
     for (int i = 0; i < N; i++)
-        in[i] = new_deferred();
+        in[i] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, N, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     for (int i = N - 1; i >= 0; i--) {
         assert_false(tw_deferred_called(list));
         fire_int(in[i], i * 3);
@@ -640,7 +570,7 @@ static void test_list_many_inputs(void **state)
     assert_int_equal(lr->count, N);
     for (int i = 0; i < N; i++)
         assert_item_value(lr, (size_t)i, i * 3);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     for (int i = 0; i < N; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
@@ -659,7 +589,7 @@ static void canceller(tw_deferred *d, void *arg)
     struct canceller_state *s = arg;
     s->calls++;
     if (s->fire_with)
-        assert_rc(tw_deferred_callback(d, int_value(s->fire_with)), 0);
+        assert_rc(tw_deferred_callback(d, tw_test_int_value(s->fire_with)), 0);
 }
 
 /* Cancelling the list cancels the inputs that have not reached it; with
@@ -669,13 +599,13 @@ static void test_list_cancel_cancels_inputs(void **state)
 {
     tw_deferred *in[3], *list;
     struct canceller_state cs[3] = {{0, 0}, {0, 0}, {0, 0}};
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
     for (int i = 0; i < 3; i++)
         assert_rc(tw_deferred_create(&in[i], canceller, &cs[i]), 0);
     assert_rc(tw_deferred_list(in, 3, TW_LIST_CONSUME_ERRORS, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     fire_int(in[1], 42); /* reached the list: not cancelled */
 
     assert_rc(tw_deferred_cancel(list), 0);
@@ -690,7 +620,7 @@ static void test_list_cancel_cancels_inputs(void **state)
     assert_item_failure(lr, 0, TW_ECANCELED);
     assert_item_value(lr, 1, 42);
     assert_item_failure(lr, 2, TW_ECANCELED);
-    capture_release(&c);
+    tw_test_capture_release(&c);
 
     /* Cancelling again, now that the list has its result, does nothing. */
     assert_rc(tw_deferred_cancel(list), 0);
@@ -698,7 +628,7 @@ static void test_list_cancel_cancels_inputs(void **state)
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* Inputs without cancellers fail with TW_ECANCELED; their producers' one late
@@ -707,19 +637,19 @@ static void test_list_cancel_cancels_inputs(void **state)
 static void test_list_cancel_no_canceller(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_rc(tw_deferred_cancel(list), 0);
     lr = captured_list(&c);
     assert_item_failure(lr, 0, TW_ECANCELED);
     assert_item_failure(lr, 1, TW_ECANCELED);
-    capture_release(&c);
-    assert_rc(tw_deferred_callback(in[0], int_value(1)), 0); /* swallowed */
+    tw_test_capture_release(&c);
+    assert_rc(tw_deferred_callback(in[0], tw_test_int_value(1)), 0); /* swallowed */
     for (int i = 0; i < 2; i++) {
         tw_result r;
         assert_true(tw_deferred_peek(in[i], &r));
@@ -730,7 +660,7 @@ static void test_list_cancel_no_canceller(void **state)
     for (int i = 0; i < 2; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* Inputs whose cancellers fire them with a value make the list fire normally. */
@@ -738,13 +668,13 @@ static void test_list_cancel_inputs_fire_normally(void **state)
 {
     tw_deferred *in[2], *list;
     struct canceller_state cs[2] = {{0, 100}, {0, 200}};
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
     for (int i = 0; i < 2; i++)
         assert_rc(tw_deferred_create(&in[i], canceller, &cs[i]), 0);
     assert_rc(tw_deferred_list(in, 2, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_rc(tw_deferred_cancel(list), 0);
     assert_int_equal(cs[0].calls, 1);
     assert_int_equal(cs[1].calls, 1);
@@ -752,35 +682,35 @@ static void test_list_cancel_inputs_fire_normally(void **state)
     assert_int_equal(lr->index, SIZE_MAX);
     assert_item_value(lr, 0, 100);
     assert_item_value(lr, 1, 200);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     for (int i = 0; i < 2; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* FIRE_ON_ONE_ERRBACK + cancel: the first cancelled input fails the list. */
 static void test_list_cancel_fooe(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_failure *lf;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, TW_LIST_FIRE_ON_ONE_ERRBACK | TW_LIST_CONSUME_ERRORS,
                                &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     assert_rc(tw_deferred_cancel(list), 0);
     lf = captured_failure(&c);
     assert_int_equal(tw_failure_index(lf), 0);
     assert_non_null(tw_failure_find(lf, TW_ECANCELED));
-    capture_release(&c);
+    tw_test_capture_release(&c);
     assert_true(tw_deferred_called(in[1]));
     for (int i = 0; i < 2; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* The list has fired and a callback on it returned a Deferred: cancelling the
@@ -800,14 +730,14 @@ static void test_list_cancel_forwards_when_waiting(void **state)
 {
     tw_deferred *in[1], *list;
     struct canceller_state in_cs = {0, 0}, inner_cs = {0, 0};
-    struct capture c;
+    tw_test_capture c;
     int seen = -1;
     (void)state;
     assert_rc(tw_deferred_create(&in[0], canceller, &in_cs), 0);
     assert_rc(tw_deferred_create(&inner, canceller, &inner_cs), 0);
     assert_rc(tw_deferred_list(in, 1, 0, &list), 0);
     assert_rc(tw_deferred_add_callback(list, return_inner, &seen), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     fire_int(in[0], 1);
     assert_int_equal(seen, 1);
     assert_true(tw_deferred_called(list));
@@ -820,13 +750,13 @@ static void test_list_cancel_forwards_when_waiting(void **state)
     assert_true(tw_deferred_called(inner));
     assert_null(tw_deferred_waiting_on(list));
     assert_int_equal(tw_failure_code(captured_failure(&c)), TW_ECANCELED);
-    capture_release(&c);
+    tw_test_capture_release(&c);
 
     tw_deferred_unref(inner);
     inner = NULL;
     tw_deferred_unref(in[0]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* An input that has fired but waits on a chained Deferred has not reached the
@@ -845,15 +775,15 @@ static void test_list_cancel_input_waiting_on_chain(void **state)
 {
     tw_deferred *in[2], *list;
     struct canceller_state cs = {0, 0};
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_create(&chained, canceller, &cs), 0);
     assert_rc(tw_deferred_add_callback(in[0], return_chained, NULL), 0);
     assert_rc(tw_deferred_list(in, 2, TW_LIST_CONSUME_ERRORS, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     fire_int(in[0], 1);
     assert_ptr_equal(tw_deferred_waiting_on(in[0]), chained);
     tw_deferred_unref(in[0]); /* the caller lets go; the chain still needs it */
@@ -865,12 +795,12 @@ static void test_list_cancel_input_waiting_on_chain(void **state)
     lr = captured_list(&c);
     assert_item_failure(lr, 0, TW_ECANCELED);
     assert_item_failure(lr, 1, TW_ECANCELED);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(chained);
     chained = NULL;
     tw_deferred_unref(in[1]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* A list that fired early (FIRE_ON_ONE_CALLBACK) and waits on nothing has its
@@ -880,23 +810,23 @@ static void test_list_cancel_after_early_fire(void **state)
 {
     tw_deferred *in[2], *list;
     struct canceller_state cs = {0, 0};
-    struct capture c;
+    tw_test_capture c;
     (void)state;
-    in[0] = new_deferred();
+    in[0] = tw_test_new_deferred();
     assert_rc(tw_deferred_create(&in[1], canceller, &cs), 0);
     assert_rc(tw_deferred_list(in, 2, TW_LIST_FIRE_ON_ONE_CALLBACK, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     fire_int(in[0], 1);
     assert_int_equal(captured_list(&c)->index, 0);
     assert_rc(tw_deferred_cancel(list), 0);
     assert_int_equal(cs.calls, 0);
     assert_false(tw_deferred_called(in[1]));
-    capture_release(&c);
+    tw_test_capture_release(&c);
     fire_int(in[1], 2);
     for (int i = 0; i < 2; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* Invalid arguments are TW_EINVAL and attach nothing: an input of a refused
@@ -906,7 +836,7 @@ static void test_list_invalid_arguments(void **state)
     tw_deferred *in[2], *list = NULL;
     tw_result r;
     (void)state;
-    in[0] = new_deferred();
+    in[0] = tw_test_new_deferred();
     in[1] = NULL;
     assert_rc(tw_deferred_list(in, 1, 0, NULL), TW_EINVAL);
     assert_rc(tw_deferred_list(NULL, 1, 0, &list), TW_EINVAL);
@@ -928,25 +858,25 @@ static void test_list_invalid_arguments(void **state)
 static void test_list_abandoned_input(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, TW_LIST_CONSUME_ERRORS, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     tw_deferred_unref(in[0]);
     in[0] = NULL;
     assert_false(tw_deferred_called(list));
-    assert_int_equal(diags.unhandled, 0); /* consumed */
+    assert_int_equal(unhandled(), 0); /* consumed */
     assert_rc(tw_deferred_cancel(list), 0); /* cancels in[1] only */
     lr = captured_list(&c);
     assert_item_failure(lr, 0, TW_EABANDONED);
     assert_item_failure(lr, 1, TW_ECANCELED);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(in[1]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 /* Without CONSUME_ERRORS the abandoned input keeps its failure, which is
@@ -954,24 +884,24 @@ static void test_list_abandoned_input(void **state)
 static void test_list_abandoned_input_reported(void **state)
 {
     tw_deferred *in[2], *list;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_deferred_list(in, 2, 0, &list), 0);
-    capture(list, &c);
+    tw_test_capture_add(list, &c);
     tw_deferred_unref(in[1]);
-    assert_int_equal(diags.unhandled, 1);
-    assert_int_equal(diags.last_code, TW_EABANDONED);
+    assert_int_equal(unhandled(), 1);
+    assert_int_equal(last_unhandled()->code, TW_EABANDONED);
     fire_int(in[0], 9);
     lr = captured_list(&c);
     assert_item_value(lr, 0, 9);
     assert_item_failure(lr, 1, TW_EABANDONED);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(list);
-    assert_int_equal(diags.unhandled, 1);
+    assert_int_equal(unhandled(), 1);
 }
 
 /* ==== gather_results ============================================================ */
@@ -979,13 +909,13 @@ static void test_list_abandoned_input_reported(void **state)
 static void test_gather_values_in_order(void **state)
 {
     tw_deferred *in[3], *g;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
     for (int i = 0; i < 3; i++)
-        in[i] = new_deferred();
+        in[i] = tw_test_new_deferred();
     assert_rc(tw_gather_results(in, 3, false, &g), 0);
-    capture(g, &c);
+    tw_test_capture_add(g, &c);
     fire_int(in[1], 2);
     fire_int(in[2], 3);
     assert_false(tw_deferred_called(g));
@@ -996,7 +926,7 @@ static void test_gather_values_in_order(void **state)
         assert_item_value(lr, (size_t)i, i + 1);
     for (int i = 0; i < 3; i++)
         assert_none_now(in[i]);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(g);
@@ -1008,12 +938,12 @@ static void run_gather_failure(bool consume)
 {
     tw_deferred *in[3], *g;
     tw_failure *f1, *f2, *gf;
-    struct capture c;
+    tw_test_capture c;
     (void)consume;
     for (int i = 0; i < 3; i++)
-        in[i] = new_deferred();
+        in[i] = tw_test_new_deferred();
     assert_rc(tw_gather_results(in, 3, consume, &g), 0);
-    capture(g, &c);
+    tw_test_capture_add(g, &c);
     fire_int(in[0], 1);
     f1 = tw_failure_new(APP_CODE, "disk on fire");
     assert_rc(tw_deferred_errback(in[1], f1), 0);
@@ -1029,7 +959,7 @@ static void run_gather_failure(bool consume)
         fail_msg("gather failure message: \"%s\"", tw_failure_message(gf));
     assert_non_null(strstr(tw_failure_message(gf), "disk on fire"));
     assert_int_equal(tw_failure_index(f1), SIZE_MAX); /* only the list's failure has one */
-    capture_release(&c);
+    tw_test_capture_release(&c);
 
     if (consume) {
         assert_none_now(in[1]);
@@ -1043,7 +973,7 @@ static void run_gather_failure(bool consume)
     for (int i = 0; i < 3; i++)
         tw_deferred_unref(in[i]);
     tw_deferred_unref(g);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 static void test_gather_first_failure(void **state)
@@ -1062,47 +992,47 @@ static void test_gather_first_failure_consume(void **state)
 static void test_gather_unconsumed_reported(void **state)
 {
     tw_deferred *in[2], *g;
-    struct capture c;
+    tw_test_capture c;
     (void)state;
-    in[0] = new_deferred();
-    in[1] = new_deferred();
+    in[0] = tw_test_new_deferred();
+    in[1] = tw_test_new_deferred();
     assert_rc(tw_gather_results(in, 2, false, &g), 0);
-    capture(g, &c);
+    tw_test_capture_add(g, &c);
     assert_rc(tw_deferred_errback(in[0], tw_failure_new(APP_CODE, NULL)), 0);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(g);
     tw_deferred_unref(in[0]);
-    assert_int_equal(diags.unhandled, 1);
-    assert_int_equal(diags.last_code, APP_CODE);
+    assert_int_equal(unhandled(), 1);
+    assert_int_equal(last_unhandled()->code, APP_CODE);
     fire_int(in[1], 5); /* after the gather was freed */
     tw_deferred_unref(in[1]);
-    assert_int_equal(diags.unhandled, 1);
+    assert_int_equal(unhandled(), 1);
 }
 
 static void test_gather_already_fired_and_empty(void **state)
 {
     tw_deferred *in[2], *g;
-    struct capture c;
+    tw_test_capture c;
     tw_list_result *lr;
     (void)state;
-    assert_rc(tw_deferred_succeed(&in[0], int_new(4), free), 0);
-    assert_rc(tw_deferred_succeed(&in[1], int_new(5), free), 0);
+    assert_rc(tw_deferred_succeed(&in[0], tw_test_int_new(4), free), 0);
+    assert_rc(tw_deferred_succeed(&in[1], tw_test_int_new(5), free), 0);
     assert_rc(tw_gather_results(in, 2, false, &g), 0);
     assert_true(tw_deferred_called(g));
-    capture(g, &c);
+    tw_test_capture_add(g, &c);
     lr = captured_list(&c);
     assert_item_value(lr, 0, 4);
     assert_item_value(lr, 1, 5);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(g);
     tw_deferred_unref(in[0]);
     tw_deferred_unref(in[1]);
 
     assert_rc(tw_gather_results(in, 0, true, &g), 0);
     assert_true(tw_deferred_called(g));
-    capture(g, &c);
+    tw_test_capture_add(g, &c);
     assert_int_equal(captured_list(&c)->count, 0);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(g);
 }
 
@@ -1111,24 +1041,24 @@ static void test_gather_cancel(void **state)
 {
     tw_deferred *in[2], *g;
     struct canceller_state cs[2] = {{0, 0}, {0, 0}};
-    struct capture c;
+    tw_test_capture c;
     (void)state;
     for (int i = 0; i < 2; i++)
         assert_rc(tw_deferred_create(&in[i], canceller, &cs[i]), 0);
     assert_rc(tw_gather_results(in, 2, true, &g), 0);
-    capture(g, &c);
+    tw_test_capture_add(g, &c);
     assert_rc(tw_deferred_cancel(g), 0);
     assert_int_equal(cs[0].calls, 1);
     assert_int_equal(cs[1].calls, 1);
     assert_int_equal(tw_failure_code(captured_failure(&c)), TW_ECANCELED);
     assert_int_equal(tw_failure_index(captured_failure(&c)), 0);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     for (int i = 0; i < 2; i++) {
         assert_none_now(in[i]);
         tw_deferred_unref(in[i]);
     }
     tw_deferred_unref(g);
-    assert_int_equal(diags.unhandled, 0);
+    assert_int_equal(unhandled(), 0);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)

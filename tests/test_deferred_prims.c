@@ -12,93 +12,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- diagnostics and leaks ---------------------------------------------------- */
-
-static struct {
-    int unhandled;
-    int other;
-} diags;
-
-static void diag_hook(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    if (d->kind == TW_DIAG_UNHANDLED)
-        diags.unhandled++;
-    else
-        diags.other++;
-    fprintf(stderr, "diagnostic (kind %d, %s) in %s: %s\n", (int)d->kind, tw_err_name(d->code),
-            d->function ? d->function : "?", d->message ? d->message : "");
-}
-
-static size_t live_at_start;
+/* ---- fixture: any diagnostic report fails the test, and so does a twine
+ * block left behind -------------------------------------------------------------- */
 
 static int setup(void **state)
 {
     (void)state;
-    memset(&diags, 0, sizeof diags);
-    tw_set_diag_hook(diag_hook, NULL);
-    live_at_start = tw_allocator_live();
+    tw_test_twine_setup(TW_TEST_DIAG_ECHO_ALL);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    size_t live = tw_allocator_live();
     (void)state;
-    tw_set_diag_hook(NULL, NULL);
-    if (live != live_at_start) {
-        fprintf(stderr, "twine blocks still live after the test: %zu (was %zu)\n", live,
-                live_at_start);
-        return -1;
-    }
-    return diags.unhandled == 0 && diags.other == 0 ? 0 : -1;
+    return tw_test_twine_teardown(TW_TEST_DIAGS_NONE);
 }
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-static int *int_new(int v)
-{
-    int *p = malloc(sizeof *p);
-    assert_non_null(p);
-    *p = v;
-    return p;
-}
-
-static tw_result int_value(int v)
-{
-    return tw_result_value(int_new(v), free);
-}
-
-static tw_deferred *new_deferred(void)
-{
-    tw_deferred *d = NULL;
-    assert_rc(tw_deferred_create(&d, NULL, NULL), 0);
-    return d;
-}
-
-/* Takes the result a Deferred reached (both sides). */
-struct capture {
-    int calls;
-    tw_result r;
-};
-
-static tw_result capture_cb(tw_result r, void *arg)
-{
-    struct capture *c = arg;
-    if (c->calls++ > 0)
-        tw_result_drop(c->r);
-    c->r = r;
-    return tw_result_none();
-}
-
-static void capture(tw_deferred *d, struct capture *c)
-{
-    c->calls = 0;
-    c->r = tw_result_none();
-    assert_rc(tw_deferred_add_both(d, capture_cb, c), 0);
-}
-
-static int captured_int(struct capture *c)
+static int captured_int(tw_test_capture *c)
 {
     assert_int_equal(c->calls, 1);
     assert_true(tw_result_is_value(c->r));
@@ -106,17 +38,11 @@ static int captured_int(struct capture *c)
     return *(int *)c->r.ptr;
 }
 
-static int captured_code(struct capture *c)
+static int captured_code(tw_test_capture *c)
 {
     assert_int_equal(c->calls, 1);
     assert_true(tw_result_is_failure(c->r));
     return tw_failure_code(tw_result_as_failure(c->r));
-}
-
-static void capture_release(struct capture *c)
-{
-    tw_result_drop(c->r);
-    c->r = tw_result_none();
 }
 
 /* An append-only log of events; a waiter logs its id when granted, 1000 + id
@@ -408,18 +334,18 @@ static void test_dlock_run_value_and_failure(void **state)
 {
     tw_dlock l = TW_DLOCK_INIT;
     struct job j = {.lock = &l};
-    struct capture c;
+    tw_test_capture c;
     tw_deferred *out;
     (void)state;
 
-    j.ret = int_value(5);
+    j.ret = tw_test_int_value(5);
     assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
     assert_int_equal(j.calls, 1);
     assert_true(j.held_inside);
     assert_false(tw_dlock_locked(&l));
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
     assert_int_equal(captured_int(&c), 5);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(out);
 
     j.ret = tw_result_fail(APP_CODE, "critical section failed");
@@ -427,9 +353,9 @@ static void test_dlock_run_value_and_failure(void **state)
     assert_int_equal(j.calls, 2);
     assert_true(j.held_inside);
     assert_false(tw_dlock_locked(&l)); /* released on failure too */
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
     assert_int_equal(captured_code(&c), APP_CODE);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(out);
 }
 
@@ -439,17 +365,17 @@ static void test_dlock_run_deferred(void **state)
 {
     tw_dlock l = TW_DLOCK_INIT;
     struct job j = {.lock = &l};
-    struct capture c;
+    tw_test_capture c;
     tw_deferred *inner, *out, *other;
     struct waiter w = {.id = 3};
     (void)state;
     log_reset();
 
     for (int fails = 0; fails < 2; fails++) {
-        inner = new_deferred();
+        inner = tw_test_new_deferred();
         j.ret = tw_result_deferred(tw_deferred_ref(inner));
         assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
-        capture(out, &c);
+        tw_test_capture_add(out, &c);
         assert_true(tw_dlock_locked(&l));
         assert_int_equal(c.calls, 0);
         other = lock_waiter(&l, &w); /* must wait for the inner Deferred */
@@ -457,7 +383,7 @@ static void test_dlock_run_deferred(void **state)
         if (fails)
             assert_rc(tw_deferred_errback(inner, tw_failure_new(APP_CODE, NULL)), 0);
         else
-            assert_rc(tw_deferred_callback(inner, int_value(9)), 0);
+            assert_rc(tw_deferred_callback(inner, tw_test_int_value(9)), 0);
         if (fails)
             assert_int_equal(captured_code(&c), APP_CODE);
         else
@@ -465,7 +391,7 @@ static void test_dlock_run_deferred(void **state)
         EXPECT_LOG(3); /* released: handed to the waiter */
         assert_rc(tw_dlock_release(&l), 0);
         assert_false(tw_dlock_locked(&l));
-        capture_release(&c);
+        tw_test_capture_release(&c);
         tw_deferred_unref(inner);
         tw_deferred_unref(out);
         tw_deferred_unref(other);
@@ -481,18 +407,18 @@ static void test_dlock_run_waits_and_null_out(void **state)
     struct job j = {.lock = &l};
     struct job k = {.lock = &l};
     tw_deferred *holder, *out, *inner;
-    struct capture c;
+    tw_test_capture c;
     (void)state;
     assert_rc(tw_dlock_acquire(&l, &holder), 0);
-    j.ret = int_value(1);
+    j.ret = tw_test_int_value(1);
     assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
     assert_rc(tw_dlock_run(&l, job_fn, &k, NULL), 0); /* out == NULL */
-    inner = new_deferred();
+    inner = tw_test_new_deferred();
     k.ret = tw_result_deferred(tw_deferred_ref(inner));
     assert_int_equal(j.calls, 0);
     assert_int_equal(k.calls, 0);
     assert_int_equal(tw_dlock_waiting(&l), 2);
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
 
     assert_rc(tw_dlock_release(&l), 0); /* j runs, releases, k runs and waits on inner */
     assert_int_equal(j.calls, 1);
@@ -501,17 +427,17 @@ static void test_dlock_run_waits_and_null_out(void **state)
     assert_int_equal(k.calls, 1);
     assert_true(k.held_inside);
     assert_true(tw_dlock_locked(&l));
-    assert_rc(tw_deferred_callback(inner, int_value(2)), 0); /* dropped: nobody wanted it */
+    assert_rc(tw_deferred_callback(inner, tw_test_int_value(2)), 0); /* dropped: nobody wanted it */
     assert_false(tw_dlock_locked(&l));
     assert_int_equal(tw_dlock_waiting(&l), 0);
 
     /* out == NULL on a free lock, with a plain value. */
-    j.ret = int_value(3);
+    j.ret = tw_test_int_value(3);
     assert_rc(tw_dlock_run(&l, job_fn, &j, NULL), 0);
     assert_int_equal(j.calls, 2);
     assert_false(tw_dlock_locked(&l));
 
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(holder);
     tw_deferred_unref(out);
     tw_deferred_unref(inner);
@@ -535,14 +461,14 @@ static void test_dlock_run_cancel(void **state)
     tw_dlock l = TW_DLOCK_INIT;
     struct job j = {.lock = &l};
     struct counting_canceller cc = {0};
-    struct capture c;
+    tw_test_capture c;
     tw_deferred *holder, *out, *inner;
     (void)state;
 
     assert_rc(tw_dlock_acquire(&l, &holder), 0);
-    j.ret = int_value(1);
+    j.ret = tw_test_int_value(1);
     assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
     assert_int_equal(tw_dlock_waiting(&l), 1);
     assert_rc(tw_deferred_cancel(out), 0);
     assert_int_equal(captured_code(&c), TW_ECANCELED);
@@ -551,21 +477,21 @@ static void test_dlock_run_cancel(void **state)
     assert_false(tw_dlock_locked(&l));
     assert_int_equal(j.calls, 0);
     tw_result_drop(j.ret);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(out);
     tw_deferred_unref(holder);
 
     assert_rc(tw_deferred_create(&inner, count_cancel, &cc), 0);
     j.ret = tw_result_deferred(tw_deferred_ref(inner));
     assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
     assert_int_equal(j.calls, 1);
     assert_true(tw_dlock_locked(&l));
     assert_rc(tw_deferred_cancel(out), 0);
     assert_int_equal(cc.calls, 1);
     assert_false(tw_dlock_locked(&l));
     assert_int_equal(captured_code(&c), TW_ECANCELED);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(out);
     tw_deferred_unref(inner);
 }
@@ -576,26 +502,26 @@ static void test_dlock_run_already_fired_deferred(void **state)
 {
     tw_dlock l = TW_DLOCK_INIT;
     struct job j = {.lock = &l};
-    struct capture c;
+    tw_test_capture c;
     tw_deferred *d, *out;
     (void)state;
 
-    assert_rc(tw_deferred_succeed(&d, int_new(12), free), 0);
+    assert_rc(tw_deferred_succeed(&d, tw_test_int_new(12), free), 0);
     j.ret = tw_result_deferred(d); /* our reference goes with it */
     assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
     assert_false(tw_dlock_locked(&l));
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
     assert_int_equal(captured_int(&c), 12);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(out);
 
     assert_rc(tw_deferred_fail(&d, tw_failure_new(APP_CODE, "already failed")), 0);
     j.ret = tw_result_deferred(d);
     assert_rc(tw_dlock_run(&l, job_fn, &j, &out), 0);
     assert_false(tw_dlock_locked(&l));
-    capture(out, &c);
+    tw_test_capture_add(out, &c);
     assert_int_equal(captured_code(&c), APP_CODE);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(out); /* handled here, so no unhandled report anywhere */
     assert_int_equal(j.calls, 2);
 }
@@ -822,36 +748,36 @@ static void test_dsem_run(void **state)
     tw_dsem s;
     struct job j, k;
     tw_deferred *inner, *out1, *out2, *out3;
-    struct capture c1, c2, c3;
+    tw_test_capture c1, c2, c3;
     (void)state;
     assert_rc(tw_dsem_init(&s, 2), 0);
     j = (struct job){.sem = &s};
     k = (struct job){.sem = &s};
 
-    inner = new_deferred();
+    inner = tw_test_new_deferred();
     j.ret = tw_result_deferred(tw_deferred_ref(inner));
     assert_rc(tw_dsem_run(&s, job_fn, &j, &out1), 0); /* holds a token until inner fires */
     assert_int_equal(j.tokens_inside, 1);
     assert_int_equal(tw_dsem_tokens(&s), 1);
-    capture(out1, &c1);
+    tw_test_capture_add(out1, &c1);
 
     k.ret = tw_result_fail(APP_CODE, NULL);
     assert_rc(tw_dsem_run(&s, job_fn, &k, &out2), 0);
     assert_int_equal(k.tokens_inside, 0);
     assert_int_equal(tw_dsem_tokens(&s), 1); /* given back on failure */
-    capture(out2, &c2);
+    tw_test_capture_add(out2, &c2);
     assert_int_equal(captured_code(&c2), APP_CODE);
 
     /* Both tokens taken: a run waits. */
     {
         tw_deferred *extra;
         assert_rc(tw_dsem_acquire(&s, &extra), 0);
-        k.ret = int_value(6);
+        k.ret = tw_test_int_value(6);
         assert_rc(tw_dsem_run(&s, job_fn, &k, &out3), 0);
-        capture(out3, &c3);
+        tw_test_capture_add(out3, &c3);
         assert_int_equal(k.calls, 1);
         assert_int_equal(tw_dsem_waiting(&s), 1);
-        assert_rc(tw_deferred_callback(inner, int_value(8)), 0); /* frees a token: k runs */
+        assert_rc(tw_deferred_callback(inner, tw_test_int_value(8)), 0); /* frees a token: k runs */
         assert_int_equal(captured_int(&c1), 8);
         assert_int_equal(k.calls, 2);
         assert_int_equal(captured_int(&c3), 6);
@@ -861,9 +787,9 @@ static void test_dsem_run(void **state)
     }
     assert_int_equal(tw_dsem_tokens(&s), 2);
     assert_rc(tw_dsem_release(&s), TW_EOVERFLOW);
-    capture_release(&c1);
-    capture_release(&c2);
-    capture_release(&c3);
+    tw_test_capture_release(&c1);
+    tw_test_capture_release(&c2);
+    tw_test_capture_release(&c3);
     tw_deferred_unref(inner);
     tw_deferred_unref(out1);
     tw_deferred_unref(out2);
@@ -890,24 +816,24 @@ static void counted_free(void *p)
 
 static void put_int(tw_dqueue *q, int v)
 {
-    assert_rc(tw_dqueue_put(q, int_new(v), counted_free), 0);
+    assert_rc(tw_dqueue_put(q, tw_test_int_new(v), counted_free), 0);
 }
 
-static tw_deferred *get(tw_dqueue *q, struct capture *c)
+static tw_deferred *get(tw_dqueue *q, tw_test_capture *c)
 {
     tw_deferred *d = NULL;
     assert_rc(tw_dqueue_get(q, &d), 0);
     assert_non_null(d);
-    capture(d, c);
+    tw_test_capture_add(d, c);
     return d;
 }
 
 static void test_dqueue_put_then_get(void **state)
 {
     tw_dqueue *q;
-    struct capture c[3];
+    tw_test_capture c[3];
     tw_deferred *d[3];
-    int *p = int_new(41);
+    int *p = tw_test_int_new(41);
     (void)state;
     drops = 0;
     assert_rc(tw_dqueue_create(TW_UNBOUNDED, TW_UNBOUNDED, &q), 0);
@@ -918,7 +844,7 @@ static void test_dqueue_put_then_get(void **state)
     assert_ptr_equal(c[0].r.ptr, p);
     assert_true(c[0].r.drop == counted_free);
     assert_int_equal(tw_dqueue_pending(q), 0);
-    capture_release(&c[0]);
+    tw_test_capture_release(&c[0]);
     assert_int_equal(drops, 1);
     tw_deferred_unref(d[0]);
 
@@ -933,7 +859,7 @@ static void test_dqueue_put_then_get(void **state)
     assert_int_equal(tw_dqueue_pending(q), 0);
     assert_int_equal(tw_dqueue_waiting(q), 0);
     for (int i = 0; i < 3; i++) {
-        capture_release(&c[i]);
+        tw_test_capture_release(&c[i]);
         tw_deferred_unref(d[i]);
     }
     tw_dqueue_destroy(q);
@@ -943,7 +869,7 @@ static void test_dqueue_put_then_get(void **state)
 static void test_dqueue_get_then_put(void **state)
 {
     tw_dqueue *q;
-    struct capture c[3];
+    tw_test_capture c[3];
     tw_deferred *d[3];
     (void)state;
     drops = 0;
@@ -960,7 +886,7 @@ static void test_dqueue_get_then_put(void **state)
         assert_int_equal(tw_dqueue_pending(q), 0);
     }
     for (int i = 0; i < 3; i++) {
-        capture_release(&c[i]);
+        tw_test_capture_release(&c[i]);
         tw_deferred_unref(d[i]);
     }
     tw_dqueue_destroy(q);
@@ -971,9 +897,9 @@ static void test_dqueue_get_then_put(void **state)
 static void test_dqueue_size_bound(void **state)
 {
     tw_dqueue *q;
-    struct capture c;
+    tw_test_capture c;
     tw_deferred *d;
-    int *extra = int_new(3);
+    int *extra = tw_test_int_new(3);
     (void)state;
     drops = 0;
     assert_rc(tw_dqueue_create(2, TW_UNBOUNDED, &q), 0);
@@ -985,7 +911,7 @@ static void test_dqueue_size_bound(void **state)
     assert_int_equal(tw_dqueue_pending(q), 2);
     d = get(q, &c);
     assert_int_equal(captured_int(&c), 1);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(d);
     assert_rc(tw_dqueue_put(q, extra, counted_free), 0); /* room again */
     assert_int_equal(tw_dqueue_pending(q), 2);
@@ -998,9 +924,9 @@ static void test_dqueue_size_bound(void **state)
 static void test_dqueue_size_zero(void **state)
 {
     tw_dqueue *q;
-    struct capture c;
+    tw_test_capture c;
     tw_deferred *d;
-    int *p = int_new(5);
+    int *p = tw_test_int_new(5);
     (void)state;
     drops = 0;
     assert_rc(tw_dqueue_create(0, TW_UNBOUNDED, &q), 0);
@@ -1011,10 +937,10 @@ static void test_dqueue_size_zero(void **state)
     assert_rc(tw_dqueue_put(q, p, counted_free), 0);
     assert_int_equal(captured_int(&c), 5);
     assert_int_equal(tw_dqueue_pending(q), 0);
-    p = int_new(6);
+    p = tw_test_int_new(6);
     assert_rc(tw_dqueue_put(q, p, counted_free), TW_EOVERFLOW);
     free(p);
-    capture_release(&c);
+    tw_test_capture_release(&c);
     tw_deferred_unref(d);
     tw_dqueue_destroy(q);
     assert_int_equal(drops, 1);
@@ -1024,7 +950,7 @@ static void test_dqueue_size_zero(void **state)
 static void test_dqueue_backlog(void **state)
 {
     tw_dqueue *q;
-    struct capture c[3];
+    tw_test_capture c[3];
     tw_deferred *d[3], *refused;
     (void)state;
     drops = 0;
@@ -1039,7 +965,7 @@ static void test_dqueue_backlog(void **state)
     put_int(q, 2);
     assert_int_equal(captured_int(&c[1]), 2);
     for (int i = 0; i < 2; i++) {
-        capture_release(&c[i]);
+        tw_test_capture_release(&c[i]);
         tw_deferred_unref(d[i]);
     }
     tw_dqueue_destroy(q);
@@ -1052,7 +978,7 @@ static void test_dqueue_backlog(void **state)
     d[2] = get(q, &c[2]);
     assert_int_equal(captured_int(&c[2]), 7);
     assert_rc(tw_dqueue_get(q, &refused), TW_EUNDERFLOW);
-    capture_release(&c[2]);
+    tw_test_capture_release(&c[2]);
     tw_deferred_unref(d[2]);
     tw_dqueue_destroy(q);
     assert_int_equal(drops, 3);
@@ -1063,7 +989,7 @@ static void test_dqueue_backlog(void **state)
 static void test_dqueue_cancel_get(void **state)
 {
     tw_dqueue *q;
-    struct capture c[3];
+    tw_test_capture c[3];
     tw_deferred *d[3];
     (void)state;
     drops = 0;
@@ -1083,7 +1009,7 @@ static void test_dqueue_cancel_get(void **state)
     put_int(q, 3);
     assert_int_equal(tw_dqueue_pending(q), 1);
     for (int i = 0; i < 3; i++) {
-        capture_release(&c[i]);
+        tw_test_capture_release(&c[i]);
         tw_deferred_unref(d[i]);
     }
     tw_dqueue_destroy(q);
@@ -1094,7 +1020,7 @@ static void test_dqueue_cancel_get(void **state)
 static void test_dqueue_destroy(void **state)
 {
     tw_dqueue *q;
-    struct capture c[2];
+    tw_test_capture c[2];
     tw_deferred *d[2];
     (void)state;
     drops = 0;
@@ -1110,7 +1036,7 @@ static void test_dqueue_destroy(void **state)
     tw_dqueue_destroy(q);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(captured_code(&c[i]), TW_ESHUTDOWN);
-        capture_release(&c[i]);
+        tw_test_capture_release(&c[i]);
         tw_deferred_unref(d[i]);
     }
 
@@ -1160,7 +1086,7 @@ static void test_dqueue_invariant_walk(void **state)
         rng = rng * 1103515245u + 12345u;
         op = (rng >> 16) % 5;
         if (op < 2) {
-            int *p = int_new(next_item);
+            int *p = tw_test_int_new(next_item);
             int rc = tw_dqueue_put(q, p, counted_free);
             if (rc == 0) {
                 put_ok++;
@@ -1213,7 +1139,7 @@ static struct {
     int rc_put[2];
     int rc_get;
     tw_deferred *again;
-    struct capture again_c;
+    tw_test_capture again_c;
     int got;
 } nb;
 
@@ -1222,9 +1148,9 @@ static tw_result nb_cb(tw_result r, void *arg)
     (void)arg;
     nb.got = tw_result_is_value(r) && r.ptr ? *(int *)r.ptr : -1;
     tw_result_drop(r);
-    nb.rc_put[0] = tw_dqueue_put(nb.q, int_new(2), counted_free);
+    nb.rc_put[0] = tw_dqueue_put(nb.q, tw_test_int_new(2), counted_free);
     {
-        int *three = int_new(3);
+        int *three = tw_test_int_new(3);
         nb.rc_put[1] = tw_dqueue_put(nb.q, three, counted_free);
         if (nb.rc_put[1] != 0)
             free(three); /* refused: still ours */
@@ -1232,13 +1158,13 @@ static tw_result nb_cb(tw_result r, void *arg)
     nb.again = NULL;
     nb.rc_get = tw_dqueue_get(nb.q, &nb.again);
     if (nb.again)
-        capture(nb.again, &nb.again_c);
+        tw_test_capture_add(nb.again, &nb.again_c);
     return tw_result_none();
 }
 
 static void test_dqueue_no_barging_inside_hand_off(void **state)
 {
-    struct capture c1;
+    tw_test_capture c1;
     tw_deferred *g0, *g1;
     (void)state;
 
@@ -1269,8 +1195,8 @@ static void test_dqueue_no_barging_inside_hand_off(void **state)
         tw_dqueue_destroy(nb.q);
         if (bounded)
             assert_int_equal(captured_code(&nb.again_c), TW_ESHUTDOWN);
-        capture_release(&c1);
-        capture_release(&nb.again_c);
+        tw_test_capture_release(&c1);
+        tw_test_capture_release(&nb.again_c);
         assert_int_equal(drops, bounded ? 2 : 3);
         tw_deferred_unref(g0);
         tw_deferred_unref(g1);
@@ -1401,7 +1327,7 @@ static void record_done(void *arg)
 
 static tw_deferred *nc_record(struct net_counter *nc, int value)
 {
-    tw_deferred *d = new_deferred();
+    tw_deferred *d = tw_test_new_deferred();
     tw_clock_call *call;
     if (nc->nrecorded < 4)
         nc->recorded[nc->nrecorded] = value;
@@ -1416,7 +1342,7 @@ static tw_result nc_recorded(tw_result r, void *arg)
 {
     struct net_counter *nc = arg;
     tw_result_drop(r);
-    return int_value(nc->count);
+    return tw_test_int_value(nc->count);
 }
 
 static tw_result nc_next_body(void *arg)
@@ -1433,7 +1359,7 @@ static tw_result nc_next_body(void *arg)
 static tw_result nc_recorded_captured(tw_result r, void *arg)
 {
     tw_result_drop(r);
-    return int_value((int)(intptr_t)arg);
+    return tw_test_int_value((int)(intptr_t)arg);
 }
 
 static tw_result nc_next_closure_body(void *arg)
@@ -1462,7 +1388,7 @@ static void run_seed000(int mode, int want1, int want2)
     struct net_counter nc;
     tw_fake_clock *fc;
     tw_deferred *d1, *d2;
-    struct capture c1, c2;
+    tw_test_capture c1, c2;
     tw_result_fn body = mode == 2 ? nc_next_closure_body : nc_next_body;
 
     nc_init(&nc, &fc);
@@ -1476,8 +1402,8 @@ static void run_seed000(int mode, int want1, int want2)
         assert_rc(tw_maybe_deferred(body, &nc, &d2), 0);
         assert_int_equal(nc.count, 2); /* both ran up to the network call */
     }
-    capture(d1, &c1);
-    capture(d2, &c2);
+    tw_test_capture_add(d1, &c1);
+    tw_test_capture_add(d2, &c2);
     assert_int_equal(c1.calls + c2.calls, 0);
 
     assert_rc(tw_fake_clock_advance(fc, RECORD_DELAY), 0);
@@ -1499,8 +1425,8 @@ static void run_seed000(int mode, int want1, int want2)
     assert_int_equal(nc.recorded[0], 1);
     assert_int_equal(nc.recorded[1], 2);
 
-    capture_release(&c1);
-    capture_release(&c2);
+    tw_test_capture_release(&c1);
+    tw_test_capture_release(&c2);
     tw_deferred_unref(d1);
     tw_deferred_unref(d2);
     assert_int_equal(tw_fake_clock_pending(fc), 0);

@@ -33,70 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* ==== diagnostics, trace, leaks ============================================== */
-
-#define DIAG_CAP 16
-
-typedef struct diag_rec {
-    int kind;
-    int code;
-    char function[96];
-    char message[256];
-} diag_rec;
-
-static pthread_mutex_t diag_mu = PTHREAD_MUTEX_INITIALIZER;
-static diag_rec diag_log[DIAG_CAP];
-static int ndiags; /* every report, kept or not */
-
-static void diag_hook(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    pthread_mutex_lock(&diag_mu);
-    if (ndiags < DIAG_CAP) {
-        diag_rec *r = &diag_log[ndiags];
-        r->kind = (int)d->kind;
-        r->code = d->code;
-        snprintf(r->function, sizeof r->function, "%s", d->function ? d->function : "");
-        snprintf(r->message, sizeof r->message, "%s", d->message ? d->message : "");
-    }
-    ndiags++;
-    pthread_mutex_unlock(&diag_mu);
-    fprintf(stderr, "diagnostic (kind %d, %s) in %s: %s\n", (int)d->kind, tw_err_name(d->code),
-            d->function ? d->function : "?", d->message ? d->message : "");
-}
-
-static int diag_count(void)
-{
-    pthread_mutex_lock(&diag_mu);
-    int n = ndiags;
-    pthread_mutex_unlock(&diag_mu);
-    return n;
-}
-
-static void diag_reset(void)
-{
-    pthread_mutex_lock(&diag_mu);
-    ndiags = 0;
-    pthread_mutex_unlock(&diag_mu);
-}
-
-static char trace[1 << 13];
-
-static void tr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void tr(const char *fmt, ...)
-{
-    size_t len = strlen(trace);
-    va_list ap;
-    if (len > 0 && len + 1 < sizeof trace) {
-        trace[len++] = ' ';
-        trace[len] = '\0';
-    }
-    va_start(ap, fmt);
-    vsnprintf(trace + len, sizeof trace - len, fmt, ap);
-    va_end(ap);
-}
-
-#define EXPECT_TRACE(s) assert_string_equal(trace, (s))
+/* ==== descriptors, fixture ==================================================== */
 
 /* Open descriptors, to catch a reactor that leaks its epoll fd or waker. */
 static int count_fds(void)
@@ -113,41 +50,29 @@ static int count_fds(void)
     return n;
 }
 
-static size_t live_at_start;
 static int fds_at_start;
 
+/* Every test: diagnostics recorded (and echoed), none expected unless the test
+ * resets them; no twine block and no descriptor left behind. */
 static int setup(void **state)
 {
     (void)state;
-    diag_reset();
-    trace[0] = '\0';
-    tw_set_diag_hook(diag_hook, NULL);
-    live_at_start = tw_allocator_live();
+    tw_test_trace_clear();
+    tw_test_twine_setup(TW_TEST_DIAG_ECHO_ALL);
     fds_at_start = count_fds();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    size_t live = tw_allocator_live();
     int fds = count_fds();
-    int bad = 0;
+    int rc = tw_test_twine_teardown(TW_TEST_DIAGS_NONE);
     (void)state;
-    tw_set_diag_hook(NULL, NULL);
-    if (live != live_at_start) {
-        fprintf(stderr, "twine blocks still live after the test: %zu (was %zu)\n", live,
-                live_at_start);
-        bad = 1;
-    }
     if (fds != fds_at_start) {
         fprintf(stderr, "open descriptors after the test: %d (was %d)\n", fds, fds_at_start);
-        bad = 1;
+        rc = -1;
     }
-    if (diag_count() != 0) {
-        fprintf(stderr, "%d unexpected diagnostic report(s)\n", diag_count());
-        bad = 1;
-    }
-    return bad ? -1 : 0;
+    return rc;
 }
 
 /* ==== helpers ================================================================== */
@@ -181,7 +106,7 @@ static tw_reactor *real_reactor(void)
 /* A call that appends its argument (a string) to the trace. */
 static void call_trace(void *arg)
 {
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
 }
 
 static int stop_rc = 99;
@@ -190,25 +115,10 @@ static void call_stop(void *arg)
     stop_rc = tw_reactor_stop(arg);
 }
 
-/* A watchdog on a real clock: if the test's own stop never comes, this one
- * ends run() so the test fails instead of hanging. */
-static bool watchdog_fired;
-static void call_watchdog(void *arg)
-{
-    watchdog_fired = true;
-    tw_reactor_stop(arg);
-}
-
-static void arm_watchdog(tw_reactor *r, double seconds)
-{
-    watchdog_fired = false;
-    assert_rc(tw_reactor_call_later(r, seconds, call_watchdog, r, NULL), 0);
-}
-
 /* A shutdown trigger that appends its argument to the trace. */
 static tw_result trig_trace(void *arg)
 {
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
     return tw_result_none();
 }
 
@@ -246,43 +156,6 @@ static void iterate_until(tw_reactor *r, const int *counter, int want)
             fail_msg("after 10 s of iterations the count is %d, expected %d", *counter, want);
         assert_rc(tw_reactor_iterate(r, 0.5), 0);
     }
-}
-
-/* Whether the library was configured with TW_DEBUG, from the CMake cache of
- * the build tree this executable lives in: 1 yes, 0 no, -1 unknown. The
- * tests do not get the library's private TW_DEBUG definition. */
-static int build_has_tw_debug(void)
-{
-    char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
-    if (n <= 0)
-        return -1;
-    path[n] = '\0';
-    for (int up = 0; up < 2; up++) {
-        char *slash = strrchr(path, '/');
-        if (!slash)
-            return -1;
-        *slash = '\0';
-    }
-    strcat(path, "/CMakeCache.txt");
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    char line[512];
-    int found = -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "TW_DEBUG:BOOL=", 14) == 0) {
-            const char *v = line + 14;
-            found = (strncmp(v, "ON", 2) == 0 || strncmp(v, "TRUE", 4) == 0 ||
-                     strncmp(v, "1", 1) == 0 || strncmp(v, "YES", 3) == 0 ||
-                     strncmp(v, "Y", 1) == 0)
-                        ? 1
-                        : 0;
-            break;
-        }
-    }
-    fclose(f);
-    return found;
 }
 
 /* ==== create, destroy, run, stop ================================================ */
@@ -333,9 +206,9 @@ static void test_destroy_never_run_shuts_down(void **state)
     assert_rc(tw_reactor_destroy(r), 0);
     /* The posted call runs exactly once, after the before-shutdown triggers
      * at the earliest (where between them is the implementation's choice). */
-    if (strcmp(trace, "b d a post") != 0 && strcmp(trace, "b post d a") != 0 &&
-        strcmp(trace, "b d post a") != 0)
-        fail_msg("destroy ran \"%s\"", trace);
+    if (strcmp(tw_test_trace, "b d a post") != 0 && strcmp(tw_test_trace, "b post d a") != 0 &&
+        strcmp(tw_test_trace, "b d post a") != 0)
+        fail_msg("destroy ran \"%s\"", tw_test_trace);
 }
 
 static void test_run_stop_lifecycle(void **state)
@@ -366,13 +239,13 @@ static void test_stop_before_run(void **state)
     assert_rc(tw_reactor_add_trigger(r, TW_BEFORE_SHUTDOWN, trig_trace, "b", &id), 0);
     assert_rc(tw_reactor_add_trigger(r, TW_DURING_SHUTDOWN, trig_trace, "d", &id), 0);
     assert_rc(tw_reactor_add_trigger(r, TW_AFTER_SHUTDOWN, trig_trace, "a", &id), 0);
-    arm_watchdog(r, 30.0);
+    tw_test_arm_watchdog(r, 30.0);
     assert_rc(tw_reactor_stop(r), 0);
     assert_rc(tw_reactor_stop(r), TW_EALREADY);
     EXPECT_TRACE("");
     double t0 = tw_test_now();
     assert_rc(tw_reactor_run(r), 0);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
     assert_true(tw_test_now() - t0 < 10.0);
     EXPECT_TRACE("b d a");
     assert_false(tw_reactor_running(r));
@@ -421,23 +294,23 @@ static tw_reactor *cwr_r;
 static void cwr_a(void *arg)
 {
     (void)arg;
-    tr("A%s", tw_reactor_running(cwr_r) ? "" : "(not running)");
+    tw_test_tr("A%s", tw_reactor_running(cwr_r) ? "" : "(not running)");
 }
 
 static void cwr_b(void *arg)
 {
     (void)arg;
-    tr("B<");
+    tw_test_tr("B<");
     assert_rc(tw_reactor_call_when_running(cwr_r, call_trace, "C"), 0);
-    tr("B>");
+    tw_test_tr("B>");
 }
 
 static void cwr_timer(void *arg)
 {
     (void)arg;
-    tr("T<");
+    tw_test_tr("T<");
     assert_rc(tw_reactor_call_when_running(cwr_r, call_trace, "D"), 0);
-    tr("T>");
+    tw_test_tr("T>");
     tw_reactor_stop(cwr_r);
 }
 
@@ -465,10 +338,10 @@ static void test_iterate_before_run(void **state)
     assert_rc(tw_reactor_iterate(r, 0), 0);
     /* Both in this iteration (Twisted runs thread calls first; the header
      * does not order them within an iteration). */
-    if (strcmp(trace, "p t") != 0 && strcmp(trace, "t p") != 0)
-        fail_msg("one iteration ran \"%s\"", trace);
-    char once[sizeof trace];
-    memcpy(once, trace, sizeof once);
+    if (strcmp(tw_test_trace, "p t") != 0 && strcmp(tw_test_trace, "t p") != 0)
+        fail_msg("one iteration ran \"%s\"", tw_test_trace);
+    char once[sizeof tw_test_trace];
+    memcpy(once, tw_test_trace, sizeof once);
     assert_rc(tw_reactor_iterate(r, 0), 0);
     EXPECT_TRACE(once);
     /* Whether an iterated reactor counts as running is not specified. */
@@ -544,12 +417,12 @@ static void test_stop_from_thread(void **state)
     memset(&stopper, 0, sizeof stopper);
     stopper.rc1 = stopper.rc2 = 99;
     stopper.r = real_reactor();
-    arm_watchdog(stopper.r, 60.0);
+    tw_test_arm_watchdog(stopper.r, 60.0);
     assert_rc(tw_reactor_call_when_running(stopper.r, start_stopper, NULL), 0);
     assert_rc(tw_reactor_run(stopper.r), 0);
     assert_true(stopper.started);
     tw_test_join(stopper.thread);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
     assert_rc(stopper.rc1, 0);
     assert_rc(stopper.rc2, TW_EALREADY);
     assert_rc(tw_reactor_destroy(stopper.r), 0);
@@ -773,8 +646,8 @@ static void test_timer_reset_reorders(void **state)
     assert_rc(tw_reactor_advance(r, 1), 0);
     EXPECT_TRACE("");
     assert_rc(tw_reactor_advance(r, 1), 0);
-    if (strcmp(trace, "b a c") != 0 && strcmp(trace, "a b c") != 0)
-        fail_msg("at 2.0 the calls ran as \"%s\"", trace);
+    if (strcmp(tw_test_trace, "b a c") != 0 && strcmp(tw_test_trace, "a b c") != 0)
+        fail_msg("at 2.0 the calls ran as \"%s\"", tw_test_trace);
     tw_delayed_call_unref(a);
     assert_rc(tw_reactor_destroy(r), 0);
 }
@@ -833,7 +706,7 @@ static struct {
 static void call_cancel_other(void *arg)
 {
     (void)arg;
-    tr("A");
+    tw_test_tr("A");
     tc.self_active = tw_delayed_call_active(tc.self);
     tc.self_cancel_rc = tw_delayed_call_cancel(tc.self);
     tc.other_cancel_rc = tw_delayed_call_cancel(tc.other);
@@ -866,7 +739,7 @@ static tw_delayed_call *sched_b;
 static void call_schedule_more(void *arg)
 {
     (void)arg;
-    tr("A@%g", tw_reactor_seconds(sched_r));
+    tw_test_tr("A@%g", tw_reactor_seconds(sched_r));
     assert_rc(tw_reactor_call_later(sched_r, 1, call_trace, "B", &sched_b), 0);
     assert_rc(tw_reactor_call_later(sched_r, 0, call_trace, "C", NULL), 0);
 }
@@ -909,16 +782,18 @@ static void check_move_in_place_keeps_fifo(bool use_reset)
         assert_rc(tw_delayed_call_delay(b, 0), 0);
     assert_true(tw_delayed_call_time(b) == 1.0);
     assert_rc(tw_reactor_advance(r, 1), 0);
-    char *pa = strstr(trace, "a"), *pd = strstr(trace, "d"), *pe = strstr(trace, "e");
+    char *pa = strstr(tw_test_trace, "a"), *pd = strstr(tw_test_trace, "d"),
+         *pe = strstr(tw_test_trace, "e");
     assert_non_null(pa);
     assert_non_null(pd);
     assert_non_null(pe);
-    assert_non_null(strstr(trace, "b"));
-    assert_null(strstr(trace, "c"));
+    assert_non_null(strstr(tw_test_trace, "b"));
+    assert_null(strstr(tw_test_trace, "c"));
     tw_delayed_call_unref(b);
     assert_rc(tw_reactor_destroy(r), 0);
     if (!(pa < pd && pd < pe))
-        fail_msg("timers due at 1.0 ran as \"%s\": a, d, e were scheduled in that order", trace);
+        fail_msg("timers due at 1.0 ran as \"%s\": a, d, e were scheduled in that order",
+                 tw_test_trace);
 }
 
 static void test_timer_delay_zero_keeps_fifo(void **state)
@@ -1154,14 +1029,14 @@ static void test_real_clock_timer_not_early(void **state)
     (void)state;
     memset(&rt, 0, sizeof rt);
     rt.r = real_reactor();
-    arm_watchdog(rt.r, 60.0);
+    tw_test_arm_watchdog(rt.r, 60.0);
     double t0 = tw_test_now();
     double s0 = tw_reactor_seconds(rt.r);
     assert_rc(tw_reactor_call_later(rt.r, 0.010, call_realtime, NULL, &rt.h), 0);
     double planned = tw_delayed_call_time(rt.h);
     assert_true(planned >= s0 + 0.010 - 1e-9);
     assert_rc(tw_reactor_run(rt.r), 0);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
     assert_int_equal(rt.calls, 1);
     tw_test_check_elapsed_at_least(t0, rt.t1, 0.010);
     assert_true(rt.seconds_at_call >= rt.due);
@@ -1193,7 +1068,7 @@ static void fd_trace(int fd, unsigned events, void *arg)
 {
     (void)fd;
     (void)events;
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
 }
 
 static void check_fd_readable(enum tw_poller p)
@@ -1409,7 +1284,7 @@ static void fd_reader_removes_writer(int fd, unsigned events, void *arg)
 {
     (void)events;
     (void)arg;
-    tr("r");
+    tw_test_tr("r");
     rmw_remove_rc = tw_reactor_remove_writer(rmw_r, fd);
 }
 
@@ -1425,8 +1300,8 @@ static void check_fd_remove_own_writer(enum tw_poller p)
     assert_rc(tw_reactor_iterate(rmw_r, 0), 0);
     /* Readers first (as Twisted): the reader ran and removed the writer. If
      * an implementation ran the writer first, "w r" is the right outcome. */
-    if (strcmp(trace, "r") != 0 && strcmp(trace, "w r") != 0)
-        fail_msg("one iteration ran \"%s\"", trace);
+    if (strcmp(tw_test_trace, "r") != 0 && strcmp(tw_test_trace, "w r") != 0)
+        fail_msg("one iteration ran \"%s\"", tw_test_trace);
     assert_rc(rmw_remove_rc, 0);
     assert_rc(tw_reactor_remove_reader(rmw_r, sv[0]), 0);
     assert_rc(tw_reactor_destroy(rmw_r), 0);
@@ -1526,7 +1401,7 @@ static tw_reactor *fdrun_r;
 static void fd_stop_reader(int fd, unsigned events, void *arg)
 {
     (void)arg;
-    tr("read:%u", events);
+    tw_test_tr("read:%u", events);
     drain(fd);
     assert_rc(tw_reactor_remove_reader(fdrun_r, fd), 0);
     tw_reactor_stop(fdrun_r);
@@ -1542,13 +1417,13 @@ static void check_fd_in_run(enum tw_poller p)
     fdrun_r = new_reactor(false, p);
     int pp[2];
     make_pipe(pp);
-    arm_watchdog(fdrun_r, 60.0);
+    tw_test_arm_watchdog(fdrun_r, 60.0);
     assert_rc(tw_reactor_add_reader(fdrun_r, pp[0], fd_stop_reader, NULL), 0);
     /* The byte arrives from a timer once the loop runs. */
     assert_rc(tw_reactor_call_later(fdrun_r, 0, call_write_byte, (void *)(intptr_t)pp[1], NULL),
               0);
     assert_rc(tw_reactor_run(fdrun_r), 0);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
     EXPECT_TRACE("read:1");
     assert_rc(tw_reactor_destroy(fdrun_r), 0);
     close_pipe(pp);
@@ -1599,7 +1474,7 @@ FD_TESTS(fd_destroy_with_watchers)
 
 static tw_result trig_trace_value(void *arg)
 {
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
     /* A value the reactor must drop (ASan sees a leak otherwise). */
     return tw_result_value(malloc(16), free);
 }
@@ -1649,14 +1524,14 @@ static void hold_progress(void)
 static void hold_timer(void *arg)
 {
     (void)arg;
-    tr("timer");
+    tw_test_tr("timer");
     hold_progress();
 }
 
 static void hold_post(void *arg)
 {
     (void)arg;
-    tr("post");
+    tw_test_tr("post");
     hold_progress();
 }
 
@@ -1664,7 +1539,7 @@ static void hold_reader(int fd, unsigned events, void *arg)
 {
     (void)events;
     (void)arg;
-    tr("fd");
+    tw_test_tr("fd");
     drain(fd);
     assert_rc(tw_reactor_remove_reader(hold.r, fd), 0);
     hold_progress();
@@ -1673,7 +1548,7 @@ static void hold_reader(int fd, unsigned events, void *arg)
 static tw_result hold_before(void *arg)
 {
     (void)arg;
-    tr("B");
+    tw_test_tr("B");
     assert_rc(tw_deferred_create(&hold.gate, NULL, NULL), 0);
     assert_rc(tw_reactor_call_later(hold.r, 0, hold_timer, NULL, NULL), 0);
     assert_rc(tw_reactor_call_from_thread(hold.r, hold_post, NULL), 0);
@@ -1685,7 +1560,7 @@ static tw_result hold_before(void *arg)
 static tw_result hold_during(void *arg)
 {
     (void)arg;
-    tr("D");
+    tw_test_tr("D");
     hold.work_at_during = hold.work;
     hold.gate_fired_at_during = tw_deferred_called(hold.gate);
     return tw_result_none();
@@ -1698,24 +1573,24 @@ static void test_trigger_deferred_holds_shutdown(void **state)
     hold.r = real_reactor();
     make_pipe(hold.pipe);
     uint64_t id;
-    arm_watchdog(hold.r, 60.0);
+    tw_test_arm_watchdog(hold.r, 60.0);
     assert_rc(tw_reactor_add_trigger(hold.r, TW_BEFORE_SHUTDOWN, hold_before, NULL, &id), 0);
     assert_rc(tw_reactor_add_trigger(hold.r, TW_BEFORE_SHUTDOWN, trig_trace, "B2", &id), 0);
     assert_rc(tw_reactor_add_trigger(hold.r, TW_DURING_SHUTDOWN, hold_during, NULL, &id), 0);
     assert_rc(tw_reactor_add_trigger(hold.r, TW_AFTER_SHUTDOWN, trig_trace, "A", &id), 0);
     assert_rc(tw_reactor_call_when_running(hold.r, call_stop, hold.r), 0);
     assert_rc(tw_reactor_run(hold.r), 0);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
     assert_int_equal(hold.work, 3);
     assert_int_equal(hold.work_at_during, 3);
     assert_true(hold.gate_fired_at_during);
     /* "B B2", the three in some order, "D A". */
-    assert_int_equal(strncmp(trace, "B B2 ", 5), 0);
-    size_t len = strlen(trace);
-    assert_true(len > 4 && strcmp(trace + len - 4, " D A") == 0);
-    assert_non_null(strstr(trace, "timer"));
-    assert_non_null(strstr(trace, "post"));
-    assert_non_null(strstr(trace, "fd"));
+    assert_int_equal(strncmp(tw_test_trace, "B B2 ", 5), 0);
+    size_t len = strlen(tw_test_trace);
+    assert_true(len > 4 && strcmp(tw_test_trace + len - 4, " D A") == 0);
+    assert_non_null(strstr(tw_test_trace, "timer"));
+    assert_non_null(strstr(tw_test_trace, "post"));
+    assert_non_null(strstr(tw_test_trace, "fd"));
     tw_deferred_unref(hold.gate);
     assert_rc(tw_reactor_destroy(hold.r), 0);
     close_pipe(hold.pipe);
@@ -1725,7 +1600,7 @@ static void test_trigger_deferred_holds_shutdown(void **state)
  * reported and shutdown goes on. */
 static tw_result trig_fail(void *arg)
 {
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
     return tw_result_fail(TW_ESYS, "trigger %s failed", (const char *)arg);
 }
 
@@ -1734,14 +1609,14 @@ static tw_deferred *fail_d;
 
 static void call_errback_later(void *arg)
 {
-    tr("eb");
+    tw_test_tr("eb");
     assert_rc(tw_deferred_errback(arg, tw_failure_new(TW_ESYS, "late failure")), 0);
 }
 
 static tw_result trig_fail_later(void *arg)
 {
     (void)arg;
-    tr("bd");
+    tw_test_tr("bd");
     assert_rc(tw_deferred_create(&fail_d, NULL, NULL), 0);
     assert_rc(tw_reactor_call_later(fail_r, 0, call_errback_later, fail_d, NULL), 0);
     return tw_result_deferred(tw_deferred_ref(fail_d));
@@ -1753,7 +1628,7 @@ static void test_trigger_failures_reported(void **state)
     fail_r = real_reactor();
     fail_d = NULL;
     uint64_t id;
-    arm_watchdog(fail_r, 60.0);
+    tw_test_arm_watchdog(fail_r, 60.0);
     assert_rc(tw_reactor_add_trigger(fail_r, TW_BEFORE_SHUTDOWN, trig_fail, "b", &id), 0);
     assert_rc(tw_reactor_add_trigger(fail_r, TW_BEFORE_SHUTDOWN, trig_fail_later, NULL, &id), 0);
     assert_rc(tw_reactor_add_trigger(fail_r, TW_DURING_SHUTDOWN, trig_fail, "d", &id), 0);
@@ -1762,14 +1637,14 @@ static void test_trigger_failures_reported(void **state)
     assert_rc(tw_reactor_add_trigger(fail_r, TW_AFTER_SHUTDOWN, trig_trace, "a2", &id), 0);
     assert_rc(tw_reactor_call_when_running(fail_r, call_stop, fail_r), 0);
     assert_rc(tw_reactor_run(fail_r), 0);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
     EXPECT_TRACE("b bd eb d d2 a a2");
     tw_deferred_unref(fail_d);
     assert_rc(tw_reactor_destroy(fail_r), 0);
-    int n = diag_count();
+    int n = tw_test_diag_count();
     if (n != 4)
         fail_msg("%d reports for 4 failed triggers", n);
-    diag_reset();
+    tw_test_diag_reset();
 }
 
 static struct {
@@ -1780,14 +1655,14 @@ static struct {
 
 static tw_result trig_remove_a1(void *arg)
 {
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
     rmt.remove_a1_rc = tw_reactor_remove_trigger(rmt.r, rmt.a1);
     return tw_result_none();
 }
 
 static tw_result trig_remove_b2(void *arg)
 {
-    tr("%s", (const char *)arg);
+    tw_test_tr("%s", (const char *)arg);
     rmt.remove_b2_rc = tw_reactor_remove_trigger(rmt.r, rmt.b2); /* its phase has run */
     rmt.remove_self_rc = tw_reactor_remove_trigger(rmt.r, rmt.a2);
     return tw_result_none();
@@ -1836,7 +1711,7 @@ static int same_phase_rc[2] = {99, 99};
 static tw_result trig_remove_next(void *arg)
 {
     int ph = (int)(intptr_t)arg;
-    tr("%s", ph == 0 ? "b1" : "d1");
+    tw_test_tr("%s", ph == 0 ? "b1" : "d1");
     same_phase_rc[ph] = tw_reactor_remove_trigger(cwr_r, same_phase_ids[ph]);
     return tw_result_none();
 }
@@ -1928,12 +1803,12 @@ static void check_signal_stops(int sig)
     sigt.r = real_reactor();
     sigt.other = real_reactor();
     uint64_t id;
-    arm_watchdog(sigt.r, 60.0);
+    tw_test_arm_watchdog(sigt.r, 60.0);
     assert_rc(tw_reactor_add_trigger(sigt.r, TW_DURING_SHUTDOWN, trig_trace, "d", &id), 0);
     assert_rc(tw_reactor_handle_signals(sigt.r), 0);
     assert_rc(tw_reactor_call_later(sigt.r, 0, call_raise, NULL, NULL), 0);
     int rc = tw_reactor_run(sigt.r);
-    bool wd = watchdog_fired;
+    bool wd = tw_test_watchdog_fired();
     int mine = test_handler_calls;
     bool term_restored = handler_is_test(SIGTERM);
     bool int_restored = handler_is_test(SIGINT);
@@ -1997,7 +1872,7 @@ static void *debug_thread(void *arg)
     (void)arg;
     /* Thread-safe entry points: no report. */
     dbg.post_rc = tw_reactor_call_from_thread(dbg.r, call_trace, "posted");
-    dbg.diags_after_post = diag_count();
+    dbg.diags_after_post = tw_test_diag_count();
     /* A loop-thread function: reported under TW_DEBUG. */
     dbg.call_later_rc = tw_reactor_call_later(dbg.r, 1.0, call_trace, "timer", &dbg.h);
     return NULL;
@@ -2008,15 +1883,13 @@ static void test_debug_call_later_from_other_thread(void **state)
     (void)state;
     memset(&dbg, 0, sizeof dbg);
     dbg.r = fake_reactor();
-    diag_reset();
+    tw_test_diag_reset();
     tw_test_join(tw_test_start(debug_thread, NULL));
-    int n = diag_count();
-    diag_rec rec = {0};
-    pthread_mutex_lock(&diag_mu);
-    if (ndiags > 0)
-        rec = diag_log[0];
-    pthread_mutex_unlock(&diag_mu);
-    diag_reset();
+    int n = tw_test_diag_count();
+    tw_test_diag rec = {0};
+    if (n > 0)
+        rec = *tw_test_diag_at(0);
+    tw_test_diag_reset();
     /* Back on the loop thread: clean up. */
     if (dbg.call_later_rc == 0 && dbg.h) {
         tw_delayed_call_cancel(dbg.h);
@@ -2027,14 +1900,7 @@ static void test_debug_call_later_from_other_thread(void **state)
     EXPECT_TRACE("posted");
     assert_int_equal(dbg.diags_after_post, 0);
 
-    int debug = build_has_tw_debug();
-    if (n == 0) {
-        if (debug == 1)
-            fail_msg("TW_DEBUG build: tw_reactor_call_later from another thread was not "
-                     "reported");
-        print_message("no report: the library was built without TW_DEBUG; skipped\n");
-        skip();
-    }
+    tw_test_require_debug_report(n, "tw_reactor_call_later");
     assert_int_equal(n, 1);
     assert_int_equal(rec.kind, TW_DIAG_MISUSE);
     if (strcmp(rec.function, "tw_reactor_call_later") != 0 &&

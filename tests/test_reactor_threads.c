@@ -25,54 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ==== diagnostics, leaks ======================================================= */
+/* ==== fixture ================================================================== */
 
-#define DIAG_CAP 16
-
-typedef struct diag_rec {
-    int kind;
-    int code;
-    char function[96];
-    char message[256];
-} diag_rec;
-
-static pthread_mutex_t diag_mu = PTHREAD_MUTEX_INITIALIZER;
-static diag_rec diag_log[DIAG_CAP];
-static int ndiags; /* every report, kept or not */
-
-static void diag_hook(void *ctx, const tw_diag *d)
-{
-    (void)ctx;
-    pthread_mutex_lock(&diag_mu);
-    if (ndiags < DIAG_CAP) {
-        diag_rec *r = &diag_log[ndiags];
-        r->kind = (int)d->kind;
-        r->code = d->code;
-        snprintf(r->function, sizeof r->function, "%s", d->function ? d->function : "");
-        snprintf(r->message, sizeof r->message, "%s", d->message ? d->message : "");
-    }
-    ndiags++;
-    pthread_mutex_unlock(&diag_mu);
-    fprintf(stderr, "diagnostic (kind %d, %s) in %s: %s\n", (int)d->kind, tw_err_name(d->code),
-            d->function ? d->function : "?", d->message ? d->message : "");
-}
-
-static int diag_count(void)
-{
-    pthread_mutex_lock(&diag_mu);
-    int n = ndiags;
-    pthread_mutex_unlock(&diag_mu);
-    return n;
-}
-
-static void diag_reset(void)
-{
-    pthread_mutex_lock(&diag_mu);
-    ndiags = 0;
-    pthread_mutex_unlock(&diag_mu);
-}
-
-static size_t live_at_start;
 static pthread_t loop_thread; /* the main thread, which runs every loop here */
 
 static bool on_loop(void)
@@ -80,37 +34,28 @@ static bool on_loop(void)
     return pthread_equal(pthread_self(), loop_thread) != 0;
 }
 
+/* Every test: diagnostics recorded (and echoed), none expected unless the test
+ * resets them; no twine block left behind. */
 static int setup(void **state)
 {
     (void)state;
-    diag_reset();
-    tw_set_diag_hook(diag_hook, NULL);
+    tw_test_twine_setup(TW_TEST_DIAG_ECHO_ALL);
     loop_thread = pthread_self();
-    live_at_start = tw_allocator_live();
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    size_t live = tw_allocator_live();
-    int bad = 0;
-    tw_set_diag_hook(NULL, NULL);
-    if (live != live_at_start) {
-        fprintf(stderr, "twine blocks still live after the test: %zu (was %zu)\n", live,
-                live_at_start);
-        bad = 1;
-    }
-    if (diag_count() != 0) {
-        fprintf(stderr, "%d unexpected diagnostic report(s)\n", diag_count());
-        bad = 1;
-    }
-    return bad ? -1 : 0;
+    return tw_test_twine_teardown(TW_TEST_DIAGS_NONE);
 }
 
 /* ==== helpers ================================================================== */
 
 #define LIMIT 30.0 /* seconds a thread may take to reach a point it must reach */
+/* Seconds after which tw_test_arm_watchdog ends a run whose own stop (the
+ * test's) never came. */
+#define WATCHDOG 60.0
 
 static tw_reactor *new_reactor(void)
 {
@@ -122,24 +67,10 @@ static tw_reactor *new_reactor(void)
     return r;
 }
 
-static bool watchdog_fired;
-static void call_watchdog(void *arg)
-{
-    watchdog_fired = true;
-    tw_reactor_stop(arg);
-}
-
-/* The loop must be stopped by the test itself; if not, this ends run(). */
-static void arm_watchdog(tw_reactor *r)
-{
-    watchdog_fired = false;
-    assert_rc(tw_reactor_call_later(r, 60.0, call_watchdog, r, NULL), 0);
-}
-
 static void run_loop(tw_reactor *r)
 {
     assert_rc(tw_reactor_run(r), 0);
-    assert_false(watchdog_fired);
+    assert_false(tw_test_watchdog_fired());
 }
 
 static void call_stop(void *arg)
@@ -197,7 +128,7 @@ static void test_call_from_thread_runs_on_loop(void **state)
     onloop o = {0};
     o.rc1 = o.rc2 = 99;
     o.r = new_reactor();
-    arm_watchdog(o.r);
+    tw_test_arm_watchdog(o.r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(o.r, onloop_start, &o), 0);
     run_loop(o.r);
     tw_test_join(o.poster);
@@ -284,7 +215,7 @@ static void test_call_from_thread_fifo_per_thread(void **state)
     fifo_ctx *c = calloc(1, sizeof *c);
     assert_non_null(c);
     c->r = new_reactor();
-    arm_watchdog(c->r);
+    tw_test_arm_watchdog(c->r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c->r, fifo_start, c), 0);
     run_loop(c->r);
     for (int t = 0; t < FIFO_THREADS; t++)
@@ -365,7 +296,7 @@ static void test_post_caller_nodes_freed_in_fn(void **state)
     (void)state;
     node_ctx c = {0};
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c.r, node_start, &c), 0);
     run_loop(c.r);
     tw_test_join(c.th);
@@ -435,7 +366,7 @@ static void test_post_node_reused(void **state)
     (void)state;
     reuse_ctx c = {0};
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     c.node = (tw_call)TW_CALL_INIT(reuse_fn, &c);
     c.th = tw_test_start(reuse_thread, &c);
     assert_rc(tw_reactor_post(c.r, &c.node), 0);
@@ -629,7 +560,7 @@ static void test_calls_accepted_during_shutdown_run(void **state)
     assert_rc(tw_reactor_add_trigger(c->r, TW_DURING_SHUTDOWN, sd_during, c, NULL), 0);
     assert_rc(tw_reactor_add_trigger(c->r, TW_AFTER_SHUTDOWN, sd_after, c, NULL), 0);
     assert_rc(tw_reactor_call_in_thread(c->r, sd_pool_task, c), 0);
-    arm_watchdog(c->r);
+    tw_test_arm_watchdog(c->r, WATCHDOG);
     assert_rc(tw_reactor_call_from_thread(c->r, call_stop, c->r), 0);
     run_loop(c->r);
     assert_int_equal(c->ntriggers, 3);
@@ -805,7 +736,7 @@ static void test_call_in_thread_off_loop(void **state)
     c.post_rc = 99;
     c.task_on_loop = true;
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c.r, cit_start, &c), 0);
     run_loop(c.r);
     assert_int_equal(c.task_ran, 1);
@@ -831,9 +762,9 @@ static void test_call_in_thread_error_reported(void **state)
     assert_rc(tw_reactor_stop(r), 0);
     run_loop(r); /* shutdown waits for the queued task */
     assert_rc(tw_reactor_destroy(r), 0);
-    assert_int_equal(diag_count(), 1);
-    assert_int_equal(diag_log[0].code, 4321);
-    diag_reset();
+    assert_int_equal(tw_test_diag_count(), 1);
+    assert_int_equal(tw_test_diag_at(0)->code, 4321);
+    tw_test_diag_reset();
 }
 
 /* call_multiple_in_thread: in order, on one thread (Twisted's test_callMultiple). */
@@ -904,7 +835,7 @@ static void test_call_multiple_in_thread_one_thread_in_order(void **state)
     multi_ctx c = {0};
     c.post_rc = 99;
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c.r, multi_start, &c), 0);
     run_loop(c.r);
     assert_int_equal(c.n, MULTI + 1);
@@ -985,7 +916,7 @@ static void run_dtt(dtt_ctx *c, tw_thread_fn fn, tw_pool *user_pool)
     tw_deferred *d = NULL;
     c->r = new_reactor();
     c->fn_on_loop = true;
-    arm_watchdog(c->r);
+    tw_test_arm_watchdog(c->r, WATCHDOG);
     if (user_pool)
         assert_rc(tw_defer_to_thread_pool(c->r, user_pool, fn, c, &d), 0);
     else
@@ -1152,7 +1083,7 @@ static void test_cancel_defer_to_thread_not_started(void **state)
     cancel_ctx c = {0};
     c.blocker_rc = c.marker_rc = 99;
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c.r, cancel_queued_start, &c), 0);
     run_loop(c.r);
     assert_true(c.fired_at_once);
@@ -1208,7 +1139,7 @@ static void run_cancel_running(bool fail_late)
     c.wait_rc = 99;
     c.fail_late = fail_late;
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_defer_to_thread(c.r, running_fn, &c, &c.d), 0);
     assert_rc(tw_deferred_add_callbacks(c.d, cancel_cb, &c, cancel_eb, &c), 0);
     run_loop(c.r);
@@ -1265,7 +1196,7 @@ static void test_cancel_wait_times_out_without_cancel(void **state)
     cwait_ctx c = {99, true};
     tw_reactor *r = new_reactor();
     tw_deferred *d;
-    arm_watchdog(r);
+    tw_test_arm_watchdog(r, WATCHDOG);
     assert_rc(tw_defer_to_thread(r, cwait_fn, &c, &d), 0);
     assert_rc(tw_deferred_add_both(d, stop_cb, r), 0);
     run_loop(r);
@@ -1366,7 +1297,7 @@ static void run_bc(bc_ctx *c, enum bc_kind kind)
     c->timer_rc = 0;
     tw_test_tally_init(&c->finished);
     c->r = new_reactor();
-    arm_watchdog(c->r);
+    tw_test_arm_watchdog(c->r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c->r, bc_start, c), 0);
     run_loop(c->r);
     tw_test_must_reach(&c->finished, 1, LIMIT, "a blocking call that must return");
@@ -1476,7 +1407,7 @@ static void test_blocking_call_on_loop_thread_edeadlk(void **state)
     c.r = new_reactor();
     /* Before run, the creating thread is the loop thread. */
     assert_rc(tw_blocking_call_from_thread(c.r, deadlk_fn, NULL, &c.out), TW_EDEADLK);
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_reactor_call_when_running(c.r, deadlk_running, &c), 0);
     assert_rc(tw_reactor_call_later(c.r, 0.0, deadlk_timer, &c, NULL), 0);
     run_loop(c.r);
@@ -1527,7 +1458,7 @@ static void test_blocking_call_served_during_before_phase(void **state)
     hold_ctx c = {0};
     c.rc = 99;
     c.r = new_reactor();
-    arm_watchdog(c.r);
+    tw_test_arm_watchdog(c.r, WATCHDOG);
     assert_rc(tw_reactor_add_trigger(c.r, TW_BEFORE_SHUTDOWN, hold_trigger, &c, NULL), 0);
     assert_rc(tw_reactor_stop(c.r), 0);
     run_loop(c.r);
@@ -1605,7 +1536,7 @@ static void run_10124(t10124 *c, enum tw_trigger_phase phase)
     memset(c, 0, sizeof *c);
     c->gate_rc = c->bc_rc = 99;
     c->r = new_reactor();
-    arm_watchdog(c->r);
+    tw_test_arm_watchdog(c->r, WATCHDOG);
     assert_rc(tw_defer_to_thread(c->r, t10124_task, c, &d), 0);
     assert_rc(tw_deferred_add_callbacks(d, t10124_cb, c, t10124_eb, c), 0);
     tw_deferred_unref(d);
@@ -1713,7 +1644,7 @@ static void run_pend(pend_ctx *c, bool from_pool)
     c->from_pool = from_pool;
     tw_test_tally_init(&c->finished);
     c->r = new_reactor();
-    arm_watchdog(c->r);
+    tw_test_arm_watchdog(c->r, WATCHDOG);
     assert_rc(tw_reactor_add_trigger(c->r, TW_DURING_SHUTDOWN, pend_during, c, NULL), 0);
     assert_rc(tw_reactor_call_when_running(c->r, pend_start, c), 0);
     run_loop(c->r); /* returns: the pool's stop was not held by the waiting thread */
