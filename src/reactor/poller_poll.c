@@ -10,6 +10,7 @@
 struct tw__poller {
     struct pollfd *pfd;
     size_t n, cap;
+    size_t next_scan; /* where the next scan of ready fds starts */
     int *slot; /* fd -> index in pfd, or -1 */
     size_t nslot;
 };
@@ -85,8 +86,12 @@ static int pl_wait(tw__poller *p, int timeout_ms, tw__poll_event *out, int max)
     errno = saved;
     if (n <= 0)
         return 0;
+    /* Scan from where the last full batch stopped, so that with more ready
+     * fds than fit in one batch none is starved. */
     int k = 0;
-    for (size_t i = 0; i < p->n && k < max; i++) {
+    size_t first = p->next_scan < p->n ? p->next_scan : 0;
+    for (size_t j = 0; j < p->n && k < max; j++) {
+        size_t i = (first + j) % p->n;
         short e = p->pfd[i].revents;
         if (!e)
             continue;
@@ -99,7 +104,8 @@ static int pl_wait(tw__poller *p, int timeout_ms, tw__poll_event *out, int max)
             ev |= TW_READABLE | TW_WRITABLE;
         out[k].fd = p->pfd[i].fd;
         out[k].events = ev;
-        k++;
+        if (++k == max)
+            p->next_scan = i + 1; /* full: the next batch starts after this one */
     }
     return k;
 }
