@@ -28,8 +28,9 @@
  *
  * This layer is single-threaded bookkeeping: a Deferred, and everything built
  * on one, belongs to the thread that created it (in practice the loop thread).
- * Builds with TW_DEBUG report a call from another thread through the
- * diagnostic hook, naming the function. Nothing here blocks or knows a loop;
+ * Builds with TW_DEBUG report a call on a Deferred from another thread
+ * through the diagnostic hook, naming the function (the lock, semaphore and
+ * queue record no thread of their own; the Deferreds they hand out do). Nothing here blocks or knows a loop;
  * time comes from a tw_clock, and tw_fake_clock drives tests deterministically.
  *
  * Ownership, in four rules (docs/deferred.md walks through an example):
@@ -48,7 +49,8 @@
  *     a reference and gives it back with tw_deferred_unref(). A Deferred that
  *     loses its last reference before it fires can never fire: it is fired
  *     with TW_EABANDONED, so every callback and every Deferred waiting on it
- *     learns so, instead of waiting forever in silence.
+ *     learns so, instead of waiting forever in silence. One left paused with
+ *     callbacks to run is reported as misuse, unpaused, and runs them.
  *
  * A failure that reaches the end of a chain and is still there when the
  * Deferred is freed is reported once, through the diagnostic hook
@@ -208,18 +210,19 @@ struct tw_clock {
     const tw_clock_ops *ops;
 };
 
+/* 0 for a NULL clock. */
 static inline int64_t tw_clock_now(tw_clock *c)
 {
-    return c->ops->now(c);
+    return c && c->ops ? c->ops->now(c) : 0;
 }
 static inline int tw_clock_call_later(tw_clock *c, double seconds, tw_clock_fn fn, void *arg,
                                       tw_clock_call **out)
 {
-    return c->ops->call_later(c, seconds, fn, arg, out);
+    return c && c->ops ? c->ops->call_later(c, seconds, fn, arg, out) : TW_EINVAL;
 }
 static inline int tw_clock_cancel(tw_clock *c, tw_clock_call *call)
 {
-    return c->ops->cancel(c, call);
+    return c && c->ops ? c->ops->cancel(c, call) : TW_EINVAL;
 }
 
 /* A clock that moves only when told: calls run inside tw_fake_clock_advance,
@@ -266,7 +269,8 @@ TW_API int tw_maybe_deferred(tw_result_fn fn, void *arg, tw_deferred **out);
 
 TW_API tw_deferred *tw_deferred_ref(tw_deferred *d);
 /* Gives a reference back. The last one frees d: an unhandled failure is
- * reported; a Deferred that never fired is first fired with TW_EABANDONED. */
+ * reported; a Deferred that never fired is first fired with TW_EABANDONED;
+ * one left paused with callbacks to run is reported, unpaused and run. */
 TW_API void tw_deferred_unref(tw_deferred *d);
 
 /* Appends a (callback, errback) pair. Exactly one side runs, chosen by
@@ -291,7 +295,8 @@ TW_API int tw_deferred_callback(tw_deferred *d, tw_result r);
 TW_API int tw_deferred_errback(tw_deferred *d, tw_failure *f);
 
 /* Pauses the chain: callbacks stop running until the matching unpause.
- * Unpausing a Deferred that is not paused is TW_EPERM (the count stays 0). */
+ * Unpausing a Deferred that is not paused is TW_EPERM (the count stays 0);
+ * TW_EOVERFLOW past UINT32_MAX pauses. */
 TW_API int tw_deferred_pause(tw_deferred *d);
 TW_API int tw_deferred_unpause(tw_deferred *d);
 
@@ -349,7 +354,8 @@ typedef struct tw_list_result {
  * TW_LIST_FIRE_ON_ONE_ERRBACK fails the list with a failure made as
  * tw_gather_results describes. Cancelling a list that has not fired cancels
  * every input that has not reached it; a fired list cancels like any
- * Deferred (only what it waits on). */
+ * Deferred (only what it waits on). TW_EINVAL for unknown flags or a NULL
+ * input (nothing is attached then). */
 TW_API int tw_deferred_list(tw_deferred *const *inputs, size_t n, unsigned flags,
                             tw_deferred **out);
 /* A list with TW_LIST_FIRE_ON_ONE_ERRBACK: fires with the same
@@ -432,15 +438,16 @@ TW_API size_t tw_dsem_waiting(const tw_dsem *s);
 
 typedef struct tw_dqueue tw_dqueue;
 TW_API int tw_dqueue_create(size_t size, size_t backlog, tw_dqueue **out);
-/* TW_EOVERFLOW when the queue keeps `size` items and no get waits; the item
- * then stays the caller's. */
+/* TW_EOVERFLOW when the queue keeps `size` items and no get waits, TW_ENOMEM
+ * when it cannot grow; either way the item stays the caller's. */
 TW_API int tw_dqueue_put(tw_dqueue *q, void *ptr, tw_drop_fn drop);
 /* TW_EUNDERFLOW when nothing is kept and `backlog` gets already wait. */
 TW_API int tw_dqueue_get(tw_dqueue *q, tw_deferred **out);
 TW_API size_t tw_dqueue_pending(const tw_dqueue *q); /* items kept */
 TW_API size_t tw_dqueue_waiting(const tw_dqueue *q); /* gets waiting */
 /* Drops the items kept; waiting gets fail with TW_ESHUTDOWN (their
- * callbacks see put and get return TW_ESHUTDOWN). */
+ * callbacks see put and get return TW_ESHUTDOWN). Called from inside the
+ * queue's own hand-off or destroy it does nothing but report misuse. */
 TW_API void tw_dqueue_destroy(tw_dqueue *q);
 
 #ifdef __cplusplus

@@ -14,7 +14,10 @@
  *     }
  *     static tw_result show(tw_result r, void *arg)                  // the loop thread
  *     {
- *         puts(r.ptr);
+ *         if (tw_result_is_failure(r))
+ *             fprintf(stderr, "%s\n", tw_failure_message(tw_result_as_failure(r)));
+ *         else
+ *             puts(r.ptr);
  *         tw_result_drop(r);
  *         tw_reactor_stop(arg);
  *         return tw_result_none();
@@ -24,17 +27,19 @@
  *     tw_reactor_create(&r);
  *     tw_deferred *d;
  *     tw_defer_to_thread(r, blocking_read, "/etc/hostname", &d);
- *     tw_deferred_add_callback(d, show, r);
+ *     tw_deferred_add_both(d, show, r);          // success or failure, it stops
  *     tw_deferred_unref(d);
  *     tw_reactor_run(r);                        // returns after stop and shutdown
  *     tw_reactor_destroy(r);
  *
  * Threads. The thread-safe entry points are tw_reactor_call_from_thread,
  * tw_reactor_post, tw_blocking_call_from_thread (from any thread but the
- * loop's) and tw_reactor_stop. Every other function here belongs to the loop
- * thread (before run: the thread that created the reactor); builds with
- * TW_DEBUG report a call from another thread through the diagnostic hook,
- * naming the function.
+ * loop's) and tw_reactor_stop; a thread function's tw_cancel_* calls are its
+ * own. tw_reactor_run and tw_reactor_iterate may be called from any thread,
+ * which becomes the loop thread. Every other function here belongs to the
+ * loop thread (before it first runs: the thread that created the reactor;
+ * once shut down: whoever cleans up); builds with TW_DEBUG report a call from
+ * another thread through the diagnostic hook, naming the function.
  *
  * Shutdown (docs/reactor.md has it step by step). tw_reactor_stop starts it:
  * the before-shutdown triggers run and the loop keeps running until every
@@ -97,21 +102,24 @@ TW_API int tw_reactor_iterate(tw_reactor *r, double timeout);
 /* Starts shutdown. Any thread, and safe in a signal handler. TW_EALREADY if
  * already stopping or stopped. A stop before run makes run shut down at once. */
 TW_API int tw_reactor_stop(tw_reactor *r);
-/* Calls fn(arg) when the loop starts (at once if it is running). */
+/* Calls fn(arg) when the loop starts (at once if it is running);
+ * TW_ESHUTDOWN once shut down. A reactor destroyed without running never
+ * calls it. */
 TW_API int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg);
 /* True from the first iteration (run, or iterate) until shutdown completes. */
 TW_API bool tw_reactor_running(const tw_reactor *r);
 
 /* SIGINT and SIGTERM stop this reactor cleanly (the previous handlers come
  * back when run() returns or the reactor is destroyed). One reactor at a
- * time: TW_EBUSY if another has them. */
+ * time: TW_EBUSY if another has them; TW_ESHUTDOWN once shut down. */
 TW_API int tw_reactor_handle_signals(tw_reactor *r);
 
 /* Now on the reactor's clock, in seconds (fake or monotonic). */
 TW_API double tw_reactor_seconds(const tw_reactor *r);
 /* The reactor as the deferred layer's clock (tw_deferred_add_timeout). Its
- * calls stop at shutdown; a handle stays valid until it is cancelled, even
- * after the reactor is freed, so a Deferred may outlive its reactor. */
+ * calls stop at shutdown. A call's handle is valid until the call runs or
+ * is cancelled, even after the reactor is freed, so a Deferred with a
+ * timeout may outlive its reactor. */
 TW_API tw_clock *tw_reactor_clock(tw_reactor *r);
 /* Fake clock only (else TW_ENOTSUP): moves time forward and runs the timers
  * that fall due, in order. */
@@ -125,6 +133,7 @@ TW_API int tw_reactor_advance(tw_reactor *r, double seconds);
  * handle stays valid after the call ran or was cancelled. */
 typedef struct tw_delayed_call tw_delayed_call;
 
+/* TW_ESHUTDOWN once the reactor has shut down. */
 TW_API int tw_reactor_call_later(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
                                  tw_delayed_call **out);
 /* TW_EALREADY if it already ran or was cancelled. */
@@ -185,7 +194,8 @@ TW_API int tw_reactor_remove_trigger(tw_reactor *r, uint64_t id);
  * progress, so a poster faster than the loop runs at the loop's pace; if the
  * loop runs nothing for a millisecond (it may be blocked), and on the loop
  * thread at once, the call goes on a node instead (the caller's for
- * tw_reactor_post, an allocated one otherwise).
+ * tw_reactor_post, an allocated one otherwise); calls that went on nodes run
+ * in one batch, outside the 4096 limit.
  *
  * When shutdown reaches its last step (after the after-shutdown triggers),
  * posting from other threads returns TW_ESHUTDOWN and the call is not taken;
@@ -209,7 +219,9 @@ TW_API int tw_reactor_post(tw_reactor *r, tw_call *node);
 
 /* ==== the reactor's thread pool ===========================================
  * A tw_pool created on first use (min 0, max pool_max) and stopped during
- * shutdown; afterwards the functions below return TW_ESHUTDOWN. */
+ * shutdown; afterwards the functions below that use it return TW_ESHUTDOWN
+ * (tw_defer_to_thread_pool, on the application's pool, works until the
+ * reactor has shut down). */
 
 /* Sets the pool's limit (n >= 1), now or when the pool is created. */
 TW_API int tw_reactor_suggest_thread_pool_size(tw_reactor *r, size_t n);

@@ -14,7 +14,7 @@ void tw__free(void *ptr, size_t size);
 
 /* A per-thread cache of blocks of one size (block_cache.c). Each cache
  * names its own slot below TW__CACHE_SLOTS. */
-#define TW__CACHE_SLOTS 2
+#define TW__CACHE_SLOTS 1
 typedef struct tw__block_cache {
     size_t size;  /* >= sizeof(void *) */
     uint32_t max; /* blocks kept per thread */
@@ -23,7 +23,6 @@ typedef struct tw__block_cache {
 #define TW__CACHE_SLOT_DEFERRED 0
 
 void *tw__cache_alloc(const tw__block_cache *c);
-void *tw__cache_alloc_slow(const tw__block_cache *c);
 void tw__cache_free(const tw__block_cache *c, void *p);
 /* Gives the calling thread's cached blocks back to the allocator. */
 void tw__caches_flush(void);

@@ -58,11 +58,6 @@ void tw__caches_flush(void)
     flush_mine();
 }
 
-void *tw__cache_alloc_slow(const tw__block_cache *c)
-{
-    return tw__alloc(c->size);
-}
-
 void tw__cache_free(const tw__block_cache *c, void *p)
 {
     struct slot *s = &slots[c->slot];
@@ -95,5 +90,5 @@ void *tw__cache_alloc(const tw__block_cache *c)
         s->n--;
         return b;
     }
-    return tw__cache_alloc_slow(c);
+    return tw__alloc(c->size);
 }

@@ -112,8 +112,10 @@ tw_result tw_result_fail(int code, const char *fmt, ...)
 
 int tw_failure_set_payload(tw_failure *f, void *payload, tw_drop_fn drop)
 {
-    if (!f || f->refs == IMMORTAL)
+    if (!f || f == &nomem)
         return TW_EINVAL;
+    /* relaxed: only the caller's own reference can make it 1, and sharing
+     * it afterwards is what the caller must not have done yet. */
     if (__atomic_load_n(&f->refs, __ATOMIC_RELAXED) != 1)
         return TW_EBUSY;
     if (f->payload || f->payload_drop)
@@ -125,7 +127,7 @@ int tw_failure_set_payload(tw_failure *f, void *payload, tw_drop_fn drop)
 
 void tw__failure_set_index(tw_failure *f, size_t index)
 {
-    if (f->refs != IMMORTAL)
+    if (f != &nomem)
         f->index = index;
 }
 
@@ -133,7 +135,7 @@ tw_failure *tw_failure_ref(tw_failure *f)
 {
     /* relaxed: a new reference is made from an existing one, which already
      * orders everything before it. */
-    if (f && f->refs != IMMORTAL)
+    if (f && f != &nomem)
         __atomic_fetch_add(&f->refs, 1, __ATOMIC_RELAXED);
     return f;
 }
@@ -141,7 +143,7 @@ tw_failure *tw_failure_ref(tw_failure *f)
 void tw_failure_unref(tw_failure *f)
 {
     /* Iterative along the cause chain, so a long chain frees in bounded stack. */
-    while (f && f->refs != IMMORTAL) {
+    while (f && f != &nomem) {
         /* acq_rel: the last release sees every other holder's use (release
          * half of theirs, acquire half of ours) before freeing. */
         if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) != 0)

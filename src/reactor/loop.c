@@ -65,8 +65,6 @@ int tw_reactor_create_with(const tw_reactor_config *cfg, tw_reactor **out)
     }
     rc = tw__io_init(r, cfg->poller);
     if (rc == 0)
-        rc = tw__timers_init(r);
-    if (rc == 0)
         rc = tw__clock_create(r);
     if (rc == 0)
         rc = tw__post_init(r);
@@ -215,7 +213,10 @@ static void run_triggers(tw_reactor *r, int phase, bool wait)
             r->trigger_tail[phase] = &r->triggers[phase];
         tw_result res = t->fn(t->arg);
         TW__DELETE(t);
-        if (tw_result_is_deferred(res) && wait) {
+        if (tw_result_is_deferred(res) && !res.ptr) {
+            tw_diag_report(TW_DIAG_MISUSE, TW_EINVAL, "tw_reactor_stop",
+                           "a shutdown trigger returned a NULL Deferred");
+        } else if (tw_result_is_deferred(res) && wait) {
             tw_deferred *d = res.ptr;
             r->before_pending++;
             if (tw_deferred_add_both(d, before_done, r) != 0) {
@@ -250,6 +251,8 @@ static void free_triggers(tw_reactor *r)
 
 static void begin(tw_reactor *r)
 {
+    /* relaxed: other threads only compare it with their own id, which it
+     * can equal only for the thread that stored it. */
     __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED);
     r->state = R_RUNNING;
 }
@@ -346,7 +349,7 @@ int tw_reactor_run(tw_reactor *r)
     if (r->state == R_NEW)
         start(r);
     else
-        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED);
+        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED); /* as in begin() */
     while (r->state != R_DONE)
         iterate(r, -1);
     r->in_run = false;
@@ -358,18 +361,19 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
 {
     if (!r || isnan(timeout))
         return TW_EINVAL;
-    TW__RCHECK(r, "tw_reactor_iterate");
+    /* Any thread may iterate; it becomes the loop thread (as with run). */
     if (r->in_run)
         return TW_EBUSY;
     if (r->state == R_DONE)
         return TW_ESHUTDOWN;
-    /* in_run also while iterating: a callback may not iterate, run or
-     * destroy the reactor under its own iteration (TW_EBUSY). */
+    /* in_run also while iterating: a callback may not iterate or destroy
+     * the reactor under its own iteration (TW_EBUSY), nor run it
+     * (TW_EALREADY). */
     r->in_run = true;
     if (r->state == R_NEW)
         start(r);
     else
-        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED);
+        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED); /* as in begin() */
     int64_t ns = timeout < 0 ? -1 : timeout * 1e9 >= 9.2e18 ? INT64_MAX : (int64_t)(timeout * 1e9);
     iterate(r, ns);
     r->in_run = false;

@@ -61,9 +61,9 @@ void tw__post_destroy(tw_reactor *r)
 
 void tw__reactor_wake(tw_reactor *r)
 {
-    /* A plain load first: while the flag is set (the loop has not re-armed
-     * yet) no poster needs to write, nor to pay a read-modify-write on the
-     * line the loop also writes. */
+    /* A load before the exchange: while the flag is set (the loop has not
+     * re-armed yet) no poster needs to write, nor to pay a read-modify-write
+     * on the line the loop also writes. */
     if (__atomic_load_n(&r->wake_pending, __ATOMIC_SEQ_CST))
         return;
     if (__atomic_exchange_n(&r->wake_pending, 1, __ATOMIC_SEQ_CST) == 0)
@@ -78,6 +78,7 @@ void tw__reactor_rearm(tw_reactor *r)
 /* 0, TW_EFULL or TW_ESHUTDOWN. */
 static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
 {
+    /* relaxed: only a starting guess; the CAS below decides. */
     uint64_t pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
     tw__cell *c;
     for (;;) {
@@ -118,16 +119,16 @@ static int stack_push(tw_reactor *r, tw_call *node)
      * for the ring, the wake-up comes before the call can run. */
     __atomic_fetch_add(&r->ovf, 1, __ATOMIC_SEQ_CST);
     tw__reactor_wake(r);
-    tw_call *head = __atomic_load_n(&r->posted, __ATOMIC_RELAXED);
+    tw_call *head = __atomic_load_n(&r->posted, __ATOMIC_RELAXED); /* a guess; the CAS decides */
     do {
         if (head == TW__POST_CLOSED) {
             __atomic_fetch_sub(&r->ovf, 1, __ATOMIC_SEQ_CST);
             return TW_ESHUTDOWN;
         }
         node->next = head;
-        /* seq_cst: the push comes before the wake-flag load (handshake);
-         * release would do for the node's contents. */
-    } while (!__atomic_compare_exchange_n(&r->posted, &head, node, true, __ATOMIC_SEQ_CST,
+        /* release: the node's contents before the loop takes it (its acquire
+         * exchange). The wake-up handshake rests on `ovf`, raised above. */
+    } while (!__atomic_compare_exchange_n(&r->posted, &head, node, true, __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED));
     return 0;
 }
@@ -174,6 +175,7 @@ static int wait_for_room(tw_reactor *r, tw_call_fn fn, void *arg)
 static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool *used_node)
 {
     *used_node = false;
+    /* relaxed: only the loop thread can see its own id there. */
     bool on_loop = __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED) == tw__self();
     /* Closing: only the calls being drained may still add calls (on the
      * loop thread); others are refused, so that posters that never stop
@@ -302,6 +304,7 @@ static void stack_run(tw_reactor *r, tw_call *lifo)
 
 bool tw__posted_run(tw_reactor *r)
 {
+    /* relaxed: a hint; the exchange below (acquire) is what takes the calls. */
     tw_call *h = __atomic_load_n(&r->posted, __ATOMIC_RELAXED);
     if (h && h != TW__POST_CLOSED) {
         /* acquire: the nodes, and the ring cells their posters published before. */

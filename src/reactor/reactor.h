@@ -167,7 +167,9 @@ int64_t tw__reactor_now(const tw_reactor *r);
 #ifdef TW_DEBUG
 void tw__reactor_wrong_thread(const tw_reactor *r, const char *function);
 /* Before the loop runs, the creating thread owns the reactor; while it runs
- * (and shuts down), the loop thread; once shut down, whoever cleans up. */
+ * (and shuts down), the loop thread; once shut down, whoever cleans up.
+ * loop_thread is read relaxed: it can equal tw__self() only for the thread
+ * that stored it. */
 #define TW__RCHECK(r, fn)                                                              \
     do {                                                                               \
         uint32_t want_ = (r)->state == R_NEW && !(r)->in_run ? (r)->owner               \
@@ -182,7 +184,6 @@ void tw__reactor_wrong_thread(const tw_reactor *r, const char *function);
 #endif
 
 /* timers.c */
-int tw__timers_init(tw_reactor *r);
 /* Runs the timers due at `now`, not those they schedule for now. */
 void tw__timers_run(tw_reactor *r, int64_t now);
 /* ns until the next timer (0 if due), or -1 if there is none. */

@@ -336,7 +336,7 @@ static void bcall_run(void *arg)
 {
     bwait *w = arg;
     tw_reactor *r = w->r;
-    if (__atomic_load_n(&r->bcalls_refused, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&r->bcalls_refused, __ATOMIC_RELAXED)) { /* our own store */
         release(w, TW_ESHUTDOWN, tw_result_none());
         return;
     }
@@ -371,9 +371,12 @@ int tw_blocking_call_from_thread(tw_reactor *r, tw_result_fn fn, void *arg, tw_r
 {
     if (!r || !fn || !out)
         return TW_EINVAL;
+    /* relaxed: it can equal our id only if we stored it. */
     uint32_t loop = __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED);
     if (loop ? loop == tw__self() : r->owner == tw__self())
         return TW_EDEADLK; /* it would wait for itself */
+    /* relaxed: a fast refusal only; a call that misses it is refused on
+     * the loop (bcall_run), which reads its own store. */
     if (__atomic_load_n(&r->bcalls_refused, __ATOMIC_RELAXED))
         return TW_ESHUTDOWN;
     bwait w;
@@ -397,7 +400,7 @@ int tw_blocking_call_from_thread(tw_reactor *r, tw_result_fn fn, void *arg, tw_r
 
 void tw__threads_refuse_blocking(tw_reactor *r)
 {
-    __atomic_store_n(&r->bcalls_refused, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->bcalls_refused, 1, __ATOMIC_RELAXED); /* see tw_blocking_call_from_thread */
     tw__bcall *b;
     while ((b = r->bcalls)) {
         bwait *w = b->w;
@@ -417,13 +420,12 @@ void tw__threads_stop_pool(tw_reactor *r)
         return;
     tw_deadline deadline;
     tw_deadline_from_timeout(r->pool_stop_timeout, &deadline);
-    size_t stuck = 0;
     for (;;) {
-        if (tw_pool_stop(r->pool, 0, &stuck) == 0)
+        if (tw_pool_stop(r->pool, 0, NULL) == 0)
             break;
         if (tw_now_ns() >= deadline) {
-            /* Reports the stuck threads by number. */
-            if (tw_pool_stop(r->pool, 0.001, &stuck) == 0)
+            /* A stop with a timeout makes the pool name its stuck threads. */
+            if (tw_pool_stop(r->pool, 0.001, NULL) == 0)
                 break;
             tw_diag_report(TW_DIAG_WARNING, TW_ETIMEDOUT, "tw_reactor_stop",
                            "the reactor's pool did not stop in time; its stuck threads are "

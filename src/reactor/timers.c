@@ -2,9 +2,10 @@
  * call knowing its index so that cancel and reset are O(log n).
  *
  * A delayed call is reference counted: the reactor holds one reference while
- * the call is pending, and each handle given out holds one. The calls made
- * for the deferred layer's clock have no handle: their tw_clock_call pointer
- * is dead once they run or are cancelled, as tw_clock requires. */
+ * the call is pending, and each handle given out holds one. A call made
+ * through the deferred layer's clock gives its user a handle (a reference to
+ * the call and one to the clock) that dies when the call runs or is
+ * cancelled, as tw_clock requires. */
 #include <math.h>
 
 #include "base/alloc.h"
@@ -76,12 +77,6 @@ static int heap_push(tw_reactor *r, tw_delayed_call *c)
     r->heap[r->heap_len] = c;
     c->index = r->heap_len++;
     sift_up(r, c->index);
-    return 0;
-}
-
-int tw__timers_init(tw_reactor *r)
-{
-    (void)r;
     return 0;
 }
 
@@ -170,10 +165,8 @@ int tw_delayed_call_cancel(tw_delayed_call *c)
 static int move(tw_delayed_call *c, int64_t when)
 {
     tw_reactor *r = c->r;
-    bool later = when > c->when;
     c->when = when;
     c->seq = r->timer_seq++; /* moved: after the others due at the same time */
-    (void)later;
     /* The key changed both ways at once (time one way, seq up): restore the
      * heap in both directions. */
     sift_up(r, c->index);
