@@ -284,19 +284,6 @@ static void finish(tw_reactor *r)
     tw__timers_destroy(r);
 }
 
-/* About to sleep with defer_to_thread work in flight: its result is often
- * a few microseconds away. Yield the CPU once first: where the pool thread
- * shares it (one CPU, or the scheduler keeps them together), it runs now and
- * its result is there without the loop sleeping, which saves the poster a
- * write and the loop a wake-up. Spinning instead was tried: it pushes the
- * pool thread onto the other CPU, where each wake-up costs tens of
- * microseconds on a VM. True if a call arrived. */
-static bool await_thread_result(tw_reactor *r)
-{
-    sched_yield();
-    return tw__posted_pending(r);
-}
-
 /* One iteration (see the top of the file); wait_ns < 0 waits as long as needed. */
 static void iterate(tw_reactor *r, int64_t wait_ns)
 {
@@ -317,6 +304,16 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
     if (r->state == R_DONE)
         return;
 
+    /* About to wait with defer_to_thread work in flight: its result is often
+     * a few microseconds away. Yield the CPU once first, before re-arming
+     * the wake flag: where the pool thread shares the CPU (one CPU, or the
+     * scheduler keeps them together) it runs now, and while the flag is
+     * still set from our last wake-up its post does not even write the
+     * waker; the loop then finds the result without sleeping. Spinning
+     * instead was tried: it pushes the pool thread onto the other CPU,
+     * where each wake-up costs tens of microseconds on a VM. */
+    if (r->dthreads && wait_ns != 0 && !tw__posted_pending(r))
+        sched_yield();
     tw__reactor_rearm(r);
     int64_t t = wait_ns;
     if (tw__posted_pending(r) ||
@@ -330,8 +327,6 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
     } else if (tw__timers_next(r, r->fake_now) == 0) {
         t = 0; /* a timer scheduled by a timer for "now": due, time does not move */
     }
-    if (t != 0 && r->dthreads && await_thread_result(r))
-        t = 0;
     /* Round up, so that a timer is never woken for before it is due. */
     int ms = t < 0 ? -1 : t > (int64_t)INT32_MAX * 1000000 ? INT32_MAX
                                                            : (int)((t + 999999) / 1000000);
