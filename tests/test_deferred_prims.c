@@ -1453,9 +1453,61 @@ static void test_seed000_closure_without_lock(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/* ==== thread affinity (TW_DEBUG) ================================================== */
+
+typedef struct wrong_thread_arg {
+    tw_dqueue *q;
+    tw_dlock *l;
+    int put_rc, release_rc;
+} wrong_thread_arg;
+
+static void *wrong_thread(void *p)
+{
+    wrong_thread_arg *a = p;
+    a->put_rc = tw_dqueue_put(a->q, NULL, NULL); /* Twisted's classic: a put from a pool thread */
+    a->release_rc = tw_dlock_release(a->l);
+    return NULL;
+}
+
+static void test_wrong_thread_reported(void **state)
+{
+    (void)state;
+    wrong_thread_arg a = {0};
+    tw_dlock l = TW_DLOCK_INIT;
+    tw_deferred *held, *got;
+    a.l = &l;
+    assert_rc(tw_dqueue_create(TW_UNBOUNDED, TW_UNBOUNDED, &a.q), 0);
+    assert_rc(tw_dlock_acquire(&l, &held), 0); /* first use: this thread owns the lock */
+    tw_test_diag_reset();
+    tw_test_join(tw_test_start(wrong_thread, &a));
+    int misuse = tw_test_diag_count_kind(TW_DIAG_MISUSE);
+    bool put_named = false, release_named = false;
+    for (int i = 0; tw_test_diag_at(i); i++) {
+        const tw_test_diag *d = tw_test_diag_at(i);
+        put_named |= strcmp(d->function, "tw_dqueue_put") == 0;
+        release_named |= strcmp(d->function, "tw_dlock_release") == 0;
+    }
+    /* The calls themselves still went through (a report, not an error). */
+    assert_rc(a.put_rc, 0);
+    assert_rc(a.release_rc, 0);
+    assert_false(tw_dlock_locked(&l));
+    assert_rc(tw_dqueue_get(a.q, &got), 0);
+    assert_true(tw_deferred_called(got));
+    tw_deferred_unref(got);
+    tw_deferred_unref(held);
+    tw_dqueue_destroy(a.q);
+
+    tw_test_require_debug_report(misuse, "tw_dqueue_put and tw_dlock_release");
+    assert_int_equal(misuse, 2);
+    assert_true(put_named);
+    assert_true(release_named);
+    tw_test_diag_reset_kind(TW_DIAG_MISUSE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_wrong_thread_reported),
         T(test_dlock_acquire_release),
         T(test_dlock_fifo),
         T(test_dlock_cancel_pending),

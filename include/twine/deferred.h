@@ -28,9 +28,11 @@
  *
  * This layer is single-threaded bookkeeping: a Deferred, and everything built
  * on one, belongs to the thread that created it (in practice the loop thread).
- * Builds with TW_DEBUG report a call on a Deferred from another thread
- * through the diagnostic hook, naming the function (the lock, semaphore and
- * queue record no thread of their own; the Deferreds they hand out do). Nothing here blocks or knows a loop;
+ * Builds with TW_DEBUG report a call from another thread through the
+ * diagnostic hook, naming the function: a Deferred belongs to the thread
+ * that created it, a DeferredLock or DeferredSemaphore to the thread of its
+ * first use, a DeferredQueue to the thread that created it. (Twisted's
+ * classic bug: a DeferredQueue put from a pool thread.) Nothing here blocks or knows a loop;
  * time comes from a tw_clock, and tw_fake_clock drives tests deterministically.
  *
  * Ownership, in four rules (docs/deferred.md walks through an example):
@@ -390,12 +392,13 @@ typedef struct tw__dprim {
     uint32_t held;   /* grants outstanding */
     uint32_t limit;  /* tokens; 0 in a zeroed lock means 1 */
     uint32_t firing; /* a release up the stack is handing off */
+    uint32_t thread; /* TW_DEBUG builds: the thread of its first use (0: none yet) */
 } tw__dprim;
 
 typedef struct tw_dlock {
     tw__dprim p;
 } tw_dlock;
-#define TW_DLOCK_INIT {{NULL, NULL, 0, 0, 0, 0}}
+#define TW_DLOCK_INIT {{NULL, NULL, 0, 0, 0, 0, 0}}
 
 TW_API int tw_dlock_acquire(tw_dlock *l, tw_deferred **out);
 /* TW_EPERM if the lock is not held. */

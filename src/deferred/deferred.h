@@ -82,6 +82,9 @@ void tw__deferred_run(tw_deferred *d);
 int tw__deferred_fire(tw_deferred *d, tw_result r);
 
 #ifdef TW_DEBUG
+/* Reports a call on an object of this layer from a thread other than its
+ * own (`owner`); `what` names the kind of object. */
+void tw__wrong_thread(const char *what, uint32_t owner, const char *function);
 void tw__deferred_wrong_thread(const tw_deferred *d, const char *function);
 #define TW__CHECK_THREAD(d, fn)                                                        \
     do {                                                                               \

@@ -21,7 +21,20 @@ struct tw_dqueue {
     size_t waiting;
     int firing;
     bool closing; /* inside tw_dqueue_destroy: getters' errbacks may call back */
+#ifdef TW_DEBUG
+    uint32_t thread; /* the creating thread */
+#endif
 };
+
+#ifdef TW_DEBUG
+#define CHECK_THREAD(q, fn)                                                            \
+    do {                                                                               \
+        if ((q)->thread != tw__self())                                                 \
+            tw__wrong_thread("a DeferredQueue", (q)->thread, (fn));                    \
+    } while (0)
+#else
+#define CHECK_THREAD(q, fn) ((void)0)
+#endif
 
 static inline tw__wlist getters(tw_dqueue *q)
 {
@@ -65,6 +78,9 @@ int tw_dqueue_create(size_t size, size_t backlog, tw_dqueue **out)
         return TW_ENOMEM;
     q->size = size;
     q->backlog = backlog;
+#ifdef TW_DEBUG
+    q->thread = tw__self();
+#endif
     *out = q;
     return 0;
 }
@@ -91,6 +107,7 @@ int tw_dqueue_put(tw_dqueue *q, void *ptr, tw_drop_fn drop)
 {
     if (!q)
         return TW_EINVAL;
+    CHECK_THREAD(q, "tw_dqueue_put");
     if (q->closing)
         return TW_ESHUTDOWN;
     size_t room = q->waiting + q->size < q->waiting ? SIZE_MAX : q->waiting + q->size;
@@ -114,6 +131,7 @@ int tw_dqueue_get(tw_dqueue *q, tw_deferred **out)
 {
     if (!q || !out)
         return TW_EINVAL;
+    CHECK_THREAD(q, "tw_dqueue_get");
     if (q->closing)
         return TW_ESHUTDOWN;
     if (q->count && !q->whead) {
@@ -152,6 +170,7 @@ void tw_dqueue_destroy(tw_dqueue *q)
 {
     if (!q)
         return;
+    CHECK_THREAD(q, "tw_dqueue_destroy");
     if (q->firing || q->closing) {
         tw_diag_report(TW_DIAG_MISUSE, TW_EBUSY, "tw_dqueue_destroy",
                        "a DeferredQueue cannot be destroyed from inside its own hand-off or "

@@ -19,6 +19,23 @@ static inline uint32_t lim(const tw__dprim *p)
     return p->limit ? p->limit : 1;
 }
 
+/* TW_DEBUG builds: the first use records the thread; later uses from
+ * another thread are reported. */
+static inline void check_thread(tw__dprim *p, const char *function)
+{
+#ifdef TW_DEBUG
+    uint32_t me = tw__self();
+    if (!p->thread)
+        p->thread = me;
+    else if (p->thread != me)
+        tw__wrong_thread(p->limit ? "a DeferredSemaphore" : "a DeferredLock", p->thread,
+                         function);
+#else
+    (void)p;
+    (void)function;
+#endif
+}
+
 static inline tw__wlist waiters(tw__dprim *p)
 {
     tw__wlist l = {&p->head, &p->tail, &p->waiting};
@@ -142,6 +159,7 @@ int tw_dlock_acquire(tw_dlock *l, tw_deferred **out)
 {
     if (!l || !out || l->p.limit > 1)
         return TW_EINVAL;
+    check_thread(&l->p, "tw_dlock_acquire");
     return acquire(&l->p, out);
 }
 
@@ -149,6 +167,7 @@ int tw_dlock_release(tw_dlock *l)
 {
     if (!l || l->p.limit > 1)
         return TW_EINVAL;
+    check_thread(&l->p, "tw_dlock_release");
     return release(&l->p);
 }
 
@@ -156,6 +175,7 @@ int tw_dlock_run(tw_dlock *l, tw_result_fn fn, void *arg, tw_deferred **out)
 {
     if (!l || !fn || l->p.limit > 1)
         return TW_EINVAL;
+    check_thread(&l->p, "tw_dlock_run");
     return run(&l->p, fn, arg, out);
 }
 
@@ -175,7 +195,7 @@ int tw_dsem_init(tw_dsem *s, uint32_t tokens)
 {
     if (!s || tokens < 1)
         return TW_EINVAL;
-    tw__dprim zero = {NULL, NULL, 0, 0, tokens, 0};
+    tw__dprim zero = {NULL, NULL, 0, 0, tokens, 0, 0};
     s->p = zero;
     return 0;
 }
@@ -184,6 +204,7 @@ int tw_dsem_acquire(tw_dsem *s, tw_deferred **out)
 {
     if (!s || !out || s->p.limit == 0)
         return TW_EINVAL;
+    check_thread(&s->p, "tw_dsem_acquire");
     return acquire(&s->p, out);
 }
 
@@ -191,6 +212,7 @@ int tw_dsem_release(tw_dsem *s)
 {
     if (!s || s->p.limit == 0)
         return TW_EINVAL;
+    check_thread(&s->p, "tw_dsem_release");
     return release(&s->p);
 }
 
@@ -198,6 +220,7 @@ int tw_dsem_run(tw_dsem *s, tw_result_fn fn, void *arg, tw_deferred **out)
 {
     if (!s || !fn || s->p.limit == 0)
         return TW_EINVAL;
+    check_thread(&s->p, "tw_dsem_run");
     return run(&s->p, fn, arg, out);
 }
 
