@@ -5,9 +5,8 @@
  * linear: this clock serves tests, whose timers are few. A call is unlinked
  * before it runs, so it may schedule or cancel others, including while the
  * clock is advancing. */
-#include <math.h>
-
 #include "base/alloc.h"
+#include "base/time.h"
 #include "deferred/deferred.h"
 
 struct tw_clock_call {
@@ -31,27 +30,17 @@ static int64_t fake_now(tw_clock *c)
     return ((tw_fake_clock *)c)->now;
 }
 
-/* seconds >= 0 and finite to nanoseconds, saturating. */
-static int to_ns(double seconds, int64_t *out)
-{
-    if (!(seconds >= 0) || isinf(seconds))
-        return TW_EINVAL;
-    double ns = seconds * 1e9;
-    *out = ns >= 9.2e18 ? INT64_MAX : (int64_t)ns;
-    return 0;
-}
-
 static int fake_call_later(tw_clock *c, double seconds, tw_clock_fn fn, void *arg,
                            tw_clock_call **out)
 {
     tw_fake_clock *fc = (tw_fake_clock *)c;
     int64_t delay;
-    if (!fn || to_ns(seconds, &delay))
+    if (!fn || tw__delay_ns(seconds, &delay))
         return TW_EINVAL;
     tw_clock_call *call = TW__NEW(tw_clock_call);
     if (!call)
         return TW_ENOMEM;
-    call->when = delay > INT64_MAX - fc->now ? INT64_MAX : fc->now + delay;
+    call->when = tw__add_sat(fc->now, delay);
     call->seq = fc->seq++;
     call->fn = fn;
     call->arg = arg;
@@ -124,9 +113,9 @@ tw_clock *tw_fake_clock_clock(tw_fake_clock *fc)
 int tw_fake_clock_advance(tw_fake_clock *fc, double seconds)
 {
     int64_t delta;
-    if (!fc || to_ns(seconds, &delta))
+    if (!fc || tw__delay_ns(seconds, &delta))
         return TW_EINVAL;
-    int64_t target = delta > INT64_MAX - fc->now ? INT64_MAX : fc->now + delta;
+    int64_t target = tw__add_sat(fc->now, delta);
     while (fc->head && fc->head->when <= target) {
         tw_clock_call *call = fc->head;
         unlink_call(fc, call);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "base/alloc.h"
+#include "base/time.h"
 #include "reactor/reactor.h"
 
 #ifdef TW_DEBUG
@@ -102,14 +103,13 @@ tw_clock *tw_reactor_clock(tw_reactor *r)
 
 int tw_reactor_advance(tw_reactor *r, double seconds)
 {
-    if (!r || !(seconds >= 0) || isinf(seconds))
+    int64_t d;
+    if (!r || tw__delay_ns(seconds, &d))
         return TW_EINVAL;
     TW__RCHECK(r, "tw_reactor_advance");
     if (!r->fake)
         return TW_ENOTSUP;
-    double ns = seconds * 1e9;
-    int64_t d = ns >= 9.2e18 ? INT64_MAX : (int64_t)ns;
-    int64_t target = d > INT64_MAX - r->fake_now ? INT64_MAX : r->fake_now + d;
+    int64_t target = tw__add_sat(r->fake_now, d);
     for (;;) {
         int64_t next = tw__timers_next(r, r->fake_now);
         if (next < 0 || next > target - r->fake_now || r->state == R_DONE)
@@ -369,7 +369,9 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
         start(r);
     else
         __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED); /* as in begin() */
-    int64_t ns = timeout < 0 ? -1 : timeout * 1e9 >= 9.2e18 ? INT64_MAX : (int64_t)(timeout * 1e9);
+    int64_t ns = -1; /* a negative timeout waits as long as needed */
+    if (timeout >= 0 && tw__delay_ns(timeout, &ns))
+        ns = INT64_MAX; /* +inf (NaN was refused above) */
     iterate(r, ns);
     r->in_run = false;
     if (r->state == R_DONE)

@@ -6,9 +6,8 @@
  * through the deferred layer's clock gives its user a handle (a reference to
  * the call and one to the clock) that dies when the call runs or is
  * cancelled, as tw_clock requires. */
-#include <math.h>
-
 #include "base/alloc.h"
+#include "base/time.h"
 #include "reactor/reactor.h"
 
 static bool before(const tw_delayed_call *a, const tw_delayed_call *b)
@@ -92,26 +91,11 @@ static void rclock_put(tw__rclock *rc)
         TW__DELETE(rc);
 }
 
-/* seconds >= 0 and finite, as nanoseconds (saturating). */
-static int delay_ns(double seconds, int64_t *out)
-{
-    if (!(seconds >= 0) || isinf(seconds))
-        return TW_EINVAL;
-    double ns = seconds * 1e9;
-    *out = ns >= 9.2e18 ? INT64_MAX : (int64_t)ns;
-    return 0;
-}
-
-static int64_t add_sat(int64_t a, int64_t b)
-{
-    return b > INT64_MAX - a ? INT64_MAX : a + b;
-}
-
 static int schedule(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
                     tw_delayed_call **out)
 {
     int64_t d;
-    if (!fn || delay_ns(seconds, &d))
+    if (!fn || tw__delay_ns(seconds, &d))
         return TW_EINVAL;
     if (r->state == R_DONE)
         return TW_ESHUTDOWN;
@@ -119,7 +103,7 @@ static int schedule(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
     if (!c)
         return TW_ENOMEM;
     c->r = r;
-    c->when = add_sat(tw__reactor_now(r), d);
+    c->when = tw__add_sat(tw__reactor_now(r), d);
     c->seq = r->timer_seq++;
     c->fn = fn;
     c->arg = arg;
@@ -177,23 +161,23 @@ static int move(tw_delayed_call *c, int64_t when)
 int tw_delayed_call_reset(tw_delayed_call *c, double seconds)
 {
     int64_t d;
-    if (!c || delay_ns(seconds, &d))
+    if (!c || tw__delay_ns(seconds, &d))
         return TW_EINVAL;
     if (c->state != DC_PENDING)
         return TW_EALREADY;
     TW__RCHECK(c->r, "tw_delayed_call_reset");
-    return move(c, add_sat(tw__reactor_now(c->r), d));
+    return move(c, tw__add_sat(tw__reactor_now(c->r), d));
 }
 
 int tw_delayed_call_delay(tw_delayed_call *c, double seconds)
 {
     int64_t d;
-    if (!c || delay_ns(seconds, &d))
+    if (!c || tw__delay_ns(seconds, &d))
         return TW_EINVAL;
     if (c->state != DC_PENDING)
         return TW_EALREADY;
     TW__RCHECK(c->r, "tw_delayed_call_delay");
-    return move(c, add_sat(c->when, d));
+    return move(c, tw__add_sat(c->when, d));
 }
 
 bool tw_delayed_call_active(const tw_delayed_call *c)
