@@ -137,11 +137,6 @@ void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind)
 
 /* ---- the run loop ---------------------------------------------------------- */
 
-static inline bool ready(const tw_deferred *d)
-{
-    return tw__deferred_ready(d);
-}
-
 /* Pops cur (the top of a loop's stack) and returns the new top. */
 static tw_deferred *pop(tw_deferred *cur)
 {
@@ -149,6 +144,15 @@ static tw_deferred *pop(tw_deferred *cur)
     cur->flags &= ~F_ON_STACK;
     tw_deferred_unref(cur);
     return next;
+}
+
+bool tw__deferred_take(tw_deferred *d, tw_result *out)
+{
+    if (!tw__deferred_finished(d))
+        return false;
+    *out = d->result;
+    d->result = tw_result_none();
+    return true;
 }
 
 /* A callback of cur returned a Deferred (r, whose reference it hands over).
@@ -176,11 +180,7 @@ static void settle(tw_deferred *cur, tw_result r)
                                                        "each other forever");
         return;
     }
-    if (ready(d) && d->count == 0 && !(d->flags & F_ON_STACK)) {
-        /* Fired, not paused, chain done: take the result (d then holds none,
-         * so a failure taken here is not reported again when d is freed). */
-        cur->result = d->result;
-        d->result = tw_result_none();
+    if (tw__deferred_take(d, &cur->result)) {
         tw_deferred_unref(d);
         return;
     }
@@ -200,7 +200,7 @@ static void settle(tw_deferred *cur, tw_result r)
 
 void tw__deferred_run(tw_deferred *d)
 {
-    if ((d->flags & F_ON_STACK) || !ready(d) || d->count == 0)
+    if ((d->flags & F_ON_STACK) || !tw__deferred_ready(d) || d->count == 0)
         return;
     d->refs++;
     d->flags |= F_ON_STACK;
@@ -208,7 +208,7 @@ void tw__deferred_run(tw_deferred *d)
     tw_deferred *top = d;
     while (top) {
         tw_deferred *cur = top;
-        if (!ready(cur) || cur->count == 0) {
+        if (!tw__deferred_ready(cur) || cur->count == 0) {
             top = pop(cur);
             continue;
         }
@@ -235,7 +235,7 @@ void tw__deferred_run(tw_deferred *d)
             w->flags &= ~F_WAITING;
             if (cur->count == 0)
                 top = pop(cur); /* done: keep the stack shallow */
-            if (!(w->flags & F_ON_STACK) && ready(w)) {
+            if (!(w->flags & F_ON_STACK) && tw__deferred_ready(w)) {
                 w->flags |= F_ON_STACK;
                 w->stack_next = top;
                 top = w;
@@ -305,37 +305,35 @@ int tw_deferred_errback(tw_deferred *d, tw_failure *f)
     return tw__deferred_fire(d, tw_result_failure(f));
 }
 
-int tw_deferred_succeed(tw_deferred **out, void *ptr, tw_drop_fn drop)
+int tw__deferred_new_fired(tw_deferred **out, tw_result r)
 {
-    tw_result r = tw_result_value(ptr, drop);
-    if (!out) {
-        tw_result_drop(r);
-        return TW_EINVAL;
-    }
     int rc = tw__deferred_new(out, NULL, NULL, NULL, 0);
-    if (rc) {
-        tw_result_drop(r);
+    if (rc)
         return rc;
-    }
     (*out)->flags |= F_CALLED;
     (*out)->result = r;
     return 0;
 }
 
+/* An already-fired Deferred; consumes r in every case. */
+static int new_fired_or_drop(tw_deferred **out, tw_result r)
+{
+    int rc = out ? tw__deferred_new_fired(out, r) : TW_EINVAL;
+    if (rc)
+        tw_result_drop(r);
+    return rc;
+}
+
+int tw_deferred_succeed(tw_deferred **out, void *ptr, tw_drop_fn drop)
+{
+    return new_fired_or_drop(out, tw_result_value(ptr, drop));
+}
+
 int tw_deferred_fail(tw_deferred **out, tw_failure *f)
 {
-    if (!out || !f) {
-        tw_failure_unref(f);
+    if (!f)
         return TW_EINVAL;
-    }
-    int rc = tw__deferred_new(out, NULL, NULL, NULL, 0);
-    if (rc) {
-        tw_failure_unref(f);
-        return rc;
-    }
-    (*out)->flags |= F_CALLED;
-    (*out)->result = tw_result_failure(f);
-    return 0;
+    return new_fired_or_drop(out, tw_result_failure(f));
 }
 
 int tw_maybe_deferred(tw_result_fn fn, void *arg, tw_deferred **out)
@@ -349,14 +347,7 @@ int tw_maybe_deferred(tw_result_fn fn, void *arg, tw_deferred **out)
         *out = r.ptr;
         return 0;
     }
-    int rc = tw__deferred_new(out, NULL, NULL, NULL, 0);
-    if (rc) {
-        tw_result_drop(r);
-        return rc;
-    }
-    (*out)->flags |= F_CALLED;
-    (*out)->result = r;
-    return 0;
+    return new_fired_or_drop(out, r);
 }
 
 /* ---- callbacks --------------------------------------------------------------- */
@@ -415,7 +406,7 @@ static int add_one(tw_deferred *d, tw_callback_fn fn, void *arg, uint32_t kind,
         tw__deferred_push(d, (tw__fnptr)fn, arg, kind);
         return 0;
     }
-    if (ready(d) && d->count == 0 && !(d->flags & F_ON_STACK)) {
+    if (tw__deferred_finished(d)) {
         bool failed = tw_result_is_failure(d->result);
         if (kind & (failed ? E_FAILURE : E_VALUE))
             run_one(d, fn, arg);

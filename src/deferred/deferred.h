@@ -68,9 +68,24 @@ static inline bool tw__deferred_ready(const tw_deferred *d)
     return (d->flags & (F_CALLED | F_WAITING)) == F_CALLED && d->paused == 0;
 }
 
+/* Fired and its chain run to the end: not paused, not waiting, nothing left
+ * to run, not on a loop's stack. A callback added now would run at once. */
+static inline bool tw__deferred_finished(const tw_deferred *d)
+{
+    return tw__deferred_ready(d) && d->count == 0 && !(d->flags & F_ON_STACK);
+}
+
 /* Creates with one reference (the creation site may be NULL). */
 int tw__deferred_new(tw_deferred **out, tw_canceller_fn canceller, void *arg, const char *file,
                      int line);
+/* Creates an already-fired Deferred holding r (one reference). On TW_ENOMEM
+ * r is not consumed: the caller still owns it. */
+int tw__deferred_new_fired(tw_deferred **out, tw_result r);
+/* If d is finished (tw__deferred_finished), moves its result to *out,
+ * leaving d with none (so
+ * a failure taken is not reported again when d is freed), and returns true.
+ * How a chain takes the result of a Deferred returned to it. */
+bool tw__deferred_take(tw_deferred *d, tw_result *out);
 /* Makes room for n more entries; TW_ENOMEM leaves d unchanged. */
 int tw__deferred_reserve(tw_deferred *d, uint32_t n);
 /* Appends an entry; room must have been reserved. Does not run the chain. */

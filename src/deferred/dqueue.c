@@ -135,14 +135,10 @@ int tw_dqueue_get(tw_dqueue *q, tw_deferred **out)
     if (q->closing)
         return TW_ESHUTDOWN;
     if (q->count && !q->whead) {
-        tw_deferred *d;
-        int rc = tw__deferred_new(&d, NULL, NULL, NULL, 0);
-        if (rc)
-            return rc;
-        d->flags |= F_CALLED;
-        d->result = ring_pop(q);
-        *out = d;
-        return 0;
+        int rc = tw__deferred_new_fired(out, q->items[q->head]);
+        if (rc == 0)
+            ring_pop(q); /* taken by the Deferred; on failure it stays kept */
+        return rc;
     }
     if (q->waiting >= q->backlog)
         return TW_EUNDERFLOW;

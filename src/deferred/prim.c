@@ -52,20 +52,19 @@ static void cancel_waiter(tw_deferred *d, void *arg)
 
 static int acquire(tw__dprim *p, tw_deferred **out)
 {
+    if (p->held < lim(p) && !p->head) { /* granted at once: nothing to cancel */
+        int rc = tw__deferred_new_fired(out, tw_result_value(p, NULL));
+        if (rc == 0)
+            p->held++;
+        return rc;
+    }
     tw_deferred *d;
     int rc = tw__deferred_new(&d, cancel_waiter, p, NULL, 0);
     if (rc)
         return rc;
+    d->refs++; /* the list's */
+    tw__wlist_push(waiters(p), d);
     *out = d;
-    if (p->held < lim(p) && !p->head) {
-        p->held++;
-        d->canceller = NULL; /* granted: nothing to cancel */
-        d->flags |= F_CALLED;
-        d->result = tw_result_value(p, NULL);
-    } else {
-        d->refs++;
-        tw__wlist_push(waiters(p), d);
-    }
     return 0;
 }
 
@@ -116,11 +115,9 @@ tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg)
         release_cb(out, p);
         return tw_result_fail(TW_EINVAL, "run()'s function returned a NULL Deferred");
     }
-    if (tw__deferred_ready(d) && d->count == 0 && !(d->flags & F_ON_STACK)) {
-        /* Already fired, chain done (tw_deferred_succeed): take its result
-         * now, as the run loop would, and release. */
-        out = d->result;
-        d->result = tw_result_none();
+    if (tw__deferred_take(d, &out)) {
+        /* Already fired, chain done (tw_deferred_succeed): its result now,
+         * as the run loop would take it, and release. */
         tw_deferred_unref(d);
         release_cb(out, p);
         return out;
