@@ -165,16 +165,14 @@ static int wait_for_room(tw_reactor *r, tw_call_fn fn, void *arg)
     }
 }
 
-/* Ring first unless calls wait on the stack; node (or NULL) for the stack.
+/* The ring, unless calls wait on the stack. 0, TW_ESHUTDOWN, or TW_EFULL:
+ * the call must go on the stack (the caller brings a node).
  *
- * A full ring means the loop is behind. A thread other than the loop's
- * yields a few times for it to catch up (so a poster faster than the loop
- * settles at the loop's pace instead of moving every later call to the
- * slower stack), then uses the stack: the loop may be blocked, and must
- * never wait for a poster. The loop's own calls go to the stack at once. */
-static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool *used_node)
+ * A full ring means the loop is behind: a thread other than the loop's waits
+ * while the loop makes progress (wait_for_room). The loop must never wait
+ * for a poster, so its own calls go to the stack at once. */
+static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg)
 {
-    *used_node = false;
     /* relaxed: only the loop thread can see its own id there. */
     bool on_loop = __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED) == tw__self();
     /* Closing: only the calls being drained may still add calls (on the
@@ -194,20 +192,15 @@ static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg, tw_call *node, bool 
         /* Full; or closed, and this is a call made by a call being drained,
          * which goes on the stack until that closes too. */
     }
-    if (!node)
-        return TW_EFULL; /* the caller brings a node for the stack */
-    int rc = stack_push(r, node);
-    if (rc == 0)
-        *used_node = true;
-    return rc;
+    return TW_EFULL;
 }
 
 int tw_reactor_post(tw_reactor *r, tw_call *node)
 {
     if (!r || !node || !node->fn)
         return TW_EINVAL;
-    bool used;
-    return enqueue(r, node->fn, node->arg, node, &used);
+    int rc = enqueue(r, node->fn, node->arg);
+    return rc == TW_EFULL ? stack_push(r, node) : rc;
 }
 
 typedef struct alloc_call {
@@ -229,8 +222,7 @@ int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg)
 {
     if (!r || !fn)
         return TW_EINVAL;
-    bool used;
-    int rc = enqueue(r, fn, arg, NULL, &used);
+    int rc = enqueue(r, fn, arg);
     if (rc != TW_EFULL)
         return rc;
     /* The ring is full or closed, or calls wait on the stack: a node of our own. */
