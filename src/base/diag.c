@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include <twine/base.h>
+#include "base/diag.h"
 
 static uint32_t seq;     /* odd while a writer is storing */
 static uint32_t writing; /* writers' mutual exclusion flag */
@@ -59,4 +59,14 @@ void tw_diag_report(enum tw_diag_kind kind, int code, const char *function, cons
     else
         default_hook(NULL, &d);
     errno = saved;
+}
+
+void tw__wrong_thread(const char *what, uint32_t owner, const char *function)
+{
+    char msg[320];
+    snprintf(msg, sizeof msg,
+             "%s of thread %u used from thread %u; it belongs to one thread (hand work over "
+             "with call_from_thread)",
+             what, (unsigned)owner, (unsigned)tw__self());
+    tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, function, msg);
 }

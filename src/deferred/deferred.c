@@ -36,24 +36,12 @@ static const tw__block_cache cache = {sizeof(tw_deferred), 32, TW__CACHE_SLOT_DE
 static void abandon(tw_deferred *d);
 
 #ifdef TW_DEBUG
-void tw__wrong_thread(const char *what, uint32_t owner, const char *function)
-{
-    char msg[200];
-    snprintf(msg, sizeof msg,
-             "%s of thread %u used from thread %u; it belongs to one thread (hand work over "
-             "with call_from_thread)",
-             what, (unsigned)owner, (unsigned)tw__self());
-    tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, function, msg);
-}
-
 void tw__deferred_wrong_thread(const tw_deferred *d, const char *function)
 {
-    char msg[200];
-    snprintf(msg, sizeof msg,
-             "Deferred created at %s:%d on thread %u used from thread %u; Deferreds belong "
-             "to the thread that made them (hand work over with call_from_thread)",
-             d->file ? d->file : "?", d->line, (unsigned)d->thread, (unsigned)tw__self());
-    tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, function, msg);
+    char what[200];
+    snprintf(what, sizeof what, "a Deferred created at %s:%d", d->file ? d->file : "?",
+             d->line);
+    tw__wrong_thread(what, d->thread, function);
 }
 #endif
 

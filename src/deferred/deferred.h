@@ -8,6 +8,8 @@
 
 #include <twine/deferred.h>
 
+#include "base/diag.h"
+
 /* ---- callback entries -----------------------------------------------------
  * The chain is a FIFO array of entries, ent[head .. head+count). A pair added
  * with tw_deferred_add_callbacks takes two entries: the callback half (E_PAIR)
@@ -97,9 +99,6 @@ void tw__deferred_run(tw_deferred *d);
 int tw__deferred_fire(tw_deferred *d, tw_result r);
 
 #ifdef TW_DEBUG
-/* Reports a call on an object of this layer from a thread other than its
- * own (`owner`); `what` names the kind of object. */
-void tw__wrong_thread(const char *what, uint32_t owner, const char *function);
 void tw__deferred_wrong_thread(const tw_deferred *d, const char *function);
 #define TW__CHECK_THREAD(d, fn)                                                        \
     do {                                                                               \

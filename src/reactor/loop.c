@@ -22,19 +22,6 @@
 #include "base/time.h"
 #include "reactor/reactor.h"
 
-#ifdef TW_DEBUG
-void tw__reactor_wrong_thread(const tw_reactor *r, const char *function)
-{
-    (void)r;
-    char msg[160];
-    snprintf(msg, sizeof msg,
-             "called from thread %u, not the reactor's thread; from other threads use "
-             "tw_reactor_call_from_thread",
-             (unsigned)tw__self());
-    tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, function, msg);
-}
-#endif
-
 int64_t tw__reactor_now(const tw_reactor *r)
 {
     return r->fake ? r->fake_now : tw_now_ns();

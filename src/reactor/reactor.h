@@ -11,6 +11,8 @@
 
 #include <twine/reactor.h>
 
+#include "base/diag.h"
+
 /* ---- pollers ---------------------------------------------------------------
  * One interface, one file per implementation. Events are TW_READABLE and
  * TW_WRITABLE; an error or hang-up is reported as both. */
@@ -165,7 +167,6 @@ struct tw_reactor {
 /* loop.c */
 int64_t tw__reactor_now(const tw_reactor *r);
 #ifdef TW_DEBUG
-void tw__reactor_wrong_thread(const tw_reactor *r, const char *function);
 /* Before the loop runs, the creating thread owns the reactor; while it runs
  * (and shuts down), the loop thread; once shut down, whoever cleans up.
  * loop_thread is read relaxed: it can equal tw__self() only for the thread
@@ -177,7 +178,7 @@ void tw__reactor_wrong_thread(const tw_reactor *r, const char *function);
                              ? 0                                                       \
                              : __atomic_load_n(&(r)->loop_thread, __ATOMIC_RELAXED);   \
         if (want_ && want_ != tw__self())                                              \
-            tw__reactor_wrong_thread((r), (fn));                                       \
+            tw__wrong_thread("the reactor", want_, (fn));                              \
     } while (0)
 #else
 #define TW__RCHECK(r, fn) ((void)0)
