@@ -23,7 +23,7 @@ int tw__delay_ns(double seconds, int64_t *out)
 
 int tw_deadline_from_timeout(double seconds, tw_deadline *out)
 {
-    int64_t ns;
+    int64_t ns = 0;
     if (!out || isnan(seconds))
         return TW_EINVAL;
     if (seconds < 0 || isinf(seconds)) {
