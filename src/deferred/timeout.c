@@ -8,9 +8,8 @@
  * without a reference: the Deferred cannot be freed before its entry has run
  * (an abandoned one runs its chain first), and the entry cancels the call.
  * So a Deferred nobody holds is abandoned as usual, timeout or not. */
-#include <math.h>
-
 #include "base/alloc.h"
+#include "base/time.h"
 #include "deferred/deferred.h"
 
 typedef struct timeout_ctx {
@@ -67,7 +66,8 @@ static tw_result on_result(tw_result r, void *arg)
 int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
                             tw_timeout_fn on_timeout, void *arg)
 {
-    if (!d || !clock || !clock->ops || !(seconds >= 0) || isinf(seconds))
+    int64_t ns;
+    if (!d || !clock || !clock->ops || tw__delay_ns(seconds, &ns))
         return TW_EINVAL;
     TW__CHECK_THREAD(d, "tw_deferred_add_timeout");
     timeout_ctx *c = TW__NEW(timeout_ctx);
