@@ -1446,6 +1446,62 @@ static void check_fd_destroy_with_watchers(enum tw_poller p)
     close_pipe(pp);
 }
 
+/* While calls from threads keep arriving the loop does not wait, but the
+ * fds still get their turn every iteration: a call that reposts itself keeps
+ * a call waiting at each decision, and the level-triggered watchers are
+ * called once per iteration all the same, as their count changes. */
+typedef struct repost {
+    tw_reactor *r;
+    int runs;
+    bool last; /* run once more without reposting */
+} repost;
+
+static void call_repost(void *arg)
+{
+    repost *rp = arg;
+    rp->runs++;
+    if (!rp->last)
+        assert_rc(tw_reactor_call_from_thread(rp->r, call_repost, rp), 0);
+}
+
+static void check_fd_served_while_calls_wait(enum tw_poller p)
+{
+    tw_reactor *r = new_reactor(false, p);
+    int sv[2];
+    fdrec rd = {0}, wr = {0};
+    repost rp = {r, 0, false};
+    int runs = 0;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    write_byte(sv[1]);
+    assert_rc(tw_reactor_call_from_thread(r, call_repost, &rp), 0);
+    assert_rc(tw_reactor_add_reader(r, sv[0], fd_record, &rd), 0);
+    assert_rc(tw_reactor_add_writer(r, sv[0], fd_record, &wr), 0);
+/* One iteration (-1: it would wait, were nothing waiting): the calls ran
+ * (a batch: reposts made on the loop run in it, up to a budget), and the
+ * watchers were each called once or not at all. */
+#define TURN(reads, writes)                                                                do {                                                                                   assert_rc(tw_reactor_iterate(r, -1), 0);                                           assert_true(rp.runs > runs);                                                       runs = rp.runs;                                                                    assert_int_equal(rd.calls, (reads));                                               assert_int_equal(wr.calls, (writes));                                          } while (0)
+    TURN(1, 1);
+    TURN(2, 2);
+    TURN(3, 3);
+    /* One of two watchers on the fd removed: the other is still served. */
+    assert_rc(tw_reactor_remove_writer(r, sv[0]), 0);
+    TURN(4, 3);
+    /* Removed, then a writer on the other end: served from the next turn. */
+    assert_rc(tw_reactor_remove_reader(r, sv[0]), 0);
+    assert_rc(tw_reactor_add_writer(r, sv[1], fd_record, &wr), 0);
+    TURN(4, 4);
+    /* No watcher left: the calls keep running. */
+    assert_rc(tw_reactor_remove_writer(r, sv[1]), 0);
+    TURN(4, 4);
+    TURN(4, 4);
+#undef TURN
+    rp.last = true;
+    assert_rc(tw_reactor_destroy(r), 0); /* runs the one still posted */
+    assert_int_equal(rp.runs, runs + 1);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 #define FD_TESTS(name)                                                                  \
     static void test_##name##_epoll(void **state)                                       \
     {                                                                                   \
@@ -1469,6 +1525,7 @@ FD_TESTS(fd_eof)
 FD_TESTS(fd_many)
 FD_TESTS(fd_in_run)
 FD_TESTS(fd_destroy_with_watchers)
+FD_TESTS(fd_served_while_calls_wait)
 
 /* ==== shutdown triggers ========================================================== */
 
@@ -1956,6 +2013,7 @@ int main(void)
         TFD(fd_many),
         TFD(fd_in_run),
         TFD(fd_destroy_with_watchers),
+        TFD(fd_served_while_calls_wait),
         T(test_trigger_phase_order),
         T(test_trigger_deferred_holds_shutdown),
         T(test_trigger_failures_reported),

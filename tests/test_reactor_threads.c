@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ==== fixture ================================================================== */
 
@@ -955,6 +957,144 @@ static void test_defer_to_thread_failure(void **state)
     assert_rc(tw_reactor_destroy(c.r), 0);
 }
 
+/* The loop watches for a defer_to_thread result before it sleeps; timers and
+ * other threads' calls must still run meanwhile. Here the task can only
+ * finish once a timer has run on the loop, and the timer is due while the
+ * loop is watching (or already sleeping) for the task's result. */
+typedef struct timer_gate {
+    tw_reactor *r;
+    tw_event timer_ran;
+    tw_event posted_ran;
+    int order; /* 1: timer, 2: posted call, 3: result */
+    int result;
+} timer_gate;
+
+static void gate_timer(void *arg)
+{
+    timer_gate *g = arg;
+    g->order = g->order * 10 + 1;
+    tw_event_set(&g->timer_ran);
+}
+
+static void gate_posted(void *arg)
+{
+    timer_gate *g = arg;
+    g->order = g->order * 10 + 2;
+    tw_event_set(&g->posted_ran);
+}
+
+static tw_result gate_task(void *arg, tw_cancel *cancel)
+{
+    (void)cancel;
+    timer_gate *g = arg;
+    if (tw_event_wait_timeout(&g->timer_ran, WATCHDOG) != 0)
+        return tw_result_fail(TW_ETIMEDOUT, "the timer never ran");
+    /* A call from this thread while the loop waits for our result. */
+    if (tw_reactor_call_from_thread(g->r, gate_posted, g) != 0 ||
+        tw_event_wait_timeout(&g->posted_ran, WATCHDOG) != 0)
+        return tw_result_fail(TW_ETIMEDOUT, "the posted call never ran");
+    return tw_result_none();
+}
+
+static tw_result gate_done(tw_result res, void *arg)
+{
+    timer_gate *g = arg;
+    g->order = g->order * 10 + 3;
+    g->result = tw_result_is_failure(res) ? tw_failure_code(tw_result_as_failure(res)) : 0;
+    tw_result_drop(res);
+    tw_reactor_stop(g->r);
+    return tw_result_none();
+}
+
+static void test_defer_to_thread_loop_serves_timers_and_calls_meanwhile(void **state)
+{
+    (void)state;
+    timer_gate g = {0};
+    g.r = new_reactor();
+    tw_test_arm_watchdog(g.r, WATCHDOG);
+    tw_deferred *d = NULL;
+    assert_rc(tw_defer_to_thread(g.r, gate_task, &g, &d), 0);
+    assert_rc(tw_deferred_add_both(d, gate_done, &g), 0);
+    tw_deferred_unref(d);
+    assert_rc(tw_reactor_call_later(g.r, 0.002, gate_timer, &g, NULL), 0);
+    run_loop(g.r);
+    assert_int_equal(g.result, 0);
+    assert_int_equal(g.order, 123);
+    assert_rc(tw_reactor_destroy(g.r), 0);
+}
+
+/* A chain of round trips, each issued from the previous one's callback,
+ * while an fd stays readable. Whether the loop watched for a result or slept
+ * for it, every iteration polls the fds once (without waiting when a result
+ * is already there), so the level-triggered reader is called exactly once
+ * per iteration. */
+enum { FD_CHAIN = 200 };
+
+typedef struct fd_chain {
+    tw_reactor *r;
+    int left;
+    int results;
+    int reads;
+} fd_chain;
+
+static tw_result chain_task(void *arg, tw_cancel *cancel)
+{
+    (void)arg;
+    (void)cancel;
+    return tw_result_none();
+}
+
+static tw_result chain_next(tw_result res, void *arg);
+
+static void chain_issue(fd_chain *c)
+{
+    tw_deferred *d = NULL;
+    assert_rc(tw_defer_to_thread(c->r, chain_task, c, &d), 0);
+    assert_rc(tw_deferred_add_both(d, chain_next, c), 0);
+    tw_deferred_unref(d);
+}
+
+static tw_result chain_next(tw_result res, void *arg)
+{
+    fd_chain *c = arg;
+    assert_false(tw_result_is_failure(res));
+    tw_result_drop(res);
+    c->results++;
+    if (--c->left > 0)
+        chain_issue(c);
+    return tw_result_none();
+}
+
+static void chain_read(int fd, unsigned events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ((fd_chain *)arg)->reads++; /* the byte stays: level-triggered, readable again */
+}
+
+static void test_defer_to_thread_chain_fds_served(void **state)
+{
+    (void)state;
+    fd_chain c = {new_reactor(), FD_CHAIN, 0, 0};
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    assert_rc(tw_reactor_add_reader(c.r, sv[0], chain_read, &c), 0);
+    chain_issue(&c);
+    int iterations = 0;
+    double t0 = tw_test_now();
+    while (c.results < FD_CHAIN && tw_test_now() - t0 < WATCHDOG) {
+        assert_rc(tw_reactor_iterate(c.r, 1.0), 0);
+        iterations++;
+        assert_int_equal(c.reads, iterations);
+    }
+    assert_int_equal(c.results, FD_CHAIN);
+    assert_rc(tw_reactor_remove_reader(c.r, sv[0]), 0);
+    assert_rc(tw_reactor_destroy(c.r), 0);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void test_defer_to_thread_pool_user_pool(void **state)
 {
     (void)state;
@@ -1729,6 +1869,8 @@ int main(void)
         T(test_call_multiple_in_thread_one_thread_in_order),
         T(test_defer_to_thread_value),
         T(test_defer_to_thread_failure),
+        T(test_defer_to_thread_loop_serves_timers_and_calls_meanwhile),
+        T(test_defer_to_thread_chain_fds_served),
         T(test_defer_to_thread_pool_user_pool),
         T(test_cancel_defer_to_thread_not_started),
         T(test_cancel_defer_to_thread_running),

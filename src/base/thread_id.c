@@ -19,6 +19,11 @@ uint32_t tw__thread_id_slow(void)
 /* The spin budget plus one; 0 = not measured yet. */
 static __thread int spin_budget __attribute__((tls_model("initial-exec")));
 
+void tw__spin_limit_forget(void)
+{
+    spin_budget = 0;
+}
+
 int tw__spin_limit(void)
 {
     if (__builtin_expect(spin_budget == 0, 0))

@@ -94,6 +94,7 @@ static int add(tw_reactor *r, int fd, unsigned which, tw_fd_fn fn, void *arg)
         int rc = r->pops->set(r->poller, fd, rec->events, want);
         if (rc)
             return rc;
+        r->nwatched += rec->events == 0;
         rec->events = want;
     }
     if (which == TW_READABLE) {
@@ -114,6 +115,7 @@ static int remove_one(tw_reactor *r, int fd, unsigned which)
     unsigned want = rec->events & ~which;
     /* The fd may already be closed: the poller forgets it either way. */
     (void)r->pops->set(r->poller, fd, rec->events, want);
+    r->nwatched -= want == 0;
     rec->events = want;
     if (which == TW_READABLE) {
         rec->rfn = NULL;

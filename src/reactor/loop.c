@@ -6,10 +6,12 @@
  *      when their Deferreds have all fired, shutdown completes (finish());
  *   2. the calls posted from threads before this iteration run, in order;
  *   3. the timers due now run, in (time, scheduling) order;
- *   4. the wake flag is re-armed and the loop sleeps in the poller until the
- *      next timer, a posted call's wake-up or an fd event (not at all if a
- *      call is already waiting or a stop is requested), then runs the fd
- *      callbacks, readers before writers.
+ *   4. with defer_to_thread work in flight, the loop first watches for its
+ *      result for a few microseconds (src/base/spin_wait.h); if a call is
+ *      waiting or a stop is requested, the fd callbacks due now run and the
+ *      iteration ends; otherwise the wake flag is re-armed and the loop
+ *      sleeps in the poller until the next timer, a posted call's wake-up or
+ *      an fd event, then runs the fd callbacks, readers before writers.
  * finish() is the rest of shutdown: blocking calls released and refused,
  * during-shutdown triggers, the pool stopped, after-shutdown triggers, then
  * every posted call run until none is left and posting closed, then the
@@ -17,8 +19,10 @@
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "base/alloc.h"
+#include "base/spin_wait.h"
 #include "base/time.h"
 #include "reactor/reactor.h"
 
@@ -271,6 +275,29 @@ static void finish(tw_reactor *r)
     tw__timers_destroy(r);
 }
 
+/* Something for the next iteration to do without waiting: a posted call or
+ * a stop to begin. (The other reason not to wait, a shutdown whose before
+ * triggers are done, is checked after the re-arm.) */
+static bool loop_has_work(const void *arg)
+{
+    const tw_reactor *r = arg;
+    return tw__posted_pending(r) ||
+           (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST));
+}
+
+/* How long the loop may watch for a result: not past wait_ns (< 0: no
+ * limit) nor the next timer, which on a fake clock is never reached by
+ * waiting unless it is due now. */
+static int64_t spin_cap(const tw_reactor *r, int64_t wait_ns)
+{
+    int64_t next = tw__timers_next(r, tw__reactor_now(r));
+    if (r->fake)
+        next = next == 0 ? 0 : -1;
+    if (next >= 0 && (wait_ns < 0 || next < wait_ns))
+        return next;
+    return wait_ns;
+}
+
 /* One iteration (see the top of the file); wait_ns < 0 waits as long as needed. */
 static void iterate(tw_reactor *r, int64_t wait_ns)
 {
@@ -292,15 +319,22 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
         return;
 
     /* About to wait with defer_to_thread work in flight: its result is often
-     * a few microseconds away. Yield the CPU once first, before re-arming
-     * the wake flag: where the pool thread shares the CPU (one CPU, or the
-     * scheduler keeps them together) it runs now, and while the flag is
-     * still set from our last wake-up its post does not even write the
-     * waker; the loop then finds the result without sleeping. Spinning
-     * instead was tried: it pushes the pool thread onto the other CPU,
-     * where each wake-up costs tens of microseconds on a VM. */
-    if (r->dthreads && wait_ns != 0 && !tw__posted_pending(r))
-        sched_yield();
+     * microseconds away, and a sleeping loop makes the pool thread pay for a
+     * wake-up. Watch for it first, within the spin-wait budget and never past
+     * the next timer (src/base/spin_wait.h). */
+    bool seen = r->dthreads && wait_ns != 0 && !loop_has_work(r) &&
+                tw__spin_wait(&r->spin, loop_has_work, r, spin_cap(r, wait_ns));
+    /* Work waiting: no wait, and no re-arm either, so that posters keep
+     * finding the flag set and skip writing the waker. A call the watch saw
+     * arrive runs at once; otherwise the poller is asked without waiting
+     * (the fds get their turn, and a stream of calls runs in fuller batches:
+     * measured, 38M against 30M calls/s without the poll). The poller is
+     * skipped only when it has no fd of the application's to report. */
+    if (seen || loop_has_work(r)) {
+        if (r->nwatched || !seen)
+            tw__io_poll(r, 0);
+        return;
+    }
     tw__reactor_rearm(r);
     int64_t t = wait_ns;
     if (tw__posted_pending(r) ||

@@ -12,6 +12,7 @@
 #include <twine/reactor.h>
 
 #include "base/diag.h"
+#include "base/spin_wait.h"
 
 /* ---- pollers ---------------------------------------------------------------
  * One interface, one file per implementation. Events are TW_READABLE and
@@ -135,6 +136,7 @@ struct tw_reactor {
     tw__poller *poller;
     tw__fdrec *fds;
     size_t nfds;
+    size_t nwatched; /* fds with a reader or a writer */
     tw__poll_event *events;
     int max_events;
 
@@ -158,6 +160,7 @@ struct tw_reactor {
     int bcalls_refused; /* atomic */
     tw__bcall *bcalls;      /* loop-side records of blocking calls waiting on a Deferred */
     tw__dthread *dthreads;  /* defer_to_thread calls in flight */
+    tw__spin_state spin;    /* the loop's watch for their results */
 
     bool owns_signals;
 };

@@ -35,6 +35,7 @@
 #include <sched.h>
 #include <stdio.h>
 
+#include "base/spin_wait.h"
 #include "base/thread.h"
 #include "base/thread_start.h"
 #include "worker/team.h"
@@ -78,6 +79,7 @@ struct pool_thread {
     pool_thread *live_next, **live_prev; /* [P] in the live list */
     uint32_t number;   /* [P] 1 for the pool's first thread, 2 for the next, ... */
     int64_t task_since; /* atomic: when its current task started, 0 when idle */
+    tw__spin_state spin; /* its own: the watch for work before sleeping */
     /* Records are allocated back to back and malloc aligns to 16 bytes only:
      * a line of padding keeps the next record's slot and semaphore, written
      * by another thread for every task, off the lines of this one's. */
@@ -143,6 +145,11 @@ static int pt_destroy(tw_worker *w)
 
 static const tw_worker_ops pool_thread_ops = {"pool thread", true, pt_submit, pt_quit, pt_destroy};
 
+static bool sem_posted(const void *sem)
+{
+    return tw_sem_value(sem) != 0;
+}
+
 static void *thread_main(void *arg)
 {
     pool_thread *pt = arg;
@@ -164,16 +171,11 @@ static void *thread_main(void *arg)
             break;
         if (tw_sem_try_acquire(&pt->wake) == 0) /* no clock read when work waits */
             continue;
-        /* Work often comes back within microseconds: yield once before
-         * paying for a sleep, so a submitter sharing this CPU can run. No
-         * spinning: a CPU kept busy by an idle pool thread makes the
-         * scheduler place the submitter (a reactor's loop) on the other
-         * CPU, and every hand-off then costs a cross-CPU wake-up — tens of
-         * microseconds on a VM, against about two for threads it keeps
-         * together (measured: defer_to_thread round trip 65 -> 2 us). */
-        if (tw_sem_value(&pt->wake) == 0)
-            sched_yield();
-        if (tw_sem_try_acquire(&pt->wake) == 0)
+        /* Work often comes back within microseconds (a reactor's loop issuing
+         * the next defer_to_thread): watch for it before paying for a sleep
+         * and the submitter for a wake-up (src/base/spin_wait.h). */
+        if (tw__spin_wait(&pt->spin, sem_posted, &pt->wake, -1) &&
+            tw_sem_try_acquire(&pt->wake) == 0)
             continue;
         if (tw_sem_acquire_timeout(&pt->wake, idle) == TW_ETIMEDOUT) {
             tw_lock_acquire(&p->mu);

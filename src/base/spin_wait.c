@@ -1,0 +1,72 @@
+/* Adaptive spin-then-sleep: the policy is described in spin_wait.h. */
+#include <sched.h>
+
+#include "base/spin_wait.h"
+#include "base/thread.h"
+
+/* TW__SPIN_ZERO_CUT: budgets below a microsecond are not worth a watch,
+ * so that many halvings (50 -> 25 -> 12.5 -> 6.3 -> 3.1 -> 1.6 us) means
+ * "only yield". */
+#define PAUSES_PER_PROBE 8
+#define PROBES_PER_CLOCK 16
+#define YIELD_EVERY_NS 1000
+#define RECHECK_EVERY 64
+
+static __thread uint32_t recheck __attribute__((tls_model("initial-exec")));
+
+bool tw__spin_wait(tw__spin_state *s, bool (*ready)(const void *arg), const void *arg,
+                   int64_t max_ns)
+{
+    /* A partner sharing this CPU (the only one allowed, or the one the
+     * scheduler chose for both) runs now. */
+    sched_yield();
+    if (ready(arg))
+        return true;
+    /* The affinity is measured again now and then: a thread that was pinned
+     * to one CPU and is no longer (or the reverse) adapts within
+     * RECHECK_EVERY waits. */
+    if (++recheck == RECHECK_EVERY) {
+        recheck = 0;
+        tw__spin_limit_forget();
+    }
+    if (tw__spin_limit() == 0)
+        return false;
+
+    int64_t budget;
+    bool probe = s->cut >= TW__SPIN_ZERO_CUT;
+    if (probe) {
+        if (++s->waits % TW__SPIN_PROBE != 0)
+            return false;
+        budget = TW__SPIN_WAIT_NS;
+    } else {
+        budget = TW__SPIN_WAIT_NS >> s->cut;
+    }
+    bool capped = max_ns >= 0 && max_ns < budget;
+    if (capped)
+        budget = max_ns;
+
+    int64_t start = tw_now_ns(), yielded = start, now = start;
+    while (now - start < budget) {
+        for (int p = 0; p < PROBES_PER_CLOCK; p++) {
+            tw__pause_n(PAUSES_PER_PROBE);
+            if (ready(arg))
+                goto seen;
+        }
+        now = tw_now_ns();
+        if (now - yielded >= YIELD_EVERY_NS) {
+            sched_yield();
+            yielded = now;
+            if (ready(arg))
+                goto seen;
+        }
+    }
+    /* Ran out. A watch cut short by the caller's cap says nothing about the
+     * partner, so only a full one lowers the budget. */
+    if (!capped && !probe)
+        s->cut++;
+    return false;
+seen:
+    s->cut = 0;
+    s->waits = 0;
+    return true;
+}
