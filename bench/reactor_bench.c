@@ -14,6 +14,8 @@
  *                            the median round trip of a run in us, and its
  *                            99th percentile as the workload
  *                            defer_to_thread_*_p99
+ *   defer_to_thread_floor    not a workload: what any pinned round trip
+ *                            costs at least on this machine (below)
  *
  * call_from_thread. The loop runs on the main thread; a poster thread first
  * posts one untimed call and waits until it has run (so the loop is running
@@ -61,6 +63,7 @@
 #include <gio/gio.h>
 #include <glib.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -694,6 +697,58 @@ static void run_here(const struct workload *w, const struct impl *im, long n, st
     }
 }
 
+/* ==== the pinned floor ========================================================
+ * Two threads on the bench CPU hand a word back and forth, each yielding the
+ * CPU until it is its turn: no queue, no wake-up, no allocation, only the two
+ * context switches that a round trip between two threads on one CPU cannot
+ * avoid. No pinned defer_to_thread, of any library, can be faster, so this
+ * bounds the speedup over Twisted that a pinned round trip can show. */
+static struct {
+    _Alignas(64) uint32_t turn; /* 1: the partner's turn, 0: the timer's */
+    long rounds;
+} floor_s;
+
+static void *floor_partner(void *arg)
+{
+    (void)arg;
+    bench_pin_self();
+    for (long i = 0; i < floor_s.rounds; i++) {
+        /* acquire/release: the word is the only thing handed over */
+        while (__atomic_load_n(&floor_s.turn, __ATOMIC_ACQUIRE) != 1)
+            sched_yield();
+        __atomic_store_n(&floor_s.turn, 0, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void run_floor(void)
+{
+    double samples[BENCH_REPS];
+    pthread_t t;
+    int rc;
+
+    printf("defer_to_thread_floor: %ld hand-offs there and back, %d repetitions (pinned)\n",
+           bench_scaled(N_DEFER), BENCH_REPS);
+    bench_place_self(true);
+    for (int rep = 0; rep < BENCH_REPS; rep++) {
+        floor_s.rounds = bench_scaled(N_DEFER);
+        floor_s.turn = 0;
+        if ((rc = pthread_create(&t, NULL, floor_partner, NULL)) != 0)
+            bench_die("pthread_create", strerror(rc));
+        double t0 = bench_now();
+        for (long i = 0; i < floor_s.rounds; i++) {
+            __atomic_store_n(&floor_s.turn, 1, __ATOMIC_RELEASE);
+            while (__atomic_load_n(&floor_s.turn, __ATOMIC_ACQUIRE) != 0)
+                sched_yield();
+        }
+        samples[rep] = (bench_now() - t0) * 1e6 / (double)floor_s.rounds;
+        pthread_join(t, NULL);
+    }
+    bench_place_self(false);
+    bench_record("defer_to_thread_floor", "two threads on one CPU: sched_yield hand-off",
+                 "us/roundtrip", false, samples, BENCH_REPS);
+}
+
 /* ==== driver ================================================================= */
 static const char *impl_list; /* --impl */
 
@@ -787,6 +842,8 @@ int main(int argc, char **argv)
     for (i = 0; i < BENCH_COUNT_OF(workloads); i++)
         if (bench_selected(args.only, workloads[i].name))
             run_workload(&workloads[i]);
+    if (bench_selected(args.only, "defer_to_thread_floor") && bench_listed(impl_list, "floor"))
+        run_floor();
     bench_close_csv();
     return 0;
 }
