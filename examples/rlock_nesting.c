@@ -11,12 +11,18 @@
  *   - the depth seen inside the nested calls (tw_rlock_count),
  *   - that get_both_parts never sees a half-written record while a writer runs,
  *   - that a plain tw_lock taken twice by one thread does not come back (shown
- *     with a timeout, so nothing actually deadlocks),
+ *     with a timeout, so nothing actually deadlocks), and that code compiled
+ *     with TW_DEBUG=1, as this program is, gets a "probable self-deadlock"
+ *     report through the diagnostic hook after a second of such a wait,
  *   - that a thread which does not own the RLock cannot release it (TW_EPERM).
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
+/* Debug Lock paths for this file: a thread that waits on a Lock it acquired
+ * itself is reported (twine/sync.h). */
+#define TW_DEBUG 1
 #include <twine.h>
 
 enum { UPDATES = 20000, READS = 20000 };
@@ -25,6 +31,25 @@ static struct {
     long first, second; /* a writer always sets both to the same value */
 } record;
 static tw_rlock record_lock = TW_RLOCK_INIT;
+
+/* The diagnostic hook: keeps the last report. */
+static struct {
+    int count;
+    enum tw_diag_kind kind;
+    int code;
+    char function[64];
+    char message[256];
+} seen;
+
+static void keep_report(void *ctx, const tw_diag *d)
+{
+    (void)ctx;
+    seen.count++;
+    seen.kind = d->kind;
+    seen.code = d->code;
+    snprintf(seen.function, sizeof seen.function, "%s", d->function ? d->function : "?");
+    snprintf(seen.message, sizeof seen.message, "%s", d->message ? d->message : "");
+}
 
 static uint32_t inner_depth; /* depth seen inside get_first_part */
 static uint32_t outer_depth; /* depth seen inside get_both_parts */
@@ -110,16 +135,24 @@ int main(void)
            UPDATES, torn, tw_rlock_count(&record_lock));
     ok &= outer_depth == 1 && inner_depth == 2 && torn == 0 && !tw_rlock_locked(&record_lock);
 
-    /* 2. The same nesting with a plain Lock: the second acquire never succeeds. */
+    /* 2. The same nesting with a plain Lock: the second acquire never succeeds.
+     *    Compiled with TW_DEBUG=1, the wait is reported after a second. */
     {
         tw_lock plain = TW_LOCK_INIT;
         int rc;
+        tw_set_diag_hook(keep_report, NULL);
         tw_lock_acquire(&plain);
-        rc = tw_lock_acquire_timeout(&plain, 0.1); /* a plain acquire would hang here */
-        printf("a plain tw_lock taken again by its holder: acquire_timeout(0.1 s) -> %s\n"
+        rc = tw_lock_acquire_timeout(&plain, 1.5); /* a plain acquire would hang here */
+        tw_set_diag_hook(NULL, NULL);
+        printf("a plain tw_lock taken again by its holder: acquire_timeout(1.5 s) -> %s\n"
                "  (a plain acquire there would wait forever: a self-deadlock)\n",
                tw_err_name(rc));
+        printf("  the debug build's report, after 1 s: %s %s in %s:\n    %s\n",
+               seen.kind == TW_DIAG_WARNING ? "warning" : "?", tw_err_name(seen.code),
+               seen.function, seen.message);
         ok &= rc == TW_ETIMEDOUT;
+        ok &= seen.count == 1 && seen.kind == TW_DIAG_WARNING && seen.code == TW_EDEADLK &&
+              strstr(seen.message, "probable self-deadlock") != NULL;
         ok &= tw_lock_release(&plain) == 0;
     }
 

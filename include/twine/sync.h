@@ -66,6 +66,22 @@ typedef struct tw_lock {
 TW_API int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline);
 TW_API int tw__lock_release_slow(tw_lock *l, uint32_t old);
 
+/* Code compiled with TW_DEBUG=1 (as the library is with -DTW_DEBUG=ON) takes
+ * these out-of-line paths instead of the inline ones below. They remember
+ * which Locks each thread acquired, so that a thread waiting on a Lock it
+ * acquired itself is reported, after a second, as a probable self-deadlock
+ * (TW_DIAG_WARNING, TW_EDEADLK, through the diagnostic hook). It is a report,
+ * not an error, and the wait goes on: another thread may release a Lock. */
+TW_API int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline);
+TW_API int tw__lock_try_acquire_dbg(tw_lock *l);
+TW_API int tw__lock_release_dbg(tw_lock *l);
+TW_API int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout);
+#if defined(TW_DEBUG) && TW_DEBUG
+#define TW__LOCK_DBG 1
+#else
+#define TW__LOCK_DBG 0
+#endif
+
 static inline void tw_lock_init(tw_lock *l)
 {
     if (l)
@@ -76,6 +92,8 @@ static inline void tw_lock_init(tw_lock *l)
 static inline int tw_lock_acquire(tw_lock *l)
 {
     uint32_t unlocked = 0;
+    if (TW__LOCK_DBG)
+        return tw__lock_acquire_dbg(l, TW_DEADLINE_NEVER);
     /* acquire: pairs with the release exchange in tw_lock_release. */
     if (l && __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
                                          __ATOMIC_RELAXED))
@@ -87,6 +105,8 @@ static inline int tw_lock_acquire(tw_lock *l)
 static inline int tw_lock_try_acquire(tw_lock *l)
 {
     uint32_t unlocked = 0;
+    if (TW__LOCK_DBG)
+        return tw__lock_try_acquire_dbg(l);
     if (!l)
         return TW_EINVAL;
     return __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
@@ -97,11 +117,16 @@ static inline int tw_lock_try_acquire(tw_lock *l)
 
 /* 0, TW_ETIMEDOUT, or TW_EINVAL (NULL lock, NaN timeout). */
 TW_API int tw_lock_acquire_timeout(tw_lock *l, double timeout);
+#if TW__LOCK_DBG
+#define tw_lock_acquire_timeout(l, timeout) tw__lock_acquire_timeout_dbg((l), (timeout))
+#endif
 
 /* 0; TW_EPERM if the lock was not held (nothing changes); TW_EINVAL for NULL. */
 static inline int tw_lock_release(tw_lock *l)
 {
     uint32_t old;
+    if (TW__LOCK_DBG)
+        return tw__lock_release_dbg(l);
     if (!l)
         return TW_EINVAL;
     /* release: pairs with the acquiring CAS/exchange. Exchanging 0 into an

@@ -171,9 +171,11 @@ static tw_lock *inner_lock(tw_cond *c)
 static void reacquire(tw_cond *c, uint32_t depth, bool contended)
 {
     tw_rlock *r = rlock_of(c);
-    if (contended)
+    if (contended) {
         tw__lock_acquire_contended(inner_lock(c));
-    else
+        if (TW__LOCK_DBG)
+            tw__lock_note_held(inner_lock(c));
+    } else
         tw_lock_acquire(inner_lock(c));
     if (!r)
         return;

@@ -76,12 +76,18 @@ int tw__lock_release_slow(tw_lock *l, uint32_t old)
     return 0;
 }
 
-int tw_lock_acquire_timeout(tw_lock *l, double timeout)
+/* The name in parentheses: code compiled with TW_DEBUG=1 sees a macro of
+ * that name (twine/sync.h), and this is the untracked function. */
+int(tw_lock_acquire_timeout)(tw_lock *l, double timeout)
 {
     tw_deadline d;
+    uint32_t unlocked = 0;
     if (!l || tw_deadline_from_timeout(timeout, &d) != 0)
         return TW_EINVAL;
-    if (tw_lock_try_acquire(l) == 0)
+    /* acquire: pairs with the release exchange (not tw_lock_try_acquire,
+     * which in a TW_DEBUG build would remember the Lock). */
+    if (__atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED))
         return 0;
     if (timeout == 0)
         return TW_ETIMEDOUT;

@@ -1,0 +1,137 @@
+/* Lock in debug builds: which Locks each thread acquired, and the probable
+ * self-deadlock report.
+ *
+ * Code compiled with TW_DEBUG=1 (the library's own code in -DTW_DEBUG=ON
+ * builds, and any application that defines it) reaches these instead of the
+ * inline paths of twine/sync.h. Each thread keeps the Locks it acquired and
+ * has not released itself in a small array. A thread that has to wait for a
+ * Lock in its own array is waiting for itself, unless another thread releases
+ * that Lock for it, which a Lock allows (Python's too: a Lock used as a
+ * signal). So the wait is not refused: after TW__LOCK_SELF_WAIT_REPORT it is
+ * reported once through the diagnostic hook (TW_DIAG_WARNING, TW_EDEADLK),
+ * and it goes on.
+ *
+ * The array is the thread's own and needs no synchronisation. A Lock that
+ * another thread released stays in its acquirer's array until the acquirer
+ * acquires and releases it again; if the acquirer meanwhile waits on it
+ * while a third thread holds it, that wait is reported too, falsely; hence
+ * "probable". Locks past the array's capacity are not remembered (no report
+ * for them, never a false one). */
+#include <stdio.h>
+
+#include "sync/lock.h"
+
+#include "base/diag.h"
+
+#define HELD_MAX 32
+
+static __thread tw_lock *held[HELD_MAX] __attribute__((tls_model("initial-exec")));
+static __thread unsigned n_held __attribute__((tls_model("initial-exec")));
+
+/* relaxed: a setting for tests, read once per self-wait. */
+static int64_t report_after_ns = TW__LOCK_SELF_WAIT_REPORT;
+
+void tw__lock_set_self_wait_report(int64_t ns)
+{
+    __atomic_store_n(&report_after_ns, ns, __ATOMIC_RELAXED);
+}
+
+static bool holds(const tw_lock *l)
+{
+    for (unsigned i = 0; i < n_held; i++)
+        if (held[i] == l)
+            return true;
+    return false;
+}
+
+void tw__lock_note_held(tw_lock *l)
+{
+    if (n_held < HELD_MAX && !holds(l))
+        held[n_held++] = l;
+}
+
+static void forget(const tw_lock *l)
+{
+    for (unsigned i = 0; i < n_held; i++) {
+        if (held[i] == l) {
+            held[i] = held[--n_held];
+            return;
+        }
+    }
+}
+
+static void report_self_wait(const tw_lock *l, const char *function)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "probable self-deadlock: thread %u waits for Lock %p, which it acquired itself "
+             "and has not released (a Lock is not reentrant: use tw_rlock); it keeps waiting",
+             (unsigned)tw__self(), (const void *)l);
+    tw_diag_report(TW_DIAG_WARNING, TW_EDEADLK, function, msg);
+}
+
+int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline)
+{
+    if (!l)
+        return TW_EINVAL;
+    uint32_t unlocked = 0;
+    /* acquire: pairs with the release exchange, as in tw_lock_acquire. */
+    if (__atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED)) {
+        tw__lock_note_held(l);
+        return 0;
+    }
+    int rc;
+    if (holds(l)) {
+        int64_t after = __atomic_load_n(&report_after_ns, __ATOMIC_RELAXED);
+        int64_t now = tw_now_ns();
+        tw_deadline first = after >= deadline - now ? deadline : now + after;
+        rc = tw__lock_acquire_slow(l, first);
+        if (rc == TW_ETIMEDOUT && first != deadline) {
+            report_self_wait(l, deadline == TW_DEADLINE_NEVER ? "tw_lock_acquire"
+                                                             : "tw_lock_acquire_timeout");
+            rc = tw__lock_acquire_slow(l, deadline);
+        }
+    } else {
+        rc = tw__lock_acquire_slow(l, deadline);
+    }
+    if (rc == 0)
+        tw__lock_note_held(l);
+    return rc;
+}
+
+int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout)
+{
+    tw_deadline d;
+    if (!l || tw_deadline_from_timeout(timeout, &d) != 0)
+        return TW_EINVAL;
+    if (tw__lock_try_acquire_dbg(l) == 0)
+        return 0;
+    if (timeout == 0)
+        return TW_ETIMEDOUT; /* no wait, so no report */
+    return tw__lock_acquire_dbg(l, d);
+}
+
+int tw__lock_try_acquire_dbg(tw_lock *l)
+{
+    uint32_t unlocked = 0;
+    if (!l)
+        return TW_EINVAL;
+    if (!__atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return TW_EBUSY;
+    tw__lock_note_held(l);
+    return 0;
+}
+
+int tw__lock_release_dbg(tw_lock *l)
+{
+    if (!l)
+        return TW_EINVAL;
+    /* release: as in tw_lock_release. */
+    uint32_t old = __atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE);
+    int rc = old == 1 ? 0 : tw__lock_release_slow(l, old);
+    if (rc == 0)
+        forget(l);
+    return rc;
+}
