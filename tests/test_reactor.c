@@ -1502,6 +1502,112 @@ static void check_fd_served_while_calls_wait(enum tw_poller p)
     close(sv[1]);
 }
 
+/* A callback that removes another fd's last watcher, closes it and gives its
+ * number to a new fd with a new watcher: the old fd's event, still in the
+ * same batch, must not reach the new watcher (the new pipe is empty). Both
+ * fds are readable, so their events come in one batch, in either order: the
+ * first reader called does the swap on the other fd. The same for a reader
+ * that swaps its own fd, the new watcher being a writer on a writable
+ * socket: the old event's writable bit must not reach it. */
+typedef struct swap_case {
+    tw_reactor *r;
+    int fds[2];   /* the read ends watched */
+    int spare[2]; /* a new, empty pipe whose read end takes the other's number */
+    int swapped;  /* index of the fd renumbered, -1 before */
+    int wrong;    /* calls the new watcher got */
+    int first;    /* calls of the original readers */
+} swap_case;
+
+static void swap_wrong(int fd, unsigned events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ((swap_case *)arg)->wrong++;
+}
+
+static void swap_reader(int fd, unsigned events, void *arg)
+{
+    (void)events;
+    swap_case *c = arg;
+    c->first++;
+    if (c->swapped >= 0)
+        return;
+    int other = fd == c->fds[0] ? 1 : 0;
+    int ofd = c->fds[other];
+    assert_rc(tw_reactor_remove_reader(c->r, ofd), 0);
+    assert_int_equal(dup2(c->spare[0], ofd), ofd); /* closes the old one, same number */
+    assert_rc(tw_reactor_add_reader(c->r, ofd, swap_wrong, c), 0);
+    c->swapped = other;
+}
+
+static void check_fd_number_reused_in_batch(enum tw_poller p)
+{
+    swap_case c = {.swapped = -1};
+    int a[2], b[2];
+    c.r = new_reactor(false, p);
+    make_pipe(a);
+    make_pipe(b);
+    make_pipe(c.spare);
+    c.fds[0] = a[0];
+    c.fds[1] = b[0];
+    write_byte(a[1]);
+    write_byte(b[1]);
+    assert_rc(tw_reactor_add_reader(c.r, a[0], swap_reader, &c), 0);
+    assert_rc(tw_reactor_add_reader(c.r, b[0], swap_reader, &c), 0);
+    assert_rc(tw_reactor_iterate(c.r, -1), 0);
+    assert_int_equal(c.first, 1); /* the other's reader was removed before its turn */
+    assert_true(c.swapped >= 0);
+    assert_int_equal(c.wrong, 0);
+    assert_rc(tw_reactor_iterate(c.r, 0), 0);
+    assert_int_equal(c.wrong, 0); /* the new pipe is still empty */
+    write_byte(c.spare[1]);
+    assert_rc(tw_reactor_iterate(c.r, -1), 0);
+    assert_int_equal(c.wrong, 1); /* now it has data: the new watcher is called */
+    int kept = c.fds[1 - c.swapped];
+    assert_rc(tw_reactor_remove_reader(c.r, kept), 0);
+    assert_rc(tw_reactor_remove_reader(c.r, c.fds[c.swapped]), 0);
+    assert_rc(tw_reactor_destroy(c.r), 0);
+    close_pipe(a);
+    close_pipe(b);
+    close_pipe(c.spare);
+}
+
+static void swap_own(int fd, unsigned events, void *arg)
+{
+    swap_case *c = arg;
+    c->first++;
+    assert_true(events & TW_WRITABLE); /* the old socket's event: readable and writable */
+    assert_rc(tw_reactor_remove_reader(c->r, fd), 0);
+    assert_rc(tw_reactor_remove_writer(c->r, fd), 0);
+    assert_int_equal(dup2(c->spare[0], fd), fd); /* another socket, writable too */
+    assert_rc(tw_reactor_add_writer(c->r, fd, swap_wrong, c), 0);
+}
+
+static void check_fd_own_number_reused(enum tw_poller p)
+{
+    swap_case c = {.swapped = -1};
+    int sv[2];
+    fdrec old_writer = {0};
+    c.r = new_reactor(false, p);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c.spare), 0);
+    write_byte(sv[1]);
+    assert_rc(tw_reactor_add_reader(c.r, sv[0], swap_own, &c), 0);
+    assert_rc(tw_reactor_add_writer(c.r, sv[0], fd_record, &old_writer), 0);
+    assert_rc(tw_reactor_iterate(c.r, -1), 0);
+    assert_int_equal(c.first, 1);
+    assert_int_equal(old_writer.calls, 0); /* removed by the reader */
+    assert_int_equal(c.wrong, 0);          /* the old event is not the new fd's */
+    assert_rc(tw_reactor_iterate(c.r, -1), 0); /* the new socket's own event */
+    assert_int_equal(c.wrong, 1);
+    assert_rc(tw_reactor_remove_writer(c.r, sv[0]), 0);
+    assert_rc(tw_reactor_destroy(c.r), 0);
+    close(sv[0]);
+    close(sv[1]);
+    close(c.spare[0]);
+    close(c.spare[1]);
+}
+
 #define FD_TESTS(name)                                                                  \
     static void test_##name##_epoll(void **state)                                       \
     {                                                                                   \
@@ -1526,6 +1632,8 @@ FD_TESTS(fd_many)
 FD_TESTS(fd_in_run)
 FD_TESTS(fd_destroy_with_watchers)
 FD_TESTS(fd_served_while_calls_wait)
+FD_TESTS(fd_number_reused_in_batch)
+FD_TESTS(fd_own_number_reused)
 
 /* ==== shutdown triggers ========================================================== */
 
@@ -2014,6 +2122,8 @@ int main(void)
         TFD(fd_in_run),
         TFD(fd_destroy_with_watchers),
         TFD(fd_served_while_calls_wait),
+        TFD(fd_number_reused_in_batch),
+        TFD(fd_own_number_reused),
         T(test_trigger_phase_order),
         T(test_trigger_deferred_holds_shutdown),
         T(test_trigger_failures_reported),

@@ -152,7 +152,9 @@ TW_API void tw_delayed_call_unref(tw_delayed_call *c);
  * A reader is called when fd is readable (or at end of file, or on error), a
  * writer when it is writable (or on error). One reader and one writer per
  * fd; adding again replaces the function. The reactor never closes fds:
- * remove them before closing. */
+ * remove them before closing. Once an fd's last watcher is removed, no
+ * event of the current batch reaches that fd number again, so a callback
+ * may close it and watch a new fd that got the same number. */
 enum { TW_READABLE = 1, TW_WRITABLE = 2 };
 typedef void (*tw_fd_fn)(int fd, unsigned events, void *arg);
 

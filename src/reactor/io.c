@@ -4,7 +4,10 @@
  *
  * Dispatch re-reads the record before each call, so a callback that removes
  * or replaces a watcher (its own or another fd's) in the same batch is
- * honoured: a removed watcher is not called. */
+ * honoured: a removed watcher is not called. When an fd's last watcher goes,
+ * the batch's events still to come for it are dropped too: the callback may
+ * close the fd and a new one may get its number and a watcher, which must
+ * not receive the old fd's events. */
 #include <errno.h>
 #include <fcntl.h>
 
@@ -117,6 +120,10 @@ static int remove_one(tw_reactor *r, int fd, unsigned which)
     (void)r->pops->set(r->poller, fd, rec->events, want);
     r->nwatched -= want == 0;
     rec->events = want;
+    if (want == 0)
+        for (int i = r->ev_next; i < r->ev_end; i++)
+            if (r->events[i].fd == fd)
+                r->events[i].fd = -1;
     if (which == TW_READABLE) {
         rec->rfn = NULL;
         rec->rarg = NULL;
@@ -162,9 +169,13 @@ int tw_reactor_remove_writer(tw_reactor *r, int fd)
 void tw__io_poll(tw_reactor *r, int timeout_ms)
 {
     int n = r->pops->wait(r->poller, timeout_ms, r->events, r->max_events);
+    r->ev_end = n;
     for (int i = 0; i < n && r->state != R_DONE; i++) {
         int fd = r->events[i].fd;
         unsigned ev = r->events[i].events;
+        r->ev_next = i; /* this event too: the reader may remove the fd's last watcher */
+        if (fd < 0)
+            continue; /* its last watcher was removed earlier in this batch */
         if (fd == r->wake_rfd) {
             tw__waker_drain(fd);
             continue;
@@ -175,7 +186,9 @@ void tw__io_poll(tw_reactor *r, int timeout_ms)
          * removed it. Readers first, as Twisted does. */
         if ((ev & TW_READABLE) && r->fds[fd].rfn)
             r->fds[fd].rfn(fd, ev, r->fds[fd].rarg);
-        if ((ev & TW_WRITABLE) && (size_t)fd < r->nfds && r->fds[fd].wfn)
+        if ((ev & TW_WRITABLE) && r->events[i].fd == fd && (size_t)fd < r->nfds &&
+            r->fds[fd].wfn)
             r->fds[fd].wfn(fd, ev, r->fds[fd].warg);
     }
+    r->ev_next = r->ev_end = 0;
 }

@@ -139,6 +139,7 @@ struct tw_reactor {
     size_t nwatched; /* fds with a reader or a writer */
     tw__poll_event *events;
     int max_events;
+    int ev_next, ev_end; /* the batch being dispatched: events[ev_next..ev_end) to go */
 
     /* timers (timers.c): a binary min-heap by (when, seq) */
     tw_delayed_call **heap;
