@@ -14,18 +14,24 @@
  *   - one CPU (the thread's affinity allows only one, measured again every
  *     64 waits): yield once and look again, no spinning; the thread it
  *     waits for can only run once we stop.
+ *     (The portable backend cannot see the affinity: there the thread
+ *     watches, yielding as below.)
  *   - otherwise yield once (a partner on this CPU runs now), then watch with
- *     pauses, yielding about every microsecond so that a partner the scheduler
- *     put on this CPU still runs, for at most the current budget;
+ *     pauses, reading the clock every 32 pauses and yielding at the first
+ *     read a microsecond or more after the last yield, so that a partner the
+ *     scheduler put on this CPU still runs, for at most the current budget
+ *     (or the caller's cap, if smaller; a cap of 0 means no watch);
  *   - a watch that sees the work restores the full budget (TW__SPIN_WAIT_NS);
- *     one that times out halves it, and below a microsecond it becomes 0;
+ *     one that runs out, capped or not, halves it, and below a microsecond
+ *     it becomes 0;
  *   - at 0 the thread only yields once, except that every TW__SPIN_PROBE-th
  *     wait probes with the full budget, so a workload that turns into
  *     ping-pong is noticed again.
  *
  * Worst case with nothing ever arriving: the halvings (about 2 budgets in
  * all), then one full budget per TW__SPIN_PROBE waits — on average a few
- * microseconds of CPU per sleep.
+ * microseconds of CPU per sleep. The watch makes system calls (the yields),
+ * but never a sleeping one, and spares the partner its wake-up call.
  *
  * The state is the caller's, used by one thread at a time; zero-initialised
  * is "full budget". */

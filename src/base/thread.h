@@ -16,8 +16,8 @@ static inline uint32_t tw__thread_id(void)
 /* The calling thread's spin budget, in pause instructions: TW__SPIN_MAX, or 0
  * when the thread may run on one CPU only — there, spinning can only delay
  * the thread it waits for. Measured once per thread and kept until
- * tw__spin_limit_forget (the Lock's spinning keeps its first answer; the
- * spin-wait before sleeping asks again now and then). */
+ * tw__spin_limit_forget, which the spin-wait before sleeping calls every 64
+ * waits (so on such a thread the Lock's answer is refreshed too). */
 #define TW__SPIN_MAX 255
 int tw__spin_limit(void);
 /* Makes the next tw__spin_limit measure the affinity again. */

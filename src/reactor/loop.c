@@ -275,14 +275,14 @@ static void finish(tw_reactor *r)
     tw__timers_destroy(r);
 }
 
-/* Something for the next iteration to do without waiting: a posted call or
- * a stop to begin. (The other reason not to wait, a shutdown whose before
- * triggers are done, is checked after the re-arm.) */
+/* Something for the next iteration to do without waiting: a posted call, a
+ * stop to begin, or a shutdown whose before triggers are all done. */
 static bool loop_has_work(const void *arg)
 {
     const tw_reactor *r = arg;
     return tw__posted_pending(r) ||
-           (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST));
+           (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) ||
+           (r->state == R_BEFORE && r->before_pending == 0);
 }
 
 /* How long the loop may watch for a result: not past wait_ns (< 0: no
@@ -322,8 +322,15 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
      * microseconds away, and a sleeping loop makes the pool thread pay for a
      * wake-up. Watch for it first, within the spin-wait budget and never past
      * the next timer (src/base/spin_wait.h). */
-    bool seen = r->dthreads && wait_ns != 0 && !loop_has_work(r) &&
-                tw__spin_wait(&r->spin, loop_has_work, r, spin_cap(r, wait_ns));
+    bool seen = false;
+    if (r->dthreads && wait_ns != 0 && !loop_has_work(r)) {
+        int64_t t0 = tw_now_ns();
+        seen = tw__spin_wait(&r->spin, loop_has_work, r, spin_cap(r, wait_ns));
+        if (wait_ns > 0) { /* the watch counts against the caller's wait */
+            int64_t left = tw__add_sat(t0, wait_ns) - tw_now_ns();
+            wait_ns = left > 0 ? left : 0;
+        }
+    }
     /* Work waiting: no wait, and no re-arm either, so that posters keep
      * finding the flag set and skip writing the waker. A call the watch saw
      * arrive runs at once; otherwise the poller is asked without waiting
@@ -337,9 +344,7 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
     }
     tw__reactor_rearm(r);
     int64_t t = wait_ns;
-    if (tw__posted_pending(r) ||
-        (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) ||
-        (r->state == R_BEFORE && r->before_pending == 0)) {
+    if (loop_has_work(r)) {
         t = 0;
     } else if (!r->fake) {
         int64_t next = tw__timers_next(r, tw__reactor_now(r));
