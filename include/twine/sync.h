@@ -66,17 +66,54 @@ typedef struct tw_lock {
 TW_API int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline);
 TW_API int tw__lock_release_slow(tw_lock *l, uint32_t old);
 
-/* Code compiled with TW_DEBUG=1 (as the library is with -DTW_DEBUG=ON) takes
- * these out-of-line paths instead of the inline ones below. They remember
- * which Locks each thread acquired, so that a thread waiting on a Lock it
- * acquired itself is reported, after a second, as a probable self-deadlock
- * (TW_DIAG_WARNING, TW_EDEADLK, through the diagnostic hook). It is a report,
- * not an error, and the wait goes on: another thread may release a Lock. */
+/* The Lock's own paths, which tw_lock_acquire, try_acquire and release are.
+ * acquire: the CAS pairs with the release exchange; release: exchanging 0
+ * into an unlocked word is a no-op, so the TW_EPERM case leaves it untouched. */
+static inline int tw__lock_acquire_plain(tw_lock *l)
+{
+    uint32_t unlocked = 0;
+    if (l && __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_RELAXED))
+        return 0;
+    return tw__lock_acquire_slow(l, TW_DEADLINE_NEVER);
+}
+
+static inline int tw__lock_try_acquire_plain(tw_lock *l)
+{
+    uint32_t unlocked = 0;
+    if (!l)
+        return TW_EINVAL;
+    return __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
+                                       __ATOMIC_RELAXED)
+               ? 0
+               : TW_EBUSY;
+}
+
+static inline int tw__lock_release_plain(tw_lock *l)
+{
+    uint32_t old;
+    if (!l)
+        return TW_EINVAL;
+    old = __atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE);
+    if (old == 1)
+        return 0;
+    return tw__lock_release_slow(l, old);
+}
+
+/* Code compiled with TW_DEBUG=1 (as the library is with -DTW_DEBUG=ON; an
+ * empty definition counts as 1) calls these tracking paths instead. They
+ * remember which Locks the calling thread acquired, so that a thread waiting
+ * on a Lock it acquired itself is reported, after a second, as a probable
+ * self-deadlock (TW_DIAG_WARNING, TW_EDEADLK, through the diagnostic hook).
+ * It is a report, not an error, and the wait goes on: another thread may
+ * release a Lock. Tracking follows the code that makes the call; the
+ * library's functions that take or give back a Lock for their caller (RLock,
+ * Condition waits, tw_cond_acquire) never track it. */
 TW_API int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline);
 TW_API int tw__lock_try_acquire_dbg(tw_lock *l);
 TW_API int tw__lock_release_dbg(tw_lock *l);
 TW_API int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout);
-#if defined(TW_DEBUG) && TW_DEBUG
+#if defined(TW_DEBUG) && ((TW_DEBUG + 0) != 0 || (1 - TW_DEBUG - 1) == 2)
 #define TW__LOCK_DBG 1
 #else
 #define TW__LOCK_DBG 0
@@ -91,28 +128,13 @@ static inline void tw_lock_init(tw_lock *l)
 /* Blocks until the lock is held. 0, or TW_EINVAL for NULL. */
 static inline int tw_lock_acquire(tw_lock *l)
 {
-    uint32_t unlocked = 0;
-    if (TW__LOCK_DBG)
-        return tw__lock_acquire_dbg(l, TW_DEADLINE_NEVER);
-    /* acquire: pairs with the release exchange in tw_lock_release. */
-    if (l && __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
-                                         __ATOMIC_RELAXED))
-        return 0;
-    return tw__lock_acquire_slow(l, TW_DEADLINE_NEVER);
+    return TW__LOCK_DBG ? tw__lock_acquire_dbg(l, TW_DEADLINE_NEVER) : tw__lock_acquire_plain(l);
 }
 
 /* Takes the lock if it is free: 0, or TW_EBUSY. Never blocks. */
 static inline int tw_lock_try_acquire(tw_lock *l)
 {
-    uint32_t unlocked = 0;
-    if (TW__LOCK_DBG)
-        return tw__lock_try_acquire_dbg(l);
-    if (!l)
-        return TW_EINVAL;
-    return __atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
-                                       __ATOMIC_RELAXED)
-               ? 0
-               : TW_EBUSY;
+    return TW__LOCK_DBG ? tw__lock_try_acquire_dbg(l) : tw__lock_try_acquire_plain(l);
 }
 
 /* 0, TW_ETIMEDOUT, or TW_EINVAL (NULL lock, NaN timeout). */
@@ -124,17 +146,7 @@ TW_API int tw_lock_acquire_timeout(tw_lock *l, double timeout);
 /* 0; TW_EPERM if the lock was not held (nothing changes); TW_EINVAL for NULL. */
 static inline int tw_lock_release(tw_lock *l)
 {
-    uint32_t old;
-    if (TW__LOCK_DBG)
-        return tw__lock_release_dbg(l);
-    if (!l)
-        return TW_EINVAL;
-    /* release: pairs with the acquiring CAS/exchange. Exchanging 0 into an
-     * unlocked word is a no-op, so the TW_EPERM case leaves it untouched. */
-    old = __atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE);
-    if (old == 1)
-        return 0;
-    return tw__lock_release_slow(l, old);
+    return TW__LOCK_DBG ? tw__lock_release_dbg(l) : tw__lock_release_plain(l);
 }
 
 /* Whether some thread holds the lock (a snapshot). */
@@ -200,7 +212,7 @@ static inline int tw_rlock_release(tw_rlock *r)
     if (--r->count != 0)
         return 0;
     __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
-    return tw_lock_release(&r->lock);
+    return tw__lock_release_plain(&r->lock); /* an RLock's Lock is never tracked */
 }
 /* Whether the calling thread owns it. */
 TW_API bool tw_rlock_is_owned(const tw_rlock *r);

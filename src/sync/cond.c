@@ -101,21 +101,22 @@ int tw_cond_acquire(tw_cond *c)
 {
     if (!valid(c))
         return TW_EINVAL;
-    return c->kind == KIND_LOCK ? tw_lock_acquire(c->lock) : tw_rlock_acquire(rlock_of(c));
+    return c->kind == KIND_LOCK ? tw__lock_acquire_plain(c->lock) : tw_rlock_acquire(rlock_of(c));
 }
 
 int tw_cond_try_acquire(tw_cond *c)
 {
     if (!valid(c))
         return TW_EINVAL;
-    return c->kind == KIND_LOCK ? tw_lock_try_acquire(c->lock) : tw_rlock_try_acquire(rlock_of(c));
+    return c->kind == KIND_LOCK ? tw__lock_try_acquire_plain(c->lock)
+                                : tw_rlock_try_acquire(rlock_of(c));
 }
 
 int tw_cond_acquire_timeout(tw_cond *c, double timeout)
 {
     if (!valid(c))
         return TW_EINVAL;
-    return c->kind == KIND_LOCK ? tw_lock_acquire_timeout(c->lock, timeout)
+    return c->kind == KIND_LOCK ? (tw_lock_acquire_timeout)(c->lock, timeout)
                                 : tw_rlock_acquire_timeout(rlock_of(c), timeout);
 }
 
@@ -123,7 +124,9 @@ int tw_cond_release(tw_cond *c)
 {
     if (!valid(c))
         return TW_EINVAL;
-    return c->kind == KIND_LOCK ? tw_lock_release(c->lock) : tw_rlock_release(rlock_of(c));
+    /* The caller may have taken the Lock through a tracking path: forgetting
+     * it is right in every build (see "Debug builds" in lock_debug.c). */
+    return c->kind == KIND_LOCK ? tw__lock_release_dbg(c->lock) : tw_rlock_release(rlock_of(c));
 }
 
 int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg)
@@ -151,13 +154,13 @@ static uint32_t release_all(tw_cond *c)
     tw_rlock *r = rlock_of(c);
     uint32_t depth;
     if (!r) {
-        tw_lock_release(c->lock);
+        tw__lock_release_plain(c->lock);
         return 0;
     }
     depth = r->count;
     r->count = 0;
     __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
-    tw_lock_release(&r->lock);
+    tw__lock_release_plain(&r->lock);
     return depth;
 }
 
@@ -171,12 +174,10 @@ static tw_lock *inner_lock(tw_cond *c)
 static void reacquire(tw_cond *c, uint32_t depth, bool contended)
 {
     tw_rlock *r = rlock_of(c);
-    if (contended) {
+    if (contended)
         tw__lock_acquire_contended(inner_lock(c));
-        if (TW__LOCK_DBG)
-            tw__lock_note_held(inner_lock(c));
-    } else
-        tw_lock_acquire(inner_lock(c));
+    else
+        tw__lock_acquire_plain(inner_lock(c));
     if (!r)
         return;
     __atomic_store_n(&r->owner, tw__thread_id(), __ATOMIC_RELAXED);

@@ -81,13 +81,9 @@ int tw__lock_release_slow(tw_lock *l, uint32_t old)
 int(tw_lock_acquire_timeout)(tw_lock *l, double timeout)
 {
     tw_deadline d;
-    uint32_t unlocked = 0;
     if (!l || tw_deadline_from_timeout(timeout, &d) != 0)
         return TW_EINVAL;
-    /* acquire: pairs with the release exchange (not tw_lock_try_acquire,
-     * which in a TW_DEBUG build would remember the Lock). */
-    if (__atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_RELAXED))
+    if (tw__lock_try_acquire_plain(l) == 0)
         return 0;
     if (timeout == 0)
         return TW_ETIMEDOUT;

@@ -15,8 +15,5 @@ void tw__lock_acquire_contended(tw_lock *l);
  * lower it. */
 #define TW__LOCK_SELF_WAIT_REPORT 1000000000
 void tw__lock_set_self_wait_report(int64_t ns);
-/* Remembers l among the Locks the calling thread holds: for a path that took
- * it without tw__lock_acquire_dbg (a Condition's waiter woken onto it). */
-void tw__lock_note_held(tw_lock *l);
 
 #endif

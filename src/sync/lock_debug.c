@@ -11,6 +11,18 @@
  * reported once through the diagnostic hook (TW_DIAG_WARNING, TW_EDEADLK),
  * and it goes on.
  *
+ * Mixed builds. An application and the library may be compiled with and
+ * without TW_DEBUG in any combination, so an entry must never outlive the
+ * hold it records, or a later wait would be reported falsely:
+ *   - forgetting is always safe: the library's releases on its caller's
+ *     behalf (tw_cond_release) call tw__lock_release_dbg in every build;
+ *   - remembering is safe only where the matching release tracks too. The
+ *     library's functions that return holding their caller's Lock
+ *     (tw_cond_acquire*, the exported tw_lock_acquire_timeout) and those
+ *     that give it back and take it again (a Condition wait) use the plain
+ *     paths, which leave the caller's entry, if any, as it was. An RLock's
+ *     own Lock is never tracked: an RLock cannot wait for itself.
+ *
  * The array is the thread's own and needs no synchronisation. A Lock that
  * another thread released stays in its acquirer's array until the acquirer
  * acquires and releases it again; if the acquirer meanwhile waits on it
@@ -44,7 +56,7 @@ static bool holds(const tw_lock *l)
     return false;
 }
 
-void tw__lock_note_held(tw_lock *l)
+static void remember(tw_lock *l)
 {
     if (n_held < HELD_MAX && !holds(l))
         held[n_held++] = l;
@@ -70,34 +82,37 @@ static void report_self_wait(const tw_lock *l, const char *function)
     tw_diag_report(TW_DIAG_WARNING, TW_EDEADLK, function, msg);
 }
 
-int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline)
+static int acquire(tw_lock *l, tw_deadline deadline, const char *function)
 {
     if (!l)
         return TW_EINVAL;
-    uint32_t unlocked = 0;
-    /* acquire: pairs with the release exchange, as in tw_lock_acquire. */
-    if (__atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_RELAXED)) {
-        tw__lock_note_held(l);
+    if (tw__lock_try_acquire_plain(l) == 0) {
+        remember(l);
         return 0;
     }
     int rc;
     if (holds(l)) {
         int64_t after = __atomic_load_n(&report_after_ns, __ATOMIC_RELAXED);
         int64_t now = tw_now_ns();
+        /* deadline - now cannot overflow: deadlines come from the clock or
+         * are TW_DEADLINE_NEVER (INT64_MAX). */
         tw_deadline first = after >= deadline - now ? deadline : now + after;
         rc = tw__lock_acquire_slow(l, first);
         if (rc == TW_ETIMEDOUT && first != deadline) {
-            report_self_wait(l, deadline == TW_DEADLINE_NEVER ? "tw_lock_acquire"
-                                                             : "tw_lock_acquire_timeout");
+            report_self_wait(l, function);
             rc = tw__lock_acquire_slow(l, deadline);
         }
     } else {
         rc = tw__lock_acquire_slow(l, deadline);
     }
     if (rc == 0)
-        tw__lock_note_held(l);
+        remember(l);
     return rc;
+}
+
+int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline)
+{
+    return acquire(l, deadline, "tw_lock_acquire");
 }
 
 int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout)
@@ -109,28 +124,20 @@ int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout)
         return 0;
     if (timeout == 0)
         return TW_ETIMEDOUT; /* no wait, so no report */
-    return tw__lock_acquire_dbg(l, d);
+    return acquire(l, d, "tw_lock_acquire_timeout");
 }
 
 int tw__lock_try_acquire_dbg(tw_lock *l)
 {
-    uint32_t unlocked = 0;
-    if (!l)
-        return TW_EINVAL;
-    if (!__atomic_compare_exchange_n(&l->word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
-                                     __ATOMIC_RELAXED))
-        return TW_EBUSY;
-    tw__lock_note_held(l);
-    return 0;
+    int rc = tw__lock_try_acquire_plain(l);
+    if (rc == 0)
+        remember(l);
+    return rc;
 }
 
 int tw__lock_release_dbg(tw_lock *l)
 {
-    if (!l)
-        return TW_EINVAL;
-    /* release: as in tw_lock_release. */
-    uint32_t old = __atomic_exchange_n(&l->word, 0, __ATOMIC_RELEASE);
-    int rc = old == 1 ? 0 : tw__lock_release_slow(l, old);
+    int rc = tw__lock_release_plain(l);
     if (rc == 0)
         forget(l);
     return rc;
