@@ -12,6 +12,7 @@
 #include <twine/reactor.h>
 
 #include "base/diag.h"
+#include "base/dlist.h"
 #include "base/spin_wait.h"
 
 /* ---- pollers ---------------------------------------------------------------
@@ -159,8 +160,8 @@ struct tw_reactor {
     double pool_stop_timeout;
     bool pool_closed;
     int bcalls_refused; /* atomic */
-    tw__bcall *bcalls;      /* loop-side records of blocking calls waiting on a Deferred */
-    tw__dthread *dthreads;  /* defer_to_thread calls in flight */
+    tw__dlink *bcalls;      /* loop-side records of blocking calls waiting on a Deferred */
+    tw__dlink *dthreads;    /* defer_to_thread calls in flight */
     tw__spin_state spin;    /* the loop's watch for their results */
 
     bool owns_signals;

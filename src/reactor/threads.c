@@ -39,7 +39,7 @@ struct tw__dthread {
     tw_result result; /* written by the task before it posts `back` */
     uint32_t refs;    /* atomic: the loop's and the task's */
     uint32_t state;   /* atomic: Q_* */
-    tw__dthread *prev, *next; /* r->dthreads, loop side */
+    tw__dlink link;   /* in r->dthreads, loop side */
 };
 
 static void dthread_put(tw__dthread *t)
@@ -47,17 +47,6 @@ static void dthread_put(tw__dthread *t)
     /* acq_rel: the last owner sees the other's writes before freeing. */
     if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
         TW__DELETE(t);
-}
-
-static void dthread_unlink(tw_reactor *r, tw__dthread *t)
-{
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        r->dthreads = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    t->prev = t->next = NULL;
 }
 
 /* ---- the pool ------------------------------------------------------------------ */
@@ -171,7 +160,7 @@ static void dthread_deliver(void *arg)
 {
     tw__dthread *t = arg;
     tw_reactor *r = t->r;
-    dthread_unlink(r, t);
+    tw__dlist_unlink(&r->dthreads, &t->link);
     tw_result res = t->result;
     if (tw_result_is_deferred(res)) {
         tw_result_drop(res); /* on the loop thread, where it belongs */
@@ -256,8 +245,6 @@ int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *ar
     t->result = tw_result_none();
     t->refs = 2;
     t->state = Q_QUEUED;
-    t->prev = NULL;
-    t->next = r->dthreads;
     rc = tw_pool_submit(p, &t->task);
     if (rc) {
         d->canceller = NULL;
@@ -265,9 +252,7 @@ int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *ar
         TW__DELETE(t);
         return rc;
     }
-    if (r->dthreads)
-        r->dthreads->prev = t;
-    r->dthreads = t;
+    tw__dlist_push(&r->dthreads, &t->link);
     *out = tw_deferred_ref(d);
     return 0;
 }
@@ -296,7 +281,7 @@ typedef struct bwait {
 
 struct tw__bcall {
     bwait *w; /* NULL once released by shutdown */
-    tw__bcall *prev, *next;
+    tw__dlink link; /* in r->bcalls */
 };
 
 /* Hands the outcome to the waiting thread; the frame is not touched after. */
@@ -307,23 +292,12 @@ static void release(bwait *w, int rc, tw_result res)
     tw_event_set(&w->done);
 }
 
-static void bcall_unlink(tw_reactor *r, tw__bcall *b)
-{
-    if (b->prev)
-        b->prev->next = b->next;
-    else
-        r->bcalls = b->next;
-    if (b->next)
-        b->next->prev = b->prev;
-    b->prev = b->next = NULL;
-}
-
 static tw_result bcall_done(tw_result res, void *arg)
 {
     tw__bcall *b = arg;
     if (b->w) {
         bwait *w = b->w;
-        bcall_unlink(w->r, b);
+        tw__dlist_unlink(&w->r->bcalls, &b->link);
         release(w, 0, res);
     } else {
         tw_result_drop(res); /* its thread was released at shutdown */
@@ -359,10 +333,7 @@ static void bcall_run(void *arg)
         return;
     }
     b->w = w;
-    b->next = r->bcalls;
-    if (r->bcalls)
-        r->bcalls->prev = b;
-    r->bcalls = b;
+    tw__dlist_push(&r->bcalls, &b->link);
     tw_deferred_add_both(d, bcall_done, b); /* room reserved: cannot fail */
     tw_deferred_unref(d);
 }
@@ -401,10 +372,10 @@ int tw_blocking_call_from_thread(tw_reactor *r, tw_result_fn fn, void *arg, tw_r
 void tw__threads_refuse_blocking(tw_reactor *r)
 {
     __atomic_store_n(&r->bcalls_refused, 1, __ATOMIC_RELAXED); /* see tw_blocking_call_from_thread */
-    tw__bcall *b;
-    while ((b = r->bcalls)) {
+    while (r->bcalls) {
+        tw__bcall *b = TW__DLIST_ITEM(r->bcalls, tw__bcall, link);
         bwait *w = b->w;
-        bcall_unlink(r, b);
+        tw__dlist_unlink(&r->bcalls, &b->link);
         b->w = NULL; /* freed by bcall_done when its Deferred fires */
         release(w, TW_ESHUTDOWN, tw_result_none());
     }
@@ -446,9 +417,9 @@ void tw__threads_stop_pool(tw_reactor *r)
 
 void tw__threads_close(tw_reactor *r)
 {
-    tw__dthread *t;
-    while ((t = r->dthreads)) {
-        dthread_unlink(r, t);
+    while (r->dthreads) {
+        tw__dthread *t = TW__DLIST_ITEM(r->dthreads, tw__dthread, link);
+        tw__dlist_unlink(&r->dthreads, &t->link);
         tw_deferred *d = t->d;
         t->d = NULL;
         tw_event_set(&t->cancel.ev); /* a task still running may stop now */
