@@ -331,14 +331,14 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
             wait_ns = left > 0 ? left : 0;
         }
     }
-    /* Work waiting: no wait, and no re-arm either, so that posters keep
-     * finding the flag set and skip writing the waker. A call the watch saw
-     * arrive runs at once; otherwise the poller is asked without waiting
-     * (the fds get their turn, and a stream of calls runs in fuller batches:
-     * measured, 38M against 30M calls/s without the poll). The poller is
-     * skipped only when it has no fd of the application's to report. */
-    if (seen || loop_has_work(r)) {
-        if (r->nwatched || !seen)
+    /* A result the watch saw arrive runs at once: no re-arm, so that the
+     * pool thread's next post finds the flag still set and skips the waker,
+     * and no trip through the poller unless the application watches fds.
+     * Other work goes the usual way (re-arm, poll without waiting): a
+     * stream of calls then runs in fuller batches, measured 34-37M against
+     * 27-33M calls/s when its iterations skipped the re-arm. */
+    if (seen) {
+        if (r->nwatched)
             tw__io_poll(r, 0);
         return;
     }
