@@ -68,6 +68,7 @@ static void expect_self_wait_report(const char *function)
 
 typedef struct self_waiter {
     tw_lock lock;
+    bool via_timeout;    /* the second acquire: tw_lock_acquire_timeout(-1), not tw_lock_acquire */
     uint32_t first_held; /* atomic */
     int second_rc;
     int release_rc;
@@ -78,28 +79,42 @@ static void *acquire_twice(void *arg)
     self_waiter *s = arg;
     assert_int_equal(tw_lock_acquire(&s->lock), 0);
     __atomic_store_n(&s->first_held, 1, __ATOMIC_RELEASE);
-    s->second_rc = tw_lock_acquire(&s->lock); /* waits for itself... */
+    /* waits for itself... */
+    s->second_rc = s->via_timeout ? tw_lock_acquire_timeout(&s->lock, -1)
+                                  : tw_lock_acquire(&s->lock);
     s->release_rc = tw_lock_release(&s->lock);
     return NULL;
 }
 
-/* Reported once, and the wait goes on until another thread releases the
- * Lock, which a Lock allows: then the second acquire succeeds. */
-static void test_self_wait_reported_then_released_by_another(void **state)
+/* Reported once, under the function called, and the wait goes on until
+ * another thread releases the Lock, which a Lock allows: then the second
+ * acquire succeeds. A negative timeout waits forever like an acquire. */
+static void check_self_wait_released_by_another(bool via_timeout)
 {
-    (void)state;
     tw__lock_set_self_wait_report(1000000);
-    self_waiter s = {TW_LOCK_INIT, 0, -1, -1};
+    self_waiter s = {TW_LOCK_INIT, via_timeout, 0, -1, -1};
     pthread_t t = tw_test_start(acquire_twice, &s);
     await_u32(&s.first_held, 1, "the first acquire");
     await_warnings(1);
-    expect_self_wait_report("tw_lock_acquire");
+    expect_self_wait_report(via_timeout ? "tw_lock_acquire_timeout" : "tw_lock_acquire");
     assert_int_equal(tw_lock_release(&s.lock), 0); /* from this thread: allowed */
     tw_test_join(t);
     assert_int_equal(s.second_rc, 0);
     assert_int_equal(s.release_rc, 0);
     assert_false(tw_lock_locked(&s.lock));
     assert_int_equal(tw_test_diag_count_kind(TW_DIAG_WARNING), 1);
+}
+
+static void test_self_wait_reported_then_released_by_another(void **state)
+{
+    (void)state;
+    check_self_wait_released_by_another(false);
+}
+
+static void test_self_wait_forever_with_timeout_call(void **state)
+{
+    (void)state;
+    check_self_wait_released_by_another(true);
 }
 
 /* acquire_timeout on a Lock the thread holds: reported, then times out. */
@@ -130,32 +145,6 @@ static void test_timeout_before_the_report(void **state)
     assert_int_equal(tw_lock_acquire_timeout(&l, 0.01), TW_ETIMEDOUT);
     assert_int_equal(tw_test_diag_count_kind(TW_DIAG_WARNING), 0);
     assert_int_equal(tw_lock_release(&l), 0);
-}
-
-/* A negative timeout waits forever: reported under the function called. */
-static void *acquire_then_wait_forever(void *arg)
-{
-    self_waiter *s = arg;
-    assert_int_equal(tw_lock_acquire(&s->lock), 0);
-    __atomic_store_n(&s->first_held, 1, __ATOMIC_RELEASE);
-    s->second_rc = tw_lock_acquire_timeout(&s->lock, -1);
-    s->release_rc = tw_lock_release(&s->lock);
-    return NULL;
-}
-
-static void test_self_wait_forever_with_timeout_call(void **state)
-{
-    (void)state;
-    tw__lock_set_self_wait_report(1000000);
-    self_waiter s = {TW_LOCK_INIT, 0, -1, -1};
-    pthread_t t = tw_test_start(acquire_then_wait_forever, &s);
-    await_u32(&s.first_held, 1, "the first acquire");
-    await_warnings(1);
-    expect_self_wait_report("tw_lock_acquire_timeout");
-    assert_int_equal(tw_lock_release(&s.lock), 0);
-    tw_test_join(t);
-    assert_int_equal(s.second_rc, 0);
-    assert_int_equal(s.release_rc, 0);
 }
 
 /* ---- waits that are not for oneself ---------------------------------------- */

@@ -42,6 +42,13 @@
  * Cost. The uncontended Lock acquire and release are one atomic instruction
  * each, inlined here; a release only enters the kernel when a thread is
  * parked. docs/sync.md describes each state word and its memory orders.
+ *
+ * Debug. In code compiled with TW_DEBUG defined empty or to a non-zero
+ * number (undefined or 0: off; a word such as ON counts as 0), Lock calls go
+ * out of line and remember which Locks the thread acquired: a thread that
+ * waits a second for a Lock it acquired itself is reported through the
+ * diagnostic hook as a probable self-deadlock (seed 003's trap), and keeps
+ * waiting, since another thread may release it.
  */
 #ifndef TWINE_SYNC_H
 #define TWINE_SYNC_H
@@ -54,8 +61,9 @@ extern "C" {
 
 /* ==== Lock ================================================================
  * A mutual-exclusion lock in one 32-bit word. Not recursive: a thread that
- * acquires a Lock it already holds waits forever (use tw_rlock). Like
- * Python's Lock, any thread may release it, not only the one that took it.
+ * acquires a Lock it already holds waits forever (use tw_rlock), unless
+ * another thread releases it; TW_DEBUG code reports such a wait (above).
+ * Like Python's Lock, any thread may release it, not only the one that took it.
  * Unfair: a newcomer may take a just-released lock before a parked waiter. */
 typedef struct tw_lock {
     uint32_t word; /* 0 = unlocked, 1 = locked, 2 = locked and threads may be parked */
@@ -66,9 +74,10 @@ typedef struct tw_lock {
 TW_API int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline);
 TW_API int tw__lock_release_slow(tw_lock *l, uint32_t old);
 
-/* The Lock's own paths, which tw_lock_acquire, try_acquire and release are.
- * acquire: the CAS pairs with the release exchange; release: exchanging 0
- * into an unlocked word is a no-op, so the TW_EPERM case leaves it untouched. */
+/* The untracked paths: tw_lock_acquire, try_acquire and release outside
+ * TW_DEBUG code. acquire: the CAS pairs with the release exchange in
+ * tw__lock_release_plain; release: exchanging 0 into an unlocked word is a
+ * no-op, so the TW_EPERM case leaves it untouched. */
 static inline int tw__lock_acquire_plain(tw_lock *l)
 {
     uint32_t unlocked = 0;
@@ -100,19 +109,22 @@ static inline int tw__lock_release_plain(tw_lock *l)
     return tw__lock_release_slow(l, old);
 }
 
-/* Code compiled with TW_DEBUG=1 (as the library is with -DTW_DEBUG=ON; an
- * empty definition counts as 1) calls these tracking paths instead. They
- * remember which Locks the calling thread acquired, so that a thread waiting
- * on a Lock it acquired itself is reported, after a second, as a probable
- * self-deadlock (TW_DIAG_WARNING, TW_EDEADLK, through the diagnostic hook).
- * It is a report, not an error, and the wait goes on: another thread may
- * release a Lock. Tracking follows the code that makes the call; the
- * library's functions that take or give back a Lock for their caller (RLock,
- * Condition waits, tw_cond_acquire) never track it. */
-TW_API int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline);
-TW_API int tw__lock_try_acquire_dbg(tw_lock *l);
-TW_API int tw__lock_release_dbg(tw_lock *l);
-TW_API int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout);
+/* The tracking paths, which code compiled with TW_DEBUG on (see the top of
+ * this header) calls instead. They remember which Locks the calling thread
+ * acquired and report a wait on one of them after a second (TW_DIAG_WARNING,
+ * TW_EDEADLK); the wait goes on. They exist in every build of the library.
+ * A Lock must be forgotten by the hold's release, or a later wait could be
+ * reported falsely, so the library tracks only where the release tracks too:
+ *   - tw_cond_acquire*, the exported tw_lock_acquire_timeout, Condition
+ *     waits and an RLock's own Lock use the untracked paths;
+ *   - tw_cond_release always forgets (tw__lock_release_tracked);
+ *   - tw_lock_run, TW_WITH and the lock worker take and give back the Lock
+ *     themselves, tracked when the library is built with -DTW_DEBUG=ON.
+ * docs/sync.md has the details. */
+TW_API int tw__lock_acquire_tracked(tw_lock *l, tw_deadline deadline);
+TW_API int tw__lock_try_acquire_tracked(tw_lock *l);
+TW_API int tw__lock_release_tracked(tw_lock *l);
+TW_API int tw__lock_acquire_timeout_tracked(tw_lock *l, double timeout);
 #if defined(TW_DEBUG) && ((TW_DEBUG + 0) != 0 || (1 - TW_DEBUG - 1) == 2)
 #define TW__LOCK_DBG 1
 #else
@@ -128,25 +140,25 @@ static inline void tw_lock_init(tw_lock *l)
 /* Blocks until the lock is held. 0, or TW_EINVAL for NULL. */
 static inline int tw_lock_acquire(tw_lock *l)
 {
-    return TW__LOCK_DBG ? tw__lock_acquire_dbg(l, TW_DEADLINE_NEVER) : tw__lock_acquire_plain(l);
+    return TW__LOCK_DBG ? tw__lock_acquire_tracked(l, TW_DEADLINE_NEVER) : tw__lock_acquire_plain(l);
 }
 
 /* Takes the lock if it is free: 0, or TW_EBUSY. Never blocks. */
 static inline int tw_lock_try_acquire(tw_lock *l)
 {
-    return TW__LOCK_DBG ? tw__lock_try_acquire_dbg(l) : tw__lock_try_acquire_plain(l);
+    return TW__LOCK_DBG ? tw__lock_try_acquire_tracked(l) : tw__lock_try_acquire_plain(l);
 }
 
 /* 0, TW_ETIMEDOUT, or TW_EINVAL (NULL lock, NaN timeout). */
 TW_API int tw_lock_acquire_timeout(tw_lock *l, double timeout);
 #if TW__LOCK_DBG
-#define tw_lock_acquire_timeout(l, timeout) tw__lock_acquire_timeout_dbg((l), (timeout))
+#define tw_lock_acquire_timeout(l, timeout) tw__lock_acquire_timeout_tracked((l), (timeout))
 #endif
 
 /* 0; TW_EPERM if the lock was not held (nothing changes); TW_EINVAL for NULL. */
 static inline int tw_lock_release(tw_lock *l)
 {
-    return TW__LOCK_DBG ? tw__lock_release_dbg(l) : tw__lock_release_plain(l);
+    return TW__LOCK_DBG ? tw__lock_release_tracked(l) : tw__lock_release_plain(l);
 }
 
 /* Whether some thread holds the lock (a snapshot). */
@@ -189,7 +201,7 @@ static inline int tw_rlock_acquire(tw_rlock *r)
         r->count++;
         return 0;
     }
-    /* acquire: pairs with the release exchange in tw_lock_release. */
+    /* acquire: pairs with the release exchange in tw__lock_release_plain. */
     if (__atomic_compare_exchange_n(&r->lock.word, &unlocked, 1, false, __ATOMIC_ACQUIRE,
                                     __ATOMIC_RELAXED)) {
         __atomic_store_n(&r->owner, me, __ATOMIC_RELAXED);

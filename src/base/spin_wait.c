@@ -4,9 +4,6 @@
 #include "base/spin_wait.h"
 #include "base/thread.h"
 
-/* TW__SPIN_ZERO_CUT: budgets below a microsecond are not worth a watch,
- * so that many halvings (50 -> 25 -> 12.5 -> 6.3 -> 3.1 -> 1.6 us) means
- * "only yield". */
 #define PAUSES_PER_PROBE 4
 #define PROBES_PER_CLOCK 8 /* 32 pauses: 0.3 us at 10 ns a pause, 1.5 us at 45 */
 #define YIELD_EVERY_NS 1000

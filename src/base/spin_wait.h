@@ -12,16 +12,16 @@
  * stuck sleeping on both sides):
  *
  *   - one CPU (the thread's affinity allows only one, measured again every
- *     64 waits): yield once and look again, no spinning; the thread it
- *     waits for can only run once we stop.
- *     (The portable backend cannot see the affinity: there the thread
- *     watches, yielding as below.)
+ *     64 waits that get past the first look): yield once and look again, no
+ *     spinning; the thread it waits for can only run once we stop. (The
+ *     portable backend counts the CPUs online instead of the affinity.)
  *   - otherwise yield once (a partner on this CPU runs now), then watch with
  *     pauses, reading the clock every 32 pauses and yielding at the first
  *     read a microsecond or more after the last yield, so that a partner the
  *     scheduler put on this CPU still runs, for at most the current budget
  *     (or the caller's cap, if smaller; a cap of 0 means no watch);
- *   - a watch that sees the work restores the full budget (TW__SPIN_WAIT_NS);
+ *   - a watch that sees the work restores the full budget (TW__SPIN_WAIT_NS;
+ *     work seen at the first look, right after the yield, changes nothing);
  *     one that runs out, capped or not, halves it, and below a microsecond
  *     it becomes 0;
  *   - at 0 the thread only yields once, except that every TW__SPIN_PROBE-th
@@ -43,7 +43,9 @@
 
 #define TW__SPIN_WAIT_NS 50000 /* the full budget, in nanoseconds */
 #define TW__SPIN_PROBE 16      /* at budget 0, one wait in this many probes */
-#define TW__SPIN_ZERO_CUT 6u   /* halvings after which the budget is 0 (below 1 us) */
+/* Budgets below a microsecond are not worth a watch: this many halvings
+ * (50 -> 25 -> 12.5 -> 6.3 -> 3.1 -> 1.6 us) means "only yield". */
+#define TW__SPIN_ZERO_CUT 6u
 
 typedef struct tw__spin_state {
     uint32_t cut;   /* halvings since the last success; budget = full >> cut */

@@ -17,7 +17,8 @@ static inline uint32_t tw__thread_id(void)
  * when the thread may run on one CPU only — there, spinning can only delay
  * the thread it waits for. Measured once per thread and kept until
  * tw__spin_limit_forget, which the spin-wait before sleeping calls every 64
- * waits (so on such a thread the Lock's answer is refreshed too). */
+ * waits that get past its first look (so on such a thread the Lock's answer
+ * is refreshed too). */
 #define TW__SPIN_MAX 255
 int tw__spin_limit(void);
 /* Makes the next tw__spin_limit measure the affinity again. */

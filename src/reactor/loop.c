@@ -6,12 +6,15 @@
  *      when their Deferreds have all fired, shutdown completes (finish());
  *   2. the calls posted from threads before this iteration run, in order;
  *   3. the timers due now run, in (time, scheduling) order;
- *   4. with defer_to_thread work in flight, the loop first watches for its
- *      result for a few microseconds (src/base/spin_wait.h); if a call is
- *      waiting or a stop is requested, the fd callbacks due now run and the
- *      iteration ends; otherwise the wake flag is re-armed and the loop
- *      sleeps in the poller until the next timer, a posted call's wake-up or
- *      an fd event, then runs the fd callbacks, readers before writers.
+ *   4. with defer_to_thread work in flight and a wait allowed, the loop
+ *      watches for work (a result, a stop) for up to 50 us, never past the
+ *      next timer (src/base/spin_wait.h). Work found there, or already
+ *      waiting: the iteration ends without re-arming the wake flag, after
+ *      polling the fds without waiting if the application watches any;
+ *   5. otherwise the wake flag is re-armed and the loop polls: without
+ *      waiting if a call is waiting or a stop is requested, else until the
+ *      next timer, a posted call's wake-up or an fd event; then it runs the
+ *      fd callbacks, readers before writers.
  * finish() is the rest of shutdown: blocking calls released and refused,
  * during-shutdown triggers, the pool stopped, after-shutdown triggers, then
  * every posted call run until none is left and posting closed, then the
@@ -19,7 +22,6 @@
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "base/alloc.h"
 #include "base/spin_wait.h"

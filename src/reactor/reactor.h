@@ -100,8 +100,6 @@ typedef struct tw__startup {
     void *arg;
 } tw__startup;
 
-typedef struct tw__dthread tw__dthread; /* threads.c */
-typedef struct tw__bcall tw__bcall;     /* threads.c */
 
 struct tw_reactor {
     tw__rclock *rclock; /* the deferred layer's clock */
@@ -160,8 +158,8 @@ struct tw_reactor {
     double pool_stop_timeout;
     bool pool_closed;
     int bcalls_refused; /* atomic */
-    tw__dlink *bcalls;      /* loop-side records of blocking calls waiting on a Deferred */
-    tw__dlink *dthreads;    /* defer_to_thread calls in flight */
+    tw__dlink *bcalls;      /* tw__bcall.link: blocking calls waiting on a Deferred */
+    tw__dlink *dthreads;    /* tw__dthread.link: defer_to_thread calls in flight */
     tw__spin_state spin;    /* the loop's watch for their results */
 
     bool owns_signals;

@@ -28,6 +28,9 @@ struct tw_cancel {
 
 enum { Q_QUEUED = 0, Q_RUNNING = 1, Q_SKIPPED = 2 };
 
+typedef struct tw__dthread tw__dthread;
+typedef struct tw__bcall tw__bcall;
+
 struct tw__dthread {
     tw_task task;
     tw_call back;

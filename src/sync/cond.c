@@ -126,7 +126,7 @@ int tw_cond_release(tw_cond *c)
         return TW_EINVAL;
     /* The caller may have taken the Lock through a tracking path: forgetting
      * it is right in every build (see "Debug builds" in lock_debug.c). */
-    return c->kind == KIND_LOCK ? tw__lock_release_dbg(c->lock) : tw_rlock_release(rlock_of(c));
+    return c->kind == KIND_LOCK ? tw__lock_release_tracked(c->lock) : tw_rlock_release(rlock_of(c));
 }
 
 int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg)

@@ -1,9 +1,10 @@
 /* Lock in debug builds: which Locks each thread acquired, and the probable
  * self-deadlock report.
  *
- * Code compiled with TW_DEBUG=1 (the library's own code in -DTW_DEBUG=ON
- * builds, and any application that defines it) reaches these instead of the
- * inline paths of twine/sync.h. Each thread keeps the Locks it acquired and
+ * Code compiled with TW_DEBUG on (the library's own code in -DTW_DEBUG=ON
+ * builds, and any application that defines it empty or non-zero) reaches
+ * these instead of the inline paths of twine/sync.h; they are built in
+ * every configuration. Each thread keeps the Locks it acquired and
  * has not released itself in a small array. A thread that has to wait for a
  * Lock in its own array is waiting for itself, unless another thread releases
  * that Lock for it, which a Lock allows (Python's too: a Lock used as a
@@ -15,13 +16,15 @@
  * without TW_DEBUG in any combination, so an entry must never outlive the
  * hold it records, or a later wait would be reported falsely:
  *   - forgetting is always safe: the library's releases on its caller's
- *     behalf (tw_cond_release) call tw__lock_release_dbg in every build;
+ *     behalf (tw_cond_release) call tw__lock_release_tracked in every build;
  *   - remembering is safe only where the matching release tracks too. The
  *     library's functions that return holding their caller's Lock
  *     (tw_cond_acquire*, the exported tw_lock_acquire_timeout) and those
  *     that give it back and take it again (a Condition wait) use the plain
  *     paths, which leave the caller's entry, if any, as it was. An RLock's
- *     own Lock is never tracked: an RLock cannot wait for itself.
+ *     own Lock is never tracked: an RLock cannot wait for itself;
+ *   - tw_lock_run, TW_WITH and the lock worker take and give back their
+ *     Lock themselves, so they track whenever the library does.
  *
  * The array is the thread's own and needs no synchronisation. A Lock that
  * another thread released stays in its acquirer's array until the acquirer
@@ -37,8 +40,10 @@
 
 #define HELD_MAX 32
 
-static __thread tw_lock *held[HELD_MAX] __attribute__((tls_model("initial-exec")));
-static __thread unsigned n_held __attribute__((tls_model("initial-exec")));
+/* The default TLS model: these are in every build of the library, used only
+ * by tracking code, and must not take static TLS from a dlopen'd libtwine. */
+static __thread tw_lock *held[HELD_MAX];
+static __thread unsigned n_held;
 
 /* relaxed: a setting for tests, read once per self-wait. */
 static int64_t report_after_ns = TW__LOCK_SELF_WAIT_REPORT;
@@ -110,24 +115,24 @@ static int acquire(tw_lock *l, tw_deadline deadline, const char *function)
     return rc;
 }
 
-int tw__lock_acquire_dbg(tw_lock *l, tw_deadline deadline)
+int tw__lock_acquire_tracked(tw_lock *l, tw_deadline deadline)
 {
     return acquire(l, deadline, "tw_lock_acquire");
 }
 
-int tw__lock_acquire_timeout_dbg(tw_lock *l, double timeout)
+int tw__lock_acquire_timeout_tracked(tw_lock *l, double timeout)
 {
     tw_deadline d;
     if (!l || tw_deadline_from_timeout(timeout, &d) != 0)
         return TW_EINVAL;
-    if (tw__lock_try_acquire_dbg(l) == 0)
+    if (tw__lock_try_acquire_tracked(l) == 0)
         return 0;
     if (timeout == 0)
         return TW_ETIMEDOUT; /* no wait, so no report */
     return acquire(l, d, "tw_lock_acquire_timeout");
 }
 
-int tw__lock_try_acquire_dbg(tw_lock *l)
+int tw__lock_try_acquire_tracked(tw_lock *l)
 {
     int rc = tw__lock_try_acquire_plain(l);
     if (rc == 0)
@@ -135,7 +140,7 @@ int tw__lock_try_acquire_dbg(tw_lock *l)
     return rc;
 }
 
-int tw__lock_release_dbg(tw_lock *l)
+int tw__lock_release_tracked(tw_lock *l)
 {
     int rc = tw__lock_release_plain(l);
     if (rc == 0)

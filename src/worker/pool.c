@@ -32,7 +32,6 @@
  * retire as they become idle. The monitor keeps watching while the pool
  * stops (a wedge then is a shutdown hang) and leaves once every thread has
  * exited. */
-#include <sched.h>
 #include <stdio.h>
 
 #include "base/spin_wait.h"
