@@ -14,6 +14,13 @@
  *                            the median round trip of a run in us, and its
  *                            99th percentile as the workload
  *                            defer_to_thread_*_p99
+ *   defer_to_thread_sparse   the same round trip, but one every millisecond
+ *                            (a timer issues each), unpinned: process CPU
+ *                            time per round trip, in us, which shows what
+ *                            any spinning or watching before sleeping
+ *                            costs when work is sparse; extra metric
+ *                            `latency`, the median round trip after the
+ *                            pool has been idle for the gap
  *   defer_to_thread_floor    not a workload: what any pinned round trip
  *                            costs at least on this machine (below)
  *
@@ -67,6 +74,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <twine/reactor.h>
 #include <unistd.h>
 #include <uv.h>
@@ -83,6 +91,7 @@
 
 #define N_CALLS 1000000L
 #define N_DEFER 100000L
+#define N_SPARSE 1000L /* one a millisecond: a second a run */
 #define POOL_THREADS 2
 static void die_uv(const char *what, int rc)
 {
@@ -133,7 +142,7 @@ struct impl {
 
 /* One repetition's figures. */
 struct result {
-    double value;   /* callbacks/s, or the median round trip in us */
+    double value;   /* callbacks/s, the median round trip in us, or CPU us per round trip */
     double p99;     /* round trips, us */
     double mean;    /* round trips, us */
     double post_ns; /* call_from_thread: posting thread's time per call */
@@ -426,7 +435,19 @@ static struct {
     long checked;            /* completions that carried the right value */
     double start;
     bool pin;
+    double gap;      /* s between a completion and the next issue; 0: at once */
+    const char *w;   /* the workload's name */
+    double cpu0;     /* process CPU seconds at the start (sparse) */
 } dt;
+
+static double process_cpu(void)
+{
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u) != 0)
+        bench_die("getrusage", strerror(errno));
+    return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec * 1e-6 +
+           (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec * 1e-6;
+}
 
 static void dt_prepare(long n, bool pin)
 {
@@ -437,6 +458,7 @@ static void dt_prepare(long n, bool pin)
     dt.checked = 0;
     dt.pin = pin;
     bench_place_self(pin);
+    dt.cpu0 = process_cpu();
 }
 
 static inline uintptr_t dt_input(void)
@@ -468,19 +490,25 @@ static inline bool dt_done(uintptr_t value)
 
 static void dt_finish(const char *impl, struct result *r)
 {
-    const char *w = dt.pin ? "defer_to_thread_pinned" : "defer_to_thread_unpinned";
+    const char *w = dt.w;
     long n = dt.n;
+    double cpu = process_cpu() - dt.cpu0;
 
     bench_check_count(w, impl, __atomic_load_n(&dt.tasks, __ATOMIC_RELAXED), n + 1);
     bench_check_count(w, impl, dt.checked, n + 1);
     bench_check_count(w, impl, dt.i, n);
     bench_latency_stats(dt_lat, n, &r->value, &r->p99, &r->mean);
+    if (dt.gap > 0) { /* the figure is the CPU; the latency becomes the extra */
+        r->mean = r->value;
+        r->value = cpu * 1e6 / (double)(n + 1);
+    }
 }
 
 /* ---- twine: tw_defer_to_thread and a callback on its Deferred ---- */
 static tw_reactor *dt_reactor;
 
 static void dt_tw_issue(void);
+static void dt_tw_first(void *arg);
 
 static tw_result dt_tw_thread(void *arg, tw_cancel *cancel)
 {
@@ -495,10 +523,13 @@ static tw_result dt_tw_back(tw_result r, void *arg)
         tw_result_drop(r);
         bench_die("tw_defer_to_thread", "the Deferred failed");
     }
-    if (dt_done((uintptr_t)r.ptr))
-        dt_tw_issue();
-    else
+    if (!dt_done((uintptr_t)r.ptr))
         bench_die_tw("tw_reactor_stop", tw_reactor_stop(dt_reactor));
+    else if (dt.gap > 0)
+        bench_die_tw("tw_reactor_call_later",
+                     tw_reactor_call_later(dt_reactor, dt.gap, dt_tw_first, NULL, NULL));
+    else
+        dt_tw_issue();
     return tw_result_none();
 }
 
@@ -527,8 +558,7 @@ static void dt_twine(const struct impl *im, long n, bool pin, struct result *r)
     dt_reactor = tw_new_reactor();
     bench_die_tw("tw_reactor_call_when_running",
            tw_reactor_call_when_running(dt_reactor, dt_tw_first, NULL));
-    tw_run_and_check(dt_reactor, pin ? "defer_to_thread_pinned" : "defer_to_thread_unpinned",
-                     live0);
+    tw_run_and_check(dt_reactor, dt.w, live0);
     dt_finish(im->name, r);
 }
 
@@ -536,8 +566,20 @@ static void dt_twine(const struct impl *im, long n, bool pin, struct result *r)
 static struct {
     uv_loop_t loop;
     uv_work_t req;
+    uv_timer_t timer; /* sparse: issues the next request */
     uintptr_t in, out;
 } duv;
+
+static void dt_uv_work(uv_work_t *req);
+static void dt_uv_after(uv_work_t *req, int status);
+
+static void dt_uv_issue(uv_timer_t *t)
+{
+    (void)t;
+    dt.start = bench_now();
+    duv.in = dt_input();
+    die_uv("uv_queue_work", uv_queue_work(&duv.loop, &duv.req, dt_uv_work, dt_uv_after));
+}
 
 static void dt_uv_work(uv_work_t *req)
 {
@@ -548,7 +590,12 @@ static void dt_uv_work(uv_work_t *req)
 static void dt_uv_after(uv_work_t *req, int status)
 {
     die_uv("uv after_work", status);
-    if (dt_done(duv.out)) {
+    if (!dt_done(duv.out)) {
+        uv_close((uv_handle_t *)&duv.timer, NULL);
+    } else if (dt.gap > 0) {
+        die_uv("uv_timer_start",
+               uv_timer_start(&duv.timer, dt_uv_issue, (uint64_t)(dt.gap * 1e3 + 0.5), 0));
+    } else {
         duv.in = dt_input();
         die_uv("uv_queue_work", uv_queue_work(&duv.loop, req, dt_uv_work, dt_uv_after));
     }
@@ -558,6 +605,7 @@ static void dt_uv(const struct impl *im, long n, bool pin, struct result *r)
 {
     dt_prepare(n, pin);
     die_uv("uv_loop_init", uv_loop_init(&duv.loop));
+    die_uv("uv_timer_init", uv_timer_init(&duv.loop, &duv.timer));
     duv.in = dt_input();
     duv.out = 0;
     dt.start = bench_now();
@@ -571,6 +619,7 @@ static void dt_uv(const struct impl *im, long n, bool pin, struct result *r)
 static GMainLoop *dt_gloop;
 
 static void dt_glib_issue(void);
+static gboolean dt_glib_first(gpointer data);
 
 static void dt_glib_thread(GTask *task, gpointer source, gpointer task_data, GCancellable *c)
 {
@@ -589,10 +638,16 @@ static void dt_glib_back(GObject *source, GAsyncResult *res, gpointer data)
     v = g_task_propagate_int(G_TASK(res), &err);
     if (err)
         bench_die("GTask", err->message);
-    if (dt_done((uintptr_t)v))
-        dt_glib_issue();
-    else
+    if (!dt_done((uintptr_t)v)) {
         g_main_loop_quit(dt_gloop);
+    } else if (dt.gap > 0) {
+        GSource *t = g_timeout_source_new((guint)(dt.gap * 1e3 + 0.5));
+        g_source_set_callback(t, dt_glib_first, NULL, NULL);
+        g_source_attach(t, g_main_loop_get_context(dt_gloop));
+        g_source_unref(t);
+    } else {
+        dt_glib_issue();
+    }
 }
 
 static void dt_glib_issue(void)
@@ -638,12 +693,14 @@ struct workload {
     bool roundtrip;
     bool pin;
     long n;
+    double gap; /* defer_to_thread: s from a completion to the next issue */
 };
 
 static const struct workload workloads[] = {
-    {"call_from_thread", "callbacks/s", true, false, false, N_CALLS},
-    {"defer_to_thread_pinned", "us/roundtrip", false, true, true, N_DEFER},
-    {"defer_to_thread_unpinned", "us/roundtrip", false, true, false, N_DEFER},
+    {"call_from_thread", "callbacks/s", true, false, false, N_CALLS, 0},
+    {"defer_to_thread_pinned", "us/roundtrip", false, true, true, N_DEFER, 0},
+    {"defer_to_thread_unpinned", "us/roundtrip", false, true, false, N_DEFER, 0},
+    {"defer_to_thread_sparse", "us CPU/roundtrip", false, true, false, N_SPARSE, 0.001},
 };
 
 static const struct impl call_impls[] = {
@@ -673,6 +730,8 @@ static const struct impl *impls_of(const struct workload *w, int *count)
 static void run_here(const struct workload *w, const struct impl *im, long n, struct result *r)
 {
     memset(r, 0, sizeof *r);
+    dt.w = w->name;
+    dt.gap = w->gap;
     switch (im->kind) {
     case K_TWINE_CALL:
     case K_TWINE_POST:
@@ -802,12 +861,14 @@ static void run_workload(const struct workload *w)
         bench_record(w->name, impls[i].name, w->unit, w->higher_is_better, s, BENCH_REPS);
         for (k = 0; k < BENCH_REPS; k++)
             s[k] = w->roundtrip ? res[i][k].mean : res[i][k].post_ns;
-        if (w->roundtrip)
+        if (w->gap > 0)
+            bench_record_extra(w->name, impls[i].name, "latency", "us/roundtrip", s, BENCH_REPS);
+        else if (w->roundtrip)
             bench_record_extra(w->name, impls[i].name, "mean", w->unit, s, BENCH_REPS);
         else
             bench_record_extra(w->name, impls[i].name, "post", "ns/call", s, BENCH_REPS);
     }
-    if (!w->roundtrip)
+    if (!w->roundtrip || w->gap > 0)
         return;
     snprintf(p99name, sizeof p99name, "%s_p99", w->name);
     for (i = 0; i < count; i++) {

@@ -253,6 +253,7 @@ EXTRAS = [
     ("allocs", "allocator calls (alloc + realloc) per operation over a timed run"),
     ("allocs_cold", "allocator calls of one operation with the per-thread block cache empty"),
     ("post", "posting thread's time per call"),
+    ("latency", "median round trip after the pool sat idle for the gap"),
 ]
 
 
