@@ -23,10 +23,7 @@
  * twine: tw_pool_create(2, 2). "twine pool submit" submits caller-provided
  * tw_task nodes (a preallocated array for the throughput run, one reused node
  * for the round trip, which waits on a tw_sem the task releases); "twine pool
- * do" lets tw_pool_do allocate each node. twine's rows need the pool in
- * libtwine. The bench refers to tw_pool_* weakly, so a library still without
- * a pool builds and runs the peers' rows, and reports the twine rows as not
- * run.
+ * do" lets tw_pool_do allocate each node.
  *
  * libuv reads its pool size (UV_THREADPOOL_SIZE) once per process, at the
  * first uv_queue_work. Every libuv run is therefore a child process (this
@@ -66,14 +63,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-/* Weak: see the top of the file. Each is NULL when libtwine has no pool. */
-#pragma weak tw_pool_create
-#pragma weak tw_pool_submit
-#pragma weak tw_pool_do
-#pragma weak tw_pool_stop
-#pragma weak tw_pool_destroy
-#pragma weak tw_pool_stats_get
-
 extern char **environ;
 
 #define N_THROUGHPUT 1000000L
@@ -99,12 +88,6 @@ struct result {
     double submit_ns; /* throughput: submitting thread's time per task */
     double work_only; /* libuv throughput: tasks/s up to the last work callback */
 };
-
-static bool twine_has_pool(void)
-{
-    return tw_pool_create && tw_pool_submit && tw_pool_do && tw_pool_stop && tw_pool_destroy &&
-           tw_pool_stats_get;
-}
 
 /* ---- a one-shot gate the main thread waits on --------------------------------
  * Opened once per run by the task that finishes the run; its cost is not
@@ -633,13 +616,6 @@ static void run_child(const struct workload *w, const struct impl *im, long n, s
 static const char *impl_list; /* --impl */
 
 
-static bool runnable(const struct impl *im)
-{
-    if (!bench_listed(impl_list, im->name))
-        return false;
-    return (im->kind != K_TWINE_SUBMIT && im->kind != K_TWINE_DO) || twine_has_pool();
-}
-
 static void run_workload(const struct workload *w)
 {
     enum { MAX_IMPLS = 8 };
@@ -657,13 +633,9 @@ static void run_workload(const struct workload *w)
            w->roundtrip ? "round trips" : "tasks", BENCH_REPS,
            w->pin ? " (pinned: every thread on one CPU)" : "");
     fflush(stdout);
-    for (i = 0; i < count; i++)
-        if (bench_listed(impl_list, impls[i].name) && !runnable(&impls[i]))
-            printf("  %-24s %-26s not run: libtwine has no thread pool (tw_pool_*) yet\n",
-                   w->name, impls[i].name);
     for (rep = 0; rep < BENCH_REPS; rep++) {
         for (i = 0; i < count; i++) {
-            if (!runnable(&impls[i]))
+            if (!bench_listed(impl_list, impls[i].name))
                 continue;
             bench_watch(impls[i].name);
             if (impls[i].kind == K_UV)
@@ -677,7 +649,7 @@ static void run_workload(const struct workload *w)
 
     snprintf(p99name, sizeof p99name, "%s_p99", w->name);
     for (i = 0; i < count; i++) {
-        if (!runnable(&impls[i]))
+        if (!bench_listed(impl_list, impls[i].name))
             continue;
         for (k = 0; k < BENCH_REPS; k++)
             s[k] = res[i][k].value;
@@ -700,7 +672,7 @@ static void run_workload(const struct workload *w)
     if (!w->roundtrip)
         return;
     for (i = 0; i < count; i++) {
-        if (!runnable(&impls[i]))
+        if (!bench_listed(impl_list, impls[i].name))
             continue;
         for (k = 0; k < BENCH_REPS; k++)
             s[k] = res[i][k].p99;

@@ -55,10 +55,6 @@
  * and any block twine left allocated after tw_reactor_destroy invalidate the
  * run. A failed check stops the program with exit status 2 and no figure.
  *
- * twine's rows need the reactor in libtwine. The bench refers to the reactor
- * weakly (like pool_bench.c), so without it the peers still run and the twine
- * rows are reported as not run.
- *
  * usage: twine_bench_reactor [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]
  *   --scale multiplies every iteration count (0.01 for a smoke run), --only
  *   selects workloads by name prefix, --impl implementations by exact name.
@@ -79,16 +75,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-/* Weak: see the top of the file. Each is NULL when libtwine has no reactor. */
-#pragma weak tw_reactor_create_with
-#pragma weak tw_reactor_destroy
-#pragma weak tw_reactor_run
-#pragma weak tw_reactor_stop
-#pragma weak tw_reactor_call_when_running
-#pragma weak tw_reactor_call_from_thread
-#pragma weak tw_reactor_post
-#pragma weak tw_defer_to_thread
-
 #define N_CALLS 1000000L
 #define N_DEFER 100000L
 #define N_SPARSE 1000L /* one a millisecond: a second a run */
@@ -97,13 +83,6 @@ static void die_uv(const char *what, int rc)
 {
     if (rc != 0)
         bench_die(what, uv_strerror(rc));
-}
-
-static bool twine_has_reactor(void)
-{
-    return tw_reactor_create_with && tw_reactor_destroy && tw_reactor_run && tw_reactor_stop &&
-           tw_reactor_call_when_running && tw_reactor_call_from_thread && tw_reactor_post &&
-           tw_defer_to_thread;
 }
 
 static tw_reactor *tw_new_reactor(void)
@@ -811,16 +790,6 @@ static void run_floor(void)
 /* ==== driver ================================================================= */
 static const char *impl_list; /* --impl */
 
-static bool is_twine(const struct impl *im)
-{
-    return im->kind == K_TWINE_CALL || im->kind == K_TWINE_POST;
-}
-
-static bool runnable(const struct impl *im)
-{
-    return bench_listed(impl_list, im->name) && (!is_twine(im) || twine_has_reactor());
-}
-
 static void run_workload(const struct workload *w)
 {
     enum { MAX_IMPLS = 8 };
@@ -838,13 +807,9 @@ static void run_workload(const struct workload *w)
            w->roundtrip ? "round trips" : "calls", BENCH_REPS,
            w->pin ? " (pinned: every thread on one CPU)" : "");
     fflush(stdout);
-    for (i = 0; i < count; i++)
-        if (bench_listed(impl_list, impls[i].name) && !runnable(&impls[i]))
-            printf("  %-24s %-26s not run: libtwine has no reactor (tw_reactor_*) yet\n",
-                   w->name, impls[i].name);
     for (rep = 0; rep < BENCH_REPS; rep++) {
         for (i = 0; i < count; i++) {
-            if (!runnable(&impls[i]))
+            if (!bench_listed(impl_list, impls[i].name))
                 continue;
             bench_watch(impls[i].name);
             run_here(w, &impls[i], n, &res[i][rep]);
@@ -854,7 +819,7 @@ static void run_workload(const struct workload *w)
     }
 
     for (i = 0; i < count; i++) {
-        if (!runnable(&impls[i]))
+        if (!bench_listed(impl_list, impls[i].name))
             continue;
         for (k = 0; k < BENCH_REPS; k++)
             s[k] = res[i][k].value;
@@ -872,7 +837,7 @@ static void run_workload(const struct workload *w)
         return;
     snprintf(p99name, sizeof p99name, "%s_p99", w->name);
     for (i = 0; i < count; i++) {
-        if (!runnable(&impls[i]))
+        if (!bench_listed(impl_list, impls[i].name))
             continue;
         for (k = 0; k < BENCH_REPS; k++)
             s[k] = res[i][k].p99;
@@ -894,8 +859,7 @@ int main(int argc, char **argv)
     /* libuv reads it once, at its pool's first use: before anything here. */
     if (setenv("UV_THREADPOOL_SIZE", "2", 1) != 0)
         bench_die("setenv", strerror(errno));
-    if (twine_has_reactor())
-        bench_twine_diag_init();
+    bench_twine_diag_init();
 
     bench_open_csv(args.csv);
     bench_placement_init();
