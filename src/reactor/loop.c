@@ -365,6 +365,17 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
     tw__io_poll(r, ms);
 }
 
+/* The calling thread takes the loop over, for run or one iteration: the
+ * first time it starts the reactor, later it becomes the loop thread. */
+static void enter(tw_reactor *r)
+{
+    r->in_run = true;
+    if (r->state == R_NEW)
+        start(r);
+    else
+        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED); /* as in begin() */
+}
+
 int tw_reactor_run(tw_reactor *r)
 {
     if (!r)
@@ -372,11 +383,7 @@ int tw_reactor_run(tw_reactor *r)
     /* Any thread may run the loop; from then on it is the loop thread. */
     if (r->in_run || r->state == R_DONE)
         return TW_EALREADY;
-    r->in_run = true;
-    if (r->state == R_NEW)
-        start(r);
-    else
-        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED); /* as in begin() */
+    enter(r);
     while (r->state != R_DONE)
         iterate(r, -1);
     r->in_run = false;
@@ -396,11 +403,7 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
     /* in_run also while iterating: a callback may not iterate or destroy
      * the reactor under its own iteration (TW_EBUSY), nor run it
      * (TW_EALREADY). */
-    r->in_run = true;
-    if (r->state == R_NEW)
-        start(r);
-    else
-        __atomic_store_n(&r->loop_thread, tw__self(), __ATOMIC_RELAXED); /* as in begin() */
+    enter(r);
     int64_t ns = -1; /* a negative timeout waits as long as needed */
     if (timeout >= 0 && tw__delay_ns(timeout, &ns))
         ns = INT64_MAX; /* +inf (NaN was refused above) */
