@@ -10,6 +10,7 @@
  * not receive the old fd's events. */
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 
 #include "base/alloc.h"
 #include "reactor/reactor.h"
@@ -63,20 +64,28 @@ void tw__io_destroy(tw_reactor *r)
     tw__free(r->events, (size_t)r->max_events * sizeof *r->events);
 }
 
+int tw__fd_table_cover(void **table, size_t *len, size_t elem, int fd, int fill)
+{
+    if ((size_t)fd < *len)
+        return 0;
+    size_t n = *len ? *len : 64;
+    while (n <= (size_t)fd)
+        n *= 2;
+    char *a = tw__realloc(*table, *len * elem, n * elem);
+    if (!a)
+        return TW_ENOMEM;
+    memset(a + *len * elem, fill, (n - *len) * elem);
+    *table = a;
+    *len = n;
+    return 0;
+}
+
 static tw__fdrec *record(tw_reactor *r, int fd)
 {
-    if ((size_t)fd >= r->nfds) {
-        size_t n = r->nfds ? r->nfds : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        tw__fdrec *a = tw__realloc(r->fds, r->nfds * sizeof *a, n * sizeof *a);
-        if (!a)
-            return NULL;
-        for (size_t i = r->nfds; i < n; i++)
-            a[i] = (tw__fdrec){0};
-        r->fds = a;
-        r->nfds = n;
-    }
+    void *t = r->fds;
+    if (tw__fd_table_cover(&t, &r->nfds, sizeof *r->fds, fd, 0) != 0)
+        return NULL;
+    r->fds = t;
     return &r->fds[fd];
 }
 

@@ -39,16 +39,10 @@ static int pl_set(tw__poller *p, int fd, unsigned old, unsigned events)
     if ((size_t)fd >= p->nslot) {
         if (!events)
             return 0;
-        size_t n = p->nslot ? p->nslot : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        int *s = tw__realloc(p->slot, p->nslot * sizeof *s, n * sizeof *s);
-        if (!s)
-            return TW_ENOMEM;
-        for (size_t i = p->nslot; i < n; i++)
-            s[i] = -1;
-        p->slot = s;
-        p->nslot = n;
+        void *t = p->slot;
+        if (tw__fd_table_cover(&t, &p->nslot, sizeof *p->slot, fd, 0xff) != 0)
+            return TW_ENOMEM; /* 0xff bytes: an int slot of -1, "not polled" */
+        p->slot = t;
     }
     int i = p->slot[fd];
     short want = (short)((events & TW_READABLE ? POLLIN : 0) | (events & TW_WRITABLE ? POLLOUT : 0));

@@ -167,6 +167,12 @@ struct tw_reactor {
 
 #define TW__POST_CLOSED ((tw_call *)(uintptr_t)1)
 
+/* Grows *table, an array indexed by fd of *len elements of `elem` bytes, to
+ * cover fd: the length doubles from 64, new elements get every byte set to
+ * `fill` (0, or 0xff for an int of -1). 0, or TW_ENOMEM with *table and
+ * *len untouched. io.c's fd records and the poll poller's slots. */
+int tw__fd_table_cover(void **table, size_t *len, size_t elem, int fd, int fill);
+
 /* loop.c */
 int64_t tw__reactor_now(const tw_reactor *r);
 #ifdef TW_DEBUG
