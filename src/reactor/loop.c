@@ -287,10 +287,11 @@ static bool loop_has_work(const void *arg)
            (r->state == R_BEFORE && r->before_pending == 0);
 }
 
-/* How long the loop may watch for a result: not past wait_ns (< 0: no
- * limit) nor the next timer, which on a fake clock is never reached by
- * waiting unless it is due now. */
-static int64_t spin_cap(const tw_reactor *r, int64_t wait_ns)
+/* How long the loop may wait, by watching or in the poller: not past
+ * wait_ns (< 0: no limit) nor the next timer, which on a fake clock is never
+ * reached by waiting unless it is due now (a timer scheduled by a timer for
+ * "now": due, time does not move). */
+static int64_t wait_cap(const tw_reactor *r, int64_t wait_ns)
 {
     int64_t next = tw__timers_next(r, tw__reactor_now(r));
     if (r->fake)
@@ -328,10 +329,11 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
     if (r->dthreads && wait_ns != 0) {
         seen = loop_has_work(r); /* the result may be back already */
         if (!seen) {
-            int64_t t0 = tw_now_ns();
-            seen = tw__spin_wait(&r->spin, loop_has_work, r, spin_cap(r, wait_ns));
-            if (wait_ns > 0) { /* the watch counts against the caller's wait */
-                int64_t left = tw__add_sat(t0, wait_ns) - tw_now_ns();
+            /* The watch counts against the caller's wait, if it set one. */
+            int64_t end = wait_ns > 0 ? tw__add_sat(tw_now_ns(), wait_ns) : 0;
+            seen = tw__spin_wait(&r->spin, loop_has_work, r, wait_cap(r, wait_ns));
+            if (wait_ns > 0) {
+                int64_t left = end - tw_now_ns();
                 wait_ns = left > 0 ? left : 0;
             }
         }
@@ -349,16 +351,7 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
         return;
     }
     tw__reactor_rearm(r);
-    int64_t t = wait_ns;
-    if (loop_has_work(r)) {
-        t = 0;
-    } else if (!r->fake) {
-        int64_t next = tw__timers_next(r, tw__reactor_now(r));
-        if (next >= 0 && (t < 0 || next < t))
-            t = next;
-    } else if (tw__timers_next(r, r->fake_now) == 0) {
-        t = 0; /* a timer scheduled by a timer for "now": due, time does not move */
-    }
+    int64_t t = loop_has_work(r) ? 0 : wait_cap(r, wait_ns);
     /* Round up, so that a timer is never woken for before it is due. */
     int ms = t < 0 ? -1 : t > (int64_t)INT32_MAX * 1000000 ? INT32_MAX
                                                            : (int)((t + 999999) / 1000000);
