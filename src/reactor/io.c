@@ -15,8 +15,6 @@
 #include "base/alloc.h"
 #include "reactor/reactor.h"
 
-#define MAX_EVENTS 256
-
 int tw__io_init(tw_reactor *r, enum tw_poller which)
 {
     const tw__poller_ops *ops;
@@ -35,25 +33,16 @@ int tw__io_init(tw_reactor *r, enum tw_poller which)
     default:
         return TW_EINVAL;
     }
-    r->events = tw__alloc(MAX_EVENTS * sizeof *r->events);
-    if (!r->events)
-        return TW_ENOMEM;
-    r->max_events = MAX_EVENTS;
     int rc = ops->create(&r->poller);
-    if (rc) {
-        tw__free(r->events, MAX_EVENTS * sizeof *r->events);
-        r->events = NULL;
+    if (rc)
         return rc;
-    }
     r->pops = ops;
     rc = ops->set(r->poller, r->wake_rfd, 0, TW_READABLE);
     if (rc) {
         ops->destroy(r->poller);
-        tw__free(r->events, MAX_EVENTS * sizeof *r->events);
-        r->events = NULL;
-        return rc;
+        r->pops = NULL;
     }
-    return 0;
+    return rc;
 }
 
 void tw__io_destroy(tw_reactor *r)
@@ -61,7 +50,6 @@ void tw__io_destroy(tw_reactor *r)
     if (r->pops)
         r->pops->destroy(r->poller);
     tw__free(r->fds, r->nfds * sizeof *r->fds);
-    tw__free(r->events, (size_t)r->max_events * sizeof *r->events);
 }
 
 int tw__fd_table_cover(void **table, size_t *len, size_t elem, int fd, int fill)
@@ -177,7 +165,7 @@ int tw_reactor_remove_writer(tw_reactor *r, int fd)
 
 void tw__io_poll(tw_reactor *r, int timeout_ms)
 {
-    int n = r->pops->wait(r->poller, timeout_ms, r->events, r->max_events);
+    int n = r->pops->wait(r->poller, timeout_ms, r->events, TW__POLL_BATCH);
     r->ev_end = n;
     for (int i = 0; i < n && r->state != R_DONE; i++) {
         int fd = r->events[i].fd;
@@ -195,8 +183,7 @@ void tw__io_poll(tw_reactor *r, int timeout_ms)
          * removed it. Readers first, as Twisted does. */
         if ((ev & TW_READABLE) && r->fds[fd].rfn)
             r->fds[fd].rfn(fd, ev, r->fds[fd].rarg);
-        if ((ev & TW_WRITABLE) && r->events[i].fd == fd && (size_t)fd < r->nfds &&
-            r->fds[fd].wfn)
+        if ((ev & TW_WRITABLE) && r->events[i].fd == fd && r->fds[fd].wfn)
             r->fds[fd].wfn(fd, ev, r->fds[fd].warg);
     }
     r->ev_next = r->ev_end = 0;

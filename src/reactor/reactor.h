@@ -25,6 +25,8 @@ typedef struct tw__poll_event {
     unsigned events;
 } tw__poll_event;
 
+#define TW__POLL_BATCH 256 /* events one poll reports at most */
+
 typedef struct tw__poller_ops {
     const char *name;
     int (*create)(tw__poller **out);
@@ -136,8 +138,7 @@ struct tw_reactor {
     tw__fdrec *fds;
     size_t nfds;
     size_t nwatched; /* fds with a reader or a writer */
-    tw__poll_event *events;
-    int max_events;
+    tw__poll_event events[TW__POLL_BATCH];
     int ev_next, ev_end; /* the batch being dispatched: events[ev_next..ev_end) to go */
 
     /* timers (timers.c): a binary min-heap by (when, seq) */

@@ -48,7 +48,7 @@ void tw__waker_drain(int read_fd)
 
 struct tw__poller {
     int epfd;
-    struct epoll_event ev[256];
+    struct epoll_event ev[TW__POLL_BATCH];
 };
 
 static int ep_create(tw__poller **out)
@@ -90,8 +90,8 @@ static int ep_set(tw__poller *p, int fd, unsigned old, unsigned events)
 
 static int ep_wait(tw__poller *p, int timeout_ms, tw__poll_event *out, int max)
 {
-    if (max > 256)
-        max = 256;
+    if (max > TW__POLL_BATCH)
+        max = TW__POLL_BATCH;
     int saved = errno;
     int n = epoll_wait(p->epfd, p->ev, max, timeout_ms);
     errno = saved;
