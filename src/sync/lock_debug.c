@@ -37,6 +37,7 @@
 #include "sync/lock.h"
 
 #include "base/diag.h"
+#include "base/time.h"
 
 #define HELD_MAX 32
 
@@ -98,10 +99,9 @@ static int acquire(tw_lock *l, tw_deadline deadline, const char *function)
     int rc;
     if (holds(l)) {
         int64_t after = __atomic_load_n(&report_after_ns, __ATOMIC_RELAXED);
-        int64_t now = tw_now_ns();
-        /* deadline - now cannot overflow: deadlines come from the clock or
-         * are TW_DEADLINE_NEVER (INT64_MAX). */
-        tw_deadline first = after >= deadline - now ? deadline : now + after;
+        tw_deadline first = tw__add_sat(tw_now_ns(), after);
+        if (first > deadline)
+            first = deadline;
         rc = tw__lock_acquire_slow(l, first);
         if (rc == TW_ETIMEDOUT && first != deadline) {
             report_self_wait(l, function);
@@ -125,10 +125,8 @@ int tw__lock_acquire_timeout_tracked(tw_lock *l, double timeout)
     tw_deadline d;
     if (!l || tw_deadline_from_timeout(timeout, &d) != 0)
         return TW_EINVAL;
-    if (tw__lock_try_acquire_tracked(l) == 0)
-        return 0;
-    if (timeout == 0)
-        return TW_ETIMEDOUT; /* no wait, so no report */
+    if (timeout == 0) /* no wait, so no report */
+        return tw__lock_try_acquire_tracked(l) == 0 ? 0 : TW_ETIMEDOUT;
     return acquire(l, d, "tw_lock_acquire_timeout");
 }
 
