@@ -15,12 +15,15 @@ struct cached {
     struct cached *next;
 };
 
+/* initial-exec, as the library's other hot thread-locals: every Deferred's
+ * allocation and free reads these, and the default model costs a
+ * __tls_get_addr call in a shared library. */
 static _Thread_local struct slot {
     struct cached *head;
     uint32_t n;
     uint32_t size;
-} slots[TW__CACHE_SLOTS];
-static _Thread_local bool armed;
+} slots[TW__CACHE_SLOTS] __attribute__((tls_model("initial-exec")));
+static _Thread_local bool armed __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
