@@ -2,19 +2,21 @@
  * TW_ERROR_TABLE in twine/base.h. */
 #include <twine/base.h>
 
-#define TW__ERROR_COUNT 19 /* codes 0 .. -18 */
-
-static const char *const messages[TW__ERROR_COUNT] = {
+static const char *const messages[] = {
 #define TW__MSG(name, value, msg) [-(value)] = msg,
     TW_ERROR_TABLE(TW__MSG)
 #undef TW__MSG
 };
 
-static const char *const names[TW__ERROR_COUNT] = {
+static const char *const names[] = {
 #define TW__NAME(name, value, msg) [-(value)] = #name,
     TW_ERROR_TABLE(TW__NAME)
 #undef TW__NAME
 };
+
+/* Codes 0 .. -(TW__ERROR_COUNT - 1): both arrays end at the table's last code. */
+#define TW__ERROR_COUNT ((int)(sizeof messages / sizeof messages[0]))
+_Static_assert(sizeof messages == sizeof names, "one table, two arrays");
 
 const char *tw_strerror(int code)
 {
