@@ -14,7 +14,7 @@
 #include "deferred/deferred.h"
 
 struct tw_dqueue {
-    tw_result *items; /* ring of cap values */
+    tw_result *items; /* ring of cap values; cap is 0 or a power of two (8, doubling) */
     size_t cap, head, count;
     size_t size, backlog;
     tw_deferred *whead, *wtail; /* waiting gets, oldest first */
@@ -50,21 +50,21 @@ static int ring_push(tw_dqueue *q, tw_result v)
         if (!items)
             return TW_ENOMEM;
         for (size_t i = 0; i < q->count; i++)
-            items[i] = q->items[(q->head + i) % q->cap];
+            items[i] = q->items[(q->head + i) & (q->cap - 1)];
         if (q->items)
             tw__free(q->items, q->cap * sizeof *q->items);
         q->items = items;
         q->cap = cap;
         q->head = 0;
     }
-    q->items[(q->head + q->count++) % q->cap] = v;
+    q->items[(q->head + q->count++) & (q->cap - 1)] = v;
     return 0;
 }
 
 static tw_result ring_pop(tw_dqueue *q)
 {
     tw_result v = q->items[q->head];
-    q->head = (q->head + 1) % q->cap;
+    q->head = (q->head + 1) & (q->cap - 1);
     q->count--;
     return v;
 }
