@@ -158,4 +158,33 @@ static inline tw_deferred *tw__wlist_pop(tw__wlist l)
     return d;
 }
 
+/* A new waiter at the back of l: a Deferred whose cancel calls
+ * cancel(d, arg) (which must unlink it and drop the list's reference). */
+static inline int tw__wlist_wait(tw__wlist l, tw_canceller_fn cancel, void *arg,
+                                 tw_deferred **out)
+{
+    tw_deferred *d;
+    int rc = tw__deferred_new(&d, cancel, arg, NULL, 0);
+    if (rc)
+        return rc;
+    d->refs++; /* the list's */
+    tw__wlist_push(l, d);
+    *out = d;
+    return 0;
+}
+
+/* The oldest waiter still to be fired, taken off l with the list's
+ * reference, which the caller drops after firing it; NULL if none. Waiters
+ * already fired by their holders are dropped on the way. Its canceller is
+ * cleared: it is no longer on the list. */
+static inline tw_deferred *tw__wlist_next(tw__wlist l)
+{
+    tw_deferred *d;
+    while ((d = tw__wlist_pop(l)) && (d->flags & F_CALLED))
+        tw_deferred_unref(d);
+    if (d)
+        d->canceller = NULL;
+    return d;
+}
+
 #endif

@@ -90,13 +90,8 @@ static void hand_off(tw_dqueue *q)
     if (q->firing)
         return;
     q->firing = 1;
-    while (q->count && q->whead) {
-        tw_deferred *d = tw__wlist_pop(getters(q));
-        if (d->flags & F_CALLED) { /* fired by its holder: the item waits for the next get */
-            tw_deferred_unref(d);
-            continue;
-        }
-        d->canceller = NULL;
+    tw_deferred *d; /* gets fired by their holders are skipped: the item waits */
+    while (q->count && (d = tw__wlist_next(getters(q)))) {
         tw__deferred_fire(d, ring_pop(q));
         tw_deferred_unref(d);
     }
@@ -142,14 +137,7 @@ int tw_dqueue_get(tw_dqueue *q, tw_deferred **out)
     }
     if (q->waiting >= q->backlog)
         return TW_EUNDERFLOW;
-    tw_deferred *d;
-    int rc = tw__deferred_new(&d, cancel_get, q, NULL, 0);
-    if (rc)
-        return rc;
-    d->refs++;
-    tw__wlist_push(getters(q), d);
-    *out = d;
-    return 0;
+    return tw__wlist_wait(getters(q), cancel_get, q, out);
 }
 
 size_t tw_dqueue_pending(const tw_dqueue *q)
@@ -179,8 +167,7 @@ void tw_dqueue_destroy(tw_dqueue *q)
     while (q->count)
         tw_result_drop(ring_pop(q));
     tw_deferred *d;
-    while ((d = tw__wlist_pop(getters(q)))) {
-        d->canceller = NULL;
+    while ((d = tw__wlist_next(getters(q)))) {
         tw__deferred_fire(d, tw_result_fail(TW_ESHUTDOWN, "the DeferredQueue was destroyed"));
         tw_deferred_unref(d);
     }

@@ -58,14 +58,7 @@ static int acquire(tw__dprim *p, tw_deferred **out)
             p->held++;
         return rc;
     }
-    tw_deferred *d;
-    int rc = tw__deferred_new(&d, cancel_waiter, p, NULL, 0);
-    if (rc)
-        return rc;
-    d->refs++; /* the list's */
-    tw__wlist_push(waiters(p), d);
-    *out = d;
-    return 0;
+    return tw__wlist_wait(waiters(p), cancel_waiter, p, out);
 }
 
 static int release(tw__dprim *p)
@@ -76,14 +69,9 @@ static int release(tw__dprim *p)
     if (p->firing)
         return 0; /* the hand-off loop below us gives it on */
     p->firing = 1;
-    while (p->held < lim(p) && p->head) {
-        tw_deferred *d = tw__wlist_pop(waiters(p));
-        if (d->flags & F_CALLED) { /* fired by its holder, not by us: no grant to give */
-            tw_deferred_unref(d);
-            continue;
-        }
+    tw_deferred *d; /* waiters fired by their holders get no grant (tw__wlist_next) */
+    while (p->held < lim(p) && (d = tw__wlist_next(waiters(p)))) {
         p->held++;
-        d->canceller = NULL;
         tw__deferred_fire(d, tw_result_value(p, NULL));
         tw_deferred_unref(d);
     }
