@@ -35,7 +35,7 @@ struct tw__dthread {
     tw_task task;
     tw_call back;
     tw_reactor *r;
-    tw_deferred *d; /* loop side; NULL once fired by shutdown */
+    tw_deferred *d; /* loop side: the record's reference */
     tw_thread_fn fn;
     void *arg;
     tw_cancel cancel;
@@ -159,6 +159,18 @@ int tw_cancel_wait(tw_cancel *c, double timeout)
 /* ---- defer_to_thread ------------------------------------------------------------- */
 
 /* The loop thread: the result has come back. */
+/* Loop side, once per record, off r->dthreads: its Deferred gets res,
+ * unless it was cancelled (fired already), when tw__deferred_fire drops
+ * this late result. Delivery and shutdown's close each settle only records
+ * still on the list, so t->d is always there. */
+static void settle(tw__dthread *t, tw_result res)
+{
+    tw_deferred *d = t->d;
+    d->canceller = NULL;
+    tw__deferred_fire(d, res);
+    tw_deferred_unref(d);
+}
+
 static void dthread_deliver(void *arg)
 {
     tw__dthread *t = arg;
@@ -170,18 +182,7 @@ static void dthread_deliver(void *arg)
         res = tw_result_fail(TW_EINVAL, "a thread function returned a Deferred; it must "
                                         "return a value or a failure");
     }
-    tw_deferred *d = t->d;
-    t->d = NULL;
-    if (d) {
-        d->canceller = NULL;
-        if (tw_deferred_called(d))
-            tw_result_drop(res); /* cancelled: this late result is not wanted */
-        else
-            tw__deferred_fire(d, res);
-        tw_deferred_unref(d);
-    } else {
-        tw_result_drop(res);
-    }
+    settle(t, res);
     dthread_put(t); /* the task's reference, which came with the post */
     dthread_put(t); /* the loop's */
 }
@@ -423,17 +424,11 @@ void tw__threads_close(tw_reactor *r)
     while (r->dthreads) {
         tw__dthread *t = TW__DLIST_ITEM(r->dthreads, tw__dthread, link);
         tw__dlist_unlink(&r->dthreads, &t->link);
-        tw_deferred *d = t->d;
-        t->d = NULL;
         tw_event_set(&t->cancel.ev); /* a task still running may stop now */
-        if (d) {
-            d->canceller = NULL;
-            if (!tw_deferred_called(d))
-                tw__deferred_fire(d, tw_result_fail(TW_ESHUTDOWN,
-                                                    "the reactor shut down before the thread's "
-                                                    "result could be delivered"));
-            tw_deferred_unref(d);
-        }
+        settle(t, tw_deferred_called(t->d)
+                      ? tw_result_none() /* cancelled already: no failure to make */
+                      : tw_result_fail(TW_ESHUTDOWN, "the reactor shut down before the "
+                                                     "thread's result could be delivered"));
         dthread_put(t); /* the loop's; the task drops its own when its post fails */
     }
 }
