@@ -173,25 +173,31 @@ static int wait_for_room(tw_reactor *r, tw_call_fn fn, void *arg)
  * for a poster, so its own calls go to the stack at once. */
 static int enqueue(tw_reactor *r, tw_call_fn fn, void *arg)
 {
+    int rc = TW_EFULL;
+    bool ring = __atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) == 0;
+    if (ring) {
+        /* ring_push refuses a closed ring itself: its CAS on the tail is
+         * what decides, so the common case checks nothing else. */
+        rc = ring_push(r, fn, arg);
+        if (rc == 0)
+            return 0;
+    }
     /* relaxed: only the loop thread can see its own id there. */
     bool on_loop = __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED) == tw__self();
+    if (on_loop)
+        return TW_EFULL; /* full, or closed and this is a call made by a call being
+                          * drained: the stack, until that closes too */
+    if (ring && rc == TW_EFULL) {
+        rc = wait_for_room(r, fn, arg);
+        if (rc == 0)
+            return 0;
+    }
     /* Closing: only the calls being drained may still add calls (on the
      * loop thread); others are refused, so that posters that never stop
      * cannot keep shutdown from ending. A poster that saw the ring open
      * adds at most this one call. */
-    if (!on_loop && (__atomic_load_n(&r->ring_tail, __ATOMIC_SEQ_CST) & RING_CLOSED))
+    if (rc == TW_ESHUTDOWN || (__atomic_load_n(&r->ring_tail, __ATOMIC_SEQ_CST) & RING_CLOSED))
         return TW_ESHUTDOWN;
-    if (__atomic_load_n(&r->ovf, __ATOMIC_SEQ_CST) == 0) {
-        int rc = ring_push(r, fn, arg);
-        if (rc == TW_EFULL && !on_loop)
-            rc = wait_for_room(r, fn, arg);
-        if (rc == 0)
-            return 0;
-        if (rc == TW_ESHUTDOWN && !on_loop)
-            return rc;
-        /* Full; or closed, and this is a call made by a call being drained,
-         * which goes on the stack until that closes too. */
-    }
     return TW_EFULL;
 }
 
