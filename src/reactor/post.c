@@ -143,7 +143,7 @@ static int wait_for_room(tw_reactor *r, tw_call_fn fn, void *arg)
     uint64_t seen = __atomic_load_n(&r->ring_head, __ATOMIC_RELAXED);
     int64_t since = tw_now_ns();
     for (int i = 1;; i++) {
-        if (i < 16)
+        if (i < 16 && tw__spin_limit() > 0) /* no spinning where the loop shares our CPU */
             tw__cpu_relax();
         else
             sched_yield();
@@ -266,8 +266,10 @@ static void ring_run(tw_reactor *r, uint64_t end, bool wait)
         while ((seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE)) != r->ring_head + 1) {
             if (!wait)
                 return;
-            if (++spins > 64)
+            if (++spins > tw__spin_limit()) /* 0 on one CPU: the poster needs it */
                 sched_yield();
+            else
+                tw__cpu_relax();
         }
         tw_call_fn fn = c->fn;
         void *arg = c->arg;
