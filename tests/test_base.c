@@ -1,7 +1,9 @@
 /* Unit tests for twine/base.h: error table, monotonic time and deadlines,
  * version, diagnostic hook. */
 #include "harness.h"
+#include "base/errno_map.h"
 
+#include <errno.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -84,15 +86,49 @@ static void test_error_values_stable(void **state)
     assert_int_equal(TW_ENOTSUP, -16);
     assert_int_equal(TW_ESYS, -17);
     assert_int_equal(TW_EABANDONED, -18);
+    assert_int_equal(TW_ECONNREFUSED, -19);
+    assert_int_equal(TW_ECONNRESET, -20);
+    assert_int_equal(TW_ECONNDONE, -21);
+    assert_int_equal(TW_ECONNLOST, -22);
+    assert_int_equal(TW_ECONNABORTED, -23);
+    assert_int_equal(TW_EUNREACH, -24);
+    assert_int_equal(TW_ENOTFOUND, -25);
+    assert_int_equal(TW_EADDRINUSE, -26);
+    assert_int_equal(TW_EIO, -27);
+    assert_int_equal(TW_EPROTO, -28);
+    assert_int_equal(TW_EREMOTE, -29);
+    assert_int_equal(TW_ENOTCONN, -30);
+    assert_int_equal(TW_ETLS, -31);
+    assert_int_equal(TW_ELEASE, -32);
+    assert_int_equal(TW_EACCES, -33);
+    assert_int_equal(TW_ESTALE, -34);
     assert_string_equal(tw_err_name(TW_ETIMEDOUT), "TW_ETIMEDOUT");
     assert_string_equal(tw_strerror(TW_ETIMEDOUT), "timed out");
     assert_string_equal(tw_err_name(TW_OK), "TW_OK");
     assert_string_equal(tw_strerror(TW_OK), "success");
 }
 
+/* System errors map onto the network codes; the rest is TW_EIO. */
+static void test_errno_map(void **state)
+{
+    (void)state;
+    assert_rc(tw__from_errno(ECONNREFUSED), TW_ECONNREFUSED);
+    assert_rc(tw__from_errno(ECONNRESET), TW_ECONNRESET);
+    assert_rc(tw__from_errno(EPIPE), TW_ECONNRESET);
+    assert_rc(tw__from_errno(EHOSTUNREACH), TW_EUNREACH);
+    assert_rc(tw__from_errno(ENETUNREACH), TW_EUNREACH);
+    assert_rc(tw__from_errno(ETIMEDOUT), TW_ETIMEDOUT);
+    assert_rc(tw__from_errno(EADDRINUSE), TW_EADDRINUSE);
+    assert_rc(tw__from_errno(EACCES), TW_EACCES);
+    assert_rc(tw__from_errno(ENOMEM), TW_ENOMEM);
+    assert_rc(tw__from_errno(EMFILE), TW_ESYS);
+    assert_rc(tw__from_errno(EINVAL), TW_EINVAL);
+    assert_rc(tw__from_errno(EBADMSG), TW_EIO);
+}
+
 static void test_error_unknown_codes(void **state)
 {
-    static const int unknown[] = {1, 2, 17, 100, -19, -20, -100, -1000, INT_MAX, INT_MIN,
+    static const int unknown[] = {1, 2, 17, 100, -35, -36, -100, -1000, INT_MAX, INT_MIN,
                                   INT_MIN + 1};
     (void)state;
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
@@ -419,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_error_table_distinct),
         cmocka_unit_test(test_error_values_stable),
         cmocka_unit_test(test_error_unknown_codes),
+        cmocka_unit_test(test_errno_map),
         cmocka_unit_test(test_now_monotonic),
         cmocka_unit_test(test_now_is_clock_monotonic),
         cmocka_unit_test(test_deadline_never),

@@ -75,7 +75,23 @@ TW_API int tw_version_number(void);
     X(TW_EFULL, -15, "full")                                                            \
     X(TW_ENOTSUP, -16, "not supported")                                                 \
     X(TW_ESYS, -17, "system resource unavailable")                                      \
-    X(TW_EABANDONED, -18, "abandoned: released before it produced a result")
+    X(TW_EABANDONED, -18, "abandoned: released before it produced a result")            \
+    X(TW_ECONNREFUSED, -19, "connection refused")                                       \
+    X(TW_ECONNRESET, -20, "connection reset by peer")                                   \
+    X(TW_ECONNDONE, -21, "connection closed cleanly")                                   \
+    X(TW_ECONNLOST, -22, "connection lost")                                             \
+    X(TW_ECONNABORTED, -23, "connection aborted")                                       \
+    X(TW_EUNREACH, -24, "host or network unreachable")                                  \
+    X(TW_ENOTFOUND, -25, "name not found")                                              \
+    X(TW_EADDRINUSE, -26, "address already in use")                                     \
+    X(TW_EIO, -27, "input/output error")                                                \
+    X(TW_EPROTO, -28, "protocol error")                                                 \
+    X(TW_EREMOTE, -29, "error reported by the remote server")                           \
+    X(TW_ENOTCONN, -30, "not connected")                                                \
+    X(TW_ETLS, -31, "TLS error")                                                        \
+    X(TW_ELEASE, -32, "lease lost")                                                     \
+    X(TW_EACCES, -33, "permission denied")                                              \
+    X(TW_ESTALE, -34, "stale: a newer fencing token has been seen")
 
 enum tw_error {
 #define TW__ERROR_ENUM(name, value, msg) name = value,
