@@ -3,7 +3,7 @@
 # As root: installs what is missing (apt-get). Otherwise: prints the exact
 # command to run and fails.
 set -eu
-need="cmake make gcc pkg-config libcmocka-dev"
+need="cmake make gcc pkg-config libcmocka-dev libcurl4-openssl-dev libhiredis-dev redis-server"
 [ "${1:-}" = "--sanitizers" ] && need="$need clang libclang-rt-dev"
 missing=""
 for p in $need; do
