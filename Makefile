@@ -14,7 +14,9 @@ build:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+demo:
+	scripts/test-deps.sh --demo
+	$(MAKE) build
 	examples/run-demo.sh $(BUILD)
 
 test:
