@@ -4,9 +4,10 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   net       net.csv (+ net.md): servers driven over loopback by one client
 # and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|net|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -15,14 +16,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|net|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred reactor"
+suites="sync pool deferred reactor net"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -34,10 +35,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred | reactor) suites=$s ;;
-            all) suites="sync pool deferred reactor" ;;
+            sync | pool | deferred | reactor | net) suites=$s ;;
+            all) suites="sync pool deferred reactor net" ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred, reactor or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred, reactor, net or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -90,7 +91,7 @@ idle=$(idle_pct)
     if [ -n "$twisted_python" ]; then
         echo "twisted: $("$twisted_python" -c 'import sys, twisted; print(f"Twisted {twisted.__version__} on Python {sys.version.split()[0]}")') ($twisted_python)"
     fi
-    echo "peers:   libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), GLib $(pkg-config --modversion glib-2.0 2>/dev/null || echo '?')"
+    echo "peers:   libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), GLib $(pkg-config --modversion glib-2.0 2>/dev/null || echo '?'), libevent $(pkg-config --modversion libevent 2>/dev/null || echo '?')"
     echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min), ${idle}% idle in the second before the run"
     if [ "$idle" -lt 90 ]; then
         echo "WARNING: the machine was busy before the run; expect noisy figures"
@@ -165,6 +166,21 @@ for s in $suites; do
                 "$twisted_python" "$here/py_reactor.py" --csv "$tmp/reactor-py.csv" "$@"
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+        net)
+            # One client drives every server; Twisted's is a server like the
+            # others, run by the interpreter itself (not a wrapper such as a
+            # pyenv shim, whose process would not be the one doing the work).
+            echo "== C client: epoll floor, libuv, libevent, twine and Twisted servers over loopback =="
+            if [ -n "$twisted_python" ]; then
+                py=$("$twisted_python" -c 'import sys; print(sys.executable)')
+                "$build/bench/twine_bench_net" --csv "$tmp/net-c.csv" \
+                    --server "python Twisted=$py $here/py_net_server.py" "$@"
+            else
+                echo "== (no interpreter here has Twisted (python3-twisted); Twisted rows skipped) =="
+                "$build/bench/twine_bench_net" --csv "$tmp/net-c.csv" "$@"
             fi
             echo
             ;;

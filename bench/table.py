@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (sync, pool, deferred, reactor) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (sync, pool, deferred, reactor, net) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -19,11 +19,12 @@ frees, post) are listed under the table.
 import csv
 import sys
 
-HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
+HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s", "roundtrips/s", "MB/s", "conns/s"}
 
 # (description, workload, twine impl, peer, comparison, limit)
 #   peer: an impl name; None for the fastest C peer; "NAME*" for the best of
-#   the impls whose name starts with NAME (e.g. both libuv pool sizes)
+#   the impls whose name starts with NAME (e.g. both libuv pool sizes);
+#   "NAME|NAME..." for the best of the impls named
 #   comparison: "le" = ratio must be <= limit, "ge" = ratio must be >= limit,
 #   "speedup" = how many times faster twine is (peer / twine for times,
 #   twine / peer for throughputs) must be >= limit,
@@ -31,7 +32,8 @@ HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
 #   allocs,allocs_cold), the largest of whose values must be <= limit
 # A target is listed when the CSV has any workload of its suite (pool_* is
 # the pool suite, deferred_* the deferred suite, call_from_thread* and
-# defer_to_thread* the reactor suite, the rest the sync suite).
+# defer_to_thread* the reactor suite, tcp_* the net suite, the rest the sync
+# suite).
 TARGETS = [
     ("uncontended Lock <= 1.0x the fastest C peer",
      "lock_uncontended", "twine Lock", None, "le", 1.0),
@@ -68,6 +70,20 @@ TARGETS = [
     ("pinned defer_to_thread >= 50x faster than Twisted",
      "defer_to_thread_pinned", "twine defer_to_thread", "python Twisted deferToThread",
      "speedup", 50.0),
+    ("ping-pong round trips/s >= 0.97x the epoll floor",
+     "tcp_pingpong", "twine net", "epoll floor", "ge", 0.97),
+    ("ping-pong server CPU per round trip <= libuv's",
+     "tcp_pingpong_cpu", "twine net", "libuv uv_tcp", "le", 1.0),
+    ("streaming MB/s >= the better of libuv and libevent",
+     "tcp_stream", "twine net", "libuv uv_tcp|libevent bufferevent", "ge", 1.0),
+    ("streaming server CPU per MB <= libuv's",
+     "tcp_stream_cpu", "twine net", "libuv uv_tcp", "le", 1.0),
+    ("accepting connections/s >= libuv's",
+     "tcp_accept", "twine net", "libuv uv_tcp", "ge", 1.0),
+    ("accepting server CPU per connection <= libuv's",
+     "tcp_accept_cpu", "twine net", "libuv uv_tcp", "le", 1.0),
+    ("write coalescing MB/s >= 2x libuv's (one uv_write each)",
+     "tcp_write_batch", "twine net", "libuv uv_tcp", "ge", 2.0),
 ]
 
 # A missed speedup target on a pinned workload also says how far the
@@ -83,6 +99,8 @@ def suite(workload):
         return "deferred"
     if workload.startswith(("call_from_thread", "defer_to_thread")):
         return "reactor"
+    if workload.startswith("tcp_"):
+        return "net"
     return "sync"
 
 
@@ -164,6 +182,9 @@ PROBES = {
     # the two context switches any round trip between threads on one CPU costs
     "defer_to_thread_floor": "pinned floor, two threads on one CPU handing a word back and "
                              "forth with sched_yield (no pinned round trip can be faster)",
+    # ping-pong with no event loop at all: blocking send and recv in two threads
+    "tcp_pingpong_kernel": "kernel, the same ping-pong between two threads with blocking "
+                           "send and recv (no event loop)",
 }
 
 
@@ -212,6 +233,9 @@ def targets(data):
             peer, peer_val = fastest_peer(impls)
         elif peer.endswith("*"):
             peer, peer_val = fastest_peer(impls, peer[:-1])
+        elif "|" in peer:
+            named = {n: impls[n] for n in peer.split("|") if "median" in impls.get(n, {})}
+            peer, peer_val = fastest_peer(named) if named else (peer, None)
         else:
             peer_val = impls.get(peer, {}).get("median")
         if not peer_val:
@@ -254,7 +278,32 @@ EXTRAS = [
     ("allocs_cold", "allocator calls of one operation with the per-thread block cache empty"),
     ("post", "posting thread's time per call"),
     ("latency", "median round trip after the pool sat idle for the gap"),
+    ("server_busy", "server's CPU time over the run's wall time"),
+    ("client_busy", "load client's CPU time over the run's wall time"),
+    ("client", "the load client's own CPU per operation"),
+    ("user", "share of the server's CPU spent in user space (the rest is the kernel's)"),
+    ("syscw", "write and writev calls per 1000 messages in the timed runs (/proc/PID/io syscw; "
+              "not send, sendto, sendmsg)"),
 ]
+
+
+def twisted_lines(data, order):
+    """The net suite's twine rows against Twisted's on the same runs: how many
+    times more throughput, or how many times less CPU, twine has."""
+    lines = []
+    for w in order:
+        mine = data[w].get("twine net", {}).get("median")
+        theirs = data[w].get("python Twisted", {}).get("median")
+        if not mine or not theirs:
+            continue
+        unit = data[w]["twine net"]["unit"]
+        if unit in HIGHER_IS_BETTER:
+            lines.append(f"{w}: twine {fmt(mine)} vs Twisted {fmt(theirs)} {unit}: "
+                         f"{mine / theirs:.2f}x Twisted's")
+        else:
+            lines.append(f"{w}: twine {fmt(mine)} vs Twisted {fmt(theirs)} {unit}: "
+                         f"Twisted takes {theirs / mine:.2f}x twine's")
+    return lines
 
 
 def extra_lines(data, order):
@@ -311,11 +360,16 @@ def print_text(data, order):
             print(" tasks/s: higher is better, us/roundtrip: lower is better)")
         elif any(suite(w) == "reactor" for w in data):
             print(" callbacks/s: higher is better, us/roundtrip: lower is better)")
+        elif any(suite(w) == "net" for w in data):
+            print(" roundtrips/s, MB/s, conns/s: higher is better; CPU and writes per operation:")
+            print(" lower is better)")
         else:
             print(" ops/s: higher is better, ns/op and us/roundtrip: lower is better)")
     for line in probe_lines(data):
         print(line)
     for line in extra_lines(data, order):
+        print(line)
+    for line in twisted_lines(data, order):
         print(line)
     print()
     print("targets:")
@@ -340,7 +394,7 @@ def print_markdown(data, order):
     print()
     for line in probe_lines(data):
         print(f"{line[0].upper()}{line[1:]}  ")
-    for line in extra_lines(data, order):
+    for line in extra_lines(data, order) + twisted_lines(data, order):
         print(f"{line}  ")
     print()
     print("| target | result | vs | verdict |" if against_twine else
