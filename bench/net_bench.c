@@ -171,6 +171,7 @@ static void server_add(const char *name, const char *command)
     if (n_servers == MAX_SERVERS)
         bench_die("--server", "too many servers");
     s = &servers[n_servers];
+    memset(s, 0, sizeof *s); /* a server --impl left out may have used the slot */
     snprintf(s->name, sizeof s->name, "%s", name);
     cmd = strdup(command);
     if (!cmd)
