@@ -381,6 +381,18 @@ static bool serve(http_server *s, int fd, request *rq)
     if (path_is(t, "/headers"))
         return respond(fd, 200, "Content-Type: text/plain\r\n", rq->headers,
                        strlen(rq->headers));
+    if (path_is(t, "/many-headers")) {
+        int n = (int)query_num(t, "n", 0);
+        if (!send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"))
+            return false;
+        for (int i = 0; i < n; i++) {
+            char h[64];
+            snprintf(h, sizeof h, "X-Header-%d:   value %d  \r\n", i, i);
+            if (!send_str(fd, h))
+                return false;
+        }
+        return send_str(fd, "X-Folded: first\r\n  second\r\n\r\nend");
+    }
     if (path_is(t, "/redirect"))
         return respond(fd, 302, "Location: /hello\r\n", "moved\n", 6);
     if (path_is(t, "/close")) {

@@ -19,6 +19,8 @@
  *                                N requests in flight at once, on N connections
  *   POST /echo                   200, the request body; Content-Type echoed
  *   GET  /headers                200, the request's header lines as received
+ *   GET  /many-headers?n=N       200, "end", with headers X-Header-0 to X-Header-(N-1)
+ *                                ("   value i  ") and X-Folded, folded over two lines
  *   GET  /redirect               302 to /hello
  *   GET  /close                  200 "bye\n", Connection: close, then closes
  *   anything else                404, "not found\n"

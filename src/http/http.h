@@ -48,22 +48,31 @@ struct tw_http_client {
     uint64_t fd_events; /* fd callbacks run (tests) */
 };
 
+/* Sizes of a request's inline buffers: what most requests need, so that a
+ * request is one allocation under glibc's per-thread cache limit (1 KiB). */
+#define TW__HTTP_WHAT_INLINE 160
+#define TW__HTTP_HEAD_INLINE 384
+
 struct tw__http_req {
     tw__dlink link; /* in c->reqs */
     tw_http_client *c;
     CURL *easy;
     tw_deferred *d; /* our reference, until it fires */
     struct curl_slist *hdrs;
-    char *what; /* "METHOD URL", for messages */
+    char *what; /* "METHOD URL", for messages: what_buf, or allocated (what_size) */
     size_t what_size;
     char *body; /* the response body so far, NUL-terminated when body_cap > 0 */
     size_t body_len, body_cap, max_body;
-    char *head; /* the raw header lines of the latest response (not its status line) */
+    /* The raw header lines of the latest response (not its status line):
+     * head_buf, or allocated once they outgrow it (head_cap bytes). */
+    char *head;
     size_t head_len, head_cap;
-    int err;           /* a failure of the client's own (TW_EOVERFLOW, TW_ENOMEM), or 0 */
-    bool doomed;       /* to be failed by fail_all */
+    int err;            /* a failure of the client's own (TW_EOVERFLOW, TW_ENOMEM), or 0 */
+    bool doomed;        /* to be failed by fail_all */
     bool refuse_lookup; /* the URL's host is under .invalid */
     char errbuf[CURL_ERROR_SIZE];
+    char what_buf[TW__HTTP_WHAT_INLINE];
+    char head_buf[TW__HTTP_HEAD_INLINE];
 };
 
 /* ---- thread check -----------------------------------------------------------

@@ -40,38 +40,77 @@ static bool is_header(const char *h)
     return h[name] && is_token(h, name) && !strpbrk(h, "\r\n");
 }
 
-/* RFC 6761 §6.4: names under .invalid never resolve. */
-static bool under_invalid(const char *host)
+/* The common URL, checked without a parse: http or https, a host of
+ * letters, digits, dots and dashes, an optional port up to 65535, then
+ * nothing or a path, query or fragment of visible ASCII. Anything of this
+ * shape curl's URL parser accepts as it is. *host and *host_len: the host. */
+static bool plain_url(const char *url, const char **host, size_t *host_len)
 {
-    size_t n = strlen(host);
+    const char *p;
+    if (strncasecmp(url, "http://", 7) == 0)
+        p = url + 7;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        p = url + 8;
+    else
+        return false;
+    const char *h = p;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '.' || *p == '-')
+        p++;
+    if (p == h)
+        return false;
+    *host = h;
+    *host_len = (size_t)(p - h);
+    if (*p == ':') {
+        unsigned long port = 0;
+        const char *d = ++p;
+        while (*p >= '0' && *p <= '9' && p - d < 6)
+            port = port * 10 + (unsigned long)(*p++ - '0');
+        if (p == d || port > 65535)
+            return false;
+    }
+    if (*p && *p != '/' && *p != '?' && *p != '#')
+        return false;
+    for (; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return false;
+    return true;
+}
+
+/* RFC 6761 §6.4: names under .invalid never resolve. */
+static bool under_invalid(const char *host, size_t n)
+{
     if (n && host[n - 1] == '.')
         n--;
     return (n == 7 && strncasecmp(host, "invalid", 7) == 0) ||
            (n > 8 && strncasecmp(host + n - 8, ".invalid", 8) == 0);
 }
 
-/* Parses the URL the way curl will: TW_EINVAL unless it is an absolute
- * http or https URL with a host. */
+/* TW_EINVAL unless url is an absolute http or https URL with a host, as
+ * curl will parse it: the common shape is checked here, anything else by
+ * curl's URL parser. */
 static int check_url(tw__http_req *req, const char *url)
 {
+    const char *host;
+    size_t host_len;
+    if (plain_url(url, &host, &host_len)) {
+        req->refuse_lookup = under_invalid(host, host_len);
+        return 0;
+    }
+    if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+        return TW_EINVAL;
     CURLU *u = curl_url();
     if (!u)
         return TW_ENOMEM;
-    char *scheme = NULL, *host = NULL;
-    int rc = TW_EINVAL;
+    char *h = NULL;
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
-    if (uc == CURLUE_OUT_OF_MEMORY)
-        rc = TW_ENOMEM;
-    if (uc == CURLUE_OK && curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] &&
-        (strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0)) {
-        rc = 0;
-        req->refuse_lookup = under_invalid(host);
-    }
-    curl_free(scheme);
-    curl_free(host);
+    if (uc == CURLUE_OK)
+        uc = curl_url_get(u, CURLUPART_HOST, &h, 0);
+    if (uc == CURLUE_OK)
+        req->refuse_lookup = under_invalid(h, strlen(h));
+    curl_free(h);
     curl_url_cleanup(u);
-    return rc;
+    return uc == CURLUE_OK ? 0 : uc == CURLUE_OUT_OF_MEMORY ? TW_ENOMEM : TW_EINVAL;
 }
 
 static int check(const tw_http_request *rq, const char *method)
@@ -88,12 +127,13 @@ static int check(const tw_http_request *rq, const char *method)
 
 /* ---- collecting the response ------------------------------------------------------ */
 
-/* Grows *buf (of *cap bytes) to hold at least `need`. */
-static int grow(char **buf, size_t *cap, size_t need)
+/* Grows *buf (of *cap bytes) to hold at least `need`: to `first` bytes (or
+ * need) the first time, doubling after that. */
+static int grow(char **buf, size_t *cap, size_t need, size_t first)
 {
     if (need <= *cap)
         return 0;
-    size_t n = *cap ? *cap : 4096;
+    size_t n = *cap ? *cap : first;
     while (n < need)
         n = n > SIZE_MAX / 2 ? need : n * 2;
     char *b = tw__realloc(*buf, *cap, n);
@@ -112,7 +152,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
         req->err = TW_EOVERFLOW;
         return 0;
     }
-    if (grow(&req->body, &req->body_cap, req->body_len + len + 1)) {
+    if (grow(&req->body, &req->body_cap, req->body_len + len + 1, 4096)) {
         req->err = TW_ENOMEM;
         return 0;
     }
@@ -129,7 +169,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 static void reserve(tw__http_req *req, const char *line, size_t len)
 {
     static const char cl[] = "content-length:";
-    if (len < sizeof cl || strncasecmp(line, cl, sizeof cl - 1) != 0)
+    if (len < sizeof cl || (line[0] | 0x20) != 'c' || strncasecmp(line, cl, sizeof cl - 1) != 0)
         return;
     size_t v = 0, i = sizeof cl - 1;
     while (i < len && (line[i] == ' ' || line[i] == '\t'))
@@ -140,7 +180,22 @@ static void reserve(tw__http_req *req, const char *line, size_t len)
         v = v * 10 + (size_t)(line[i] - '0');
     }
     if (v < req->max_body && v < TW_HTTP_MAX_BODY_DEFAULT)
-        (void)grow(&req->body, &req->body_cap, v + 1);
+        (void)grow(&req->body, &req->body_cap, v + 1, v + 1);
+}
+
+/* Moves the header lines out of head_buf, or grows their buffer. */
+static int grow_head(tw__http_req *req, size_t need)
+{
+    if (req->head != req->head_buf)
+        return grow(&req->head, &req->head_cap, need, 0);
+    char *h = NULL;
+    size_t cap = 0;
+    if (grow(&h, &cap, need, 2 * sizeof req->head_buf))
+        return TW_ENOMEM;
+    memcpy(h, req->head, req->head_len);
+    req->head = h;
+    req->head_cap = cap;
+    return 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
@@ -157,7 +212,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
     if (len <= 2 && strspn(data, "\r\n") >= len)
         return len; /* the blank line that ends the block */
     reserve(req, data, len);
-    if (grow(&req->head, &req->head_cap, req->head_len + len)) {
+    if (req->head_len + len > req->head_cap && grow_head(req, req->head_len + len)) {
         req->err = TW_ENOMEM;
         return 0;
     }
@@ -194,11 +249,17 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
     if (c->proxy[0])
         req->refuse_lookup = false; /* the proxy resolves the URL's host */
     req->max_body = rq->max_body ? rq->max_body : TW_HTTP_MAX_BODY_DEFAULT;
+    req->head = req->head_buf;
+    req->head_cap = sizeof req->head_buf;
     size_t ml = strlen(method), ul = strlen(rq->url);
-    req->what_size = ml + 1 + ul + 1;
-    req->what = tw__alloc(req->what_size);
-    if (!req->what)
-        return TW_ENOMEM;
+    if (ml + 1 + ul + 1 <= sizeof req->what_buf) {
+        req->what = req->what_buf;
+    } else {
+        req->what_size = ml + 1 + ul + 1;
+        req->what = tw__alloc(req->what_size);
+        if (!req->what)
+            return TW_ENOMEM;
+    }
     memcpy(req->what, method, ml);
     req->what[ml] = ' ';
     memcpy(req->what + ml + 1, rq->url, ul + 1);
@@ -221,8 +282,7 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
     SET(CURLOPT_URL, rq->url);
     SET(CURLOPT_PRIVATE, (void *)req);
     SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    /* The URL's scheme is checked; a redirect's is curl's to check. */
     SET(CURLOPT_PROXY, c->proxy); /* "": none, whatever the environment says */
     SET(CURLOPT_ERRORBUFFER, req->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -241,8 +301,11 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
         SET(CURLOPT_CONNECTTIMEOUT_MS, ms_of(rq->connect_timeout));
     if (req->max_body != SIZE_MAX && req->max_body < (size_t)INT64_MAX)
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
-    SET(CURLOPT_FOLLOWLOCATION, rq->follow_redirects ? 1L : 0L);
-    SET(CURLOPT_MAXREDIRS, rq->max_redirects ? (long)rq->max_redirects : 20L);
+    if (rq->follow_redirects) {
+        SET(CURLOPT_FOLLOWLOCATION, 1L);
+        SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        SET(CURLOPT_MAXREDIRS, rq->max_redirects ? (long)rq->max_redirects : 20L);
+    }
     if (strcmp(method, "HEAD") == 0) {
         SET(CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "GET") != 0 || rq->body) {
@@ -261,8 +324,10 @@ void tw__http_req_free(tw__http_req *req)
     if (req->easy)
         curl_easy_cleanup(req->easy);
     curl_slist_free_all(req->hdrs);
-    tw__free(req->what, req->what_size);
+    if (req->what != req->what_buf)
+        tw__free(req->what, req->what_size);
     tw__free(req->body, req->body_cap);
-    tw__free(req->head, req->head_cap);
+    if (req->head != req->head_buf)
+        tw__free(req->head, req->head_cap);
     TW__DELETE(req);
 }

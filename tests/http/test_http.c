@@ -54,7 +54,7 @@ static http_server *S;
 static tw_reactor *R;
 static tw_http_client *C;
 static int fds_at_start;
-static char url_buf[4][512];
+static char url_buf[4][1024];
 static int url_next;
 
 /* A URL on the test server (valid until three more calls). */
@@ -282,6 +282,44 @@ static void test_large_body(void **state)
     tw_http_response *resp = expect_response(r, 200);
     expect_pattern(resp, 3, n);
     tw_result_drop(r);
+}
+
+static void test_many_headers_and_a_long_url(void **state)
+{
+    (void)state;
+    /* More header lines than the request keeps inline. */
+    tw_result r = fetch_get(url("/many-headers?n=60"));
+    tw_http_response *resp = expect_response(r, 200);
+    assert_string_equal(resp->body, "end");
+    assert_int_equal(resp->nheaders, 62);
+    for (int i = 0; i < 60; i++) {
+        char name[32], value[32];
+        snprintf(name, sizeof name, "x-header-%d", i);
+        snprintf(value, sizeof value, "value %d", i);
+        assert_string_equal(tw_http_response_header(resp, name), value);
+    }
+    assert_string_equal(tw_http_response_header(resp, "X-Folded"), "first second");
+    tw_result_drop(r);
+    /* A URL longer than the request keeps inline, in a response and in a
+     * failure's message. */
+    char path[600];
+    int n = snprintf(path, sizeof path, "/hello?pad=");
+    while (n < 500)
+        path[n++] = 'p';
+    path[n] = '\0';
+    char u[700];
+    snprintf(u, sizeof u, "%s", url(path));
+    r = fetch_get(u);
+    resp = expect_response(r, 200);
+    assert_string_equal(resp->url, u);
+    tw_result_drop(r);
+    tw_deferred *d;
+    tw_test_capture cap;
+    assert_rc(tw_http_client_get(C, u, &d), 0);
+    tw_test_capture_add(d, &cap);
+    assert_rc(tw_deferred_cancel(d), 0);
+    expect_failure(cap.r, TW_ECANCELED, u, NULL);
+    tw_deferred_unref(d);
 }
 
 static void test_redirects(void **state)
@@ -995,6 +1033,7 @@ int main(void)
         T(test_get_404_and_500_are_results),
         T(test_chunked),
         T(test_large_body),
+        T(test_many_headers_and_a_long_url),
         T(test_redirects),
         T(test_post_echo),
         T(test_request_headers),
