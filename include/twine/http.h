@@ -51,6 +51,8 @@
  *     TW_ECANCELED     the Deferred was cancelled
  *     TW_ESHUTDOWN     the client was destroyed, or the reactor shut down
  *     TW_EIO           anything else curl reports
+ * A host under .invalid never resolves (RFC 6761): it fails with TW_ENOTFOUND
+ * without a lookup.
  *
  * Cancelling a request's Deferred aborts its transfer at once (the connection
  * is closed, never reused) and fails it with TW_ECANCELED. Destroying the
