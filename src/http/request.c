@@ -41,7 +41,7 @@ static bool is_header(const char *h)
 }
 
 /* The common URL, checked without a parse: http or https, a host of
- * letters, digits, dots and dashes, an optional port up to 65535, then
+ * letters, digits, dots and dashes, an optional port from 1 to 65535, then
  * nothing or a path, query or fragment of visible ASCII. Anything of this
  * shape curl's URL parser accepts as it is. *host and *host_len: the host. */
 static bool plain_url(const char *url, const char **host, size_t *host_len)
@@ -66,8 +66,8 @@ static bool plain_url(const char *url, const char **host, size_t *host_len)
         const char *d = ++p;
         while (*p >= '0' && *p <= '9' && p - d < 6)
             port = port * 10 + (unsigned long)(*p++ - '0');
-        if (p == d || port > 65535)
-            return false;
+        if (p == d || port == 0 || port > 65535)
+            return false; /* curl's parser decides */
     }
     if (*p && *p != '/' && *p != '?' && *p != '#')
         return false;
@@ -282,7 +282,6 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
     SET(CURLOPT_URL, rq->url);
     SET(CURLOPT_PRIVATE, (void *)req);
     SET(CURLOPT_NOSIGNAL, 1L);
-    /* The URL's scheme is checked; a redirect's is curl's to check. */
     SET(CURLOPT_PROXY, c->proxy); /* "": none, whatever the environment says */
     SET(CURLOPT_ERRORBUFFER, req->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -301,7 +300,7 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
         SET(CURLOPT_CONNECTTIMEOUT_MS, ms_of(rq->connect_timeout));
     if (req->max_body != SIZE_MAX && req->max_body < (size_t)INT64_MAX)
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
-    if (rq->follow_redirects) {
+    if (rq->follow_redirects) { /* check_url has checked the first URL's scheme */
         SET(CURLOPT_FOLLOWLOCATION, 1L);
         SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
         SET(CURLOPT_MAXREDIRS, rq->max_redirects ? (long)rq->max_redirects : 20L);
