@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (sync, pool, deferred, reactor) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (sync, pool, deferred, reactor, http) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -68,6 +68,10 @@ TARGETS = [
     ("pinned defer_to_thread >= 50x faster than Twisted",
      "defer_to_thread_pinned", "twine defer_to_thread", "python Twisted deferToThread",
      "speedup", 50.0),
+    ("HTTP GETs, 100 at once: time <= 1.1x libuv + curl multi",
+     "http_get_concurrent", "twine http client", "libuv + curl multi", "le", 1.1),
+    ("HTTP GETs, 100 at once: CPU <= 1.1x libuv + curl multi",
+     "http_get_concurrent_cpu", "twine http client", "libuv + curl multi", "le", 1.1),
 ]
 
 # A missed speedup target on a pinned workload also says how far the
@@ -83,6 +87,8 @@ def suite(workload):
         return "deferred"
     if workload.startswith(("call_from_thread", "defer_to_thread")):
         return "reactor"
+    if workload.startswith("http_"):
+        return "http"
     return "sync"
 
 
@@ -311,6 +317,8 @@ def print_text(data, order):
             print(" tasks/s: higher is better, us/roundtrip: lower is better)")
         elif any(suite(w) == "reactor" for w in data):
             print(" callbacks/s: higher is better, us/roundtrip: lower is better)")
+        elif any(suite(w) == "http" for w in data):
+            print(" us/request: lower is better)")
         else:
             print(" ops/s: higher is better, ns/op and us/roundtrip: lower is better)")
     for line in probe_lines(data):
