@@ -4,10 +4,11 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   http      http.csv (+ http.md)
 #   net       net.csv (+ net.md): servers driven over loopback by one client
 # and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|net|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|http|net|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -16,14 +17,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|net|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|http|net|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred reactor net"
+suites="sync pool deferred reactor http net"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -35,10 +36,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred | reactor | net) suites=$s ;;
-            all) suites="sync pool deferred reactor net" ;;
+            sync | pool | deferred | reactor | http | net) suites=$s ;;
+            all) suites="sync pool deferred reactor http net" ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred, reactor, net or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred, reactor, http, net or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -167,6 +168,11 @@ for s in $suites; do
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
             fi
+            echo
+            ;;
+        http)
+            echo "== C: twine HTTP client vs libcurl multi on libuv =="
+            "$build/bench/twine_bench_http" --csv "$tmp/http-c.csv" "$@"
             echo
             ;;
         net)

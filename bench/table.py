@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (sync, pool, deferred, reactor, net) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (sync, pool, deferred, reactor, http, net) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -70,6 +70,10 @@ TARGETS = [
     ("pinned defer_to_thread >= 50x faster than Twisted",
      "defer_to_thread_pinned", "twine defer_to_thread", "python Twisted deferToThread",
      "speedup", 50.0),
+    ("HTTP GETs, 100 at once: time <= 1.1x libuv + curl multi",
+     "http_get_concurrent", "twine http client", "libuv + curl multi", "le", 1.1),
+    ("HTTP GETs, 100 at once: CPU <= 1.1x libuv + curl multi",
+     "http_get_concurrent_cpu", "twine http client", "libuv + curl multi", "le", 1.1),
     ("ping-pong round trips/s >= 0.97x the epoll floor",
      "tcp_pingpong", "twine net", "epoll floor", "ge", 0.97),
     ("ping-pong server CPU per round trip <= libuv's",
@@ -99,6 +103,8 @@ def suite(workload):
         return "deferred"
     if workload.startswith(("call_from_thread", "defer_to_thread")):
         return "reactor"
+    if workload.startswith("http_"):
+        return "http"
     if workload.startswith("tcp_"):
         return "net"
     return "sync"
@@ -360,6 +366,8 @@ def print_text(data, order):
             print(" tasks/s: higher is better, us/roundtrip: lower is better)")
         elif any(suite(w) == "reactor" for w in data):
             print(" callbacks/s: higher is better, us/roundtrip: lower is better)")
+        elif any(suite(w) == "http" for w in data):
+            print(" us/request: lower is better)")
         elif any(suite(w) == "net" for w in data):
             print(" roundtrips/s, MB/s, conns/s: higher is better; CPU and writes per operation:")
             print(" lower is better)")

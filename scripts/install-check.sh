@@ -37,3 +37,56 @@ cmake -S "$tmp/cm" -B "$tmp/cm/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/cm/b" >/dev/null
 "$tmp/cm/b/use"
 echo "install check: pkg-config and find_package both work"
+
+# libtwine-http, when it was built: a consumer that asks for a name under
+# .invalid, which the client refuses without a lookup (nothing leaves the
+# machine), through pkg-config and through find_package's http component.
+if [ -f "$libdir/twine-http.pc" ]; then
+    cat >"$tmp/use-http.c" <<'C'
+#include <twine.h>
+#include <twine/http.h>
+#include <stdio.h>
+static int code;
+static tw_result done(tw_result r, void *arg)
+{
+    code = tw_result_is_failure(r) ? tw_failure_code(tw_result_as_failure(r)) : 0;
+    tw_result_drop(r);
+    tw_reactor_stop(arg);
+    return tw_result_none();
+}
+int main(void)
+{
+    tw_reactor *r;
+    tw_http_client *c;
+    tw_deferred *d;
+    if (tw_reactor_create(&r) || tw_http_client_create(r, NULL, &c) ||
+        tw_http_client_get(c, "http://twine.invalid/", &d))
+        return 1;
+    tw_deferred_add_both(d, done, r);
+    tw_deferred_unref(d);
+    tw_reactor_run(r);
+    tw_http_client_destroy(c);
+    tw_reactor_destroy(r);
+    if (code != TW_ENOTFOUND)
+        return 1;
+    printf("twine-http %s: ok\n", tw_version());
+    return 0;
+}
+C
+    cc -o "$tmp/use-http-pc" "$tmp/use-http.c" \
+        $(PKG_CONFIG_PATH="$libdir" pkg-config --define-prefix --cflags --libs twine-http) \
+        -Wl,-rpath,"$(dirname "$libdir")"
+    "$tmp/use-http-pc"
+    mkdir "$tmp/cmh"
+    cat >"$tmp/cmh/CMakeLists.txt" <<'C'
+cmake_minimum_required(VERSION 3.25)
+project(use_http C)
+find_package(twine REQUIRED COMPONENTS http)
+add_executable(use_http ../use-http.c)
+target_link_libraries(use_http PRIVATE twine::twine_http)
+C
+    cmake -S "$tmp/cmh" -B "$tmp/cmh/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+    cmake --build "$tmp/cmh/b" >/dev/null
+    "$tmp/cmh/b/use_http"
+    echo "install check: libtwine-http through pkg-config and find_package"
+fi
