@@ -15,7 +15,7 @@
  *                     as it can; message i is i as a little-endian uint64;
  *                     then close once all of it is sent
  * It listens on 127.0.0.1:PORT (0: any free port) with a backlog of
- * NET_BACKLOG, sets TCP_NODELAY on every connection it accepts (twine's
+ * NET_BACKLOG, has TCP_NODELAY on every connection it accepts (twine's
  * transports do by default, so every server does), prints the bound port on
  * one line of stdout as soon as it accepts, and exits 0 on SIGTERM.
  */
