@@ -671,6 +671,8 @@ static void test_backpressure_bounded_memory(void **state)
     /* memory: the queue's chunks, the read buffer, the records: a few dozen
      * blocks, whatever the limit (64 MiB of messages would be 16384 chunks) */
     size_t live_stalled = tw_allocator_live();
+    printf("stalled peer: %zu bytes produced, at most %zu queued, %zu twine blocks live\n",
+           prod.produced, prod.max_buffered, live_stalled);
     peer *c = o.value;
     assert_rc(tw_transport_resume_reading(c->t), 0);
     NET_RUN_UNTIL(r, c->got_len == prod.limit, 60);

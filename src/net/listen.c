@@ -82,7 +82,7 @@ static void backoff_done(void *arg)
         l->watching = true;
 }
 
-static void back_off(tw_listener *l, int err)
+static void back_off(tw_listener *l, int neg_errno)
 {
     l->shortages++;
     tw_reactor_remove_reader(l->r, l->fd);
@@ -100,7 +100,7 @@ static void back_off(tw_listener *l, int err)
         snprintf(msg, sizeof msg,
                  "listener on %s cannot accept: %s; not accepting for %g s (and longer while "
                  "the shortage lasts)",
-                 name, tw__sock_strerror(-err, buf, sizeof buf), l->delay);
+                 name, tw__sock_strerror(neg_errno, buf, sizeof buf), l->delay);
         tw_diag_report(TW_DIAG_WARNING, TW_ESYS, "tw_reactor_listen", msg);
     }
 }
@@ -118,7 +118,11 @@ static void on_accept(int fd, unsigned events, void *arg)
         tw_address peer;
         int c = tw__sock_accept(l->fd, &peer);
         if (c < 0) {
-            if (c == -EMFILE || c == -ENFILE || c == -ENOBUFS || c == -ENOMEM)
+            /* accept takes a descriptor before it looks at the queue, so a
+             * batch that used the last one ends so; only a wake-up whose
+             * first accept fails is a shortage (the connection waiting
+             * would wake us again at once). */
+            if ((c == -EMFILE || c == -ENFILE || c == -ENOBUFS || c == -ENOMEM) && i == 0)
                 back_off(l, c);
             else if (c == -ECONNABORTED || c == -EPROTO || c == -EPERM)
                 continue; /* that one connection went wrong: take the next */
