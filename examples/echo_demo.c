@@ -84,9 +84,9 @@ static void start_server(const char *endpoint, char *where, size_t size)
     printf("   echo_server %s: %s\n", endpoint, line);
 }
 
-static int stop_server(void)
+/* Waits for the server, which was sent SIGTERM, to exit. */
+static int wait_server(void)
 {
-    kill(server, SIGTERM);
     for (int i = 0; i < 1000; i++) { /* 10 s at most */
         int status;
         pid_t p = waitpid(server, &status, WNOHANG);
@@ -200,7 +200,7 @@ static void check(const char *endpoint, const char *client_fmt)
     kill(server, SIGTERM);
     if (!run_until(r, CLIENTS + 1, 10) || clients[CLIENTS].lost != TW_ECONNDONE)
         die("SIGTERM did not close the idle connection cleanly");
-    int status = stop_server();
+    int status = wait_server();
     if (status != 0)
         die("echo_server did not exit with status 0 on SIGTERM");
     printf("   SIGTERM: the idle connection closed cleanly, echo_server exited 0\n");
