@@ -196,7 +196,6 @@ struct tw_transport {
     tw_transport *next_dirty, *next_lost;
     tw__ring link; /* in ns->transports until delivered */
     tw_address peer;
-    char name[TW_ADDRESS_STRLEN]; /* the address messages name */
 };
 
 /* A transport for a connected, non-blocking socket (taken: closed on

@@ -82,19 +82,47 @@ static void update_writer(tw_transport *t)
 
 /* ---- closing ---------------------------------------------------------------------- */
 
+static bool named(const tw_address *a)
+{
+    if (!a->len)
+        return false;
+    if (a->u.sa.sa_family != AF_UNIX)
+        return true;
+    return a->len > offsetof(struct sockaddr_un, sun_path) &&
+           (a->u.un.sun_path[0] || a->len > offsetof(struct sockaddr_un, sun_path) + 1);
+}
+
+/* The address messages name: the peer's, or for an accepted Unix connection
+ * (whose peer has no name) the listener's path. Formatted only when a
+ * reason is made, while the socket is still open. */
+static void name_of(const tw_transport *t, char *buf, size_t size)
+{
+    if (named(&t->peer)) {
+        tw_address_format(&t->peer, buf, size);
+        return;
+    }
+    tw_address local;
+    local.len = sizeof local.u;
+    if (getsockname(t->fd, &local.u.sa, &local.len) != 0)
+        local.len = 0;
+    tw_address_format(&local, buf, size);
+}
+
 static tw_failure *reason(tw_transport *t, int code, const char *detail)
 {
+    char name[TW_ADDRESS_STRLEN];
+    name_of(t, name, sizeof name);
     switch (code) {
     case TW_ECONNDONE:
-        return tw_failure_new(code, "connection with %s closed cleanly", t->name);
+        return tw_failure_new(code, "connection with %s closed cleanly", name);
     case TW_ECONNRESET:
-        return tw_failure_new(code, "connection with %s reset by peer", t->name);
+        return tw_failure_new(code, "connection with %s reset by peer", name);
     case TW_ECONNABORTED:
-        return tw_failure_new(code, "connection with %s aborted", t->name);
+        return tw_failure_new(code, "connection with %s aborted", name);
     case TW_ETIMEDOUT:
-        return tw_failure_new(code, "connection with %s timed out", t->name);
+        return tw_failure_new(code, "connection with %s timed out", name);
     default:
-        return tw_failure_new(code, "connection with %s lost: %s", t->name,
+        return tw_failure_new(code, "connection with %s lost: %s", name,
                               detail ? detail : tw_strerror(code));
     }
 }
@@ -110,6 +138,7 @@ static void finish(tw_transport *t, int code, const char *detail, bool reset)
     if (t->flags & TF_WRITING)
         tw_reactor_remove_writer(t->r, t->fd);
     t->flags &= ~(TF_READING | TF_WRITING | TF_RESUME);
+    t->reason = reason(t, code, detail); /* while the socket can still tell its name */
     if (reset) { /* abort: the peer sees a reset, not an orderly end */
         struct linger lg = {1, 0};
         setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -117,7 +146,6 @@ static void finish(tw_transport *t, int code, const char *detail, bool reset)
     close(t->fd);
     t->fd = -1;
     tw__wq_clear(ns, &t->q);
-    t->reason = reason(t, code, detail);
     t->state = T_CLOSED;
     t->next_lost = NULL;
     if (ns->lost_tail)
@@ -632,16 +660,6 @@ void tw__transports_shutdown(tw__net *ns)
 
 /* ---- making one --------------------------------------------------------------------- */
 
-static bool named(const tw_address *a)
-{
-    if (!a->len)
-        return false;
-    if (a->u.sa.sa_family != AF_UNIX)
-        return true;
-    return a->len > offsetof(struct sockaddr_un, sun_path) &&
-           (a->u.un.sun_path[0] || a->len > offsetof(struct sockaddr_un, sun_path) + 1);
-}
-
 int tw__transport_new(tw__net *ns, int fd, bool is_unix, const tw_address *peer,
                       const tw_factory *f, tw_transport **out)
 {
@@ -666,15 +684,6 @@ int tw__transport_new(tw__net *ns, int fd, bool is_unix, const tw_address *peer,
         t->peer.len = sizeof t->peer.u;
         if (getpeername(fd, &t->peer.u.sa, &t->peer.len) != 0)
             t->peer.len = 0;
-    }
-    if (named(&t->peer)) {
-        tw_address_format(&t->peer, t->name, sizeof t->name);
-    } else { /* an accepted Unix connection: name the listener's path */
-        tw_address local;
-        local.len = sizeof local.u;
-        if (getsockname(fd, &local.u.sa, &local.len) != 0)
-            local.len = 0;
-        tw_address_format(&local, t->name, sizeof t->name);
     }
     if (!is_unix) {
         int one = 1;
