@@ -4,9 +4,10 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   net       net.csv (+ net.md)
 # and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|net|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -15,14 +16,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|net|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred reactor"
+suites="sync pool deferred reactor net"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -34,10 +35,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred | reactor) suites=$s ;;
-            all) suites="sync pool deferred reactor" ;;
+            sync | pool | deferred | reactor | net) suites=$s ;;
+            all) suites="sync pool deferred reactor net" ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred, reactor or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred, reactor, net or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -166,6 +167,13 @@ for s in $suites; do
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
             fi
+            echo
+            ;;
+        net)
+            # One load client drives each server; Twisted's server runs on the
+            # interpreter that has Twisted, or is skipped.
+            echo "== net: twine vs epoll floor, libuv, libevent, Twisted (servers over loopback) =="
+            TW_BENCH_TWISTED_PYTHON=$twisted_python "$build/bench/twine_bench_net" --csv "$tmp/net-c.csv" "$@"
             echo
             ;;
     esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (sync, pool, deferred, reactor) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (sync, pool, deferred, reactor, net) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -19,7 +19,7 @@ frees, post) are listed under the table.
 import csv
 import sys
 
-HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
+HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s", "roundtrips/s", "MB/s", "conns/s"}
 
 # (description, workload, twine impl, peer, comparison, limit)
 #   peer: an impl name; None for the fastest C peer; "NAME*" for the best of
@@ -68,6 +68,22 @@ TARGETS = [
     ("pinned defer_to_thread >= 50x faster than Twisted",
      "defer_to_thread_pinned", "twine defer_to_thread", "python Twisted deferToThread",
      "speedup", 50.0),
+    ("net ping-pong round trips/s >= 0.97x the epoll floor",
+     "net_pingpong", "twine net", "epoll floor", "ge", 0.97),
+    ("net ping-pong server CPU per round trip <= libuv's",
+     "net_pingpong_cpu", "twine net", "libuv", "le", 1.0),
+    ("net streaming MB/s >= libuv's",
+     "net_stream", "twine net", "libuv", "ge", 1.0),
+    ("net streaming MB/s >= libevent's",
+     "net_stream", "twine net", "libevent bufferevent", "ge", 1.0),
+    ("net streaming server CPU per MB <= libuv's",
+     "net_stream_cpu", "twine net", "libuv", "le", 1.0),
+    ("net accepting conns/s >= libuv's",
+     "net_accept", "twine net", "libuv", "ge", 1.0),
+    ("net accepting server CPU per connection <= libuv's",
+     "net_accept_cpu", "twine net", "libuv", "le", 1.0),
+    ("net write coalescing MB/s >= 2x libuv's",
+     "net_write_batch", "twine net", "libuv", "ge", 2.0),
 ]
 
 # A missed speedup target on a pinned workload also says how far the
@@ -83,6 +99,8 @@ def suite(workload):
         return "deferred"
     if workload.startswith(("call_from_thread", "defer_to_thread")):
         return "reactor"
+    if workload.startswith("net_"):
+        return "net"
     return "sync"
 
 
