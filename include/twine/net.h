@@ -51,7 +51,7 @@
  * or the reactor shutting down).
  *
  * Writing. Writes made inside the protocol's callbacks are queued and sent
- * together, in one writev, when the callback returns; a write made outside
+ * together, in one sendmsg, when the callback returns; a write made outside
  * them goes to the socket at once when nothing is queued. A transport above
  * its high-water mark (64 KiB by default) pauses its registered producer and
  * resumes it at the low-water mark (16 KiB), Twisted's producer and consumer;

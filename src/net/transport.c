@@ -249,15 +249,14 @@ static void mark_dirty(tw_transport *t)
     ns->dirty_tail = t;
 }
 
-/* Bytes were added to the queue, which held `before` bytes. */
-static void queued(tw_transport *t, size_t before)
+/* Bytes were added to the queue, which held `before` bytes; `full`: a send
+ * just now did not take everything. */
+static void queued(tw_transport *t, size_t before, bool full)
 {
-    if (!(t->flags & TF_DIRTY)) {
-        if (t->ns->depth == 0)
-            update_writer(t); /* the socket is full: we tried */
-        else if (before == 0 || !(t->flags & TF_WRITING))
-            mark_dirty(t); /* not known to be full: tw__net_leave sends */
-    }
+    if (full || t->ns->depth == 0)
+        update_writer(t); /* outside entries we always try first: the socket is full */
+    else if (!(t->flags & TF_DIRTY) && (before == 0 || !(t->flags & TF_WRITING)))
+        mark_dirty(t); /* not known to be full: tw__net_leave sends */
     if ((t->flags & (TF_PRODUCER | TF_PROD_PAUSED)) == TF_PRODUCER && t->q.bytes > t->high) {
         t->flags |= TF_PROD_PAUSED;
         t->flags &= ~TF_RESUME;
@@ -266,13 +265,16 @@ static void queued(tw_transport *t, size_t before)
 }
 
 /* Sends iov[0..n) at once if the rules above allow: returns the bytes sent
- * (0: queue all of it), or a negative errno. */
-static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t total)
+ * (0: queue all of it), or a negative errno; *tried: a send was made (so a
+ * short count means the socket is full). */
+static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t total, bool *tried)
 {
     bool big = total >= TW__NET_CHUNK;
+    *tried = false;
     if (t->q.n) {
         if (!big || (t->flags & TF_WRITING))
             return 0;
+        *tried = true;
         int rc = tw__wq_send(t->ns, &t->q, t->fd); /* what was queued goes first */
         if (rc)
             return rc;
@@ -281,6 +283,7 @@ static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t 
     } else if (t->ns->depth && !big) {
         return 0;
     }
+    *tried = true;
     ssize_t k = tw__sock_send(t->fd, iov, n < TW__NET_IOV ? n : TW__NET_IOV);
     return k == -EAGAIN || k == -EWOULDBLOCK ? 0 : k;
 }
@@ -294,7 +297,8 @@ static int writable(const tw_transport *t)
 static int write_iov(tw_transport *t, const struct iovec *iov, int n, size_t total)
 {
     size_t before = t->q.bytes;
-    ssize_t k = send_now(t, iov, n, total);
+    bool tried;
+    ssize_t k = send_now(t, iov, n, total, &tried);
     if (k < 0)
         return fail_errno(t, (int)-k);
     size_t sent = (size_t)k;
@@ -318,7 +322,7 @@ static int write_iov(tw_transport *t, const struct iovec *iov, int n, size_t tot
         }
         skip = 0;
     }
-    queued(t, before);
+    queued(t, before, tried);
     return 0;
 }
 
@@ -372,7 +376,8 @@ int tw_transport_write_owned(tw_transport *t, void *data, size_t len, tw_drop_fn
         goto drop;
     size_t before = t->q.bytes;
     struct iovec v = {data, len};
-    ssize_t k = send_now(t, &v, 1, len);
+    bool tried;
+    ssize_t k = send_now(t, &v, 1, len, &tried);
     if (k < 0) {
         rc = fail_errno(t, (int)-k);
         goto drop;
@@ -385,7 +390,7 @@ int tw_transport_write_owned(tw_transport *t, void *data, size_t len, tw_drop_fn
         rc = TW_ENOMEM;
         goto drop;
     }
-    queued(t, before);
+    queued(t, before, tried);
     return 0;
 drop:
     if (drop && data)
@@ -416,7 +421,7 @@ int tw_transport_set_write_limits(tw_transport *t, size_t high, size_t low)
         t->flags |= TF_RESUME; /* at the next writable event, never inside this call */
         update_writer(t);
     } else {
-        queued(t, t->q.bytes); /* pauses if now above */
+        queued(t, t->q.bytes, false); /* pauses if now above */
     }
     return 0;
 }
