@@ -13,6 +13,8 @@
  * closes the socket at once, but while the accept loop runs (`accepting`)
  * the loop frees the listener when it ends. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -185,6 +187,8 @@ int tw__listen(tw_reactor *r, const tw_address *addr, const tw_listen_options *o
     int one = 1;
     if (family != AF_UNIX && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
         goto fail;
+    if (family != AF_UNIX) /* accepted sockets inherit it where the system allows (sock.c) */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (bind(fd, &addr->u.sa, addr->len) != 0)
         goto fail;
     struct stat st = {0};

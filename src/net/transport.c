@@ -690,8 +690,8 @@ int tw__transport_new(tw__net *ns, int fd, bool is_unix, const tw_address *peer,
         if (getpeername(fd, &t->peer.u.sa, &t->peer.len) != 0)
             t->peer.len = 0;
     }
-    if (!is_unix) {
-        int one = 1;
+    if (!is_unix && !(peer && TW__SOCK_ACCEPT_INHERITS_NODELAY)) {
+        int one = 1; /* on by default */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     int rc = tw_reactor_add_reader(ns->r, fd, on_readable, t);
