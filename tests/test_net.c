@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "net_util.h"
 
+#include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -793,6 +794,15 @@ static void test_connect_refused(void **state)
     if (!strstr(o.msg, where))
         fail_msg("\"%s\" does not name %s", o.msg, where);
     assert_int_equal(net_npeers, 0); /* no protocol was made */
+    tw_deferred_unref(d);
+    /* the same by address, with no timeout at all; a NaN timeout is refused */
+    tw_address a;
+    assert_rc(tw_address_ip(&a, "127.0.0.1", (uint16_t)port), 0);
+    assert_rc(tw_reactor_connect(r, &a, NAN, &cf, &d), TW_EINVAL);
+    assert_rc(tw_reactor_connect(r, &a, INFINITY, &cf, &d), 0);
+    net_watch(d, &o);
+    NET_RUN_UNTIL(r, o.fired, 10);
+    assert_int_equal(o.code, TW_ECONNREFUSED);
     tw_deferred_unref(d);
     /* and a Unix socket nobody listens on */
     net_connect(r, "unix:/nonexistent/twine.sock", &cf, &d, &o);

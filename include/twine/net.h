@@ -269,7 +269,7 @@ TW_API int tw_listener_stop(tw_listener *l, tw_deferred **out);
 /* ==== connecting ==========================================================
  * *out fires with the connection's protocol context (after connection_made
  * has run; valid until its connection_lost) or fails: TW_ECONNREFUSED,
- * TW_EUNREACH, TW_ETIMEDOUT after `timeout` seconds (negative: never),
+ * TW_EUNREACH, TW_ETIMEDOUT after `timeout` seconds (negative or infinite: never),
  * TW_ENOTFOUND for a name nobody knows, or the build function's code; every
  * message names the address. Cancelling it abandons the attempt (TW_ECANCELED).
  * The return code is non-zero only when no Deferred could be made

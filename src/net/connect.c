@@ -9,6 +9,7 @@
  * still pending: the lookup (whose callback, run by that cancel, sees `done`
  * and leaves the connector alone), the timer, the socket. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -237,7 +238,8 @@ int tw__connect(tw_reactor *r, const char *host, const tw_address *addr, uint16_
         snprintf(c->host, sizeof c->host, "%s", host);
     else
         c->one = *addr;
-    if (timeout >= 0 && (rc = tw_reactor_call_later(r, timeout, on_timeout, c, &c->timer)) != 0) {
+    if (timeout >= 0 && timeout < INFINITY &&
+        (rc = tw_reactor_call_later(r, timeout, on_timeout, c, &c->timer)) != 0) {
         TW__DELETE(c);
         return rc;
     }
