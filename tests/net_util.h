@@ -38,7 +38,7 @@ static inline int net_count_fds(void)
     return n;
 }
 
-static int net_fds_at_start;
+static int net_fds_at_start __attribute__((unused));
 
 static inline int net_setup(void **state)
 {
@@ -110,8 +110,8 @@ struct peer {
 };
 
 #define NET_PEERS 512
-static peer net_peers[NET_PEERS];
-static int net_npeers;
+static peer net_peers[NET_PEERS] __attribute__((unused));
+static int net_npeers __attribute__((unused));
 
 static inline void peers_reset(void)
 {
@@ -193,7 +193,8 @@ static inline void peer_lost(void *ctx, tw_transport *t, tw_failure *why)
     p->t = NULL;
 }
 
-static const tw_protocol peer_protocol = {peer_made, peer_data, peer_eof, peer_lost};
+static const tw_protocol peer_protocol __attribute__((unused)) = {peer_made, peer_data, peer_eof,
+                                                                   peer_lost};
 
 static inline tw_factory peer_factory(peer *tmpl)
 {
