@@ -44,10 +44,10 @@ static void expect(bool ok, const char *what)
 
 /* ---- the server: a line protocol --------------------------------------------------- */
 
-typedef struct session {
+typedef struct lines {
     char line[128];
     size_t len;
-} session;
+} lines;
 
 typedef struct fib_job {
     tw_transport *t; /* a reference: the connection may close before the answer */
@@ -139,17 +139,17 @@ static void serve_line(tw_transport *t, const char *line)
     }
 }
 
-static int session_build(void *arg, const tw_address *peer, void **ctx)
+static int lines_build(void *arg, const tw_address *peer, void **ctx)
 {
     (void)arg;
     (void)peer;
-    *ctx = calloc(1, sizeof(session));
+    *ctx = calloc(1, sizeof(lines));
     return *ctx ? 0 : TW_ENOMEM;
 }
 
-static void session_data(void *ctx, tw_transport *t, const void *data, size_t len)
+static void lines_data(void *ctx, tw_transport *t, const void *data, size_t len)
 {
-    session *s = ctx;
+    lines *s = ctx;
     const char *p = data;
     for (size_t i = 0; i < len; i++) {
         if (p[i] == '\n') {
@@ -162,14 +162,14 @@ static void session_data(void *ctx, tw_transport *t, const void *data, size_t le
     }
 }
 
-static void session_lost(void *ctx, tw_transport *t, tw_failure *why)
+static void lines_lost(void *ctx, tw_transport *t, tw_failure *why)
 {
     (void)t;
     (void)why;
-    free(ctx); /* the jobs in flight hold the transport, not the session */
+    free(ctx); /* the jobs in flight hold the transport, not this state */
 }
 
-static const tw_protocol server_protocol = {NULL, session_data, NULL, session_lost};
+static const tw_protocol server_protocol = {NULL, lines_data, NULL, lines_lost};
 
 /* ---- the client ------------------------------------------------------------------------ */
 
@@ -239,7 +239,7 @@ int main(void)
     loop_thread = pthread_self();
     if (tw_reactor_create(&reactor) != 0)
         return 1;
-    tw_factory server = {&server_protocol, session_build, NULL};
+    tw_factory server = {&server_protocol, lines_build, NULL};
     tw_listener *l;
     tw_failure *why;
     if (tw_endpoint_listen(reactor, "tcp:0:interface=127.0.0.1", &server, &l, &why) != 0) {

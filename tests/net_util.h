@@ -1,6 +1,6 @@
-/* Helpers shared by the net layer's tests: the fixture (no diagnostic, no
+/* What the net layer's tests share: the fixture (no diagnostic, no
  * twine block and no descriptor left behind), a loop driver, a recording
- * protocol ("peer") and a few raw-socket helpers. Real sockets on loopback
+ * protocol ("peer") and a few raw-socket functions. Real sockets on loopback
  * only. */
 #ifndef TW_TEST_NET_UTIL_H
 #define TW_TEST_NET_UTIL_H
