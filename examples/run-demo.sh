@@ -19,6 +19,8 @@ thread_pool       seed 001: the pool, a dedicated worker, resizing, a wedged poo
 network_counter   seed 000: an async critical section with and without a DeferredLock
 reactor_counter   seed 000: NetworkCounter on a reactor, its record a blocking write in a thread
 reactor_threads   seed 001: the threading howto on a reactor: to and from threads, pool, wedge, shutdown
+socket_threads    seed 001 on sockets: replies computed in defer_to_thread, a pool thread writing the thread-safe way
+echo_demo         echo_server on TCP, IPv6 and a Unix socket: every byte echoed, a clean stop on SIGTERM
 "
 
 if [ ! -d "$dir" ]; then

@@ -4,7 +4,7 @@
 # command that would and fails.
 set -eu
 
-PACKAGES="libnsync-dev libglib2.0-dev libuv1-dev python3-twisted pkg-config libcurl4-openssl-dev"
+PACKAGES="libnsync-dev libglib2.0-dev libuv1-dev python3-twisted pkg-config libcurl4-openssl-dev libevent-dev"
 
 missing=""
 for p in $PACKAGES; do
