@@ -6,11 +6,13 @@
 
 #include <twine/base.h>
 
-void *tw__alloc(size_t size);
-void *tw__zalloc(size_t size);
+/* Exported (TW_API) for the component libraries (libtwine-redis, ...),
+ * which allocate through the same allocator. */
+TW_API void *tw__alloc(size_t size);
+TW_API void *tw__zalloc(size_t size);
 /* On failure returns NULL and leaves ptr untouched. */
-void *tw__realloc(void *ptr, size_t old_size, size_t new_size);
-void tw__free(void *ptr, size_t size);
+TW_API void *tw__realloc(void *ptr, size_t old_size, size_t new_size);
+TW_API void tw__free(void *ptr, size_t size);
 
 /* A per-thread cache of blocks of one size (block_cache.c). Each cache
  * names its own slot below TW__CACHE_SLOTS. */

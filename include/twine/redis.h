@@ -1,0 +1,171 @@
+/*
+ * twine/redis.h — Redis on the reactor: commands that return Deferreds.
+ * Link with libtwine-redis (pkg-config hiredis); not included by twine.h.
+ *
+ * A tw_redis is one connection to one Redis server, driven by the reactor's
+ * fd watchers and timers through hiredis's asynchronous interface. Every
+ * command returns a Deferred that fires with a copy of the reply, or fails:
+ *
+ *     static tw_result show(tw_result r, void *arg)
+ *     {
+ *         if (tw_result_is_failure(r)) {                  // a Redis error, a timeout, ...
+ *             fprintf(stderr, "%s\n", tw_failure_message(tw_result_as_failure(r)));
+ *         } else {
+ *             const tw_redis_reply *rep = r.ptr;          // freed with r
+ *             printf("%lld\n", rep->integer);
+ *         }
+ *         tw_result_drop(r);
+ *         return tw_result_none();
+ *     }
+ *
+ *     tw_redis_config cfg = TW_REDIS_CONFIG_INIT;       // 127.0.0.1:6379
+ *     tw_redis *c;
+ *     tw_redis_connect(reactor, &cfg, &c);              // connects in the background
+ *     tw_deferred *d;
+ *     tw_redis_command(c, &d, "INCR %s", "visits");     // hiredis's format: %s, %b (ptr, len)
+ *     tw_deferred_add_both(d, show, NULL);
+ *     tw_deferred_unref(d);
+ *
+ * No command vanishes. A command issued while the connection is down waits
+ * for the reconnection, which is retried with a jittered exponential
+ * backoff; each command has a timeout (the config's), counted from the call.
+ * How a command fails says what became of it:
+ *   TW_EREMOTE   Redis answered with an error; the message is Redis's text.
+ *   TW_ENOTCONN  it was never sent: no connection within its timeout.
+ *   TW_ETIMEDOUT it was sent and no reply came within its timeout: it may
+ *                or may not have run (a reply arriving later is dropped).
+ *   TW_ECONNLOST it was sent and the connection broke first: it may or may
+ *                not have run.
+ *   TW_ESHUTDOWN the connection was closed before it could complete.
+ *   TW_ECANCELED its Deferred was cancelled (a reply arriving later is dropped).
+ * hiredis 0.14 has no timeouts of its own; these are reactor timers, so a
+ * reactor with a fake clock drives them exactly.
+ *
+ * Threads. A connection belongs to the reactor's loop thread (before the
+ * reactor first calls it back: the thread that created it); builds with
+ * TW_DEBUG report a call from another thread. Other threads hand their
+ * commands to the loop with tw_reactor_call_from_thread, or wait for a reply
+ * with tw_blocking_call_from_thread and a function that issues the command
+ * and returns its Deferred.
+ *
+ * SIGPIPE. hiredis writes with write(2), which raises SIGPIPE when a server
+ * has gone away; connecting sets SIGPIPE to SIG_IGN if it is at its default
+ * (as CPython does at start-up), so a lost server is an error, not the end of
+ * the process. An application's own SIGPIPE handler is left in place.
+ *
+ * docs/redis.md has the guarantees and their limits.
+ */
+#ifndef TWINE_REDIS_H
+#define TWINE_REDIS_H
+
+#include <stdarg.h>
+
+#include "base.h"
+#include "deferred.h"
+#include "reactor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tw_redis tw_redis;
+
+/* ==== replies ============================================================= */
+
+enum tw_redis_type {
+    TW_REDIS_NIL = 0,     /* a nil bulk string or nil array */
+    TW_REDIS_STRING = 1,  /* a bulk string (any bytes) */
+    TW_REDIS_STATUS = 2,  /* a status line ("OK", "PONG") */
+    TW_REDIS_INTEGER = 3,
+    TW_REDIS_ARRAY = 4,
+    TW_REDIS_ERROR = 5    /* an error inside an array (EXEC); a top-level error is a failure */
+};
+
+/* A reply: one block, immutable, freed with tw_redis_reply_free (which is
+ * the drop function of the value a command's Deferred fires with). */
+typedef struct tw_redis_reply {
+    enum tw_redis_type type;
+    long long integer;                    /* TW_REDIS_INTEGER */
+    size_t len;                           /* bytes of str; elements of an array */
+    const char *str;                      /* STRING, STATUS, ERROR: len bytes, then a NUL */
+    const struct tw_redis_reply *element; /* ARRAY: len replies */
+} tw_redis_reply;
+
+/* Frees a reply (a tw_drop_fn). NULL is ignored. */
+TW_API void tw_redis_reply_free(void *reply);
+
+/* ==== connections ========================================================= */
+
+typedef struct tw_redis_config {
+    const char *host;       /* a numeric address or a name (resolved when connecting) */
+    int port;               /* 1..65535 */
+    const char *unix_path;  /* a Unix socket instead of host and port (NULL: TCP) */
+    double connect_timeout; /* seconds for one connection attempt; > 0 */
+    double command_timeout; /* seconds from a command's call to its reply; negative: none */
+    double reconnect_min;   /* first delay before reconnecting; > 0 */
+    double reconnect_max;   /* the delay doubles up to this; >= reconnect_min */
+    const char *password;   /* AUTH on every connection (NULL: none) */
+    int db;                 /* SELECT on every connection (0: the default) */
+} tw_redis_config;
+
+#define TW_REDIS_CONFIG_INIT {"127.0.0.1", 6379, NULL, 5.0, 10.0, 0.05, 2.0, NULL, 0}
+
+/* Creates a connection on r and starts connecting; commands may be issued
+ * at once. The config's strings are copied. TW_EINVAL for a bad config
+ * (port out of range, a timeout that is NaN or not positive, ...). */
+TW_API int tw_redis_connect(tw_reactor *r, const tw_redis_config *cfg, tw_redis **out);
+
+/* Parses "HOST:PORT", "[IPV6]:PORT" or "unix:PATH" into cfg's host and port
+ * (or unix_path), which then point into `buf` (a copy of addr the caller
+ * keeps while cfg is in use). TW_EINVAL for anything else. */
+TW_API int tw_redis_parse_address(const char *addr, char *buf, size_t size,
+                                  tw_redis_config *cfg);
+
+/* Sends a command written in hiredis's format ("SET %s %b", key, val, len);
+ * *out fires with the tw_redis_reply or fails as the essay says. TW_EINVAL
+ * for a format hiredis cannot read; TW_ESHUTDOWN once closing. */
+TW_API int tw_redis_command(tw_redis *c, tw_deferred **out, const char *fmt, ...);
+TW_API int tw_redis_commandv(tw_redis *c, tw_deferred **out, const char *fmt, va_list ap);
+/* The same with each argument given with its length (binary safe). */
+TW_API int tw_redis_command_argv(tw_redis *c, int argc, const char *const *argv,
+                                 const size_t *lens, tw_deferred **out);
+/* The same with a timeout of its own (seconds; negative: none), for a
+ * command that blocks on the server (BLPOP, XREADGROUP BLOCK). */
+TW_API int tw_redis_command_argv_timeout(tw_redis *c, double timeout, int argc,
+                                         const char *const *argv, const size_t *lens,
+                                         tw_deferred **out);
+
+/* A Deferred that fires (with none) once the connection is up: at once if
+ * it is. It fails with TW_ESHUTDOWN if the connection is closed first; add
+ * a timeout (tw_deferred_add_timeout) to bound the wait. */
+TW_API int tw_redis_wait_connected(tw_redis *c, tw_deferred **out);
+/* The connection is up. */
+TW_API bool tw_redis_connected(const tw_redis *c);
+/* The last connection error ("" if none): what a reconnection is trying to
+ * get past. Valid until the next call on c. */
+TW_API const char *tw_redis_last_error(const tw_redis *c);
+
+typedef struct tw_redis_stats {
+    uint64_t connects;    /* connections made */
+    uint64_t disconnects; /* connections lost (not counting close) */
+    uint64_t commands;    /* commands sent to the server */
+    uint64_t replies;     /* replies received (errors included) */
+    uint64_t timeouts;    /* commands failed with TW_ETIMEDOUT or TW_ENOTCONN */
+    size_t waiting;       /* commands waiting for a connection */
+    size_t in_flight;     /* commands sent whose reply has not come */
+} tw_redis_stats;
+TW_API void tw_redis_stats_get(const tw_redis *c, tw_redis_stats *out);
+
+/* Closes the connection: new commands are refused (TW_ESHUTDOWN), commands
+ * waiting for a connection fail with TW_ESHUTDOWN, commands in flight get
+ * their replies (or their timeouts); then the connection is freed and *out
+ * (if not NULL) fires with none. c must not be used after this call.
+ * TW_EBUSY (and nothing done) while locks, semaphores or queues made on c
+ * still exist. */
+TW_API int tw_redis_close(tw_redis *c, tw_deferred **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TWINE_REDIS_H */
