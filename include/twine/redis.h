@@ -164,6 +164,81 @@ TW_API void tw_redis_stats_get(const tw_redis *c, tw_redis_stats *out);
  * still exist. */
 TW_API int tw_redis_close(tw_redis *c, tw_deferred **out);
 
+/* ==== distributed lock ====================================================
+ * The DeferredLock's shape, across processes: acquire gives a Deferred that
+ * fires (with the lock's address) when this process holds the lock named
+ * `name` on the server; release gives it up; run(fn, arg) acquires, calls
+ * fn, and releases when fn's result is ready, on success and failure alike.
+ *
+ * Each grant comes with a fencing token, strictly increasing per name, and a
+ * lease of `ttl` seconds that a watchdog renews every ttl/3 while the lock is
+ * held; release stops the watchdog before it returns. If a renewal fails
+ * (the lease expired, or another owner has the lock) the lease is lost:
+ * tw_redis_lock_lease_lost's Deferreds fail with TW_ELEASE, time_left is 0,
+ * and run's result becomes a TW_ELEASE failure. Writes that must not land
+ * after a lost lease go through tw_redis_lock_fenced_set, which Redis refuses
+ * (TW_ESTALE) once a newer token has been issued.
+ *
+ * Waiting costs no polling: a release hands the lock to the oldest waiting
+ * process in Redis and wakes it by pub/sub; a waiter otherwise retries when
+ * the holder's lease would run out (the TTL the server reports, with
+ * jitter), which is also how it gets past a holder that died. The waiters of
+ * one tw_redis_lock are served in FIFO order, and processes in the order
+ * they began to wait. A tw_redis_lock belongs to its connection's loop
+ * thread. */
+
+typedef struct tw_redis_lock tw_redis_lock;
+
+/* name: 1..512 bytes (the keys are "twine:lock:{name}" and a few beside
+ * it); ttl: the lease, in seconds, from 0.01 to 10^6. TW_EINVAL otherwise. */
+TW_API int tw_redis_lock_create(tw_redis *c, const char *name, double ttl,
+                                tw_redis_lock **out);
+/* Pending acquires fail with TW_ESHUTDOWN and leave the server's queue.
+ * TW_EBUSY (nothing done) while the lock is held: release it first. */
+TW_API int tw_redis_lock_destroy(tw_redis_lock *l);
+
+TW_API int tw_redis_lock_acquire(tw_redis_lock *l, tw_deferred **out);
+/* Gives the lock up: the watchdog is stopped now, the next waiter of this
+ * tw_redis_lock starts its turn, and *out (may be NULL) fires with none once
+ * the server has released it, or fails with TW_ELEASE if the lease had been
+ * lost. TW_EPERM if the lock is not held. */
+TW_API int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out);
+/* out may be NULL. The result is fn's (a value, a failure, or a Deferred's
+ * result), delivered once the lock is released; TW_ELEASE instead of a
+ * value if the lease was lost before the release. */
+TW_API int tw_redis_lock_run(tw_redis_lock *l, tw_result_fn fn, void *arg, tw_deferred **out);
+
+TW_API bool tw_redis_lock_held(const tw_redis_lock *l);
+TW_API size_t tw_redis_lock_waiting(const tw_redis_lock *l);
+/* The holder's fencing token; 0 when not held. */
+TW_API uint64_t tw_redis_lock_token(const tw_redis_lock *l);
+/* Seconds the lease surely has left, on the reactor's clock (measured from
+ * when the acquire or the last renewal was sent); 0 when not held or lost. */
+TW_API double tw_redis_lock_time_left(const tw_redis_lock *l);
+/* A Deferred that fails with TW_ELEASE if the current lease is lost, and
+ * fires with none when the lock is released first. TW_EPERM if not held. */
+TW_API int tw_redis_lock_lease_lost(tw_redis_lock *l, tw_deferred **out);
+
+typedef struct tw_redis_lock_stats {
+    uint64_t acquired;   /* grants */
+    uint64_t handoffs;   /* grants announced by pub/sub (a release handed it over) */
+    uint64_t attempts;   /* acquire scripts sent */
+    uint64_t retries;    /* of them, sent by a waiter's timer */
+    uint64_t renewals;   /* leases renewed by the watchdog */
+    uint64_t lost;       /* leases lost */
+} tw_redis_lock_stats;
+TW_API void tw_redis_lock_stats_get(const tw_redis_lock *l, tw_redis_lock_stats *out);
+
+/* SET key value, if `token` is still the newest fencing token of the lock
+ * `lock_name`: fires with the reply, fails with TW_ESTALE once a newer
+ * token has been issued (TW_EREMOTE for a token never issued). */
+TW_API int tw_redis_fenced_set(tw_redis *c, const char *lock_name, uint64_t token,
+                               const char *key, const void *value, size_t len,
+                               tw_deferred **out);
+/* The same with the holder's token. TW_EPERM if not held. */
+TW_API int tw_redis_lock_fenced_set(tw_redis_lock *l, const char *key, const void *value,
+                                    size_t len, tw_deferred **out);
+
 #ifdef __cplusplus
 }
 #endif

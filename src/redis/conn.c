@@ -924,6 +924,29 @@ int tw_redis_parse_address(const char *addr, char *buf, size_t size, tw_redis_co
     return 0;
 }
 
+int tw__redis_raw(tw_redis *c, tw__raw_fn fn, void *privdata, const char *fmt, ...)
+{
+    if (c->state != LINK_READY || !c->ac)
+        return TW_ENOTCONN;
+    va_list ap;
+    char *buf;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&buf, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        return len == -1 ? TW_ENOMEM : TW_EINVAL;
+    tw__redis_enter(c);
+    c->in_send = true;
+    c->write_noted = false;
+    int rc = redisAsyncFormattedCommand(c->ac, fn, privdata, buf, (size_t)len);
+    c->in_send = false;
+    if (c->write_noted)
+        c->flush_pending = true;
+    redisFreeCommand(buf);
+    tw__redis_leave(c);
+    return rc == REDIS_OK ? 0 : TW_ENOTCONN;
+}
+
 int tw_redis_commandv(tw_redis *c, tw_deferred **out, const char *fmt, va_list ap)
 {
     if (!c || !out || !fmt)
@@ -1103,6 +1126,7 @@ int tw_redis_close(tw_redis *c, tw_deferred **out)
         *out = tw_deferred_ref(d);
     }
     tw__redis_enter(c);
+    tw__redis_pubsub_close(c);
     int was = c->state;
     c->state = LINK_CLOSING;
     c->close_d = d;

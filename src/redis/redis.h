@@ -27,6 +27,21 @@ typedef struct tw__script {
     char sha[41];     /* filled on first use */
 } tw__script;
 
+/* Script ids (bits of tw_redis.scripts_sent), one per script of the layer. */
+enum {
+    TW__SCRIPT_LOCK_ACQUIRE = 0,
+    TW__SCRIPT_LOCK_RELEASE = 1,
+    TW__SCRIPT_LOCK_EXTEND = 2,
+    TW__SCRIPT_FENCED_SET = 3,
+    TW__SCRIPT_SEM_ACQUIRE = 4,
+    TW__SCRIPT_SEM_RELEASE = 5,
+    TW__SCRIPT_SEM_RENEW = 6,
+    TW__SCRIPT_TEST = 7, /* the tests' own */
+    TW__SCRIPT_QUEUE_PENDING = 8,
+    TW__SCRIPT_QUEUE_CLAIM = 9,
+    TW__SCRIPT_QUEUE_ACK = 10
+};
+
 /* The SHA-1 of text, in hex, into out[41]. */
 void tw__sha1_hex(const char *text, size_t len, char out[41]);
 
@@ -103,7 +118,8 @@ struct tw_redis {
     size_t n_ready, cap_ready;
     tw__redis_event_fn on_event;
     void *on_event_arg;
-    bool subscriber;    /* a pub/sub connection (pubsub.c) */
+    struct tw__pubsub *pubsub;     /* the subscriber connection (pubsub.c), or NULL */
+    struct tw__lock_hub *lock_hub; /* the locks' shared state (lock.c), or NULL */
     tw_redis_stats stats;
 };
 
@@ -127,6 +143,10 @@ int tw__redis_eval(tw_redis *c, tw__script *script, int nkeys, int argc,
                    const char *const *argv, const size_t *lens, tw_deferred **out);
 /* A new connection with c's configuration. */
 int tw__redis_clone(tw_redis *c, tw_redis **out);
+/* A command handed to hiredis directly with its own callback (pub/sub):
+ * TW_ENOTCONN unless the connection is up. */
+typedef void (*tw__raw_fn)(struct redisAsyncContext *ac, void *reply, void *privdata);
+int tw__redis_raw(tw_redis *c, tw__raw_fn fn, void *privdata, const char *fmt, ...);
 /* Calls into c from outside hiredis: the outermost one frees a closed
  * connection and makes the writes its callees deferred. */
 void tw__redis_enter(tw_redis *c);
@@ -140,15 +160,18 @@ uint64_t tw__redis_random(tw_redis *c);
 
 /* ---- pub/sub (pubsub.c) ------------------------------------------------------
  * One subscriber connection per tw_redis, made on first use, which
- * subscribes again to every channel after each reconnection. */
+ * subscribes again to every channel after each reconnection. Messages sent
+ * while it is down are lost: its users also poll (at the TTLs they know). */
 typedef void (*tw__message_fn)(void *arg, const char *payload, size_t len);
 typedef struct tw__sub tw__sub;
-/* Subscribes fn(arg) to channel; *ready (may be NULL) fires once the server
- * confirmed the subscription (and again the channel is heard). */
+/* Subscribes fn(arg) to channel; *ready (may be NULL) fires with none once
+ * the server has confirmed the first subscription (fails with TW_ESHUTDOWN
+ * if the subscription ends first). */
 int tw__redis_subscribe(tw_redis *c, const char *channel, tw__message_fn fn, void *arg,
                         tw__sub **out, tw_deferred **ready);
+/* Stops fn being called, at once; the record goes when hiredis lets go. */
 void tw__redis_unsubscribe(tw__sub *s);
-/* Frees the subscriber connection of c (when c closes). */
+/* Closes the subscriber connection of c (when c closes). */
 void tw__redis_pubsub_close(tw_redis *c);
 
 #endif
