@@ -239,6 +239,44 @@ TW_API int tw_redis_fenced_set(tw_redis *c, const char *lock_name, uint64_t toke
 TW_API int tw_redis_lock_fenced_set(tw_redis_lock *l, const char *key, const void *value,
                                     size_t len, tw_deferred **out);
 
+/* ==== distributed semaphore ===============================================
+ * `permits` permits shared by every process using the name `name`; each
+ * held permit is an id in a sorted set ("twine:sem:{name}") scored by its
+ * expiry, renewed every ttl/3 while held. A permit whose holder died expires
+ * after `ttl` and returns to the pool. acquire gives a Deferred that fires
+ * with the permit (a tw_redis_permit, the semaphore's until released);
+ * release gives that permit back by its id; run releases on success and
+ * failure. A release wakes waiting processes by pub/sub; a waiter otherwise
+ * retries when the first permit would expire. The waiters of one
+ * tw_redis_sem are served in FIFO order. Every process must use the same
+ * `permits` for a name. */
+
+typedef struct tw_redis_sem tw_redis_sem;
+typedef struct tw_redis_permit tw_redis_permit;
+
+/* name: 1..512 bytes; permits >= 1; ttl as for the lock. */
+TW_API int tw_redis_sem_create(tw_redis *c, const char *name, uint32_t permits, double ttl,
+                               tw_redis_sem **out);
+/* Pending acquires fail with TW_ESHUTDOWN. TW_EBUSY while permits are held. */
+TW_API int tw_redis_sem_destroy(tw_redis_sem *s);
+TW_API int tw_redis_sem_acquire(tw_redis_sem *s, tw_deferred **out);
+/* Gives p back (p is freed): its renewals stop now; *out (may be NULL)
+ * fires with none once the server has taken it back, or fails with
+ * TW_ELEASE if it had expired. TW_EPERM if p is not a permit s holds. */
+TW_API int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out);
+TW_API int tw_redis_sem_run(tw_redis_sem *s, tw_result_fn fn, void *arg, tw_deferred **out);
+/* Permits this tw_redis_sem holds, and acquires waiting. */
+TW_API size_t tw_redis_sem_held(const tw_redis_sem *s);
+TW_API size_t tw_redis_sem_waiting(const tw_redis_sem *s);
+
+/* The permit's id (its member in the sorted set). */
+TW_API const char *tw_redis_permit_id(const tw_redis_permit *p);
+/* Seconds the permit surely has left; 0 once lost. */
+TW_API double tw_redis_permit_time_left(const tw_redis_permit *p);
+/* A Deferred that fails with TW_ELEASE if the permit is lost (it expired
+ * or was taken away), and fires with none when it is released first. */
+TW_API int tw_redis_permit_lost(tw_redis_permit *p, tw_deferred **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -973,6 +973,7 @@ typedef struct run_ctx {
     tw_result_fn fn;
     void *arg;
     tw_result result; /* fn's, while the release is on its way */
+    uint64_t lease;   /* the grant fn ran under */
     bool lost;
 } run_ctx;
 
@@ -1003,12 +1004,14 @@ static tw_result run_finish(tw_result r, void *arg)
     run_ctx *ctx = arg;
     tw_redis_lock *l = ctx->l;
     tw_deferred *rd = NULL;
-    ctx->lost = l->lost;
     ctx->result = r;
-    if (l->dead || l->state != L_HELD || tw_redis_lock_release(l, &rd) != 0) {
-        /* released by fn itself: nothing to wait for */
+    /* fn may have released it itself (and it may be held again since, by
+     * another turn): then there is nothing to release or wait for */
+    if (l->dead || l->state != L_HELD || l->lease != ctx->lease)
         return run_released(tw_result_none(), ctx);
-    }
+    ctx->lost = l->lost;
+    if (tw_redis_lock_release(l, &rd) != 0)
+        return run_released(tw_result_none(), ctx);
     tw_deferred_add_both(rd, run_released, ctx);
     return tw_result_deferred(rd);
 }
@@ -1017,6 +1020,7 @@ static tw_result run_granted(tw_result r, void *arg)
 {
     run_ctx *ctx = arg;
     tw_result_drop(r); /* the lock's address */
+    ctx->lease = ctx->l->lease;
     tw_result res = ctx->fn(ctx->arg);
     if (tw_result_is_deferred(res)) {
         tw_deferred_add_both(res.ptr, run_finish, ctx);

@@ -1,13 +1,16 @@
 /* Pub/sub: a second connection per tw_redis (a connection that has
  * subscribed can run no other command), made on first use.
  *
- * Each channel is one tw__sub record, given to hiredis as the privdata of
- * its SUBSCRIBE. hiredis keeps it in its channel table and calls back with
+ * Each channel is one record, given to hiredis as the privdata of its
+ * SUBSCRIBE; hiredis keeps one callback per channel name, so listeners of
+ * the same channel share the record. hiredis calls the record back with
  * every message, with the unsubscribe confirmation, and with NULL when the
- * context goes away; so a record is freed only when hiredis has let go
- * (in_hiredis false) and its owner has unsubscribed (fn NULL), whichever
- * comes last. After every reconnection, the records still wanted are
- * subscribed again. */
+ * context goes away; a record is freed only when hiredis has let go
+ * (in_hiredis false) and no listener is left. After every reconnection the
+ * channels with listeners are subscribed again.
+ *
+ * Listeners removed while a message is being delivered (a listener's code
+ * may drop others) are only marked, and freed when the delivery ends. */
 #include <string.h>
 
 #include <hiredis/async.h>
@@ -15,35 +18,31 @@
 
 #include "redis/redis.h"
 
-struct tw__sub {
-    struct tw__sub *prev, *next;
+typedef struct chan {
+    struct chan *prev, *next;
     struct tw__pubsub *ps; /* NULL once the pub/sub side has closed */
-    char *channel;
+    char *name;
     size_t len;
-    tw__message_fn fn; /* NULL: unsubscribed */
+    tw__sub *listeners;
+    unsigned delivering; /* deliveries on the stack */
+    bool in_hiredis;     /* SUBSCRIBE sent on the current context, not yet given back */
+    bool confirmed;      /* the server confirmed it on the current context */
+    bool unsubscribing;  /* UNSUBSCRIBE sent: never twice (hiredis 0.14 would hand an
+                            unknown channel's reply to the previous callback) */
+} chan;
+
+struct tw__sub {
+    tw__sub *prev, *next;
+    chan *ch;
+    tw__message_fn fn; /* NULL: removed during a delivery */
     void *arg;
     tw_deferred *ready; /* fires at the first confirmation */
-    bool in_hiredis;    /* SUBSCRIBE sent on the current context, not yet given back */
 };
 
 struct tw__pubsub {
     tw_redis *conn;
-    tw__sub *subs;
+    chan *chans;
 };
-
-static void sub_unlink(tw__sub *s)
-{
-    if (!s->ps)
-        return;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        s->ps->subs = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
-    s->ps = NULL;
-}
 
 static void fire_ready(tw__sub *s, tw_result r)
 {
@@ -57,23 +56,77 @@ static void fire_ready(tw__sub *s, tw_result r)
     tw_deferred_unref(d);
 }
 
-static void sub_free(tw__sub *s)
+static void chan_free(chan *ch)
 {
-    sub_unlink(s);
-    fire_ready(s, tw_result_fail(TW_ESHUTDOWN, "the subscription ended"));
-    tw__free(s->channel, s->len + 1);
+    if (ch->ps) {
+        if (ch->prev)
+            ch->prev->next = ch->next;
+        else
+            ch->ps->chans = ch->next;
+        if (ch->next)
+            ch->next->prev = ch->prev;
+    }
+    tw__free(ch->name, ch->len + 1);
+    TW__DELETE(ch);
+}
+
+/* Frees the channel if nothing holds it any more. */
+static void chan_check(chan *ch)
+{
+    if (!ch->listeners && !ch->in_hiredis && !ch->delivering)
+        chan_free(ch);
+}
+
+static void listener_free(tw__sub *s)
+{
+    chan *ch = s->ch;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        ch->listeners = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    fire_ready(s, tw_result_fail(TW_ECANCELED, "unsubscribed"));
     TW__DELETE(s);
 }
 
-static void on_sub_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+/* Frees the listeners marked during deliveries. */
+static void sweep(chan *ch)
 {
-    tw__sub *s = privdata;
+    tw__sub *s = ch->listeners, *next;
+    for (; s; s = next) {
+        next = s->next;
+        if (!s->fn)
+            listener_free(s);
+    }
+}
+
+static void chan_send(chan *ch);
+
+/* No listener left: unsubscribe, or free the channel if hiredis has none. */
+static void chan_release(chan *ch)
+{
+    if (ch->listeners || ch->delivering)
+        return;
+    if (ch->in_hiredis && !ch->unsubscribing && ch->ps && tw_redis_connected(ch->ps->conn) &&
+        tw__redis_raw(ch->ps->conn, NULL, NULL, "UNSUBSCRIBE %b", ch->name, ch->len) == 0) {
+        ch->unsubscribing = true;
+        ch->confirmed = false;
+        return; /* freed at the confirmation, or when the context ends */
+    }
+    chan_check(ch);
+}
+
+static void on_chan_reply(struct redisAsyncContext *ac, void *reply, void *privdata)
+{
+    chan *ch = privdata;
     redisReply *r = reply;
     (void)ac;
     if (!r) { /* the context is going away */
-        s->in_hiredis = false;
-        if (!s->fn)
-            sub_free(s);
+        ch->in_hiredis = false;
+        ch->confirmed = false;
+        ch->unsubscribing = false;
+        chan_check(ch);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
@@ -81,24 +134,45 @@ static void on_sub_reply(struct redisAsyncContext *ac, void *reply, void *privda
         return;
     const char *kind = r->element[0]->str;
     if (strcmp(kind, "message") == 0) {
-        if (s->fn && r->element[2]->type == REDIS_REPLY_STRING)
-            s->fn(s->arg, r->element[2]->str, r->element[2]->len);
+        if (r->element[2]->type != REDIS_REPLY_STRING)
+            return;
+        ch->delivering++;
+        for (tw__sub *s = ch->listeners; s; s = s->next)
+            if (s->fn)
+                s->fn(s->arg, r->element[2]->str, r->element[2]->len);
+        ch->delivering--;
+        if (!ch->delivering) {
+            sweep(ch);
+            chan_release(ch);
+        }
     } else if (strcmp(kind, "subscribe") == 0) {
-        fire_ready(s, tw_result_none());
+        ch->confirmed = true;
+        ch->delivering++;
+        for (tw__sub *s = ch->listeners; s; s = s->next)
+            if (s->fn)
+                fire_ready(s, tw_result_none());
+        ch->delivering--;
+        if (!ch->delivering) {
+            sweep(ch);
+            chan_release(ch);
+        }
     } else if (strcmp(kind, "unsubscribe") == 0) {
-        s->in_hiredis = false; /* hiredis dropped the record from its table */
-        if (!s->fn)
-            sub_free(s);
+        ch->in_hiredis = false; /* hiredis dropped it from its table */
+        ch->confirmed = false;
+        ch->unsubscribing = false;
+        if (ch->listeners) /* wanted again since the UNSUBSCRIBE left */
+            chan_send(ch);
+        else
+            chan_check(ch);
     }
 }
 
-static void sub_send(tw__sub *s)
+static void chan_send(chan *ch)
 {
-    tw_redis *conn = s->ps->conn;
-    if (s->in_hiredis || !tw_redis_connected(conn))
+    if (!ch->ps || ch->in_hiredis || !tw_redis_connected(ch->ps->conn))
         return;
-    if (tw__redis_raw(conn, on_sub_reply, s, "SUBSCRIBE %b", s->channel, s->len) == 0)
-        s->in_hiredis = true;
+    if (tw__redis_raw(ch->ps->conn, on_chan_reply, ch, "SUBSCRIBE %b", ch->name, ch->len) == 0)
+        ch->in_hiredis = true;
 }
 
 /* The subscriber connection came up (again): subscribe to everything wanted. */
@@ -108,9 +182,9 @@ static void on_conn_event(void *arg, tw_redis *conn, bool up)
     (void)conn;
     if (!up)
         return;
-    for (tw__sub *s = ps->subs; s; s = s->next)
-        if (s->fn)
-            sub_send(s);
+    for (chan *ch = ps->chans; ch; ch = ch->next)
+        if (ch->listeners)
+            chan_send(ch);
 }
 
 int tw__redis_subscribe(tw_redis *c, const char *channel, tw__message_fn fn, void *arg,
@@ -129,33 +203,52 @@ int tw__redis_subscribe(tw_redis *c, const char *channel, tw__message_fn fn, voi
         ps->conn->on_event_arg = ps;
         c->pubsub = ps;
     }
-    tw__sub *s = TW__NEW(tw__sub);
-    if (!s)
-        return TW_ENOMEM;
-    s->len = strlen(channel);
-    s->channel = tw__alloc(s->len + 1);
-    if (!s->channel) {
-        TW__DELETE(s);
-        return TW_ENOMEM;
-    }
-    memcpy(s->channel, channel, s->len + 1);
-    if (ready) {
-        int rc = tw_deferred_create(&s->ready, NULL, NULL);
-        if (rc) {
-            tw__free(s->channel, s->len + 1);
-            TW__DELETE(s);
-            return rc;
+    struct tw__pubsub *ps = c->pubsub;
+    size_t len = strlen(channel);
+    chan *ch = ps->chans;
+    while (ch && (ch->len != len || memcmp(ch->name, channel, len) != 0))
+        ch = ch->next;
+    bool fresh = !ch;
+    if (fresh) {
+        ch = TW__NEW(chan);
+        if (!ch)
+            return TW_ENOMEM;
+        ch->name = tw__alloc(len + 1);
+        if (!ch->name) {
+            TW__DELETE(ch);
+            return TW_ENOMEM;
         }
-        *ready = tw_deferred_ref(s->ready);
+        memcpy(ch->name, channel, len + 1);
+        ch->len = len;
+        ch->ps = ps;
+        ch->next = ps->chans;
+        if (ch->next)
+            ch->next->prev = ch;
+        ps->chans = ch;
     }
+    tw__sub *s = TW__NEW(tw__sub);
+    int rc = s ? 0 : TW_ENOMEM;
+    if (s && ready) {
+        if (ch->confirmed)
+            rc = tw_deferred_succeed(ready, NULL, NULL);
+        else if ((rc = tw_deferred_create(&s->ready, NULL, NULL)) == 0)
+            *ready = tw_deferred_ref(s->ready);
+    }
+    if (rc) {
+        if (s)
+            TW__DELETE(s);
+        if (fresh)
+            chan_check(ch);
+        return rc;
+    }
+    s->ch = ch;
     s->fn = fn;
     s->arg = arg;
-    s->ps = c->pubsub;
-    s->next = c->pubsub->subs;
+    s->next = ch->listeners;
     if (s->next)
         s->next->prev = s;
-    c->pubsub->subs = s;
-    sub_send(s);
+    ch->listeners = s;
+    chan_send(ch);
     *out = s;
     return 0;
 }
@@ -164,13 +257,14 @@ void tw__redis_unsubscribe(tw__sub *s)
 {
     if (!s)
         return;
-    s->fn = NULL;
-    fire_ready(s, tw_result_fail(TW_ECANCELED, "unsubscribed"));
-    if (s->in_hiredis && s->ps && tw_redis_connected(s->ps->conn) &&
-        tw__redis_raw(s->ps->conn, NULL, NULL, "UNSUBSCRIBE %b", s->channel, s->len) == 0)
-        return; /* freed by the confirmation (or the context's end) */
-    if (!s->in_hiredis)
-        sub_free(s);
+    chan *ch = s->ch;
+    if (ch->delivering) {
+        s->fn = NULL; /* freed when the delivery ends */
+        fire_ready(s, tw_result_fail(TW_ECANCELED, "unsubscribed"));
+        return;
+    }
+    listener_free(s);
+    chan_release(ch);
 }
 
 void tw__redis_pubsub_close(tw_redis *c)
@@ -179,14 +273,17 @@ void tw__redis_pubsub_close(tw_redis *c)
     if (!ps)
         return;
     c->pubsub = NULL;
-    /* Records hiredis still holds are freed by its NULL callbacks, which
-     * closing the connection runs (now, or when its callbacks return). */
-    while (ps->subs) {
-        tw__sub *s = ps->subs;
-        sub_unlink(s);
-        s->fn = NULL;
-        if (!s->in_hiredis)
-            sub_free(s);
+    /* Every listener is gone (the connection's users are). Channels hiredis
+     * still holds are freed by its NULL callbacks, which closing the
+     * connection runs (now, or when the callbacks on the stack return). */
+    while (ps->chans) {
+        chan *ch = ps->chans;
+        ps->chans = ch->next;
+        ch->prev = ch->next = NULL;
+        ch->ps = NULL;
+        while (ch->listeners)
+            listener_free(ch->listeners);
+        chan_check(ch);
     }
     ps->conn->on_event = NULL;
     tw_redis_close(ps->conn, NULL);
