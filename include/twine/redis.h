@@ -277,6 +277,78 @@ TW_API double tw_redis_permit_time_left(const tw_redis_permit *p);
  * or was taken away), and fires with none when it is released first. */
 TW_API int tw_redis_permit_lost(tw_redis_permit *p, tw_deferred **out);
 
+/* ==== distributed queue (Redis Streams) ===================================
+ * The DeferredQueue's shape across processes: put adds an entry to a
+ * stream (XADD) and fires with its id once Redis has it; get gives a
+ * Deferred that fires with the next entry for this consumer of the group.
+ * An entry stays pending for this consumer until it is acknowledged (ack),
+ * which removes it; an entry that is never acknowledged (the consumer died,
+ * or its processing failed) is claimed by another consumer once it has been
+ * idle `claim_idle` seconds, and after `max_deliveries` deliveries it moves
+ * to the dead-letter stream instead. A consumer that starts first re-reads
+ * its own pending entries (left by an earlier run under the same name). So
+ * delivery is at least once: an entry put and not yet acknowledged is
+ * delivered again until it is, for as long as Redis keeps it (docs/redis.md
+ * says which persistence settings keep it across a restart).
+ *
+ * The queue reads with XREADGROUP BLOCK on a connection of its own (made
+ * with the same configuration), and only while gets are waiting; it reads up
+ * to `batch` entries at a time, which later gets take without a round trip. */
+
+typedef struct tw_redis_queue tw_redis_queue;
+
+typedef struct tw_redis_queue_config {
+    const char *stream;      /* the stream's key (required) */
+    const char *group;       /* the consumer group, created if missing */
+    const char *consumer;    /* this consumer's name (NULL: made from host, pid, random) */
+    const char *dead_letter; /* the dead-letter stream (NULL: "<stream>:dead") */
+    double claim_idle;       /* seconds pending before another consumer may claim it; > 0 */
+    uint32_t max_deliveries; /* deliveries before dead-lettering; >= 1 */
+    uint32_t batch;          /* entries per read; >= 1 */
+    double block;            /* seconds one blocking read waits; > 0 */
+} tw_redis_queue_config;
+
+#define TW_REDIS_QUEUE_CONFIG_INIT {NULL, "twine", NULL, NULL, 30.0, 5, 16, 1.0}
+
+/* An entry, as a get's Deferred fires with it (freed with its value's drop
+ * function, tw_redis_entry_free). */
+typedef struct tw_redis_entry {
+    const char *id;      /* the stream id ("1700000000000-0") */
+    const char *data;    /* the payload: len bytes, then a NUL */
+    size_t len;
+    uint32_t deliveries; /* 1 the first time; more when redelivered */
+} tw_redis_entry;
+
+TW_API void tw_redis_entry_free(void *entry);
+
+TW_API int tw_redis_queue_open(tw_redis *c, const tw_redis_queue_config *cfg,
+                               tw_redis_queue **out);
+/* Gets waiting fail with TW_ESHUTDOWN; entries read but not yet handed to
+ * a get stay pending in Redis (re-read by a consumer of the same name, or
+ * claimed by others). */
+TW_API int tw_redis_queue_close(tw_redis_queue *q);
+/* *out fires with the entry's id (a TW_REDIS_STRING reply) once Redis has
+ * added it. Any bytes, any length Redis accepts. */
+TW_API int tw_redis_queue_put(tw_redis_queue *q, const void *data, size_t len,
+                              tw_deferred **out);
+TW_API int tw_redis_queue_get(tw_redis_queue *q, tw_deferred **out);
+/* Acknowledges (and deletes) the entry: *out (may be NULL) fires with an
+ * INTEGER reply, 1, or 0 if it was no longer pending (acknowledged already,
+ * or dead-lettered). */
+TW_API int tw_redis_queue_ack(tw_redis_queue *q, const char *id, tw_deferred **out);
+TW_API size_t tw_redis_queue_waiting(const tw_redis_queue *q); /* gets waiting */
+TW_API size_t tw_redis_queue_buffered(const tw_redis_queue *q); /* entries read, not yet got */
+TW_API const char *tw_redis_queue_consumer(const tw_redis_queue *q);
+
+typedef struct tw_redis_queue_stats {
+    uint64_t delivered;   /* entries handed to gets */
+    uint64_t redelivered; /* of them, delivered before (deliveries > 1) */
+    uint64_t claimed;     /* taken over from other consumers */
+    uint64_t dead;        /* moved to the dead-letter stream by this consumer */
+    uint64_t reads;       /* blocking reads sent */
+} tw_redis_queue_stats;
+TW_API void tw_redis_queue_stats_get(const tw_redis_queue *q, tw_redis_queue_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1109,11 +1109,10 @@ static void conn_free(tw_redis *c)
     TW__DELETE(c);
 }
 
-int tw_redis_close(tw_redis *c, tw_deferred **out)
+/* force: in-flight commands fail now (TW_ESHUTDOWN) instead of getting
+ * their replies. */
+static int close_impl(tw_redis *c, tw_deferred **out, bool force)
 {
-    if (!c)
-        return TW_EINVAL;
-    TW__REDIS_CHECK(c, "tw_redis_close");
     if (c->state == LINK_CLOSING || c->state == LINK_CLOSED)
         return TW_EALREADY;
     if (c->users)
@@ -1135,7 +1134,7 @@ int tw_redis_close(tw_redis *c, tw_deferred **out)
         fail_not_sent(c, c->waiting.head, TW_ESHUTDOWN, 0);
     fire_ready_waiters(c, tw_result_fail(TW_ESHUTDOWN, "redis %s: the connection was closed",
                                          c->addr));
-    if (c->ac && was == LINK_READY && sent_unsettled(c))
+    if (c->ac && was == LINK_READY && sent_unsettled(c) && !force)
         kill_ac(c, KILL_DISCONNECT); /* after the replies in flight */
     else if (c->ac)
         kill_ac(c, KILL_FREE); /* a connect in progress, or nothing to wait for */
@@ -1143,4 +1142,18 @@ int tw_redis_close(tw_redis *c, tw_deferred **out)
         close_finish(c);
     tw__redis_leave(c);
     return 0;
+}
+
+int tw_redis_close(tw_redis *c, tw_deferred **out)
+{
+    if (!c)
+        return TW_EINVAL;
+    TW__REDIS_CHECK(c, "tw_redis_close");
+    return close_impl(c, out, false);
+}
+
+void tw__redis_abort(tw_redis *c)
+{
+    if (c)
+        close_impl(c, NULL, true);
 }

@@ -143,6 +143,8 @@ int tw__redis_eval(tw_redis *c, tw__script *script, int nkeys, int argc,
                    const char *const *argv, const size_t *lens, tw_deferred **out);
 /* A new connection with c's configuration. */
 int tw__redis_clone(tw_redis *c, tw_redis **out);
+/* Closes c at once: commands in flight fail with TW_ESHUTDOWN. */
+void tw__redis_abort(tw_redis *c);
 /* A command handed to hiredis directly with its own callback (pub/sub):
  * TW_ENOTCONN unless the connection is up. */
 typedef void (*tw__raw_fn)(struct redisAsyncContext *ac, void *reply, void *privdata);
