@@ -349,6 +349,39 @@ typedef struct tw_redis_queue_stats {
 } tw_redis_queue_stats;
 TW_API void tw_redis_queue_stats_get(const tw_redis_queue *q, tw_redis_queue_stats *out);
 
+/* ==== the pool across machines ============================================
+ * A worker takes entries from a queue and runs each on a thread pool
+ * (tw_defer_to_thread): when the task succeeds the entry is acknowledged;
+ * when it fails the entry stays pending, to be claimed again after the
+ * queue's claim_idle (by this process or another) and dead-lettered after
+ * max_deliveries. Run one worker per process against the same stream and
+ * group, and the pool spans them. */
+
+typedef struct tw_redis_worker tw_redis_worker;
+
+/* Runs on a pool thread. e is borrowed for the call. A value (dropped on
+ * the loop thread) means done: the entry is acknowledged; a failure leaves
+ * it for redelivery. */
+typedef tw_result (*tw_redis_task_fn)(const tw_redis_entry *e, void *arg, tw_cancel *cancel);
+
+/* Keeps `concurrency` (>= 1) entries in hand. pool NULL: the reactor's
+ * pool. The queue must outlive the worker (stop it before closing the
+ * queue). */
+TW_API int tw_redis_worker_start(tw_redis_queue *q, tw_pool *pool, size_t concurrency,
+                                 tw_redis_task_fn fn, void *arg, tw_redis_worker **out);
+/* Stops taking entries; *out (may be NULL) fires with none once the tasks
+ * running have finished and their acknowledgements have been answered;
+ * then the worker is freed. */
+TW_API int tw_redis_worker_stop(tw_redis_worker *w, tw_deferred **out);
+
+typedef struct tw_redis_worker_stats {
+    uint64_t started;  /* tasks started */
+    uint64_t done;     /* tasks that succeeded (their entries acknowledged) */
+    uint64_t failed;   /* tasks that failed (their entries left for redelivery) */
+    uint64_t acked;    /* acknowledgements Redis confirmed */
+} tw_redis_worker_stats;
+TW_API void tw_redis_worker_stats_get(const tw_redis_worker *w, tw_redis_worker_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

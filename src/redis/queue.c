@@ -636,6 +636,11 @@ int tw_redis_queue_ack(tw_redis_queue *q, const char *id, tw_deferred **out)
     return 0;
 }
 
+tw_reactor *tw__redis_queue_reactor(const tw_redis_queue *q)
+{
+    return q->c->r;
+}
+
 size_t tw_redis_queue_waiting(const tw_redis_queue *q)
 {
     return q ? q->ng : 0;

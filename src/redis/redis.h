@@ -160,6 +160,9 @@ tw_result tw__redis_reply_result(const struct redisReply *r);
 /* A random 64-bit value for jitter and ids (per connection). */
 uint64_t tw__redis_random(tw_redis *c);
 
+/* The reactor of the queue's connection (queue.c, for worker.c). */
+tw_reactor *tw__redis_queue_reactor(const tw_redis_queue *q);
+
 /* ---- pub/sub (pubsub.c) ------------------------------------------------------
  * One subscriber connection per tw_redis, made on first use, which
  * subscribes again to every channel after each reconnection. Messages sent
