@@ -653,12 +653,16 @@ static void test_holder_killed(void **state)
     }
 
     tw_reactor *r = rt_reactor(false);
-    tw_redis *c = rt_connect(r);
-    tw_redis_lock *l;
+    /* two other processes wait for it */
+    tw_redis *c = rt_connect(r), *c2 = rt_connect(r);
+    tw_redis_lock *l, *l2;
     assert_rc(tw_redis_lock_create(c, "killed", 1.0, &l), 0);
+    assert_rc(tw_redis_lock_create(c2, "killed", 1.0, &l2), 0);
     grant_log log = {0};
-    grant_ctx g;
-    acquire_logged(l, &log, &g, 0);
+    log.release = true; /* each releases at once: the next one's turn */
+    grant_ctx g, g2;
+    acquire_logged(l, &log, &g, 1);
+    acquire_logged(l2, &log, &g2, 2);
     iterate_for(r, 0.3);
     assert_int_equal(log.n, 0); /* the child renews: still its */
     assert_int_equal(kill(pid, SIGKILL), 0);
@@ -668,10 +672,17 @@ static void test_holder_killed(void **state)
     double waited = tw_test_now() - t0;
     /* at most the TTL (1 s) after its last renewal, plus the retry's jitter */
     assert_true(waited <= 1.0 * 1.1 + 0.5);
+    until_count(r, &log.n, 2, 10);
+    /* tokens strictly increase: the dead holder's, then each waiter's */
     assert_true(log.token[0] > child_token);
-    tw_redis_lock_stats st;
+    assert_true(log.token[1] > log.token[0]);
+    assert_int_equal(log.token[1], child_token + 2);
+    tw_redis_lock_stats st, st2;
     tw_redis_lock_stats_get(l, &st);
-    assert_true(st.retries >= 1); /* found the dead holder's lease run out */
+    tw_redis_lock_stats_get(l2, &st2);
+    assert_int_equal(st.acquired + st2.acquired, 2);
+    assert_true(st.retries + st2.retries >= 1); /* found the dead holder's lease run out */
+    assert_true(st.handoffs + st2.handoffs >= 1); /* the second, at least, was handed over */
     /* the dead holder's late write, replayed: refused */
     tw_deferred *d;
     assert_rc(tw_redis_fenced_set(c, "killed", child_token, "guarded", "late", 4, &d), 0);
@@ -679,11 +690,50 @@ static void test_holder_killed(void **state)
     tw_redis_reply *rep = rt_cmd(r, c, "GET guarded");
     assert_string_equal(rep->str, "child");
     tw_redis_reply_free(rep);
+    iterate_for(r, 0.05);
+    assert_false(key_exists("twine:lock:{killed}"));
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    assert_rc(tw_redis_lock_destroy(l2), 0);
+    rt_close(r, c);
+    rt_close(r, c2);
+    rt_reactor_free(r);
+}
+
+/* The server restarted (no persistence) under a holder: its renewals come
+ * back "not the owner", the lease is lost, and the lock works again. */
+static void test_server_restart_loses_lease(void **state)
+{
+    (void)state;
+    tw_test_redis own;
+    if (tw_test_redis_start(&own, NULL) != 0) {
+        print_message("skipped: %s\n", own.why);
+        skip();
+    }
+    tw_reactor *r = rt_reactor(false);
+    tw_redis_config cfg = rt_config(own.port, 2.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "restart", 1.0, &l), 0);
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    tw_test_redis_kill(&own, SIGKILL);
+    assert_int_equal(tw_test_redis_restart(&own), 0);
+    char msg[256];
+    assert_int_equal(rt_failure(r, lost, msg, sizeof msg), TW_ELEASE);
+    assert_rc(tw_redis_lock_release(l, &d), 0);
+    assert_int_equal(rt_failure(r, d, NULL, 0), TW_ELEASE);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    assert_false(tw_result_is_failure(res));
+    assert_int_equal(tw_redis_lock_token(l), 1); /* the counter was not persisted */
     assert_rc(tw_redis_lock_release(l, NULL), 0);
-    iterate_for(r, 0.02);
+    iterate_for(r, 0.05);
     assert_rc(tw_redis_lock_destroy(l), 0);
     rt_close(r, c);
     rt_reactor_free(r);
+    tw_test_redis_stop(&own);
 }
 
 /* ==== cancel, destroy, bad input ====================================================== */
@@ -802,6 +852,7 @@ int main(int argc, char **argv)
         T(test_lease_lost_server_paused),
         T(test_fenced_set),
         T(test_holder_killed),
+        T(test_server_restart_loses_lease),
         T(test_cancel_and_destroy),
         T(test_bad_input),
     };
