@@ -53,7 +53,38 @@
  * (as CPython does at start-up), so a lost server is an error, not the end of
  * the process. An application's own SIGPIPE handler is left in place.
  *
- * docs/redis.md has the guarantees and their limits.
+ * Beyond one machine. On a connection sit the DeferredLock, DeferredSemaphore
+ * and DeferredQueue of twine/deferred.h, with the same shapes of call, shared
+ * by every process that uses the same names on the same Redis: moving seed
+ * 000's NetworkCounter from one process to many is a change of type.
+ *
+ *     static tw_result next(void *arg)                    // runs holding the lock
+ *     {
+ *         counter *k = arg;
+ *         tw_deferred *d;
+ *         tw_redis_command(k->c, &d, "GET %s", "count");
+ *         tw_deferred_add_callback(d, write_plus_one, k); // a fenced SET, below
+ *         return tw_result_deferred(d);                   // released when it fires
+ *     }
+ *
+ *     tw_redis_lock *lock;
+ *     tw_redis_lock_create(c, "count", 10.0, &lock);      // name, lease in seconds
+ *     tw_redis_lock_run(lock, next, &k, &d);              // acquire, next, release
+ *
+ * A lock holder's lease can run out under it (a pause longer than the TTL):
+ * each grant carries a fencing token, and tw_redis_lock_fenced_set is a SET
+ * that Redis itself refuses once a newer token exists. write_plus_one:
+ *
+ *     tw_redis_lock_fenced_set(k->lock, "count", buf, len, &d);
+ *
+ * examples/dist_counter.c is this program; four of them end at exactly 4N.
+ * The queue (Redis Streams, a consumer group) gives at-least-once delivery,
+ * and tw_redis_worker runs its entries on a thread pool: seed 001's pool,
+ * spread over processes.
+ *
+ * docs/redis.md has the guarantees and their limits: one primary (no
+ * Redlock), what each persistence setting keeps, when entries are delivered
+ * twice.
  */
 #ifndef TWINE_REDIS_H
 #define TWINE_REDIS_H
