@@ -46,16 +46,21 @@ enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
 
 /* ---- scripts ----------------------------------------------------------------- */
 
-/* Shared prologue: the server's time in ms, and waiters whose registration
- * lapsed dropped. KEYS: lock fence queue expiry ttl. */
+/* Shared prologue (definitions only: the common case, a free lock nobody
+ * waits for, runs four commands and never reads the clock). KEYS: lock
+ * fence queue expiry ttl. purge() drops the waiters whose registration
+ * lapsed, at the server's time in ms, which it returns. */
 #define PROLOGUE                                                                       \
-    "local t = redis.call('TIME')\n"                                                   \
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"          \
     "local L, F, Q, E, T = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"              \
     "local function unqueue(w)\n"                                                      \
     "  redis.call('ZREM', Q, w); redis.call('ZREM', E, w); redis.call('HDEL', T, w)\n" \
     "end\n"                                                                            \
-    "for _, w in ipairs(redis.call('ZRANGEBYSCORE', E, '-inf', now)) do unqueue(w) end\n" \
+    "local function purge()\n"                                                         \
+    "  local t = redis.call('TIME')\n"                                                 \
+    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"        \
+    "  for _, w in ipairs(redis.call('ZRANGEBYSCORE', E, '-inf', now)) do unqueue(w) end\n" \
+    "  return now, t\n"                                                                \
+    "end\n"                                                                            \
     "local function grant(w, ttl)\n"                                                   \
     "  redis.call('SET', L, w, 'PX', ttl)\n"                                           \
     "  unqueue(w)\n"                                                                   \
@@ -82,6 +87,11 @@ static tw__script acquire_script = {
     "  unqueue(owner)\n"
     "  return {1, tonumber(redis.call('GET', F)), redis.call('PTTL', L)}\n"
     "end\n"
+    "if not cur and redis.call('EXISTS', Q) == 0 then\n"
+    "  redis.call('SET', L, owner, 'PX', ttl)\n"
+    "  return {1, redis.call('INCR', F), ttl}\n"
+    "end\n"
+    "local now, t = purge()\n"
     "if not cur then\n"
     "  local head = redis.call('ZRANGE', Q, 0, 0)[1]\n"
     "  if not head or head == owner then return {1, grant(owner, ttl), ttl} end\n"
@@ -103,9 +113,14 @@ static tw__script release_script = {
     "lock release",
     PROLOGUE
     "local owner = ARGV[1]\n"
-    "unqueue(owner)\n"
-    "if redis.call('GET', L) ~= owner then return 0 end\n"
-    "if handoff(ARGV[2], ARGV[3]) then return 2 end\n"
+    "if redis.call('GET', L) ~= owner then\n"
+    "  unqueue(owner)\n"
+    "  return 0\n"
+    "end\n"
+    "if redis.call('EXISTS', Q) == 1 then\n"
+    "  purge()\n"
+    "  if handoff(ARGV[2], ARGV[3]) then return 2 end\n"
+    "end\n"
     "redis.call('DEL', L)\n"
     "return 1\n",
     TW__SCRIPT_LOCK_RELEASE,
