@@ -4,9 +4,11 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   redis     redis.csv (+ redis.md): libtwine-redis, hiredis, redis-py (skipped
+#             when twine_bench_redis was not built: no libhiredis-dev)
 # and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|redis|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -15,14 +17,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|redis|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred reactor"
+suites="sync pool deferred reactor redis"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -34,10 +36,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred | reactor) suites=$s ;;
-            all) suites="sync pool deferred reactor" ;;
+            sync | pool | deferred | reactor | redis) suites=$s ;;
+            all) suites="sync pool deferred reactor redis" ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred, reactor or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred, reactor, redis or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -49,6 +51,11 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 results=$here/results
 for s in $suites; do
+    if [ "$s" = redis ] && [ ! -x "$build/bench/twine_bench_redis" ]; then
+        echo "run.sh: no $build/bench/twine_bench_redis (libtwine-redis needs libhiredis-dev); the redis suite is skipped" >&2
+        suites=$(echo "$suites" | sed 's/ *redis//')
+        continue
+    fi
     if [ ! -x "$build/bench/twine_bench_$s" ]; then
         echo "run.sh: $build/bench/twine_bench_$s not found; configure with -DTW_BUILD_BENCH=ON and build first" >&2
         exit 1
@@ -153,6 +160,25 @@ for s in $suites; do
                 "$twisted_python" "$here/py_deferred.py" --csv "$tmp/deferred-py.csv" "$@"
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+        redis)
+            echo "== C: twine Redis layer vs hiredis, redis-benchmark =="
+            "$build/bench/twine_bench_redis" --csv "$tmp/redis-c.csv" "$@"
+            echo
+            redis_python=""
+            for py in python3 /usr/bin/python3; do
+                if "$py" -c 'import redis' 2>/dev/null; then
+                    redis_python=$py
+                    break
+                fi
+            done
+            if [ -n "$redis_python" ]; then
+                echo "== Python: redis-py ($redis_python) =="
+                "$redis_python" "$here/py_redis.py" --csv "$tmp/redis-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has redis-py (python3-redis); redis-py rows skipped =="
             fi
             echo
             ;;
