@@ -293,7 +293,7 @@ def target_shown(r, peer, kind, md):
     if kind == "metric":
         return f"{r:.2f} {peer}", ("–" if md else "-")
     if kind == "speedup":
-        return f"{r:.0f}{x}", peer
+        return (f"{r:.0f}{x}" if r >= 10 else f"{r:.2f}{x}"), peer
     return f"{r:.2f}{x}", peer
 
 

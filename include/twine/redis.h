@@ -215,8 +215,10 @@ TW_API int tw_redis_close(tw_redis *c, tw_deferred **out);
  * the holder's lease would run out (the TTL the server reports, with
  * jitter), which is also how it gets past a holder that died. The waiters of
  * one tw_redis_lock are served in FIFO order, and processes in the order
- * they began to wait. A tw_redis_lock belongs to its connection's loop
- * thread. */
+ * they began to wait; a release with a waiter of its own lock object passes
+ * it on in the same round trip (a new token all the same), at most 4 times
+ * in a row while another process waits. A tw_redis_lock belongs to its
+ * connection's loop thread. */
 
 typedef struct tw_redis_lock tw_redis_lock;
 
@@ -253,6 +255,7 @@ TW_API int tw_redis_lock_lease_lost(tw_redis_lock *l, tw_deferred **out);
 typedef struct tw_redis_lock_stats {
     uint64_t acquired;   /* grants */
     uint64_t handoffs;   /* grants announced by pub/sub (a release handed it over) */
+    uint64_t passes;     /* grants passed from this lock's holder to its next waiter */
     uint64_t attempts;   /* acquire scripts sent */
     uint64_t retries;    /* of them, sent by a waiter's timer */
     uint64_t renewals;   /* leases renewed by the watchdog */

@@ -38,7 +38,7 @@
 
 #include "redis/redis.h"
 
-enum { L_IDLE = 0, L_WAIT_HUB, L_TRYING, L_WAITING, L_HELD };
+enum { L_IDLE = 0, L_WAIT_HUB, L_TRYING, L_WAITING, L_HELD, L_PASSING };
 enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
 
 #define WAKE_PREFIX "twine:lock:wake:"
@@ -126,6 +126,34 @@ static tw__script release_script = {
     TW__SCRIPT_LOCK_RELEASE,
     ""};
 
+/* A release that passes the lock to the next waiter of the same process in
+ * one round trip: no wake-up of another process, a new token all the same.
+ * It passes only while no other process waits, or for at most `max` turns in
+ * a row (`streak` so far) while one does; then it hands the lock over as a
+ * release does. ARGV: old new ttl_ms streak max prefix name. {1, token,
+ * ttl}: passed; {2}: handed to another process; {0}: old did not hold it. */
+static tw__script pass_script = {
+    "lock pass",
+    PROLOGUE
+    "local old, new, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "if redis.call('GET', L) ~= old then\n"
+    "  unqueue(old)\n"
+    "  return {0}\n"
+    "end\n"
+    "if redis.call('EXISTS', Q) == 1 then\n"
+    "  purge()\n"
+    "  if tonumber(ARGV[4]) >= tonumber(ARGV[5]) and handoff(ARGV[6], ARGV[7]) then\n"
+    "    return {2}\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', L, new, 'PX', ttl)\n"
+    "return {1, redis.call('INCR', F), ttl}\n",
+    TW__SCRIPT_LOCK_PASS,
+    ""};
+
+/* Passes in a row while another process waits: 4 turns in all. */
+#define PASS_MAX "3"
+
 /* KEYS: lock. ARGV: owner ttl_ms. 1: renewed; 0: not the owner. */
 static tw__script extend_script = {
     "lock extend",
@@ -184,6 +212,7 @@ struct tw_redis_lock {
     uint64_t seq;
     uint64_t attempt;
     double retry_delay; /* after a transient error */
+    unsigned streak;    /* grants in a row passed within this process */
     bool grant_seen;    /* a grant message came while TRYING */
     uint64_t seen_token;
     double seen_deadline;
@@ -586,6 +615,8 @@ static void grant(tw_redis_lock *l, uint64_t token, double deadline, bool by_mes
 {
     tw_deferred *d = q_pop(l);
     stop_timer(l);
+    if (l->state != L_PASSING)
+        l->streak = 0;
     l->state = L_HELD;
     l->token = token;
     l->deadline = deadline;
@@ -791,7 +822,7 @@ int tw_redis_lock_destroy(tw_redis_lock *l)
     CHECK(l, "tw_redis_lock_destroy");
     if (l->state == L_HELD)
         return TW_EBUSY;
-    if (l->state == L_TRYING || l->state == L_WAITING)
+    if (l->state == L_TRYING || l->state == L_WAITING || l->state == L_PASSING)
         withdraw(l);
     l->state = L_IDLE;
     fail_waiters(l, tw_failure_new(TW_ESHUTDOWN, "redis lock \"%s\" was destroyed", l->name));
@@ -817,7 +848,8 @@ static void acquire_cancel(tw_deferred *d, void *arg)
     if (!q_remove(l, d))
         return;
     tw_deferred_unref(d); /* tw_deferred_cancel holds it until it has failed */
-    if (head && !l->qn && (l->state == L_TRYING || l->state == L_WAITING))
+    if (head && !l->qn &&
+        (l->state == L_TRYING || l->state == L_WAITING || l->state == L_PASSING))
         withdraw(l); /* the next waiter would have inherited the turn: none */
 }
 
@@ -851,30 +883,73 @@ static int send_release(tw_redis *c, char *const keys[K_COUNT], const size_t key
     return tw__redis_eval(c, &release_script, K_COUNT, K_COUNT + 3, argv, lens, out);
 }
 
+/* Fires release's *out with r (none, or a failure); consumes r. */
+static void release_done(lock_op *op, tw_result r)
+{
+    tw_deferred *done = op->done;
+    op->done = NULL;
+    if (done) {
+        tw_deferred_callback(done, r);
+        tw_deferred_unref(done);
+    } else {
+        tw_result_drop(r);
+    }
+}
+
+static tw_result lease_was_lost(const tw_redis_lock *l)
+{
+    return tw_result_fail(TW_ELEASE, "redis lock \"%s\": released after its lease was lost",
+                          l->name);
+}
+
 static tw_result on_release_reply(tw_result r, void *arg)
 {
     lock_op *op = arg;
-    tw_deferred *done = op->done;
     tw_redis_lock *l = op->l;
-    tw_result out;
     if (tw_result_is_failure(r)) {
-        out = r;
+        release_done(op, r);
     } else {
         long long v = ((const tw_redis_reply *)r.ptr)->integer;
         tw_result_drop(r);
-        if (v == 0 || op->was_lost)
-            out = tw_result_fail(TW_ELEASE,
-                                 "redis lock \"%s\": released after its lease was lost",
-                                 l->name);
-        else
-            out = tw_result_none();
+        release_done(op, v == 0 || op->was_lost ? lease_was_lost(l) : tw_result_none());
     }
-    if (done) {
-        tw_deferred_callback(done, out);
-        tw_deferred_unref(done);
-    } else {
-        tw_result_drop(out);
+    op_free(op);
+    return tw_result_none();
+}
+
+/* The pass script's answer: the release's outcome, and the next turn's. */
+static tw_result on_pass_reply(tw_result r, void *arg)
+{
+    lock_op *op = arg;
+    tw_redis_lock *l = op->l;
+    bool current = !l->dead && op->stamp == l->attempt && l->state == L_PASSING;
+    tw_failure *f = tw_result_as_failure(r);
+    if (f) {
+        release_done(op, tw_result_failure(tw_failure_ref(f)));
+        if (current) { /* it may have run: the same owner finds out by acquiring */
+            l->state = L_WAITING;
+            arm_timer(l, l->retry_delay * jitter(l, 0.5, 1.0), retry_fired);
+        }
+        tw_result_drop(r);
+        op_free(op);
+        return tw_result_none();
     }
+    const tw_redis_reply *rep = r.ptr;
+    long long how = elem_int(rep, 0);
+    release_done(op, how == 0 || op->was_lost ? lease_was_lost(l) : tw_result_none());
+    if (current) {
+        if (how == 1) {
+            l->streak++;
+            l->stats.passes++;
+            long long token = elem_int(rep, 1), ttl = elem_int(rep, 2);
+            grant(l, (uint64_t)token, op->sent_at + (double)(ttl > 0 ? ttl : 0) / 1000.0,
+                  false);
+        } else { /* handed to another process, or it was not ours: wait in line */
+            l->streak = 0;
+            try_acquire(l, false);
+        }
+    }
+    tw_result_drop(r);
     op_free(op);
     return tw_result_none();
 }
@@ -898,7 +973,26 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
         }
     }
     tw_deferred *d;
-    rc = send_release(l->c, l->keys, l->key_len, l->owner, l->name, l->name_len, &d);
+    char old[sizeof l->owner];
+    bool pass = l->qn > 0 && !l->lost;
+    if (pass) {
+        /* the next waiter's turn starts in the same round trip */
+        memcpy(old, l->owner, sizeof old);
+        char next[sizeof l->owner];
+        snprintf(next, sizeof next, "%s:%llu", l->hub->procid, (unsigned long long)(l->seq + 1));
+        char streak[16];
+        snprintf(streak, sizeof streak, "%u", l->streak);
+        const char *argv[K_COUNT + 7] = {l->keys[0], l->keys[1], l->keys[2], l->keys[3],
+                                         l->keys[4], old,        next,       l->ttl_ms,
+                                         streak,     PASS_MAX,   WAKE_PREFIX, l->name};
+        size_t lens[K_COUNT + 7] = {l->key_len[0], l->key_len[1],  l->key_len[2],
+                                    l->key_len[3], l->key_len[4],  strlen(old),
+                                    strlen(next),  strlen(l->ttl_ms), strlen(streak),
+                                    strlen(PASS_MAX), strlen(WAKE_PREFIX), l->name_len};
+        rc = tw__redis_eval(l->c, &pass_script, K_COUNT, K_COUNT + 7, argv, lens, &d);
+    } else {
+        rc = send_release(l->c, l->keys, l->key_len, l->owner, l->name, l->name_len, &d);
+    }
     if (rc) {
         if (op->done)
             tw_deferred_unref(op->done);
@@ -908,8 +1002,10 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
     if (out)
         *out = tw_deferred_ref(op->done);
     op->was_lost = l->lost;
-    tw_deferred_add_both(d, on_release_reply, op);
-    tw_deferred_unref(d);
+    if (!pass) {
+        tw_deferred_add_both(d, on_release_reply, op);
+        tw_deferred_unref(d);
+    }
     /* the watchdog stops here: a renewal in flight finds the lease over */
     stop_timer(l);
     l->lease++;
@@ -919,6 +1015,15 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
     if (!l->lost)
         fire_watchers(l, NULL);
     l->lost = false;
+    if (pass) {
+        new_owner(l); /* the name the pass script gave the next turn */
+        l->state = L_PASSING;
+        l->retry_delay = 0.01;
+        op->stamp = ++l->attempt;
+        tw_deferred_add_both(d, on_pass_reply, op);
+        tw_deferred_unref(d);
+        return 0;
+    }
     kick(l); /* the next waiter's acquire goes right behind the release */
     return 0;
 }

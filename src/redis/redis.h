@@ -39,7 +39,8 @@ enum {
     TW__SCRIPT_TEST = 7, /* the tests' own */
     TW__SCRIPT_QUEUE_PENDING = 8,
     TW__SCRIPT_QUEUE_CLAIM = 9,
-    TW__SCRIPT_QUEUE_ACK = 10
+    TW__SCRIPT_QUEUE_ACK = 10,
+    TW__SCRIPT_LOCK_PASS = 11
 };
 
 /* The SHA-1 of text, in hex, into out[41]. */

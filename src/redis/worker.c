@@ -4,6 +4,7 @@
  * entry, a failure leaves it pending for the queue's claims (and, after
  * max_deliveries, its dead-letter stream). Stop cancels the gets still
  * waiting and fires once the tasks and acknowledgements in flight are done. */
+#include <stdio.h>
 #include <string.h>
 
 #include "redis/redis.h"
@@ -21,6 +22,7 @@ struct tw_redis_worker {
     size_t busy;    /* tasks running and acknowledgements on their way: what stop waits for */
     bool stopping;
     tw_deferred *stopped;
+    tw_delayed_call *retry; /* gets again after the queue failed them */
     tw_redis_worker_stats stats;
 };
 
@@ -35,6 +37,10 @@ static void maybe_done(tw_redis_worker *w)
 {
     if (!w->stopping || w->busy || w->ngets)
         return;
+    if (w->retry) {
+        tw_delayed_call_cancel(w->retry);
+        tw_delayed_call_unref(w->retry);
+    }
     tw_deferred *d = w->stopped;
     tw__free(w->gets, w->concurrency * sizeof *w->gets);
     TW__DELETE(w);
@@ -99,6 +105,14 @@ static void forget_get(tw_redis_worker *w, tw_deferred *d)
         }
 }
 
+static void retry_fired(void *arg)
+{
+    tw_redis_worker *w = arg;
+    tw_delayed_call_unref(w->retry);
+    w->retry = NULL;
+    take_next(w);
+}
+
 typedef struct get_ctx {
     tw_redis_worker *w;
     tw_deferred *d;
@@ -111,7 +125,19 @@ static tw_result on_entry(tw_result r, void *arg)
     forget_get(w, g->d);
     TW__DELETE(g);
     if (tw_result_is_failure(r)) {
-        /* cancelled by stop, or the queue failed (closed, broken) */
+        /* cancelled by stop; or the queue failed it (an error Redis keeps
+         * giving, such as a stream key of another type): said, and tried
+         * again in a second, so that the worker never stops in silence */
+        if (!w->stopping) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "a worker's get failed, trying again in 1 s: %s",
+                     tw_failure_message(tw_result_as_failure(r)));
+            tw_diag_report(TW_DIAG_WARNING, tw_failure_code(tw_result_as_failure(r)),
+                           "tw_redis_worker", msg);
+            if (!w->retry &&
+                tw_reactor_call_later(w->r, 1.0, retry_fired, w, &w->retry) != 0)
+                w->retry = NULL;
+        }
         tw_result_drop(r);
         maybe_done(w);
         return tw_result_none();
@@ -144,7 +170,7 @@ static tw_result on_entry(tw_result r, void *arg)
 /* Keeps `concurrency` entries in hand: gets waiting plus tasks running. */
 static void take_next(tw_redis_worker *w)
 {
-    while (!w->stopping && w->ngets + w->running < w->concurrency) {
+    while (!w->stopping && !w->retry && w->ngets + w->running < w->concurrency) {
         get_ctx *g = TW__NEW(get_ctx);
         if (!g)
             return;

@@ -285,6 +285,7 @@ static void test_handoff_by_pubsub(void **state)
 /* ---- contention: a read-modify-write under the lock from several connections */
 
 typedef struct rmw {
+    int index;
     tw_redis *c;
     tw_redis_lock *l;
     int done;
@@ -295,6 +296,7 @@ typedef struct rmw {
 
 typedef struct rmw_all {
     uint64_t order[2048]; /* tokens in grant order, across all */
+    int who[2048];        /* and whose */
     int n;
 } rmw_all;
 
@@ -320,6 +322,7 @@ static tw_result rmw_section(void *arg)
     rmw *w = arg;
     uint64_t tok = tw_redis_lock_token(w->l);
     w->tokens[w->ntok++] = tok;
+    all.who[all.n] = w->index;
     all.order[all.n++] = tok;
     tw_deferred *d;
     assert_rc(tw_redis_command(w->c, &d, "GET counter"), 0);
@@ -347,6 +350,7 @@ static void test_contended_counter(void **state)
     memset(w, 0, sizeof w);
     memset(&all, 0, sizeof all);
     for (int k = 0; k < K; k++) {
+        w[k].index = k;
         w[k].c = rt_connect(r);
         assert_rc(tw_redis_lock_create(w[k].c, "counter", 30.0, &w[k].l), 0);
     }
@@ -374,6 +378,26 @@ static void test_contended_counter(void **state)
         if (all.order[i] != all.order[i - 1] + 1)
             fail_msg("grant %d has token %llu after %llu", i, (unsigned long long)all.order[i],
                      (unsigned long long)all.order[i - 1]);
+    /* once every process has had a turn (so each is always holding or
+     * waiting in Redis), and while each still has sections to run, none
+     * takes more than 4 turns in a row: its own waiters pass the lock on 3
+     * times, then another process gets it */
+    int seen[K] = {0}, run = 0, longest = 0, first_round = 0, have = 0;
+    for (int i = 0; i < all.n && have < K; i++)
+        if (seen[all.who[i]]++ == 0 && ++have == K)
+            first_round = i + 1;
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < all.n; i++) {
+        if (++seen[all.who[i]] == n)
+            break;
+        run = i && all.who[i] == all.who[i - 1] ? run + 1 : 1;
+        if (i >= first_round && run > longest)
+            longest = run;
+    }
+    assert_true(first_round > 0);
+    if (longest > 4)
+        fail_msg("a process took %d turns in a row while the others waited", longest);
+    uint64_t passes = 0;
     for (int k = 0; k < K; k++) {
         assert_int_equal(w[k].failures, 0);
         assert_int_equal(w[k].ntok, n);
@@ -382,7 +406,9 @@ static void test_contended_counter(void **state)
         assert_int_equal(st.acquired, n);
         assert_int_equal(st.retries, 0); /* nobody polled */
         assert_int_equal(st.lost, 0);
+        passes += st.passes;
     }
+    assert_true(passes > 0);
     iterate_for(r, 0.05);
     for (int k = 0; k < K; k++) {
         assert_rc(tw_redis_lock_destroy(w[k].l), 0);

@@ -211,6 +211,36 @@ static void test_stop_waits(void **state)
     rt_reactor_free(r);
 }
 
+/* A queue that keeps failing its gets (the stream's key holds a string): the
+ * worker says so through the diagnostic hook and tries again, instead of
+ * stopping in silence; stop still ends it. */
+static void test_failing_queue_reported(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_reply_free(rt_cmd(r, c, "SET %s %s", "notastream", "text"));
+    tw_redis_queue_config cfg = qcfg("notastream", "w");
+    tw_redis_queue *q;
+    assert_rc(tw_redis_queue_open(c, &cfg, &q), 0);
+    static job_state s;
+    memset(&s, 0, sizeof s);
+    tw_redis_worker *w;
+    assert_rc(tw_redis_worker_start(q, NULL, 2, job, &s, &w), 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_diag_count_kind(TW_DIAG_WARNING) < 2 && tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.05), 0);
+    const tw_test_diag *d = tw_test_diag_find(TW_DIAG_WARNING);
+    assert_non_null(d);
+    assert_non_null(strstr(d->message, "WRONGTYPE"));
+    stop(r, w);
+    tw_test_diag_reset();
+    assert_int_equal(atomic_load(&s.started), 0);
+    assert_rc(tw_redis_queue_close(q), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -240,6 +270,7 @@ int main(void)
         T(test_two_workers),
         T(test_failures_redelivered),
         T(test_stop_waits),
+        T(test_failing_queue_reported),
         T(test_bad_input),
     };
     return cmocka_run_group_tests(tests, rt_group_setup, rt_group_teardown);
