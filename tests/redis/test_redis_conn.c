@@ -351,13 +351,9 @@ static tw_result count_outcome(tw_result res, void *arg)
 static void test_server_restart(void **state)
 {
     (void)state;
-    tw_test_redis own;
-    if (tw_test_redis_start(&own, NULL) != 0) {
-        print_message("skipped: %s\n", own.why);
-        skip();
-    }
+    tw_test_redis *own = rt_own_server(NULL);
     tw_reactor *r = rt_reactor(false);
-    tw_redis_config cfg = rt_config(own.port, 5.0);
+    tw_redis_config cfg = rt_config(own->port, 5.0);
     tw_redis *c = rt_connect_to(r, &cfg);
     tally t = {0, 0, 0, 0};
     enum { N = 200 };
@@ -371,7 +367,7 @@ static void test_server_restart(void **state)
     while (t.ok < N / 2 && tw_test_now() < deadline)
         assert_rc(tw_reactor_iterate(r, 0.02), 0);
     assert_int_equal(t.ok, N / 2);
-    tw_test_redis_kill(&own, SIGKILL);
+    tw_test_redis_kill(own, SIGKILL);
     /* into a socket whose server is gone, or waiting for the next one */
     for (int i = 0; i < N / 2; i++) {
         tw_deferred *d;
@@ -382,7 +378,7 @@ static void test_server_restart(void **state)
     while (tw_redis_connected(c) && tw_test_now() < deadline)
         assert_rc(tw_reactor_iterate(r, 0.02), 0);
     assert_false(tw_redis_connected(c));
-    assert_int_equal(tw_test_redis_restart(&own), 0);
+    assert_int_equal(tw_test_redis_restart(own), 0);
     while (t.ok + t.lost + t.notconn + t.other < N && tw_test_now() < deadline + 10)
         assert_rc(tw_reactor_iterate(r, 0.02), 0);
     assert_int_equal(t.ok + t.lost + t.notconn + t.other, N);
@@ -397,7 +393,6 @@ static void test_server_restart(void **state)
     assert_int_equal(st.disconnects, 1);
     rt_close(r, c);
     rt_reactor_free(r);
-    tw_test_redis_stop(&own);
 }
 
 /* ==== cancel, close =================================================================== */
@@ -494,18 +489,13 @@ static void test_close_in_callback(void **state)
 static void test_auth_select_unix(void **state)
 {
     (void)state;
-    tw_test_redis own;
-    char sock[160];
-    const char *args[] = {"--requirepass", "s3cret", "--unixsocket", NULL, NULL};
-    /* the socket path lives in the server's own directory: set it after */
-    snprintf(sock, sizeof sock, "/tmp/twine-redis-sock-%d", (int)getpid());
-    args[3] = sock;
-    if (tw_test_redis_start(&own, args) != 0) {
-        print_message("skipped: %s\n", own.why);
-        skip();
-    }
+    /* the socket in the server's directory (redis has moved into it by then) */
+    const char *args[] = {"--requirepass", "s3cret", "--unixsocket", "redis.sock", NULL};
+    tw_test_redis *own = rt_own_server(args);
+    char sock[192];
+    snprintf(sock, sizeof sock, "%s/redis.sock", own->dir);
     tw_reactor *r = rt_reactor(false);
-    tw_redis_config cfg = rt_config(own.port, 5.0);
+    tw_redis_config cfg = rt_config(own->port, 5.0);
     cfg.password = "s3cret";
     cfg.db = 3;
     tw_redis *c = rt_connect_to(r, &cfg);
@@ -538,8 +528,6 @@ static void test_auth_select_unix(void **state)
         fail_msg("last error: \"%s\"", tw_redis_last_error(c));
     rt_close(r, c);
     rt_reactor_free(r);
-    tw_test_redis_stop(&own);
-    unlink(sock);
 }
 
 static void test_bad_input(void **state)

@@ -730,13 +730,9 @@ static void test_holder_killed(void **state)
 static void test_server_restart_loses_lease(void **state)
 {
     (void)state;
-    tw_test_redis own;
-    if (tw_test_redis_start(&own, NULL) != 0) {
-        print_message("skipped: %s\n", own.why);
-        skip();
-    }
+    tw_test_redis *own = rt_own_server(NULL);
     tw_reactor *r = rt_reactor(false);
-    tw_redis_config cfg = rt_config(own.port, 2.0);
+    tw_redis_config cfg = rt_config(own->port, 2.0);
     tw_redis *c = rt_connect_to(r, &cfg);
     tw_redis_lock *l;
     assert_rc(tw_redis_lock_create(c, "restart", 1.0, &l), 0);
@@ -744,8 +740,8 @@ static void test_server_restart_loses_lease(void **state)
     assert_rc(tw_redis_lock_acquire(l, &d), 0);
     tw_result_drop(rt_wait(r, d));
     assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
-    tw_test_redis_kill(&own, SIGKILL);
-    assert_int_equal(tw_test_redis_restart(&own), 0);
+    tw_test_redis_kill(own, SIGKILL);
+    assert_int_equal(tw_test_redis_restart(own), 0);
     char msg[256];
     assert_int_equal(rt_failure(r, lost, msg, sizeof msg), TW_ELEASE);
     assert_rc(tw_redis_lock_release(l, &d), 0);
@@ -759,7 +755,6 @@ static void test_server_restart_loses_lease(void **state)
     assert_rc(tw_redis_lock_destroy(l), 0);
     rt_close(r, c);
     rt_reactor_free(r);
-    tw_test_redis_stop(&own);
 }
 
 /* ==== cancel, destroy, bad input ====================================================== */

@@ -425,13 +425,9 @@ static void test_restart_keeps_entries(void **state)
 {
     (void)state;
     const char *args[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
-    tw_test_redis own;
-    if (tw_test_redis_start(&own, args) != 0) {
-        print_message("skipped: %s\n", own.why);
-        skip();
-    }
+    tw_test_redis *own = rt_own_server(args);
     tw_reactor *r = rt_reactor(false);
-    tw_redis_config ccfg = rt_config(own.port, 10.0);
+    tw_redis_config ccfg = rt_config(own->port, 10.0);
     tw_redis *c = rt_connect_to(r, &ccfg);
     tw_redis_queue_config cfg = qcfg("durable", "w");
     tw_redis_queue *q;
@@ -450,7 +446,7 @@ static void test_restart_keeps_entries(void **state)
     while (t.ok + t.failed < n && tw_test_now() < deadline)
         assert_rc(tw_reactor_iterate(r, 0.01), 0);
     assert_int_equal(t.ok, n);
-    tw_test_redis_kill(&own, SIGKILL);
+    tw_test_redis_kill(own, SIGKILL);
     /* puts while it is down: they wait for the connection */
     int m = 10;
     for (int i = n; i < n + m; i++) {
@@ -463,7 +459,7 @@ static void test_restart_keeps_entries(void **state)
     }
     while (tw_redis_connected(c) && tw_test_now() < deadline)
         assert_rc(tw_reactor_iterate(r, 0.01), 0);
-    assert_int_equal(tw_test_redis_restart(&own), 0);
+    assert_int_equal(tw_test_redis_restart(own), 0);
     while (t.ok + t.failed < n + m && tw_test_now() < deadline)
         assert_rc(tw_reactor_iterate(r, 0.01), 0);
     assert_int_equal(t.ok + t.failed, n + m);
@@ -486,11 +482,10 @@ static void test_restart_keeps_entries(void **state)
             fail_msg("entry e%d was acknowledged by put and is lost", i);
     free(seen);
     /* and nothing else: a put that failed had not reached the server */
-    assert_int_equal(tw_test_redis_int(&own, "XLEN durable"), 0);
+    assert_int_equal(tw_test_redis_int(own, "XLEN durable"), 0);
     assert_rc(tw_redis_queue_close(q), 0);
     rt_close(r, c);
     rt_reactor_free(r);
-    tw_test_redis_stop(&own);
 }
 
 /* ---- close, bad input ------------------------------------------------------------- */

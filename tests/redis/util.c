@@ -44,9 +44,26 @@ int rt_setup(void **state)
     return 0;
 }
 
+static tw_test_redis own[2];
+static int nown;
+
+tw_test_redis *rt_own_server(const char *const *extra)
+{
+    assert_true(nown < 2);
+    tw_test_redis *s = &own[nown];
+    if (tw_test_redis_start(s, extra) != 0) {
+        print_message("skipped: %s\n", s->why);
+        skip();
+    }
+    nown++;
+    return s;
+}
+
 int rt_teardown(void **state)
 {
     (void)state;
+    while (nown)
+        tw_test_redis_stop(&own[--nown]);
     return tw_test_twine_teardown(TW_TEST_DIAGS_NONE);
 }
 

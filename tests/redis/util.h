@@ -24,6 +24,11 @@ int rt_setup(void **state);
 int rt_teardown(void **state);
 /* Skips the test if the group has no server. */
 void rt_require_server(void);
+/* A server of the test's own (for tests that kill or restart it), started
+ * with the extra arguments (NULL-terminated, or NULL); the test is skipped,
+ * saying why, if it cannot start. rt_teardown stops it, also when the test
+ * failed half-way. */
+tw_test_redis *rt_own_server(const char *const *extra);
 
 tw_reactor *rt_reactor(bool fake_clock);
 /* Destroys r (every connection must be closed). */
