@@ -61,6 +61,20 @@ done <<LIST
 $examples
 LIST
 
+# The Redis example needs a server: dist_counter_check.sh starts its own.
+count=$((count + 1))
+echo "== dist_counter     seed 000 across processes: four counters on one Redis lock, fenced writes"
+if [ -x "$dir/dist_counter" ]; then
+    sh "$(dirname "$0")/dist_counter_check.sh" "$dir/dist_counter"
+    case $? in
+        0 | 77) ;; # 77: skipped, and said why
+        *) failed="$failed dist_counter" ;;
+    esac
+else
+    echo "   skipped: not built (libtwine-redis needs libhiredis-dev: apt-get install libhiredis-dev)"
+fi
+echo
+
 if [ -n "$failed" ]; then
     echo "demo: FAILED:$failed"
     exit 1
