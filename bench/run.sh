@@ -4,11 +4,13 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
-#   http      http.csv (+ http.md)
+#   http      http.csv (+ http.md): libtwine-http, libcurl's multi interface on libuv
+#   redis     redis.csv (+ redis.md): libtwine-redis, hiredis, redis-py
 #   net       net.csv (+ net.md): servers driven over loopback by one client
-# and machine.txt for all of them.
+# and machine.txt for all of them. A suite whose component library was not
+# built (no libcurl or hiredis) is skipped with a message.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|http|net|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite NAME|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -17,14 +19,15 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|http|net|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite NAME|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred reactor http net"
+all_suites="sync pool deferred reactor http redis net"
+suites=$all_suites
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -36,11 +39,13 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred | reactor | http | net) suites=$s ;;
-            all) suites="sync pool deferred reactor http net" ;;
+            all) suites=$all_suites ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred, reactor, http, net or all, not '$s'" >&2
-                exit 2
+                if ! echo " $all_suites " | grep -q " $s "; then
+                    echo "run.sh: --suite takes one of: $all_suites, or all; not '$s'" >&2
+                    exit 2
+                fi
+                suites=$s
                 ;;
         esac
     else
@@ -51,6 +56,15 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 results=$here/results
 for s in $suites; do
+    case $s in
+        http | redis)
+            if [ ! -x "$build/bench/twine_bench_$s" ]; then
+                echo "run.sh: no $build/bench/twine_bench_$s (libtwine-$s was not built: its Debian package is missing); the $s suite is skipped" >&2
+                suites=$(echo "$suites" | sed "s/ *$s//")
+                continue
+            fi
+            ;;
+    esac
     if [ ! -x "$build/bench/twine_bench_$s" ]; then
         echo "run.sh: $build/bench/twine_bench_$s not found; configure with -DTW_BUILD_BENCH=ON and build first" >&2
         exit 1
@@ -155,6 +169,25 @@ for s in $suites; do
                 "$twisted_python" "$here/py_deferred.py" --csv "$tmp/deferred-py.csv" "$@"
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+        redis)
+            echo "== C: twine Redis layer vs hiredis, redis-benchmark =="
+            "$build/bench/twine_bench_redis" --csv "$tmp/redis-c.csv" "$@"
+            echo
+            redis_python=""
+            for py in python3 /usr/bin/python3; do
+                if "$py" -c 'import redis' 2>/dev/null; then
+                    redis_python=$py
+                    break
+                fi
+            done
+            if [ -n "$redis_python" ]; then
+                echo "== Python: redis-py ($redis_python) =="
+                "$redis_python" "$here/py_redis.py" --csv "$tmp/redis-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has redis-py (python3-redis); redis-py rows skipped =="
             fi
             echo
             ;;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (sync, pool, deferred, reactor, http, net) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, http, redis, net, ...) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -74,6 +74,16 @@ TARGETS = [
      "http_get_concurrent", "twine http client", "libuv + curl multi", "le", 1.1),
     ("HTTP GETs, 100 at once: CPU <= 1.1x libuv + curl multi",
      "http_get_concurrent_cpu", "twine http client", "libuv + curl multi", "le", 1.1),
+    ("uncontended Redis lock <= 1.3x two hiredis PINGs (the floor)",
+     "redis_lock_uncontended", "twine redis lock", "hiredis 2 x PING (floor)", "le", 1.3),
+    ("uncontended Redis lock >= 1.5x faster than redis-py's Lock",
+     "redis_lock_uncontended", "twine redis lock", "python redis-py Lock", "speedup", 1.5),
+    ("contended Redis lock (8 processes) >= 1.5x redis-py's acquisitions/s",
+     "redis_lock_contended", "twine redis lock", "python redis-py Lock", "speedup", 1.5),
+    ("contended: the least busy process gets >= half an even share",
+     "redis_lock_contended", "twine redis lock", "least_busy_shortfall", "metric", 0.5),
+    ("queue put+get+ack >= 1.2x a redis-py Streams consumer",
+     "redis_queue", "twine queue COUNT 16", "python redis-py streams COUNT 16", "speedup", 1.2),
     ("ping-pong round trips/s >= 0.97x the epoll floor",
      "tcp_pingpong", "twine net", "epoll floor", "ge", 0.97),
     ("ping-pong server CPU per round trip <= libuv's",
@@ -105,6 +115,8 @@ def suite(workload):
         return "reactor"
     if workload.startswith("http_"):
         return "http"
+    if workload.startswith("redis_"):
+        return "redis"
     if workload.startswith("tcp_"):
         return "net"
     return "sync"
@@ -284,6 +296,9 @@ EXTRAS = [
     ("allocs_cold", "allocator calls of one operation with the per-thread block cache empty"),
     ("post", "posting thread's time per call"),
     ("latency", "median round trip after the pool sat idle for the gap"),
+    ("least_busy_shortfall", "1 - the least busy process's share / an even share"),
+    ("client_cmds_per_acq", "commands the clients sent per acquisition"),
+    ("server_calls_per_acq", "Redis calls per acquisition (INFO commandstats, script calls included)"),
     ("server_busy", "server's CPU time over the run's wall time"),
     ("client_busy", "load client's CPU time over the run's wall time"),
     ("client", "the load client's own CPU per operation"),
@@ -333,7 +348,7 @@ def target_shown(r, peer, kind, md):
     if kind == "metric":
         return f"{r:.2f} {peer}", ("–" if md else "-")
     if kind == "speedup":
-        return f"{r:.0f}{x}", peer
+        return (f"{r:.0f}{x}" if r >= 10 else f"{r:.2f}{x}"), peer
     return f"{r:.2f}{x}", peer
 
 

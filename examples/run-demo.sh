@@ -19,6 +19,8 @@ thread_pool       seed 001: the pool, a dedicated worker, resizing, a wedged poo
 network_counter   seed 000: an async critical section with and without a DeferredLock
 reactor_counter   seed 000: NetworkCounter on a reactor, its record a blocking write in a thread
 reactor_threads   seed 001: the threading howto on a reactor: to and from threads, pool, wedge, shutdown
+socket_threads    seed 001 on sockets: replies computed in defer_to_thread, a pool thread writing the thread-safe way
+echo_demo         echo_server on TCP, IPv6 and a Unix socket: every byte echoed, a clean stop on SIGTERM
 "
 
 if [ ! -d "$dir" ]; then
@@ -58,6 +60,20 @@ while read -r name what; do
 done <<LIST
 $examples
 LIST
+
+# The Redis example needs a server: dist_counter_check.sh starts its own.
+count=$((count + 1))
+echo "== dist_counter     seed 000 across processes: four counters on one Redis lock, fenced writes"
+if [ -x "$dir/dist_counter" ]; then
+    sh "$(dirname "$0")/dist_counter_check.sh" "$dir/dist_counter"
+    case $? in
+        0 | 77) ;; # 77: skipped, and said why
+        *) failed="$failed dist_counter" ;;
+    esac
+else
+    echo "   skipped: not built (libtwine-redis needs libhiredis-dev: apt-get install libhiredis-dev)"
+fi
+echo
 
 if [ -n "$failed" ]; then
     echo "demo: FAILED:$failed"

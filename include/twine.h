@@ -11,6 +11,8 @@
  * primitives for threads), twine/worker.h (workers, team, pool, Queue) and
  * twine/deferred.h (Deferreds, failures, clocks, DeferredLock/Semaphore/Queue)
  * and twine/reactor.h (the event loop and its bridge to threads).
+ * twine/net.h: transports and protocols over TCP and Unix sockets, endpoints,
+ * the resolver.
  */
 #ifndef TWINE_H
 #define TWINE_H
@@ -20,5 +22,6 @@
 #include "twine/worker.h"
 #include "twine/deferred.h"
 #include "twine/reactor.h"
+#include "twine/net.h"
 
 #endif /* TWINE_H */

@@ -4,7 +4,9 @@
 # command that would and fails.
 set -eu
 
-PACKAGES="libnsync-dev libglib2.0-dev libuv1-dev python3-twisted pkg-config libcurl4-openssl-dev libevent-dev strace"
+PACKAGES="libnsync-dev libglib2.0-dev libuv1-dev python3-twisted pkg-config libcurl4-openssl-dev libevent-dev"
+PACKAGES="$PACKAGES libhiredis-dev redis-server redis-tools python3-redis"
+PACKAGES="$PACKAGES strace"
 
 missing=""
 for p in $PACKAGES; do

@@ -245,4 +245,10 @@ bool tw__threads_destroy(tw_reactor *r);
 /* signals.c */
 void tw__signals_release(tw_reactor *r);
 
+/* owner.c: for the layers built on the reactor (the net layer's TW_DEBUG
+ * checks). The thread that may call r's functions now, by TW__RCHECK's rule
+ * (the creating thread before the loop runs, the loop thread while it runs
+ * and shuts down), or 0 once shut down, when any thread may clean up. */
+uint32_t tw__reactor_thread(const tw_reactor *r);
+
 #endif

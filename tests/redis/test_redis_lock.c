@@ -1,0 +1,881 @@
+/*
+ * The distributed lock (twine/redis.h) against a real redis-server: grants
+ * with strictly increasing fencing tokens, FIFO among one lock's waiters,
+ * run() releasing on success and failure, hand-off to another "process"
+ * (another connection, another process id) by pub/sub without polling, an
+ * exact counter under contention from several connections, the watchdog
+ * keeping a short lease alive and stopping at release, leases lost (key
+ * deleted, server paused) reported through lease_lost, time_left and run,
+ * fenced writes refused with TW_ESTALE, a holder killed with SIGKILL (a
+ * child process: the others proceed after the TTL and its late write is
+ * refused), cancel and destroy, and bad input.
+ */
+#define _GNU_SOURCE
+#include "util.h"
+
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ==== helpers ====================================================================== */
+
+typedef struct grant_log {
+    int n;
+    int order[256];
+    uint64_t token[256];
+    bool release; /* release at once from the callback */
+} grant_log;
+
+typedef struct grant_ctx {
+    grant_log *log;
+    tw_redis_lock *l;
+    int index;
+} grant_ctx;
+
+static tw_result on_granted(tw_result r, void *arg)
+{
+    grant_ctx *g = arg;
+    assert_false(tw_result_is_failure(r));
+    assert_ptr_equal(r.ptr, g->l);
+    g->log->order[g->log->n] = g->index;
+    g->log->token[g->log->n] = tw_redis_lock_token(g->l);
+    g->log->n++;
+    if (g->log->release)
+        assert_rc(tw_redis_lock_release(g->l, NULL), 0);
+    return r;
+}
+
+static void acquire_logged(tw_redis_lock *l, grant_log *log, grant_ctx *g, int index)
+{
+    tw_deferred *d;
+    g->log = log;
+    g->l = l;
+    g->index = index;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    assert_rc(tw_deferred_add_callback(d, on_granted, g), 0);
+    tw_deferred_unref(d);
+}
+
+static void until_count(tw_reactor *r, const int *n, int want, double limit)
+{
+    double deadline = tw_test_now() + limit;
+    while (*n < want) {
+        if (tw_test_now() > deadline)
+            fail_msg("count %d after %g s, expected %d", *n, limit, want);
+        assert_rc(tw_reactor_iterate(r, 0.05), 0);
+    }
+}
+
+static void iterate_for(tw_reactor *r, double seconds)
+{
+    double end = tw_test_now() + seconds;
+    while (tw_test_now() < end)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+}
+
+static bool key_exists(const char *key)
+{
+    return tw_test_redis_int(&rt_server, "EXISTS %s", key) == 1;
+}
+
+/* ==== basics ======================================================================= */
+
+static void test_acquire_release(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "basic", 5.0, &l), 0);
+    assert_false(tw_redis_lock_held(l));
+    assert_int_equal(tw_redis_lock_token(l), 0);
+    assert_true(tw_redis_lock_time_left(l) == 0);
+
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    assert_false(tw_result_is_failure(res));
+    assert_ptr_equal(res.ptr, l);
+    assert_true(tw_redis_lock_held(l));
+    uint64_t t1 = tw_redis_lock_token(l);
+    assert_true(t1 >= 1);
+    double left = tw_redis_lock_time_left(l);
+    assert_true(left > 4.0 && left <= 5.0);
+    assert_true(key_exists("twine:lock:{basic}"));
+    assert_int_equal(tw_test_redis_int(&rt_server, "GET twine:lock:{basic}:fence"), (long long)t1);
+
+    tw_deferred *rel;
+    assert_rc(tw_redis_lock_release(l, &rel), 0);
+    assert_false(tw_redis_lock_held(l));
+    assert_rc(tw_redis_lock_release(l, NULL), TW_EPERM);
+    res = rt_wait(r, rel);
+    assert_false(tw_result_is_failure(res));
+    assert_false(key_exists("twine:lock:{basic}"));
+
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    res = rt_wait(r, d);
+    assert_false(tw_result_is_failure(res));
+    assert_int_equal(tw_redis_lock_token(l), t1 + 1);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_int_equal(st.acquired, 2);
+    assert_int_equal(st.attempts, 2);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(st.lost, 0);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* The waiters of one lock are served in FIFO order, each with a new token. */
+static void test_fifo_in_process(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "fifo", 5.0, &l), 0);
+    enum { N = 40 };
+    grant_log log = {0};
+    log.release = true;
+    grant_ctx g[N];
+    for (int i = 0; i < N; i++)
+        acquire_logged(l, &log, &g[i], i);
+    assert_int_equal(tw_redis_lock_waiting(l), N);
+    until_count(r, &log.n, N, 20);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(log.order[i], i);
+        if (i)
+            assert_true(log.token[i] == log.token[i - 1] + 1);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* ==== run ========================================================================== */
+
+static tw_result fn_value(void *arg)
+{
+    tw_redis_lock *l = arg;
+    assert_true(tw_redis_lock_held(l));
+    return tw_test_int_value(7);
+}
+
+static tw_result fn_fail(void *arg)
+{
+    (void)arg;
+    return tw_result_fail(TW_EIO, "the section failed");
+}
+
+typedef struct later {
+    tw_redis *c;
+    tw_redis_lock *l;
+} later;
+
+/* A section that takes a round trip: the lock is held until it ends. */
+static tw_result fn_deferred(void *arg)
+{
+    later *lt = arg;
+    tw_deferred *d;
+    assert_rc(tw_redis_command(lt->c, &d, "INCR inside"), 0);
+    return tw_result_deferred(d);
+}
+
+static void test_run(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "run", 5.0, &l), 0);
+    tw_deferred *d;
+
+    assert_rc(tw_redis_lock_run(l, fn_value, l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    assert_false(tw_result_is_failure(res));
+    assert_int_equal(*(int *)res.ptr, 7);
+    tw_result_drop(res);
+    assert_false(tw_redis_lock_held(l));
+    assert_false(key_exists("twine:lock:{run}")); /* released before run fired */
+
+    assert_rc(tw_redis_lock_run(l, fn_fail, NULL, &d), 0);
+    assert_int_equal(rt_failure(r, d, NULL, 0), TW_EIO);
+    assert_false(key_exists("twine:lock:{run}"));
+
+    later lt = {c, l};
+    assert_rc(tw_redis_lock_run(l, fn_deferred, &lt, &d), 0);
+    tw_redis_reply *rep = rt_reply(r, d);
+    assert_int_equal(rep->integer, 1);
+    tw_redis_reply_free(rep);
+    assert_false(key_exists("twine:lock:{run}"));
+
+    /* without a Deferred for the result */
+    assert_rc(tw_redis_lock_run(l, fn_deferred, &lt, NULL), 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "GET inside") != 2 && tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    iterate_for(r, 0.05);
+    assert_false(tw_redis_lock_held(l));
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* ==== between processes ============================================================= */
+
+/* Two connections are two processes to the lock (two process ids): the
+ * waiter is granted by the holder's release and told by pub/sub, long
+ * before the 30 s TTL, after one acquire script and no retry. */
+static void test_handoff_by_pubsub(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *ca = rt_connect(r), *cb = rt_connect(r);
+    tw_redis_lock *a, *b;
+    assert_rc(tw_redis_lock_create(ca, "handoff", 30.0, &a), 0);
+    assert_rc(tw_redis_lock_create(cb, "handoff", 30.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t ta = tw_redis_lock_token(a);
+
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(b, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{handoff}:queue") != 1 &&
+           tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_int_equal(log.n, 0);
+    double t0 = tw_test_now();
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    until_count(r, &log.n, 1, 5);
+    assert_true(tw_test_now() - t0 < 5.0);
+    assert_true(tw_redis_lock_held(b));
+    assert_int_equal(tw_redis_lock_token(b), ta + 1);
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(b, &st);
+    assert_int_equal(st.attempts, 1);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(st.handoffs, 1);
+    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:lock:{handoff}:queue"), 0);
+    assert_rc(tw_redis_lock_release(b, NULL), 0);
+    iterate_for(r, 0.05);
+    assert_false(key_exists("twine:lock:{handoff}"));
+    assert_rc(tw_redis_lock_destroy(a), 0);
+    assert_rc(tw_redis_lock_destroy(b), 0);
+    rt_close(r, ca);
+    rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
+/* ---- contention: a read-modify-write under the lock from several connections */
+
+typedef struct rmw {
+    int index;
+    tw_redis *c;
+    tw_redis_lock *l;
+    int done;
+    uint64_t tokens[512];
+    int ntok;
+    int failures;
+} rmw;
+
+typedef struct rmw_all {
+    uint64_t order[2048]; /* tokens in grant order, across all */
+    int who[2048];        /* and whose */
+    int n;
+} rmw_all;
+
+static rmw_all all;
+
+static tw_result rmw_write(tw_result r, void *arg)
+{
+    rmw *w = arg;
+    if (tw_result_is_failure(r))
+        return r;
+    const tw_redis_reply *rep = r.ptr;
+    long long v = rep->type == TW_REDIS_NIL ? 0 : strtoll(rep->str, NULL, 10);
+    tw_result_drop(r);
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%lld", v + 1);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_fenced_set(w->l, "counter", buf, (size_t)n, &d), 0);
+    return tw_result_deferred(d);
+}
+
+static tw_result rmw_section(void *arg)
+{
+    rmw *w = arg;
+    uint64_t tok = tw_redis_lock_token(w->l);
+    w->tokens[w->ntok++] = tok;
+    all.who[all.n] = w->index;
+    all.order[all.n++] = tok;
+    tw_deferred *d;
+    assert_rc(tw_redis_command(w->c, &d, "GET counter"), 0);
+    tw_deferred_add_callback(d, rmw_write, w);
+    return tw_result_deferred(d);
+}
+
+static tw_result rmw_done(tw_result r, void *arg)
+{
+    rmw *w = arg;
+    if (tw_result_is_failure(r))
+        w->failures++;
+    w->done++;
+    tw_result_drop(r);
+    return tw_result_none();
+}
+
+static void test_contended_counter(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    enum { K = 4 };
+    int n = (int)tw_test_scaled(100, 20);
+    rmw w[K];
+    memset(w, 0, sizeof w);
+    memset(&all, 0, sizeof all);
+    for (int k = 0; k < K; k++) {
+        w[k].index = k;
+        w[k].c = rt_connect(r);
+        assert_rc(tw_redis_lock_create(w[k].c, "counter", 30.0, &w[k].l), 0);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < K; k++) {
+            tw_deferred *d;
+            assert_rc(tw_redis_lock_run(w[k].l, rmw_section, &w[k], &d), 0);
+            tw_deferred_add_both(d, rmw_done, &w[k]);
+            tw_deferred_unref(d);
+        }
+    double deadline = tw_test_now() + 60;
+    for (;;) {
+        int done = 0;
+        for (int k = 0; k < K; k++)
+            done += w[k].done;
+        if (done == K * n)
+            break;
+        if (tw_test_now() > deadline)
+            fail_msg("%d of %d sections done", done, K * n);
+        assert_rc(tw_reactor_iterate(r, 0.05), 0);
+    }
+    assert_int_equal(tw_test_redis_int(&rt_server, "GET counter"), K * n);
+    assert_int_equal(all.n, K * n);
+    for (int i = 1; i < all.n; i++)
+        if (all.order[i] != all.order[i - 1] + 1)
+            fail_msg("grant %d has token %llu after %llu", i, (unsigned long long)all.order[i],
+                     (unsigned long long)all.order[i - 1]);
+    /* once every process has had a turn (so each is always holding or
+     * waiting in Redis), and while each still has sections to run, none
+     * takes more than 4 turns in a row: its own waiters pass the lock on 3
+     * times, then another process gets it */
+    int seen[K] = {0}, run = 0, longest = 0, first_round = 0, have = 0;
+    for (int i = 0; i < all.n && have < K; i++)
+        if (seen[all.who[i]]++ == 0 && ++have == K)
+            first_round = i + 1;
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < all.n; i++) {
+        if (++seen[all.who[i]] == n)
+            break;
+        run = i && all.who[i] == all.who[i - 1] ? run + 1 : 1;
+        if (i >= first_round && run > longest)
+            longest = run;
+    }
+    assert_true(first_round > 0);
+    if (longest > 4)
+        fail_msg("a process took %d turns in a row while the others waited", longest);
+    uint64_t passes = 0;
+    for (int k = 0; k < K; k++) {
+        assert_int_equal(w[k].failures, 0);
+        assert_int_equal(w[k].ntok, n);
+        tw_redis_lock_stats st;
+        tw_redis_lock_stats_get(w[k].l, &st);
+        assert_int_equal(st.acquired, n);
+        assert_int_equal(st.retries, 0); /* nobody polled */
+        assert_int_equal(st.lost, 0);
+        passes += st.passes;
+    }
+    assert_true(passes > 0);
+    iterate_for(r, 0.05);
+    for (int k = 0; k < K; k++) {
+        assert_rc(tw_redis_lock_destroy(w[k].l), 0);
+        rt_close(r, w[k].c);
+    }
+    rt_reactor_free(r);
+}
+
+/* ==== leases ======================================================================== */
+
+/* A lease of 0.3 s held for 1.2 s: the watchdog keeps it; release stops
+ * the watchdog at once (no renewal after it). */
+static void test_watchdog(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "dog", 0.3, &l), 0);
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    tw_test_capture cap;
+    tw_test_capture_add(lost, &cap);
+    iterate_for(r, 1.2);
+    assert_true(tw_redis_lock_held(l));
+    assert_true(key_exists("twine:lock:{dog}"));
+    assert_true(tw_redis_lock_time_left(l) > 0);
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_true(st.renewals >= 3);
+    assert_int_equal(st.lost, 0);
+    assert_int_equal(cap.calls, 0);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    /* released: the watcher fires with none, synchronously */
+    assert_int_equal(cap.calls, 1);
+    assert_false(tw_result_is_failure(cap.r));
+    uint64_t renewals = st.renewals;
+    iterate_for(r, 0.6);
+    tw_redis_lock_stats_get(l, &st);
+    assert_int_equal(st.renewals, renewals);
+    assert_false(key_exists("twine:lock:{dog}"));
+    tw_test_capture_release(&cap);
+    tw_deferred_unref(lost);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* The lock's key deleted behind the holder's back: the next renewal finds
+ * another owner (none), the lease is lost: lease_lost fails, time_left is
+ * 0, and the release reports TW_ELEASE. */
+typedef struct slow_section {
+    tw_reactor *r;
+    tw_redis *c;
+    tw_redis_lock *l;
+} slow_section;
+
+static void test_lease_lost(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "lose", 0.3, &l), 0);
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    assert_int_equal(tw_test_redis_int(&rt_server, "DEL twine:lock:{lose}"), 1);
+    char msg[256];
+    assert_int_equal(rt_failure(r, lost, msg, sizeof msg), TW_ELEASE);
+    assert_non_null(strstr(msg, "lease lost"));
+    assert_true(tw_redis_lock_held(l)); /* until released */
+    assert_true(tw_redis_lock_time_left(l) == 0);
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_int_equal(st.lost, 1);
+    /* a lease_lost asked for now fails at once */
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    assert_int_equal(rt_failure(r, lost, NULL, 0), TW_ELEASE);
+    tw_deferred *rel;
+    assert_rc(tw_redis_lock_release(l, &rel), 0);
+    assert_int_equal(rt_failure(r, rel, NULL, 0), TW_ELEASE);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* run: the lease lost in the middle of the section turns its value into
+ * TW_ELEASE. */
+static tw_result fn_until_lost(void *arg)
+{
+    slow_section *s = arg;
+    tw_deferred *lost;
+    assert_int_equal(tw_test_redis_int(&rt_server, "DEL twine:lock:{lose2}"), 1);
+    assert_rc(tw_redis_lock_lease_lost(s->l, &lost), 0);
+    return tw_result_deferred(lost);
+}
+
+static tw_result trap_lease(tw_result r, void *arg)
+{
+    (void)arg;
+    if (tw_failure_trap(tw_result_as_failure(r), TW_ELEASE)) {
+        tw_result_drop(r);
+        return tw_test_int_value(1); /* the section "succeeded" */
+    }
+    return r;
+}
+
+static tw_result fn_until_lost_then_value(void *arg)
+{
+    tw_result res = fn_until_lost(arg);
+    tw_deferred_add_errback(res.ptr, trap_lease, NULL);
+    return res;
+}
+
+static void test_run_lease_lost(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    slow_section s = {r, c, NULL};
+    assert_rc(tw_redis_lock_create(c, "lose2", 0.3, &s.l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_run(s.l, fn_until_lost_then_value, &s, &d), 0);
+    char msg[256];
+    assert_int_equal(rt_failure(r, d, msg, sizeof msg), TW_ELEASE);
+    assert_non_null(strstr(msg, "critical section"));
+    assert_false(tw_redis_lock_held(s.l));
+    assert_rc(tw_redis_lock_destroy(s.l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A server paused longer than the lease: the renewal cannot get through,
+ * and the lease is lost at its deadline. */
+static void test_lease_lost_server_paused(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *pauser = rt_connect(r);
+    tw_redis_config cfg = rt_config(rt_server.port, 5.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "paused", 0.3, &l), 0);
+    tw_deferred *d, *lost, *sleep_d;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    double t0 = tw_test_now();
+    assert_rc(tw_redis_command(pauser, &sleep_d, "DEBUG SLEEP 1.2"), 0);
+    char msg[256];
+    assert_int_equal(rt_failure(r, lost, msg, sizeof msg), TW_ELEASE);
+    double t = tw_test_now() - t0;
+    assert_true(t < 1.0); /* noticed at the deadline, not when the server woke */
+    assert_non_null(strstr(msg, "no renewal"));
+    tw_redis_reply_free(rt_reply(r, sleep_d));
+    tw_deferred *rel;
+    assert_rc(tw_redis_lock_release(l, &rel), 0);
+    assert_int_equal(rt_failure(r, rel, NULL, 0), TW_ELEASE);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_close(r, pauser);
+    rt_reactor_free(r);
+}
+
+/* ==== fencing ====================================================================== */
+
+static void test_fenced_set(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "fence", 5.0, &l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_fenced_set(l, "res", "x", 1, &d), TW_EPERM);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t t1 = tw_redis_lock_token(l);
+    static const char v1[] = {'o', 0, 'n', 'e'};
+    assert_rc(tw_redis_lock_fenced_set(l, "res", v1, sizeof v1, &d), 0);
+    tw_redis_reply_free(rt_reply(r, d));
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t t2 = tw_redis_lock_token(l);
+    assert_true(t2 > t1);
+    /* the old holder's write, replayed: refused by Redis */
+    char msg[256];
+    assert_rc(tw_redis_fenced_set(c, "fence", t1, "res", "late", 4, &d), 0);
+    assert_int_equal(rt_failure(r, d, msg, sizeof msg), TW_ESTALE);
+    assert_non_null(strstr(msg, "older"));
+    /* a token never issued */
+    assert_rc(tw_redis_fenced_set(c, "fence", t2 + 5, "res", "bogus", 5, &d), 0);
+    assert_int_equal(rt_failure(r, d, msg, sizeof msg), TW_EREMOTE);
+    tw_redis_reply *rep = rt_cmd(r, c, "GET res");
+    assert_int_equal(rep->len, sizeof v1);
+    assert_memory_equal(rep->str, v1, sizeof v1);
+    tw_redis_reply_free(rep);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    assert_rc(tw_redis_fenced_set(c, "", 1, "res", "x", 1, &d), TW_EINVAL);
+    assert_rc(tw_redis_fenced_set(c, "fence", 1, NULL, "x", 1, &d), TW_EINVAL);
+    iterate_for(r, 0.02);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* ==== a holder killed with SIGKILL ==================================================== */
+
+/* The child: holds the lock "killed" (TTL 1 s), writes "child" fenced,
+ * says "held <token>" on stdout, and keeps renewing until it is killed. */
+static int child_hold(int port)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    tw_reactor *r;
+    if (tw_reactor_create(&r))
+        return 2;
+    tw_redis_config cfg = TW_REDIS_CONFIG_INIT;
+    cfg.port = port;
+    tw_redis *c;
+    tw_redis_lock *l;
+    if (tw_redis_connect(r, &cfg, &c) || tw_redis_lock_create(c, "killed", 1.0, &l))
+        return 3;
+    tw_deferred *d;
+    tw_redis_lock_acquire(l, &d);
+    while (!tw_deferred_called(d))
+        tw_reactor_iterate(r, 0.05);
+    tw_deferred_unref(d);
+    tw_redis_lock_fenced_set(l, "guarded", "child", 5, &d);
+    while (!tw_deferred_called(d))
+        tw_reactor_iterate(r, 0.05);
+    tw_deferred_unref(d);
+    printf("held %llu\n", (unsigned long long)tw_redis_lock_token(l));
+    fflush(stdout);
+    for (;;)
+        tw_reactor_iterate(r, 1.0);
+}
+
+static void test_holder_killed(void **state)
+{
+    (void)state;
+    rt_require_server();
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_addclose(&fa, p[0]);
+    char port[16];
+    snprintf(port, sizeof port, "%d", rt_server.port);
+    char *argv[] = {"test_redis_lock", "--hold", port, NULL};
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    FILE *f = fdopen(p[0], "r");
+    unsigned long long child_token = 0;
+    int got = fscanf(f, "held %llu", &child_token);
+    fclose(f);
+    if (got != 1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("the child did not take the lock");
+    }
+
+    tw_reactor *r = rt_reactor(false);
+    /* two other processes wait for it */
+    tw_redis *c = rt_connect(r), *c2 = rt_connect(r);
+    tw_redis_lock *l, *l2;
+    assert_rc(tw_redis_lock_create(c, "killed", 1.0, &l), 0);
+    assert_rc(tw_redis_lock_create(c2, "killed", 1.0, &l2), 0);
+    grant_log log = {0};
+    log.release = true; /* each releases at once: the next one's turn */
+    grant_ctx g, g2;
+    acquire_logged(l, &log, &g, 1);
+    acquire_logged(l2, &log, &g2, 2);
+    iterate_for(r, 0.3);
+    assert_int_equal(log.n, 0); /* the child renews: still its */
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    double t0 = tw_test_now();
+    until_count(r, &log.n, 1, 10);
+    double waited = tw_test_now() - t0;
+    /* at most the TTL (1 s) after its last renewal, plus the retry's jitter */
+    assert_true(waited <= 1.0 * 1.1 + 0.5);
+    until_count(r, &log.n, 2, 10);
+    /* tokens strictly increase: the dead holder's, then each waiter's */
+    assert_true(log.token[0] > child_token);
+    assert_true(log.token[1] > log.token[0]);
+    assert_int_equal(log.token[1], child_token + 2);
+    tw_redis_lock_stats st, st2;
+    tw_redis_lock_stats_get(l, &st);
+    tw_redis_lock_stats_get(l2, &st2);
+    assert_int_equal(st.acquired + st2.acquired, 2);
+    assert_true(st.retries + st2.retries >= 1); /* found the dead holder's lease run out */
+    assert_true(st.handoffs + st2.handoffs >= 1); /* the second, at least, was handed over */
+    /* the dead holder's late write, replayed: refused */
+    tw_deferred *d;
+    assert_rc(tw_redis_fenced_set(c, "killed", child_token, "guarded", "late", 4, &d), 0);
+    assert_int_equal(rt_failure(r, d, NULL, 0), TW_ESTALE);
+    tw_redis_reply *rep = rt_cmd(r, c, "GET guarded");
+    assert_string_equal(rep->str, "child");
+    tw_redis_reply_free(rep);
+    iterate_for(r, 0.05);
+    assert_false(key_exists("twine:lock:{killed}"));
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    assert_rc(tw_redis_lock_destroy(l2), 0);
+    rt_close(r, c);
+    rt_close(r, c2);
+    rt_reactor_free(r);
+}
+
+/* The server restarted (no persistence) under a holder: its renewals come
+ * back "not the owner", the lease is lost, and the lock works again. */
+static void test_server_restart_loses_lease(void **state)
+{
+    (void)state;
+    tw_test_redis *own = rt_own_server(NULL);
+    tw_reactor *r = rt_reactor(false);
+    tw_redis_config cfg = rt_config(own->port, 2.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "restart", 1.0, &l), 0);
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    tw_test_redis_kill(own, SIGKILL);
+    assert_int_equal(tw_test_redis_restart(own), 0);
+    char msg[256];
+    assert_int_equal(rt_failure(r, lost, msg, sizeof msg), TW_ELEASE);
+    assert_rc(tw_redis_lock_release(l, &d), 0);
+    assert_int_equal(rt_failure(r, d, NULL, 0), TW_ELEASE);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    assert_false(tw_result_is_failure(res));
+    assert_int_equal(tw_redis_lock_token(l), 1); /* the counter was not persisted */
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    iterate_for(r, 0.05);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* ==== cancel, destroy, bad input ====================================================== */
+
+static void test_cancel_and_destroy(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *ca = rt_connect(r), *cb = rt_connect(r);
+    tw_redis_lock *a, *b;
+    assert_rc(tw_redis_lock_create(ca, "cd", 30.0, &a), 0);
+    assert_rc(tw_redis_lock_create(cb, "cd", 30.0, &b), 0);
+    tw_deferred *d, *w1, *w2;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_destroy(a), TW_EBUSY);
+    /* b waits in Redis, then gives up: its registration goes */
+    assert_rc(tw_redis_lock_acquire(b, &w1), 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{cd}:queue") != 1 &&
+           tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_rc(tw_deferred_cancel(w1), 0);
+    assert_int_equal(rt_failure(r, w1, NULL, 0), TW_ECANCELED);
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{cd}:queue") != 0 &&
+           tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:lock:{cd}:ttl"), 0);
+    /* a release with nobody waiting deletes the key */
+    tw_deferred *rel;
+    assert_rc(tw_redis_lock_release(a, &rel), 0);
+    tw_result_drop(rt_wait(r, rel));
+    assert_false(key_exists("twine:lock:{cd}"));
+    /* destroy with waiters: they fail with TW_ESHUTDOWN */
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_acquire(b, &w1), 0);
+    assert_rc(tw_redis_lock_acquire(b, &w2), 0);
+    assert_rc(tw_redis_lock_destroy(b), 0);
+    assert_int_equal(rt_failure(r, w1, NULL, 0), TW_ESHUTDOWN);
+    assert_int_equal(rt_failure(r, w2, NULL, 0), TW_ESHUTDOWN);
+    assert_rc(tw_redis_lock_release(a, &rel), 0);
+    tw_result res = rt_wait(r, rel);
+    assert_false(tw_result_is_failure(res));
+    assert_false(key_exists("twine:lock:{cd}"));
+    assert_rc(tw_redis_lock_destroy(a), 0);
+    rt_close(r, ca);
+    rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l = NULL;
+    assert_rc(tw_redis_lock_create(NULL, "x", 1, &l), TW_EINVAL);
+    assert_rc(tw_redis_lock_create(c, NULL, 1, &l), TW_EINVAL);
+    assert_rc(tw_redis_lock_create(c, "", 1, &l), TW_EINVAL);
+    assert_rc(tw_redis_lock_create(c, "x", 1, NULL), TW_EINVAL);
+    char longname[514];
+    memset(longname, 'n', 513);
+    longname[513] = 0;
+    assert_rc(tw_redis_lock_create(c, longname, 1, &l), TW_EINVAL);
+    longname[512] = 0;
+    assert_rc(tw_redis_lock_create(c, longname, 1, &l), 0);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    const double bad_ttl[] = {0, -1, NAN, INFINITY, 0.001, 2e6};
+    for (size_t i = 0; i < sizeof bad_ttl / sizeof *bad_ttl; i++)
+        if (tw_redis_lock_create(c, "x", bad_ttl[i], &l) != TW_EINVAL)
+            fail_msg("ttl %g was accepted", bad_ttl[i]);
+
+    /* the lock's key holds another type: a clear error, nothing touched */
+    tw_redis_reply_free(rt_cmd(r, c, "RPUSH %s a b", "twine:lock:{typed}"));
+    assert_rc(tw_redis_lock_create(c, "typed", 1.0, &l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    char msg[256];
+    assert_int_equal(rt_failure(r, d, msg, sizeof msg), TW_EREMOTE);
+    assert_non_null(strstr(msg, "WRONGTYPE"));
+    assert_int_equal(tw_test_redis_int(&rt_server, "LLEN twine:lock:{typed}"), 2);
+    assert_rc(tw_redis_lock_release(l, NULL), TW_EPERM);
+    assert_rc(tw_redis_lock_lease_lost(l, &d), TW_EPERM);
+    assert_rc(tw_redis_lock_run(l, NULL, NULL, &d), TW_EINVAL);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    /* a name with spaces, braces and bytes above 127 */
+    assert_rc(tw_redis_lock_create(c, "a b {c} \xc3\xa9", 1.0, &l), 0);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_release(l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    assert_false(tw_result_is_failure(res));
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* ==== main ========================================================================= */
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, rt_setup, rt_teardown)
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--hold") == 0)
+        return child_hold(atoi(argv[2]));
+    const struct CMUnitTest tests[] = {
+        T(test_acquire_release),
+        T(test_fifo_in_process),
+        T(test_run),
+        T(test_handoff_by_pubsub),
+        T(test_contended_counter),
+        T(test_watchdog),
+        T(test_lease_lost),
+        T(test_run_lease_lost),
+        T(test_lease_lost_server_paused),
+        T(test_fenced_set),
+        T(test_holder_killed),
+        T(test_server_restart_loses_lease),
+        T(test_cancel_and_destroy),
+        T(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, rt_group_setup, rt_group_teardown);
+}
