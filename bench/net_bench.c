@@ -61,9 +61,14 @@
  * COMMAND WORKLOAD 0 [COUNT] and prints its port (bench/net_common.h).
  *
  * usage: twine_bench_net [--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]
- *                        [--server NAME=COMMAND]... [--no-strace]
+ *                        [--server NAME=COMMAND]... [--no-strace] [--syscalls]
  *   --impl selects servers by name ("kernel blocking pair" for the probe),
- *   --no-strace skips the strace runs.
+ *   --no-strace skips the strace runs; --syscalls adds one run of every
+ *   workload and server under strace -c -f and prints the server's system
+ *   calls per operation, by name, the ten most frequent (not in the CSV;
+ *   the count covers the server's whole life, start-up, warm-up and exit
+ *   included, which is under 1% of a full-size run's calls except in
+ *   write_batch, whose 8 MB take few calls).
  */
 #define _GNU_SOURCE
 #include "bench_util.h"
@@ -137,6 +142,7 @@ static struct server servers[MAX_SERVERS];
 static int n_servers;
 static const char *impl_list;
 static bool use_strace = true;
+static bool count_syscalls; /* --syscalls */
 static const char *strace_path;
 static char strace_out[PATH_MAX];
 
@@ -233,21 +239,26 @@ static pid_t strace_child(pid_t strace)
     return (pid_t)pid;
 }
 
-static void server_start(struct server *s, int workload, long count, bool traced)
+/* Starts server s for workload (count: write_batch's messages). trace: NULL,
+ * or an strace -e expression ("" for every call): the server then runs under
+ * strace -c -f, whose table goes to strace_out when it exits. */
+static void server_start(struct server *s, int workload, long count, const char *trace)
 {
     char *argv[40], portarg[] = "0", countarg[32], line[32];
     int p[2], argc = 0, i;
     size_t got = 0;
     pid_t parent = getpid();
 
-    if (traced) {
+    if (trace) {
         argv[argc++] = (char *)strace_path;
         argv[argc++] = "-f";
         argv[argc++] = "-qq";
         argv[argc++] = "-c";
-        argv[argc++] = "--seccomp-bpf";
-        argv[argc++] = "-e";
-        argv[argc++] = "trace=write,writev,sendmsg,sendto";
+        if (*trace) {
+            argv[argc++] = "--seccomp-bpf"; /* only the traced calls stop the server */
+            argv[argc++] = "-e";
+            argv[argc++] = (char *)trace;
+        }
         argv[argc++] = "-o";
         argv[argc++] = strace_out;
     }
@@ -295,7 +306,7 @@ static void server_start(struct server *s, int workload, long count, bool traced
     s->port = atoi(line);
     if (s->port <= 0 || s->port > 65535)
         invalid(s, net_workload_names[workload], "the server printed '%s', not its port", line);
-    if (traced)
+    if (trace)
         s->server = strace_child(s->pid);
     bench_watch_child(0);
 }
@@ -776,43 +787,6 @@ static void run_write_batch(struct server *s, long count, struct run *r)
         invalid(s, "tcp_write_batch", "%lld of %lld bytes arrived", off, total);
 }
 
-/* The server's write system calls in one write_batch run under strace, per
- * 1000 messages; < 0 when strace gave no count. */
-static double strace_writes(struct server *s, long count)
-{
-    struct run r;
-    char line[256];
-    long calls = 0;
-    bool any = false;
-    FILE *f;
-
-    bench_watch("tcp_write_batch under strace");
-    server_start(s, NET_WRITE_BATCH, count, true);
-    run_write_batch(s, count, &r);
-    server_stop(s, "tcp_write_batch");
-    bench_watch(NULL);
-    f = fopen(strace_out, "r");
-    if (!f)
-        return -1;
-    /* "% time seconds usecs/call calls [errors] syscall" rows; the last row
-     * is the total */
-    while (fgets(line, sizeof line, f)) {
-        char name[64];
-        long c;
-        if (sscanf(line, "%*f %*f %*d %ld %*[0-9 ] %63s", &c, name) == 2 ||
-            sscanf(line, "%*f %*f %*d %ld %63s", &c, name) == 2) {
-            if (strcmp(name, "write") == 0 || strcmp(name, "writev") == 0 ||
-                strcmp(name, "sendmsg") == 0 || strcmp(name, "sendto") == 0) {
-                calls += c;
-                any = true;
-            }
-        }
-    }
-    fclose(f);
-    unlink(strace_out);
-    return any ? (double)calls * 1000.0 / (double)count : -1;
-}
-
 /* ---- workloads ---------------------------------------------------------------------- */
 struct workload {
     const char *name; /* tcp_pingpong, ... */
@@ -846,6 +820,65 @@ static void run_one(const struct workload *w, struct server *s, bool warm, struc
     }
 }
 
+/* ---- system calls, counted by strace ------------------------------------------------ */
+/* A system call's count in an strace -c table. */
+struct syscall_count {
+    char name[32];
+    long calls; /* failed calls included */
+};
+
+static int by_calls(const void *a, const void *b)
+{
+    const struct syscall_count *x = a, *y = b;
+    return (y->calls > x->calls) - (y->calls < x->calls);
+}
+
+/* Reads the table strace -c left in strace_out (and removes the file) into
+ * out[0..max), most calls first; returns how many rows it read. */
+static int strace_table(struct syscall_count *out, int max)
+{
+    char line[256];
+    int n = 0;
+    FILE *f = fopen(strace_out, "r");
+
+    if (!f)
+        return 0;
+    /* "% time seconds usecs/call calls [errors] syscall" rows, then the total */
+    while (n < max && fgets(line, sizeof line, f)) {
+        struct syscall_count *c = &out[n];
+        if ((sscanf(line, "%*f %*f %*d %ld %*[0-9 ] %31s", &c->calls, c->name) == 2 ||
+             sscanf(line, "%*f %*f %*d %ld %31s", &c->calls, c->name) == 2) &&
+            strcmp(c->name, "total") != 0)
+            n++;
+    }
+    fclose(f);
+    unlink(strace_out);
+    qsort(out, (size_t)n, sizeof *out, by_calls);
+    return n;
+}
+
+/* One more run of workload w on server s, started under strace -c -f with the
+ * -e expression trace ("" for every call): the rows of its table in out,
+ * most calls first, and how many there are; the run's operations in *ops.
+ * The server's whole life is counted: starting, listening, the run (its
+ * connections included) and exiting. ptrace slows every traced call, so the
+ * run gives no other figure. */
+static int strace_run(const struct workload *w, struct server *s, const char *trace,
+                      struct syscall_count *out, int max, double *ops)
+{
+    char what[128];
+    struct run r;
+
+    snprintf(what, sizeof what, "%.40s / %.63s under strace", w->name, s->name);
+    bench_watch(what);
+    server_start(s, w->kind, bench_scaled(NET_BATCH_COUNT), trace);
+    run_one(w, s, false, &r);
+    server_stop(s, w->name);
+    bench_watch(NULL);
+    *ops = r.ops;
+    return strace_table(out, max);
+}
+
 static void run_workload(const struct workload *w)
 {
     static struct run runs[MAX_SERVERS][BENCH_REPS];
@@ -863,7 +896,7 @@ static void run_workload(const struct workload *w)
     for (i = 0; i < n_servers; i++) {
         snprintf(what, sizeof what, "%.40s / %.63s (start and warm-up)", w->name, servers[i].name);
         bench_watch(what);
-        server_start(&servers[i], w->kind, bench_scaled(NET_BATCH_COUNT), false);
+        server_start(&servers[i], w->kind, bench_scaled(NET_BATCH_COUNT), NULL);
         run_one(w, &servers[i], true, &warm);
     }
     for (rep = 0; rep < BENCH_REPS; rep++) {
@@ -923,19 +956,39 @@ static void run_workload(const struct workload *w)
 
     if (w->kind == NET_WRITE_BATCH && use_strace) {
         for (i = 0; i < n_servers; i++) {
-            double writes = strace_writes(&servers[i], bench_scaled(NET_BATCH_COUNT));
-            if (writes < 0) {
+            struct syscall_count calls[8];
+            double ops, writes = 0;
+            int n = strace_run(w, &servers[i], "trace=write,writev,sendmsg,sendto", calls,
+                               BENCH_COUNT_OF(calls), &ops);
+            if (n == 0) {
                 printf("  (%s: strace gave no count)\n", servers[i].name);
                 continue;
             }
+            while (n-- > 0)
+                writes += (double)calls[n].calls;
+            /* ops is MB: messages = ops * 10^6 / 8 */
+            writes *= 1000.0 / (ops * 1e6 / NET_BATCH_MSG);
             bench_record("tcp_write_batch_writes", servers[i].name, "writes/1000 msgs", false,
                          &writes, 1);
+        }
+    }
+    if (count_syscalls && strace_path) {
+        for (i = 0; i < n_servers; i++) {
+            struct syscall_count calls[64];
+            double ops;
+            int n = strace_run(w, &servers[i], "", calls, BENCH_COUNT_OF(calls), &ops), k;
+            printf("  %-24s %-26s system calls per %s:", w->name, servers[i].name,
+                   strchr(w->cpu_unit, '/') + 1);
+            for (k = 0; k < n && k < 10 && (double)calls[k].calls / ops >= 0.01; k++)
+                printf(" %s %.3g", calls[k].name, (double)calls[k].calls / ops);
+            printf("\n");
         }
     }
     printf("\n");
 }
 
-/* Takes this program's own options (--server NAME=COMMAND, --no-strace) out
+/* Takes this program's own options (--server NAME=COMMAND, --no-strace,
+ * --syscalls) out
  * of argv and returns the new argc. */
 static int own_options(int argc, char **argv, const char **server_opts, int *n_server_opts)
 {
@@ -947,6 +1000,8 @@ static int own_options(int argc, char **argv, const char **server_opts, int *n_s
             server_opts[(*n_server_opts)++] = argv[++i];
         } else if (strcmp(argv[i], "--no-strace") == 0) {
             use_strace = false;
+        } else if (strcmp(argv[i], "--syscalls") == 0) {
+            count_syscalls = true;
         } else {
             argv[out++] = argv[i];
         }
@@ -975,7 +1030,7 @@ int main(int argc, char **argv)
     argc = own_options(argc, argv, server_opts, &n_server_opts);
     if (!bench_parse_args(argc, argv, true, NULL,
                           "[--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]] "
-                          "[--server NAME=COMMAND]... [--no-strace]",
+                          "[--server NAME=COMMAND]... [--no-strace] [--syscalls]",
                           &args))
         return 2;
     impl_list = args.impl;
@@ -994,9 +1049,10 @@ int main(int argc, char **argv)
         name[eq - server_opts[i]] = '\0';
         server_add(name, eq + 1);
     }
-    if (use_strace && !(strace_path = find_strace())) {
+    strace_path = find_strace();
+    if (!strace_path && (use_strace || count_syscalls)) {
         printf("  (strace not found: no tcp_write_batch_writes rows; Debian: strace)\n");
-        use_strace = false;
+        use_strace = count_syscalls = false;
     }
     snprintf(strace_out, sizeof strace_out, "/tmp/twine_bench_net.%d.strace", (int)getpid());
 
