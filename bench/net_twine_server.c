@@ -14,8 +14,11 @@
  * The listener is tw_reactor_listen on 127.0.0.1 with a backlog of
  * NET_BACKLOG; TCP_NODELAY is the transports' default (set on the listening
  * socket, which passes it on). SIGTERM: tw_reactor_handle_signals stops the
- * reactor, whose shutdown closes every connection. A write or close that
- * fails is counted and makes the exit status 1.
+ * reactor, whose shutdown closes every connection. As in the other twine
+ * benchmarks, the run is invalid (exit status 1, so the client rejects it)
+ * if a write or close failed, if twine reported anything through the
+ * diagnostic hook, or if a block twine allocated is still live once the
+ * reactor is destroyed.
  *
  * usage: net_twine_server pingpong|stream|accept|write_batch PORT [COUNT]
  */
@@ -26,6 +29,16 @@
 static long batch_count;
 static unsigned char *batch_msgs;
 static long write_errors; /* a write that failed: reported at exit */
+static long diag_reports; /* atomic: a report may come from a pool thread */
+
+static void on_diag(void *ctx, const tw_diag *d)
+{
+    (void)ctx;
+    if (__atomic_fetch_add(&diag_reports, 1, __ATOMIC_RELAXED) == 0)
+        fprintf(stderr, "net_twine_server: twine reported (%d, %s) in %s: %s\n", (int)d->kind,
+                tw_strerror(d->code), d->function ? d->function : "?",
+                d->message ? d->message : "");
+}
 
 static void echo_received(void *ctx, tw_transport *t, const void *data, size_t len)
 {
@@ -75,8 +88,10 @@ int main(int argc, char **argv)
     tw_address addr;
     tw_reactor *r;
     int workload, port, rc;
+    size_t live0 = tw_allocator_live();
 
     net_server_args(argc, argv, &workload, &port, &batch_count);
+    tw_set_diag_hook(on_diag, NULL);
     if (workload == NET_WRITE_BATCH)
         batch_msgs = net_batch_alloc(batch_count);
     factory.protocol = &protocols[workload];
@@ -101,6 +116,13 @@ int main(int argc, char **argv)
     free(batch_msgs);
     if (write_errors) {
         fprintf(stderr, "net_twine_server: %ld writes failed\n", write_errors);
+        return 1;
+    }
+    if (__atomic_load_n(&diag_reports, __ATOMIC_RELAXED) != 0)
+        return 1;
+    if (tw_allocator_live() != live0) {
+        fprintf(stderr, "net_twine_server: %zu twine blocks still allocated\n",
+                tw_allocator_live() - live0);
         return 1;
     }
     return 0;
