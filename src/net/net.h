@@ -12,6 +12,7 @@
 #include <twine/net.h>
 
 #include "base/diag.h"
+#include "reactor/owner.h"
 
 /* ---- sizes ----------------------------------------------------------------- */
 #define TW__NET_RBUF (64 * 1024)    /* the read buffer, one per reactor */
@@ -248,7 +249,6 @@ bool tw__listener_backing_off(const tw_listener *l);
 
 /* ---- thread checks ------------------------------------------------------------------------ */
 #ifdef TW_DEBUG
-uint32_t tw__reactor_thread(const tw_reactor *r); /* src/reactor/owner.c */
 #define TW__NCHECK(r, what, fn)                                                          \
     do {                                                                                 \
         uint32_t owner_ = tw__reactor_thread(r);                                         \
