@@ -357,7 +357,11 @@ typedef struct tw_list_result {
  * tw_gather_results describes. Cancelling a list that has not fired cancels
  * every input that has not reached it; a fired list cancels like any
  * Deferred (only what it waits on). TW_EINVAL for unknown flags or a NULL
- * input (nothing is attached then). */
+ * input (nothing is attached then).
+ * Kept on purpose, unlike Twisted: an empty list with
+ * TW_LIST_FIRE_ON_ONE_CALLBACK fires at once (index SIZE_MAX, no items),
+ * where Twisted's never fires; no input could ever fire it, so its callbacks
+ * would only wait forever. */
 TW_API int tw_deferred_list(tw_deferred *const *inputs, size_t n, unsigned flags,
                             tw_deferred **out);
 /* A list with TW_LIST_FIRE_ON_ONE_ERRBACK: fires with the same
@@ -413,7 +417,11 @@ typedef struct tw_dsem {
     tw__dprim p;
 } tw_dsem;
 
-/* tokens >= 1, else TW_EINVAL. A zeroed tw_dsem must be initialised. */
+/* The most tokens a DeferredSemaphore holds: TW_SEM_VALUE_MAX, as a tw_sem. */
+#define TW_DSEM_TOKENS_MAX 0x7fffffffu
+/* 1 <= tokens <= TW_DSEM_TOKENS_MAX, else TW_EINVAL (a -1 passed by mistake
+ * arrives as 4294967295 and is refused). A zeroed tw_dsem must be
+ * initialised. */
 TW_API int tw_dsem_init(tw_dsem *s, uint32_t tokens);
 TW_API int tw_dsem_acquire(tw_dsem *s, tw_deferred **out);
 /* TW_EOVERFLOW when every token is already back (more releases than grants). */

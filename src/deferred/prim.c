@@ -12,7 +12,12 @@
  * acquire() grants at once only when held < limit and no one waits, so a
  * grant returned inside a hand-off cannot be taken ahead of the queue. Each
  * waiter on the list is held by one reference of the list's. */
+#include <twine/sync.h>
+
 #include "deferred/deferred.h"
+
+_Static_assert(TW_DSEM_TOKENS_MAX == TW_SEM_VALUE_MAX,
+               "a DeferredSemaphore holds what a Semaphore holds");
 
 static inline uint32_t lim(const tw__dprim *p)
 {
@@ -178,7 +183,9 @@ size_t tw_dlock_waiting(const tw_dlock *l)
 
 int tw_dsem_init(tw_dsem *s, uint32_t tokens)
 {
-    if (!s || tokens < 1)
+    /* Above the bound is almost always a negative count converted (-1
+     * arrives as 4294967295): refused, as tw_sem_init refuses it. */
+    if (!s || tokens < 1 || tokens > TW_DSEM_TOKENS_MAX)
         return TW_EINVAL;
     tw__dprim zero = {NULL, NULL, 0, 0, tokens, 0, 0};
     s->p = zero;
