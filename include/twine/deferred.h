@@ -55,9 +55,11 @@
  *     callbacks to run is reported as misuse, unpaused, and runs them.
  *
  * A failure that reaches the end of a chain and is still there when the
- * Deferred is freed is reported once, through the diagnostic hook
- * (TW_DIAG_UNHANDLED), with the code, the message and where the Deferred was
- * created.
+ * Deferred is freed is reported once: to the unhandled-failure hook
+ * (tw_set_unhandled_hook), which gets the tw_failure itself and where the
+ * Deferred was created; without one, to the diagnostic hook
+ * (TW_DIAG_UNHANDLED) as one line with the code, the message and the
+ * creation site.
  */
 #ifndef TWINE_DEFERRED_H
 #define TWINE_DEFERRED_H
@@ -185,7 +187,9 @@ TW_API tw_failure *tw_failure_find(const tw_failure *f, int code);
 TW_API int tw__failure_trap(const tw_failure *f, const int *codes, size_t n);
 
 /* Writes "TW_ENAME: message" and each cause ("; caused by ...") into buf,
- * snprintf-style: returns the full length, writes at most size bytes. */
+ * snprintf-style: returns the full length, writes at most size bytes. A code
+ * outside twine's table is the application's own and is written as
+ * "application error CODE: message". */
 TW_API size_t tw_failure_format(const tw_failure *f, char *buf, size_t size);
 
 /* ==== clocks ==============================================================
@@ -317,6 +321,24 @@ typedef tw_result (*tw_timeout_fn)(tw_result r, double seconds, void *arg);
  * result. The timer is cancelled when d's chain reaches this point first. */
 TW_API int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
                                    tw_timeout_fn on_timeout, void *arg);
+
+/* ---- unhandled failures ----
+ * What the hook is told of a Deferred freed with a failure as its result. */
+typedef struct tw_unhandled {
+    tw_failure *failure; /* borrowed for the call: tw_failure_ref it to keep it */
+    const char *file;    /* where the Deferred was created, or NULL if not recorded */
+    int line;            /* 0 when file is NULL */
+} tw_unhandled;
+typedef void (*tw_unhandled_fn)(void *ctx, const tw_unhandled *u);
+/* Installs fn (NULL restores the default: one TW_DIAG_UNHANDLED line to the
+ * diagnostic hook, which then gets nothing else). Process-wide, like the
+ * diagnostic hook: fn is called on the thread that frees the Deferred, from
+ * inside the twine call that freed it, so it must not call back into the
+ * objects that thread is using; it may keep the failure (tw_failure_ref: the
+ * count is atomic) and hand it to another thread. Thread-safe and
+ * allocation-free; a report already in progress may still reach the old
+ * hook. */
+TW_API void tw_set_unhandled_hook(tw_unhandled_fn fn, void *ctx);
 
 /* ---- inspection (mostly for tests) ---- */
 TW_API bool tw_deferred_called(const tw_deferred *d);

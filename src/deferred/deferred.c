@@ -528,22 +528,10 @@ static void abandon(tw_deferred *d)
     tw_deferred_unref(d);
 }
 
-static void report_unhandled(const tw_deferred *d)
-{
-    char text[384], msg[512];
-    tw_failure_format(d->result.ptr, text, sizeof text);
-    if (d->file)
-        snprintf(msg, sizeof msg, "Deferred created at %s:%d ended with %s", d->file, d->line,
-                 text);
-    else
-        snprintf(msg, sizeof msg, "Deferred ended with %s", text);
-    tw_diag_report(TW_DIAG_UNHANDLED, tw_failure_code(d->result.ptr), "tw_deferred_unref", msg);
-}
-
 static void destroy(tw_deferred *d)
 {
     if (tw_result_is_failure(d->result))
-        report_unhandled(d);
+        tw__deferred_report_unhandled(d->result.ptr, d->file, d->line);
     tw_result_drop(d->result);
     if (d->flags & F_HEAP_ENTRIES)
         tw__free(d->ent, (size_t)d->cap * sizeof *d->ent);

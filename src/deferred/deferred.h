@@ -109,6 +109,11 @@ void tw__deferred_wrong_thread(const tw_deferred *d, const char *function);
 #define TW__CHECK_THREAD(d, fn) ((void)0)
 #endif
 
+/* unhandled.c: reports f, the failure a Deferred created at file:line (file
+ * may be NULL) ended with when it was freed: to the unhandled-failure hook,
+ * or else to the diagnostic hook. */
+void tw__deferred_report_unhandled(tw_failure *f, const char *file, int line);
+
 /* failure.c: a failure made by a list carries the failing input's index.
  * Only on a failure nobody else holds yet. */
 void tw__failure_set_index(tw_failure *f, size_t index);
