@@ -56,6 +56,20 @@
  *     learns so, instead of waiting forever in silence. One left paused with
  *     callbacks to run is reported as misuse, unpaused, and runs them.
  *
+ * Arguments. A function given for a call that may never be made — a
+ * canceller (the Deferred fires first), on_timeout (the result arrives
+ * first), run's function (its acquire is cancelled) — comes with its
+ * argument, and the _full form of each such call also takes a drop function
+ * for that argument, as a value has one: tw_deferred_create_full,
+ * tw_deferred_add_timeout_full, tw_dlock_run_full, tw_dsem_run_full. The
+ * call then owns the argument and drops it exactly once, as soon as the
+ * function can no longer be called (after its last call, or when it is
+ * known never to come), and before returning when the call fails. The
+ * reactor's _full calls (twine/reactor.h) follow the same rule. Callbacks
+ * need no drop function: every entry of a chain is reached, on one side or
+ * the other (an abandoned Deferred runs its chain too), so
+ * tw_deferred_add_both, or a pair sharing its argument, can release it.
+ *
  * A failure that reaches the end of a chain and is still there when the
  * Deferred is freed is reported once: to the unhandled-failure hook
  * (tw_set_unhandled_hook), which gets the tw_failure itself and where the
@@ -265,6 +279,17 @@ TW_API int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, v
                                  const char *file, int line);
 #define tw_deferred_create(out, canceller, arg)                                        \
     tw_deferred_create_at((out), (canceller), (arg), __FILE__, __LINE__)
+/* The same, and the Deferred owns arg: drop(arg) (drop may be NULL) is
+ * called once the canceller can no longer run: when the Deferred has fired
+ * (by its producer, by a cancel, or abandoned), after the callbacks that
+ * firing ran and after the canceller if it is running, before the call that
+ * fired it returns; on an error return, before returning. */
+TW_API int tw_deferred_create_full(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                                   tw_drop_fn drop);
+TW_API int tw_deferred_create_full_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                                      tw_drop_fn drop, const char *file, int line);
+#define tw_deferred_create_full(out, canceller, arg, drop)                             \
+    tw_deferred_create_full_at((out), (canceller), (arg), (drop), __FILE__, __LINE__)
 
 /* Already-fired Deferreds (Twisted's succeed and fail). Consume the result
  * even on failure (TW_ENOMEM). */
@@ -324,6 +349,12 @@ typedef tw_result (*tw_timeout_fn)(tw_result r, double seconds, void *arg);
  * result. The timer is cancelled when d's chain reaches this point first. */
 TW_API int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
                                    tw_timeout_fn on_timeout, void *arg);
+/* The same, and the timeout owns arg: drop(arg) (drop may be NULL) is called
+ * once d's chain has passed the timeout's entry: after on_timeout if the
+ * timeout came first, at once if the result did (on_timeout never runs); on
+ * an error return, before returning. */
+TW_API int tw_deferred_add_timeout_full(tw_deferred *d, double seconds, tw_clock *clock,
+                                        tw_timeout_fn on_timeout, void *arg, tw_drop_fn drop);
 
 /* ---- unhandled failures ----
  * What the hook is told of a Deferred freed with a failure as its result. */
@@ -435,6 +466,13 @@ TW_API int tw_dlock_release(tw_dlock *l);
 /* out may be NULL when the caller does not need the result (a failure is
  * then reported as unhandled when the chain ends with it). */
 TW_API int tw_dlock_run(tw_dlock *l, tw_result_fn fn, void *arg, tw_deferred **out);
+/* The same, and run owns arg: drop(arg) (drop may be NULL) is called once
+ * fn's result is ready and the lock released, or, when fn never runs (the
+ * pending acquire was cancelled), once the acquire has failed; on an error
+ * return, before returning. So arg may serve a Deferred fn returns until it
+ * fires. */
+TW_API int tw_dlock_run_full(tw_dlock *l, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                             tw_deferred **out);
 TW_API bool tw_dlock_locked(const tw_dlock *l);
 TW_API size_t tw_dlock_waiting(const tw_dlock *l);
 
@@ -452,6 +490,10 @@ TW_API int tw_dsem_acquire(tw_dsem *s, tw_deferred **out);
 /* TW_EOVERFLOW when every token is already back (more releases than grants). */
 TW_API int tw_dsem_release(tw_dsem *s);
 TW_API int tw_dsem_run(tw_dsem *s, tw_result_fn fn, void *arg, tw_deferred **out);
+/* As tw_dlock_run_full: drop(arg) once the token is back, or once a
+ * cancelled acquire has failed. */
+TW_API int tw_dsem_run_full(tw_dsem *s, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                            tw_deferred **out);
 TW_API uint32_t tw_dsem_tokens(const tw_dsem *s); /* free tokens */
 TW_API uint32_t tw_dsem_limit(const tw_dsem *s);
 TW_API size_t tw_dsem_waiting(const tw_dsem *s);

@@ -97,6 +97,22 @@ int tw__deferred_new(tw_deferred **out, tw_canceller_fn canceller, void *arg, co
     return 0;
 }
 
+int tw_deferred_create_full_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                               tw_drop_fn drop, const char *file, int line)
+{
+    int rc = out ? tw__deferred_new(out, canceller, arg, file, line) : TW_EINVAL;
+    if (rc) {
+        if (drop)
+            drop(arg);
+        return rc;
+    }
+    if (drop) {
+        (*out)->canceller_drop = drop;
+        (*out)->flags |= F_CANCELLER_DROP;
+    }
+    return 0;
+}
+
 int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
                           const char *file, int line)
 {
@@ -109,6 +125,13 @@ int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, void *ar
 int tw_deferred_create(tw_deferred **out, tw_canceller_fn canceller, void *arg)
 {
     return tw_deferred_create_at(out, canceller, arg, NULL, 0);
+}
+
+#undef tw_deferred_create_full
+int tw_deferred_create_full(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                            tw_drop_fn drop)
+{
+    return tw_deferred_create_full_at(out, canceller, arg, drop, NULL, 0);
 }
 
 int tw__deferred_reserve(tw_deferred *d, uint32_t n)
@@ -314,7 +337,11 @@ void tw__deferred_run(tw_deferred *d)
         if (cur->count == 0)
             cur->head = 0;
 
-        if (e.kind & E_CHAIN) {
+        if (e.kind & (E_CHAIN | E_DROP)) {
+            if (e.kind & E_DROP) {
+                ((tw_drop_fn)e.fn)(e.arg);
+                continue;
+            }
             /* Hand the result to the Deferred waiting on cur; the entry's
              * reference to it passes to this loop (or is dropped). */
             tw_deferred *w = e.arg;
@@ -350,6 +377,31 @@ void tw__deferred_run(tw_deferred *d)
 
 /* ---- firing ------------------------------------------------------------------ */
 
+/* d has fired: its canceller can never run; its argument is dropped. */
+static void canceller_done(tw_deferred *d)
+{
+    d->flags &= ~F_CANCELLER_DROP;
+    d->canceller = NULL;
+    d->canceller_drop(d->canceller_arg);
+}
+
+/* Fires d, which has a canceller argument to drop once the chain this
+ * firing runs has run (the canceller can no longer run). When the canceller
+ * is running (it fires d itself), the cancel that runs it drops the argument
+ * after it returns. The drop may release the reference the caller fires
+ * through: d is held across it. */
+static __attribute__((noinline)) void fire_dropping(tw_deferred *d)
+{
+    if (d->flags & F_CANCELLER_RAN) {
+        tw__deferred_run(d);
+        return;
+    }
+    d->refs++;
+    tw__deferred_run(d);
+    canceller_done(d);
+    tw_deferred_unref(d);
+}
+
 int tw__deferred_fire(tw_deferred *d, tw_result r)
 {
     if (tw_result_is_deferred(r)) {
@@ -366,7 +418,10 @@ int tw__deferred_fire(tw_deferred *d, tw_result r)
     }
     d->flags |= F_CALLED;
     d->result = r;
-    tw__deferred_run(d);
+    if (__builtin_expect(d->flags & F_CANCELLER_DROP, 0))
+        fire_dropping(d);
+    else
+        tw__deferred_run(d);
     return 0;
 }
 
@@ -560,16 +615,20 @@ int tw_deferred_cancel(tw_deferred *d)
     if (d->flags & F_CALLED)
         return 0;
     d->refs++; /* the canceller may drop the last other reference */
+    bool ran = false;
     if (d->canceller) {
         if (!(d->flags & F_CANCELLER_RAN)) {
             d->flags |= F_CANCELLER_RAN;
             d->canceller(d, d->canceller_arg);
+            ran = true;
         }
     } else {
         d->flags |= F_SUPPRESS;
     }
     if (!(d->flags & F_CALLED))
         tw__deferred_fire(d, tw_result_fail(TW_ECANCELED, "Deferred was cancelled"));
+    if (ran && (d->flags & F_CANCELLER_DROP)) /* fired now, the canceller has returned */
+        canceller_done(d);
     tw_deferred_unref(d);
     return 0;
 }
@@ -626,6 +685,8 @@ static void abandon(tw_deferred *d)
         d->paused = 0;
         tw__deferred_run(d);
     } while (d->count && d->refs == 1 && !(d->flags & (F_WAITING | F_ON_STACK)));
+    if (d->flags & F_CANCELLER_DROP) /* it fired above: the canceller can no longer run */
+        canceller_done(d);
     tw_deferred_unref(d);
 }
 

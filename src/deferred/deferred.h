@@ -20,7 +20,8 @@ enum {
     E_BOTH = 3u,
     E_PAIR = 4u,  /* this entry and the next form one pair */
     E_CHAIN = 8u, /* continuation: hands the result to the Deferred in arg (holds a reference) */
-    E_RUN = 16u   /* DeferredLock/Semaphore run: fn is a tw_result_fn, the value is the primitive */
+    E_RUN = 16u,  /* DeferredLock/Semaphore run: fn is a tw_result_fn, the value is the primitive */
+    E_DROP = 32u  /* fn is a tw_drop_fn, called with arg; the result passes through */
 };
 
 typedef void (*tw__fnptr)(void);
@@ -47,7 +48,8 @@ enum {
      * that a Deferred that never meets them costs nothing more to make, fire and free. */
     F_HINT = 64u,         /* hint and hint_cuts are set */
     F_PINNED = 128u,      /* pins > 0; cuts counts hand-offs since the first pin */
-    F_DEAD = 256u         /* freed, but the block stays until the last pin goes */
+    F_DEAD = 256u,        /* freed, but the block stays until the last pin goes */
+    F_CANCELLER_DROP = 512u /* canceller_drop is set */
 };
 
 struct tw_deferred {
@@ -70,6 +72,7 @@ struct tw_deferred {
     uint64_t hint_cuts;
     uint64_t cuts;              /* with F_PINNED: hand-offs made to waiters */
     uint32_t pins;              /* with F_PINNED: hints pointing here */
+    tw_drop_fn canceller_drop;  /* with F_CANCELLER_DROP: drops canceller_arg */
 #ifdef TW_DEBUG
     uint32_t thread; /* tw__self() of the creator */
 #endif
