@@ -392,7 +392,15 @@ TW_API int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg);
  * abort: every thread waiting then, and every later wait, gets TW_EBROKEN
  * until reset. reset breaks the current cycle for its waiters (TW_EBROKEN) and
  * makes the barrier usable again. A zeroed barrier has no parties: wait
- * returns TW_EINVAL until it is initialised. */
+ * returns TW_EINVAL until it is initialised.
+ * A default timeout (Python's Barrier(parties, action, timeout)) is part of
+ * the barrier's initialisation: tw_barrier_init_timeout or
+ * TW_BARRIER_INIT_TIMEOUT. tw_barrier_wait, which has no timeout of its
+ * own, then waits at most that long, and like a timed wait breaks the
+ * barrier when it runs out; tw_barrier_wait_timeout's own timeout always
+ * wins (a negative one waits forever). tw_barrier_init, TW_BARRIER_INIT and
+ * a zeroed barrier have none: wait blocks until the cycle completes. reset
+ * keeps the default. */
 struct tw__barrier_waiter;
 
 typedef struct tw_barrier {
@@ -405,15 +413,28 @@ typedef struct tw_barrier {
     int (*action)(void *arg);
     void *arg;
     struct tw__barrier_waiter *head; /* waiters of this cycle, newest first */
+    uint32_t timed;  /* tw_barrier_wait uses `timeout` (0: it waits forever) */
+    double timeout;  /* the default timeout, in seconds, when timed */
 } tw_barrier;
 
 #define TW_BARRIER_INIT(parties, action, arg) \
-    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL}
+    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL, 0, 0.0}
+/* With a default timeout for tw_barrier_wait, in seconds (a NaN makes every
+ * wait TW_EINVAL). */
+#define TW_BARRIER_INIT_TIMEOUT(parties, action, arg, timeout) \
+    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL, 1, (timeout)}
 #define TW_BARRIER_PARTIES_MAX 0x7fffffffu
 
 /* 0, or TW_EINVAL (NULL, parties 0 or above TW_BARRIER_PARTIES_MAX). Only on an unused barrier. */
 TW_API int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg);
-/* The arrival index (>= 0), or TW_EBROKEN / TW_EINVAL. */
+/* The same with a default timeout for tw_barrier_wait, in seconds, as a
+ * timed wait takes it (negative: forever; 0: do not block). TW_EINVAL also
+ * for a NaN timeout. */
+TW_API int tw_barrier_init_timeout(tw_barrier *b, uint32_t parties, int (*action)(void *arg),
+                                   void *arg, double timeout);
+/* The arrival index (>= 0), or TW_EBROKEN / TW_EINVAL. With a default
+ * timeout, waits at most that long: when it runs out the barrier breaks and
+ * TW_EBROKEN is returned, as from tw_barrier_wait_timeout. */
 TW_API int tw_barrier_wait(tw_barrier *b);
 /* Completes the cycle if the caller is the last party (returns its index);
  * otherwise TW_EBUSY without joining or breaking anything. */

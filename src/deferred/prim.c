@@ -12,7 +12,12 @@
  * acquire() grants at once only when held < limit and no one waits, so a
  * grant returned inside a hand-off cannot be taken ahead of the queue. Each
  * waiter on the list is held by one reference of the list's. */
+#include <twine/sync.h>
+
 #include "deferred/deferred.h"
+
+_Static_assert(TW_DSEM_TOKENS_MAX == TW_SEM_VALUE_MAX,
+               "a DeferredSemaphore holds what a Semaphore holds");
 
 static inline uint32_t lim(const tw__dprim *p)
 {
@@ -122,20 +127,36 @@ tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg)
     return out;
 }
 
-static int run(tw__dprim *p, tw_result_fn fn, void *arg, tw_deferred **out)
+/* fn(arg) once granted; drop(arg) (if any) once the chain is past that
+ * entry: after the release, or when the acquire failed (cancelled) and fn
+ * never ran. */
+static int run(tw__dprim *p, tw_result_fn fn, void *arg, tw_drop_fn drop, tw_deferred **out)
 {
     tw_deferred *d;
     int rc = acquire(p, &d);
-    if (rc)
+    if (rc) {
+        if (drop)
+            drop(arg);
         return rc;
-    /* A fresh Deferred has inline room: this cannot fail. */
+    }
+    /* A fresh Deferred has inline room for both: this cannot fail. */
     tw__deferred_push(d, (tw__fnptr)fn, arg, E_RUN | E_VALUE);
+    if (drop)
+        tw__deferred_push(d, (tw__fnptr)drop, arg, E_DROP | E_BOTH);
     tw__deferred_run(d);
     if (out)
         *out = d;
     else
         tw_deferred_unref(d);
     return 0;
+}
+
+/* Bad arguments: the argument is still consumed. */
+static int refuse(void *arg, tw_drop_fn drop)
+{
+    if (drop)
+        drop(arg);
+    return TW_EINVAL;
 }
 
 /* ---- DeferredLock ---- */
@@ -161,7 +182,16 @@ int tw_dlock_run(tw_dlock *l, tw_result_fn fn, void *arg, tw_deferred **out)
     if (!l || !fn || l->p.limit > 1)
         return TW_EINVAL;
     check_thread(&l->p, "tw_dlock_run");
-    return run(&l->p, fn, arg, out);
+    return run(&l->p, fn, arg, NULL, out);
+}
+
+int tw_dlock_run_full(tw_dlock *l, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                      tw_deferred **out)
+{
+    if (!l || !fn || l->p.limit > 1)
+        return refuse(arg, drop);
+    check_thread(&l->p, "tw_dlock_run_full");
+    return run(&l->p, fn, arg, drop, out);
 }
 
 bool tw_dlock_locked(const tw_dlock *l)
@@ -178,7 +208,9 @@ size_t tw_dlock_waiting(const tw_dlock *l)
 
 int tw_dsem_init(tw_dsem *s, uint32_t tokens)
 {
-    if (!s || tokens < 1)
+    /* Above the bound is almost always a negative count converted (-1
+     * arrives as 4294967295): refused, as tw_sem_init refuses it. */
+    if (!s || tokens < 1 || tokens > TW_DSEM_TOKENS_MAX)
         return TW_EINVAL;
     tw__dprim zero = {NULL, NULL, 0, 0, tokens, 0, 0};
     s->p = zero;
@@ -206,7 +238,16 @@ int tw_dsem_run(tw_dsem *s, tw_result_fn fn, void *arg, tw_deferred **out)
     if (!s || !fn || s->p.limit == 0)
         return TW_EINVAL;
     check_thread(&s->p, "tw_dsem_run");
-    return run(&s->p, fn, arg, out);
+    return run(&s->p, fn, arg, NULL, out);
+}
+
+int tw_dsem_run_full(tw_dsem *s, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                     tw_deferred **out)
+{
+    if (!s || !fn || s->p.limit == 0)
+        return refuse(arg, drop);
+    check_thread(&s->p, "tw_dsem_run_full");
+    return run(&s->p, fn, arg, drop, out);
 }
 
 uint32_t tw_dsem_tokens(const tw_dsem *s)

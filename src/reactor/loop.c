@@ -260,8 +260,11 @@ static void start(tw_reactor *r)
             r->startup_tail = &r->startup;
         tw_call_fn fn = s->fn;
         void *arg = s->arg;
+        tw_drop_fn drop = s->drop;
         TW__DELETE(s);
         fn(arg);
+        if (drop)
+            drop(arg);
     }
 }
 
@@ -407,7 +410,7 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
     return 0;
 }
 
-int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
+static int when_running(tw_reactor *r, tw_call_fn fn, void *arg, tw_drop_fn drop)
 {
     if (!r || !fn)
         return TW_EINVAL;
@@ -416,6 +419,8 @@ int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
         return TW_ESHUTDOWN;
     if (r->state != R_NEW) {
         fn(arg);
+        if (drop)
+            drop(arg);
         return 0;
     }
     tw__startup *s = TW__NEW(tw__startup);
@@ -423,9 +428,23 @@ int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
         return TW_ENOMEM;
     s->fn = fn;
     s->arg = arg;
+    s->drop = drop;
     *r->startup_tail = s;
     r->startup_tail = &s->next;
     return 0;
+}
+
+int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
+{
+    return when_running(r, fn, arg, NULL);
+}
+
+int tw_reactor_call_when_running_full(tw_reactor *r, tw_call_fn fn, void *arg, tw_drop_fn drop)
+{
+    int rc = when_running(r, fn, arg, drop);
+    if (rc && drop)
+        drop(arg);
+    return rc;
 }
 
 int tw_reactor_destroy(tw_reactor *r)
@@ -449,9 +468,11 @@ int tw_reactor_destroy(tw_reactor *r)
     bool abandoned = tw__threads_destroy(r);
     tw__clock_detach(r);
     free_triggers(r);
-    while (r->startup) {
+    while (r->startup) { /* never run: the reactor never ran */
         tw__startup *s = r->startup;
         r->startup = s->next;
+        if (s->drop)
+            s->drop(s->arg);
         TW__DELETE(s);
     }
     tw__io_destroy(r);

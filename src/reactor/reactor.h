@@ -67,6 +67,7 @@ struct tw_delayed_call {
     size_t index; /* in the heap while pending */
     tw_call_fn fn;
     void *arg;
+    tw_drop_fn drop; /* of arg, once the call ran or never will; may be NULL */
     uint32_t refs; /* the reactor's while pending, plus handles */
     uint8_t state; /* DC_PENDING, DC_RAN, DC_CANCELLED */
     struct tw__rclock *rclock; /* made through tw_clock: its handle's references (to
@@ -101,6 +102,7 @@ typedef struct tw__startup {
     struct tw__startup *next;
     tw_call_fn fn;
     void *arg;
+    tw_drop_fn drop; /* of arg, once fn ran or never will; may be NULL */
 } tw__startup;
 
 

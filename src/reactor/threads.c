@@ -38,6 +38,7 @@ struct tw__dthread {
     tw_deferred *d; /* loop side: the record's reference */
     tw_thread_fn fn;
     void *arg;
+    tw_drop_fn drop; /* of arg, on the pool thread once fn returned or was skipped */
     tw_cancel cancel;
     tw_result result; /* written by the task before it posts `back` */
     uint32_t refs;    /* atomic: the loop's and the task's */
@@ -198,6 +199,8 @@ static int dthread_task(void *arg)
         t->result = t->fn(t->arg, &t->cancel);
     else
         t->result = tw_result_none(); /* cancelled before it started: never runs */
+    if (t->drop)
+        t->drop(t->arg);
     if (tw_reactor_post(t->r, &t->back) != 0) {
         /* The reactor has shut down and failed the Deferred already. */
         if (tw_result_is_deferred(t->result))
@@ -222,8 +225,9 @@ static void dthread_cancel(tw_deferred *d, void *arg)
                                 __ATOMIC_ACQUIRE);
 }
 
-int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
-                            tw_deferred **out)
+/* On an error, arg stays the caller's. */
+static int defer(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg, tw_drop_fn drop,
+                 tw_deferred **out)
 {
     if (!r || !p || !fn || !out)
         return TW_EINVAL;
@@ -245,6 +249,7 @@ int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *ar
     t->d = d; /* the record's reference; the caller gets another */
     t->fn = fn;
     t->arg = arg;
+    t->drop = drop;
     t->cancel.ev = (tw_event)TW_EVENT_INIT;
     t->result = tw_result_none();
     t->refs = 2;
@@ -261,6 +266,12 @@ int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *ar
     return 0;
 }
 
+int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
+                            tw_deferred **out)
+{
+    return defer(r, p, fn, arg, NULL, out);
+}
+
 int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **out)
 {
     if (!r || !fn || !out)
@@ -268,7 +279,22 @@ int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **
     TW__RCHECK(r, "tw_defer_to_thread");
     tw_pool *p;
     int rc = pool(r, &p);
-    return rc ? rc : tw_defer_to_thread_pool(r, p, fn, arg, out);
+    return rc ? rc : defer(r, p, fn, arg, NULL, out);
+}
+
+int tw_defer_to_thread_full(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
+                            tw_drop_fn drop, tw_deferred **out)
+{
+    int rc = TW_EINVAL;
+    if (r && fn && out) {
+        TW__RCHECK(r, "tw_defer_to_thread_full");
+        rc = p ? 0 : pool(r, &p);
+        if (rc == 0)
+            rc = defer(r, p, fn, arg, drop, out);
+    }
+    if (rc && drop)
+        drop(arg);
+    return rc;
 }
 
 /* ---- blocking_call_from_thread ------------------------------------------------------ */
