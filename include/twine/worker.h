@@ -260,7 +260,8 @@ TW_API int tw_pool_destroy(tw_pool *p);
  * marked. shutdown: put fails with TW_ESHUTDOWN; get drains what is left and
  * then fails with TW_ESHUTDOWN instead of blocking; with `immediate`, the
  * remaining items are handed to the drop function (if any) and removed, and
- * get fails at once. Waiters are woken by shutdown. */
+ * get fails at once. Waiters are woken by shutdown. is_shutdown says whether
+ * shutdown has been called (Python 3.13's Queue.is_shutdown). */
 typedef struct tw_queue tw_queue;
 
 enum tw_queue_kind { TW_QUEUE_FIFO = 0, TW_QUEUE_LIFO = 1, TW_QUEUE_PRIORITY = 2 };
@@ -291,6 +292,8 @@ TW_API int tw_queue_task_done(tw_queue *q);
 TW_API int tw_queue_join(tw_queue *q);
 TW_API int tw_queue_join_timeout(tw_queue *q, double timeout);
 TW_API int tw_queue_shutdown(tw_queue *q, bool immediate);
+/* true once tw_queue_shutdown has been called (either kind); false for NULL. */
+TW_API bool tw_queue_is_shutdown(tw_queue *q);
 /* Frees the queue, handing remaining items to drop. No thread may be using it. */
 TW_API int tw_queue_destroy(tw_queue *q);
 
