@@ -111,9 +111,10 @@ TW_API int tw_thread_worker_create(tw_worker **out);
  * Runs each task at once in the calling thread while holding `lock`;
  * exclusive. A task submitted from inside a running task of the same worker
  * runs after the current one (in the same thread, still under the lock),
- * not nested. quit only refuses new work; a submission in progress finishes
- * everything it queued. The lock must outlive the worker. A task's non-zero
- * result goes to the diagnostic hook. */
+ * not nested. quit only refuses new work — including a submit still waiting
+ * for the lock when quit is called: once quit returns, nothing starts but
+ * what a submission already running queued, which it finishes. The lock must
+ * outlive the worker. A task's non-zero result goes to the diagnostic hook. */
 TW_API int tw_lock_worker_create(tw_lock *lock, tw_worker **out);
 
 /* ==== memory worker =======================================================
