@@ -25,7 +25,9 @@
  *
  * Shutdown. After quit, submit returns TW_EQUIT and the task is not taken; a
  * second quit returns TW_EQUIT. Work accepted before quit still runs. Every
- * task is either accepted and run, or refused at submission with an error.
+ * task is either accepted and run, or refused at submission with an error:
+ * a submit that races a quit either returns 0 and its task runs, or loses the
+ * race and returns TW_EQUIT — never 0 for a task that then never runs.
  *
  * Threads. Everything here may be called from any thread, except where noted.
  */
@@ -145,7 +147,8 @@ TW_API size_t tw_memory_worker_pending(tw_worker *w);
  * idle ones first, busy ones after their current task (and only when no
  * backlog is waiting for them). quit: no new work; the backlog still runs;
  * workers are retired as they become idle; the coordinator is quit when the
- * last one is gone.
+ * last one is gone. A submit, grow or shrink racing quit either is accepted
+ * before the quit (and runs) or returns TW_EQUIT.
  *
  * A task's non-zero result goes to the error hook (default: the diagnostic
  * hook); the team's bookkeeping runs no matter what the task returned. */

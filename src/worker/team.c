@@ -22,6 +22,13 @@
  * at the team (a recycle message belongs to a member, which destroy also
  * waits for).
  *
+ * Quit races. A submit, grow or shrink is counted in `pending` by a CAS that
+ * fails once tw_team_quit has set the CLOSED bit (in the same add that counts
+ * the quit message): it is counted before the quit, and the final step waits
+ * for it, or it is refused. The final step (maybe_quit_coordinator) runs only
+ * with the count at 0 under CLOSED, when no message can ever come again, so
+ * nothing reaches the coordinator after it is quit.
+ *
  * A task's result goes to the error hook in the worker's thread, right after
  * the task; the recycle message is sent whatever the result was.
  *
@@ -183,8 +190,14 @@ struct tw_team {
 
     /* Pushed by submitters, taken by the coordinator. */
     _Alignas(64) tw_task *incoming; /* atomic: newest first */
-    /* Written by submitters (slow path) and messages: a line of its own. */
-    _Alignas(64) size_t pending; /* atomic: messages on the coordinator */
+    /* Written by submitters (slow path) and messages: a line of its own.
+     * Bits below CLOSED count the messages posted and not yet run; CLOSED is
+     * set by tw_team_quit in the same step that counts its own message. A
+     * message is counted only while CLOSED is clear (post), so once the count
+     * is back to 0 with CLOSED set, none can ever come again: that is the
+     * moment the final step may quit the coordinator. */
+    _Alignas(64) size_t pending; /* atomic */
+
     /* Kept off the coordinator's line: measured faster with two workers on
      * different CPUs than a plain store next to the backlog. */
     _Alignas(64) uint64_t completed; /* atomic */
@@ -204,9 +217,28 @@ static int team_quit_op(tw_worker *w);
 static int team_destroy_op(tw_worker *w);
 static const tw_worker_ops team_ops = {"team", false, team_submit_op, team_quit_op, team_destroy_op};
 
+#define CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1)) /* in `pending` */
+
 static void set_count(size_t *field, size_t v)
 {
     __atomic_store_n(field, v, __ATOMIC_RELAXED);
+}
+
+/* Tests: see tw__team_set_probe. Written only by tests, while no thread it
+ * could concern runs. */
+static void (*probe_fn)(int where, tw_task *task);
+
+void tw__team_set_probe(void (*probe)(int where, tw_task *task))
+{
+    __atomic_store_n(&probe_fn, probe, __ATOMIC_RELAXED);
+}
+
+/* A relaxed load and a branch predicted not taken: nothing on the hot paths. */
+static inline void probe(int where, tw_task *task)
+{
+    void (*fn)(int, tw_task *) = __atomic_load_n(&probe_fn, __ATOMIC_RELAXED);
+    if (__builtin_expect(fn != NULL, 0))
+        fn(where, task);
 }
 
 /* Sends a recycle message. Not counted in `pending`: a member with a recycle
@@ -217,14 +249,27 @@ static void post_recycle(tw_team *t, member *m)
     t->coord->ops->submit(t->coord, &m->done);
 }
 
-/* Sends a message to the coordinator. The coordinator refuses only after the
- * team has quit it, which happens once no member and no message is left. */
+/* Counts a message and sends it to the coordinator; TW_EQUIT once the team
+ * has quit. Counting and the quit check are one CAS on `pending`, so a
+ * message is either counted before tw_team_quit closed it — then the final
+ * step waits for it, and the coordinator, which the team quits only in that
+ * step, takes it — or refused. A quit flag read first and a count added after
+ * would leave a window in which the final step saw no message and quit the
+ * coordinator under a message it had just been given. Relaxed: the message
+ * itself travels through the coordinator's submit, which orders it. */
 static int post(tw_team *t, tw_task *msg)
 {
+    size_t v;
     int rc;
-    __atomic_fetch_add(&t->pending, 1, __ATOMIC_RELAXED);
+    probe(TW__TEAM_AT_POST, msg);
+    v = __atomic_load_n(&t->pending, __ATOMIC_RELAXED);
+    do {
+        if (v & CLOSED)
+            return TW_EQUIT;
+    } while (!__atomic_compare_exchange_n(&t->pending, &v, v + 1, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
     rc = t->coord->ops->submit(t->coord, msg);
-    if (rc != 0)
+    if (rc != 0) /* only a coordinator quit from outside the team refuses */
         __atomic_fetch_sub(&t->pending, 1, __ATOMIC_RELAXED);
     return rc;
 }
@@ -233,13 +278,13 @@ static void maybe_quit_coordinator(tw_team *t);
 
 /* Every counted message ends by calling this. While the team is not quitting,
  * the decrement is its last access to the team (quitting is read first).
- * While quitting, the message that brings pending to 0 may quit the
+ * While quitting, the message that brings the count to 0 may quit the
  * coordinator; destroy waits for that too. */
 static void message_done(tw_team *t)
 {
     bool quitting = t->quitting;
     /* release: destroy's acquire load sees everything the message did. */
-    if (__atomic_sub_fetch(&t->pending, 1, __ATOMIC_ACQ_REL) == 0 && quitting)
+    if ((__atomic_sub_fetch(&t->pending, 1, __ATOMIC_ACQ_REL) & ~CLOSED) == 0 && quitting)
         maybe_quit_coordinator(t);
 }
 
@@ -452,7 +497,7 @@ static void maybe_quit_coordinator(tw_team *t)
     tw_task *task;
     tw_worker *coord = t->coord;
     if (!t->quitting || t->coord_quit || t->n_busy != 0 || t->n_idle != 0 ||
-        __atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0)
+        (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) & ~CLOSED) != 0)
         return;
     if (waiting(t) > 0) {
         fill(t);
@@ -643,6 +688,7 @@ static int run_member_task(void *arg)
         if (!(task = ring_take(t)))
             break;
     }
+    probe(TW__TEAM_AT_RECYCLE, NULL);
     post_recycle(t, m); /* cannot be refused: the coordinator outlives members */
     return 0;
 }
@@ -799,15 +845,6 @@ size_t tw__team_members(tw_team *t)
            __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
 }
 
-/* Tests: see tw__team_set_offer_pause. Written only by tests, before the
- * submitters it concerns start (or after they stopped). */
-static void (*offer_pause)(tw_task *task);
-
-void tw__team_set_offer_pause(void (*pause)(tw_task *task))
-{
-    __atomic_store_n(&offer_pause, pause, __ATOMIC_RELAXED);
-}
-
 void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
 {
     t->hooks = *hooks;
@@ -817,7 +854,6 @@ void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
 int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket)
 {
     tw_task *head;
-    void (*pause)(tw_task *);
     if (!t->fast)
         return TW__TEAM_SLOW;
     if (__atomic_load_n(&t->quit, __ATOMIC_ACQUIRE))
@@ -825,8 +861,7 @@ int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket)
     /* relaxed: a hint; the seq_cst load below decides. */
     if (!__atomic_load_n(&t->open, __ATOMIC_RELAXED))
         return TW__TEAM_SLOW;
-    if (__builtin_expect((pause = __atomic_load_n(&offer_pause, __ATOMIC_RELAXED)) != NULL, 0))
-        pause(task); /* tests only: hold this submitter inside the race window */
+    probe(TW__TEAM_AT_OFFER, task); /* tests only: hold it inside the race window */
     task->inner_fn = task->fn;
     task->inner_arg = task->arg;
     task->flags = held ? TW__TASK_HELD : 0;
@@ -1009,8 +1044,12 @@ int tw_team_quit(tw_team *t)
         return TW_EINVAL;
     if (__atomic_exchange_n(&t->quit, 1, __ATOMIC_ACQ_REL))
         return TW_EQUIT;
-    if (post(t, &t->quit_msg) != 0)
+    /* Closes post and counts the quit message in one step (see `pending`). */
+    __atomic_fetch_add(&t->pending, CLOSED + 1, __ATOMIC_RELAXED);
+    if (t->coord->ops->submit(t->coord, &t->quit_msg) != 0) {
+        __atomic_fetch_sub(&t->pending, 1, __ATOMIC_RELAXED);
         return TW_EQUIT; /* the coordinator was quit from outside */
+    }
     return 0;
 }
 
@@ -1036,7 +1075,8 @@ int tw_team_destroy(tw_team *t)
     if (!t)
         return TW_EINVAL;
     /* acquire: pairs with message_done, so nothing still touches the team. */
-    if (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0 || tw__team_members(t) != 0 ||
+    if ((__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) & ~CLOSED) != 0 ||
+        tw__team_members(t) != 0 ||
         __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) != 0 ||
         __atomic_load_n(&t->incoming, __ATOMIC_ACQUIRE) != NULL || t->stranded.n != 0 ||
         ring_count(t) != 0)

@@ -66,11 +66,20 @@ void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks);
  * node). */
 int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket);
 
-/* Tests only: pause(task) is called by every tw__team_offer that found the
- * fast path open, just before its push, so a test can hold a submitter there
- * while the team closes the fast path, quits or finishes. NULL (the default)
- * turns it off. */
-void tw__team_set_offer_pause(void (*pause)(tw_task *task));
+/* ---- test probes -------------------------------------------------------------
+ * Tests only: probe(where, task) is called at each point below, so that a test
+ * can hold the calling thread inside a race window while it changes the team
+ * (or the pool) under it. NULL (the default) turns it off. Set it only while
+ * no thread it could concern is running. */
+enum tw__team_point {
+    TW__TEAM_AT_OFFER = 1, /* tw__team_offer found the fast path open; before its
+                              push (task: the submitted node) */
+    TW__TEAM_AT_POST,      /* a submit, grow or shrink passed the quit check; before
+                              its message is counted and posted (task: the message) */
+    TW__TEAM_AT_RECYCLE,   /* a member's worker has run its task(s); before it sends
+                              the recycle message (task: NULL) */
+};
+void tw__team_set_probe(void (*probe)(int where, tw_task *task));
 
 /* tw__team_kick's answer when no member exists and the task could only have
  * waited for one that cannot be made: it was taken back (node restored). */
