@@ -19,7 +19,7 @@
  * reported with TW_ESHUTDOWN); a submit racing with quit; a submit and a
  * grow held (through the team's test probe) between their quit check and the
  * counting of their message while the team takes its final step: refused,
- * never accepted and lost.
+ * never accepted and lost; FIFO start when the factory gives workers again.
  */
 #include "harness.h"
 
@@ -1221,6 +1221,49 @@ static void test_team_grow_racing_final_step(void **state)
     run_final_race(true);
 }
 
+/* FIFO start: when the factory gives workers again (its limit was raised
+ * without a grow), the next dispatch first gives them the tasks that were
+ * already waiting; the newcomer queues behind them. */
+static void test_team_backlog_first_when_factory_gives_again(void **state)
+{
+    (void)state;
+    reset_tasks();
+    fx *f = fx_new(0, false);
+    for (int i = 0; i < 3; i++)
+        team_do(f, i);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 0, 3, 0, 0);
+    f->fac.limit = 2;
+    team_do(f, 3);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 2, 2, 0, 0); /* tasks 0 and 1 started; 2, then 3, wait */
+    assert_int_equal(f->fac.created, 2);
+    run_worker(f, 0);
+    run_worker(f, 1);
+    static const int first[] = {0, 1};
+    expect_log(&tlog, first, 2);
+    run_all(f);
+    static const int want[] = {0, 1, 2, 3};
+    expect_log(&tlog, want, 4);
+    EXPECT_STATS(f, 2, 0, 0, 4, 0);
+
+    /* The same with one worker: it takes the oldest, not the newcomer. */
+    reset_tasks();
+    tw_team_shrink(f->team, TW_TEAM_ALL);
+    run_all(f);
+    f->fac.limit = 0;
+    for (int i = 0; i < 3; i++)
+        team_do(f, i);
+    run_coord(f);
+    f->fac.limit = 1;
+    team_do(f, 3);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 1, 3, 4, 0);
+    run_all(f);
+    expect_log(&tlog, want, 4);
+    fx_finish(f, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1244,6 +1287,7 @@ int main(void)
         cmocka_unit_test_teardown(test_team_submit_racing_quit, teardown),
         cmocka_unit_test_teardown(test_team_submit_racing_final_step, teardown),
         cmocka_unit_test_teardown(test_team_grow_racing_final_step, teardown),
+        cmocka_unit_test_teardown(test_team_backlog_first_when_factory_gives_again, teardown),
     };
     return cmocka_run_group_tests_name("team", tests, NULL, NULL);
 }

@@ -141,14 +141,17 @@ TW_API size_t tw_memory_worker_pending(tw_worker *w);
  * workers, a team runs fully deterministically.
  *
  * do: an idle worker takes the task, else a new worker from the factory, else
- * it waits in the FIFO backlog. When a worker finishes a task it takes the
- * oldest backlogged one. grow(n) creates up to n workers (stopping at the
- * first refusal); they take backlog at once. shrink(n) retires n workers:
- * idle ones first, busy ones after their current task (and only when no
- * backlog is waiting for them). quit: no new work; the backlog still runs;
- * workers are retired as they become idle; the coordinator is quit when the
- * last one is gone. A submit, grow or shrink racing quit either is accepted
- * before the quit (and runs) or returns TW_EQUIT.
+ * it waits in the FIFO backlog. Tasks start in the order they were accepted:
+ * a task that finds older ones waiting queues behind them, and when the
+ * factory gives workers again, the oldest waiting tasks get them first. When
+ * a worker finishes a task it takes the oldest backlogged one. grow(n)
+ * creates up to n workers (stopping at the first refusal); they take backlog
+ * at once. shrink(n) retires n workers: idle ones first, busy ones after
+ * their current task (and only when no backlog is waiting for them). quit: no
+ * new work; the backlog still runs; workers are retired as they become idle;
+ * the coordinator is quit when the last one is gone. A submit, grow or shrink
+ * racing quit either is accepted before the quit (and runs) or returns
+ * TW_EQUIT.
  *
  * A task's non-zero result goes to the error hook (default: the diagnostic
  * hook); the team's bookkeeping runs no matter what the task returned. */

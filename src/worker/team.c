@@ -29,6 +29,10 @@
  * with the count at 0 under CLOSED, when no message can ever come again, so
  * nothing reaches the coordinator after it is quit.
  *
+ * FIFO start: a dispatch first hands the waiting tasks, oldest first, to idle
+ * members and then to new ones (pump), and queues its own task behind any
+ * that still wait; grow, recycle and the final step take the oldest first.
+ *
  * A task's result goes to the error hook in the worker's thread, right after
  * the task; the recycle message is sent whatever the result was.
  *
@@ -608,9 +612,6 @@ static void quit_idlers(tw_team *t, size_t n)
     maybe_quit_coordinator(t);
 }
 
-/* The dispatch message: the submitted task's own node. An incoming team
- * first takes in and dispatches what was pushed before (O3), and a task that
- * finds older ones still waiting queues behind them. */
 /* The node a synchronous dispatch refused, for the submitting thread. */
 static __thread tw_task *refused_task __attribute__((tls_model("initial-exec")));
 
@@ -626,24 +627,24 @@ void tw__team_refuse_unrunnable(tw_team *t)
     t->refuse_unrunnable = true;
 }
 
+/* The dispatch message: the submitted task's own node. */
 static int dispatch_msg(void *arg)
 {
     tw_task *task = arg;
     tw_team *t = task->owner;
     task->owner = NULL;
-    if (t->fast) {
-        absorb(t);
-        pump(t, true);
-        if (waiting(t) > 0) {
-            tw__fifo_push(&t->backlog, task);
-            set_count(&t->n_backlog, t->backlog.n);
-        } else {
-            dispatch(t, task);
-        }
-        maybe_open(t);
+    /* FIFO start: tasks already waiting go first — to idle members, then to
+     * new ones if the factory gives them again — and a task that still finds
+     * older ones waiting queues behind them. */
+    absorb(t); /* O3 */
+    pump(t, true);
+    if (waiting(t) > 0) {
+        tw__fifo_push(&t->backlog, task);
+        set_count(&t->n_backlog, t->backlog.n);
     } else {
         dispatch(t, task);
     }
+    maybe_open(t);
     if (t->refuse_unrunnable && t->n_busy + t->n_idle == 0 && t->backlog.tail == task) {
         /* No member and none could be made: nobody would ever run it. It is
          * the node this message just queued, so taking it back is exact. */
