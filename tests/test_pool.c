@@ -11,7 +11,8 @@
  * stop is TW_EQUIT; the error hook and the default; a thread that cannot be
  * started (no thread at all: the submit fails and the task never runs; some
  * thread: the task waits in the backlog and runs); the pool as a tw_worker;
- * caller nodes freed by their task; statistics; the wedge detector (seed 001:
+ * caller nodes freed by their task; statistics, and their consistency (a
+ * thread held just before its bookkeeping); the wedge detector (seed 001:
  * blockers waiting on an unblocker queued behind them) with and without
  * wedge_extra, and its silence on a pool that is merely busy.
  *
@@ -29,6 +30,7 @@
 #include <time.h>
 
 #include "base/thread_start.h"
+#include "worker/team.h"
 
 #define HANG_LIMIT 10.0
 
@@ -158,7 +160,33 @@ static int teardown(void **state)
     (void)state;
     tw_set_diag_hook(NULL, NULL);
     tw__thread_fail_nth(0);
+    tw__team_set_probe(NULL);
     return 0;
+}
+
+/* ==== holding a thread at one of the team's probes =============================== */
+
+static struct {
+    int where;
+    int armed; /* atomic: the next thread to reach `where` is held */
+    tw_event arrived, release;
+} hold;
+
+static void hold_probe(int where, tw_task *task)
+{
+    (void)task;
+    if (where != hold.where || !__atomic_exchange_n(&hold.armed, 0, __ATOMIC_SEQ_CST))
+        return;
+    tw_event_set(&hold.arrived);
+    tw_event_wait_timeout(&hold.release, HANG_LIMIT);
+}
+
+static void hold_begin(int where)
+{
+    memset(&hold, 0, sizeof hold);
+    hold.where = where;
+    __atomic_store_n(&hold.armed, 1, __ATOMIC_SEQ_CST);
+    tw__team_set_probe(hold_probe);
 }
 
 /* ==== tasks ================================================================== */
@@ -1042,6 +1070,35 @@ static void test_pool_busy_is_not_wedged(void **state)
     tw_set_diag_hook(NULL, NULL);
 }
 
+/* ==== statistics are one snapshot ================================================== */
+
+/* The thread has run the task and is held just before its bookkeeping (the
+ * team's probe at TW__TEAM_AT_RECYCLE). A snapshot taken then must not count
+ * the task completed while showing the thread still busy: the completion and
+ * the thread going idle are one step. */
+static void test_pool_stats_consistent_at_recycle(void **state)
+{
+    (void)state;
+    tw_pool *p = make_pool(0, 1, -1, 0, 0);
+    tw_event ran = TW_EVENT_INIT;
+    hold_begin(TW__TEAM_AT_RECYCLE);
+    assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ran), 0);
+    tw_test_wait_event(&hold.arrived, HANG_LIMIT);
+    assert_true(tw_event_is_set(&ran));
+    tw_pool_stats s = stats(p);
+    tw_event_set(&hold.release);
+    if (s.team.completed == 1 && s.team.busy != 0)
+        fail_msg("every task has completed (%llu), yet %zu thread(s) show busy",
+                 (unsigned long long)s.team.completed, s.team.busy);
+    assert_int_equal(s.team.completed + s.team.busy, 1);
+    wait_settled(p, 1, 1);
+    s = stats(p);
+    assert_int_equal(s.team.completed, 1);
+    assert_int_equal(s.team.busy, 0);
+    tw__team_set_probe(NULL);
+    assert_int_equal(tw_pool_destroy(p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1066,6 +1123,7 @@ int main(void)
         cmocka_unit_test_teardown(test_pool_wedge_reported_once, teardown),
         cmocka_unit_test_teardown(test_pool_wedge_after_recycle, teardown),
         cmocka_unit_test_teardown(test_pool_busy_is_not_wedged, teardown),
+        cmocka_unit_test_teardown(test_pool_stats_consistent_at_recycle, teardown),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }

@@ -189,7 +189,10 @@ TW_API int tw_team_do(tw_team *t, tw_task_fn fn, void *arg);
 TW_API int tw_team_grow(tw_team *t, size_t n);
 TW_API int tw_team_shrink(tw_team *t, size_t n);
 TW_API int tw_team_quit(tw_team *t);
-/* A snapshot (the fields may be from slightly different instants). */
+/* A snapshot. Read from outside the coordinator, the fields may be from
+ * slightly different instants, but never inconsistently so: a task counted
+ * completed no longer shows its worker busy with it (when every task has
+ * completed, none is busy). */
 TW_API int tw_team_stats_get(tw_team *t, tw_team_stats *out);
 /* Frees the team. TW_EBUSY while it still has workers or work, or while a
  * quit team has not yet quit its coordinator (let the coordinator run until

@@ -34,7 +34,9 @@
  * that still wait; grow, recycle and the final step take the oldest first.
  *
  * A task's result goes to the error hook in the worker's thread, right after
- * the task; the recycle message is sent whatever the result was.
+ * the task; the recycle message is sent whatever the result was. The task is
+ * counted (count_done) after its member's change of state, so a snapshot
+ * never shows a completed task's member still busy with it.
  *
  * ---- The incoming list (teams that opted in with hooks.full: the pool) ----
  *
@@ -111,8 +113,9 @@
  * on ring_head, without the coordinator, as long as the ring has one
  * (run_member_task). It is still one task at a time: the next is taken only
  * after the last one has finished, and the member stays busy throughout, so
- * no bookkeeping changes — except the completed/failed counts, which such a
- * member updates itself (atomically), and recycle then does not.
+ * no bookkeeping changes — except the completed/failed counts: such a member
+ * counts the task it finished itself, once it holds the next; its last task
+ * is counted by the recycle.
  *
  *   R1. The ring holds the oldest waiting tasks: everything in it is older
  *       than the backlog, which is older than incoming. take_oldest takes
@@ -657,11 +660,27 @@ static int dispatch_msg(void *arg)
     return 0;
 }
 
+/* Counts a finished task. A member counts after its own bookkeeping (it is
+ * idle, retired, or busy with the next task), and the count is released
+ * after it: tw_team_stats_get loads the counts first (acquire), so a snapshot
+ * that counts a task also sees its member no longer busy with it — for the
+ * pool, whose snapshot is taken under the coordinator's lock, the two are a
+ * single step anyway. completed before failed, loaded in the other order:
+ * failed never exceeds completed in a snapshot. */
+static void count_done(tw_team *t, int rc)
+{
+    __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELEASE);
+    if (rc != 0)
+        __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELEASE);
+}
+
 /* On the member's worker: the task, then the recycle message. A member of
  * an incoming team first takes its next task from the ready ring, as long
- * as there is one, without the coordinator: it stays busy, so nothing but
- * the counts changes (and those it updates itself). One task at a time
- * still: the next is taken only once the last has finished. */
+ * as there is one, without the coordinator: it stays busy, so only the counts
+ * change, and it updates those itself, once it holds the next task. The last
+ * task's result goes to the recycle, which counts it with the member's own
+ * change of state. One task at a time still: the next is taken only once the
+ * last has finished. */
 static int run_member_task(void *arg)
 {
     member *m = arg;
@@ -681,13 +700,9 @@ static int run_member_task(void *arg)
                 tw__task_failed("team task", rc);
         }
         m->result = rc;
-        if (!t->fast)
+        if (!t->fast || !(task = ring_take(t)))
             break;
-        __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
-        if (rc != 0)
-            __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
-        if (!(task = ring_take(t)))
-            break;
+        count_done(t, rc); /* busy with the next one: no state changes */
     }
     probe(TW__TEAM_AT_RECYCLE, NULL);
     post_recycle(t, m); /* cannot be refused: the coordinator outlives members */
@@ -697,18 +712,14 @@ static int run_member_task(void *arg)
 /* The recycle message: m finished a task. It takes the oldest waiting task
  * — on an incoming team, after moving incoming into an empty backlog, and,
  * before it stops being busy, after closing the fast path (O2) — and refills
- * the ready ring. (An incoming team's member counted its tasks itself.) */
+ * the ready ring. The task is counted after the member's change of state
+ * (count_done). */
 static int recycle(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
-    tw_task *next;
-    if (!t->fast) {
-        __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
-        if (m->result != 0)
-            __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
-    }
-    next = take_oldest(t); /* backlog first, even when quitting */
+    int result = m->result;
+    tw_task *next = take_oldest(t); /* backlog first, even when quitting */
     if (!next && t->fast) {
         /* Nothing waiting (members may empty the ring at any time, so only
          * this answer counts): take in incoming; before stopping being
@@ -720,6 +731,7 @@ static int recycle(void *arg)
     }
     if (next) {
         hand(m, next); /* still busy: the count stays */
+        count_done(t, result);
         if (t->fast) {
             if (t->idle)
                 pump(t, false); /* absorbed tasks whose submitters are about to kick */
@@ -728,6 +740,7 @@ static int recycle(void *arg)
         return 0;
     }
     set_count(&t->n_busy, t->n_busy - 1);
+    count_done(t, result);
     if (t->quitting || t->to_shrink > 0) {
         if (t->to_shrink > 0)
             t->to_shrink--;
@@ -1063,11 +1076,14 @@ int tw_team_stats_get(tw_team *t, tw_team_stats *out)
 {
     if (!t || !out)
         return TW_EINVAL;
+    /* acquire, counts first: pairs with count_done, so the members' state
+     * read after is at least as new as the completions counted. */
+    out->failed = __atomic_load_n(&t->failed, __ATOMIC_ACQUIRE);
+    out->completed = __atomic_load_n(&t->completed, __ATOMIC_ACQUIRE);
     out->idle = __atomic_load_n(&t->n_idle, __ATOMIC_RELAXED);
     out->busy = __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
     out->backlog = __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) + ring_count(t);
-    out->completed = __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
-    out->failed = __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
+
     return 0;
 }
 
