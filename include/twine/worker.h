@@ -201,20 +201,30 @@ TW_API int tw_team_destroy(tw_team *t);
 
 /* ==== pool ================================================================
  * The production thread pool: a team on threads. Threads are created on
- * demand up to `max`; at least `min` are kept. Threads above min exit after
- * idle_timeout without work. Backlogged work runs in strict FIFO order, also
- * when the limit is raised (raising it dispatches the backlog at once). Exited
- * threads are joined promptly: the pool never keeps a list of dead threads.
+ * demand up to `max`; at least `min` are kept, and no other thread: a pool of
+ * min 0 idles with none. Threads above min exit after idle_timeout without
+ * work. Tasks start in strict FIFO order, also when the limit is raised
+ * (raising it dispatches the backlog at once). Exited threads are joined
+ * promptly: the pool never keeps a list of dead threads.
+ *
+ * Limits. Lowering max takes effect at once: idle threads above it exit, and
+ * busy ones exit after their current task instead of taking another. max 0
+ * pauses the pool (Twisted's adjustPoolsize(0, 0)): tasks are accepted into
+ * the backlog and none starts until the limit is raised; running tasks finish.
  *
  * Wedge detection (tasks that wait for tasks queued behind them): when every
  * thread is busy at the limit, the backlog is not empty and no task has
  * finished for wedge_timeout seconds, the pool reports it once through the
- * diagnostic hook with its statistics, and, if wedge_extra > 0, adds threads
- * past max, one per wedge_timeout, up to wedge_extra, until work moves again. */
+ * diagnostic hook with its statistics, then calls the pool's own wedge hook
+ * (if set), and, if wedge_extra > 0, adds threads past max, one per
+ * wedge_timeout, up to wedge_extra, until work moves again. The watch is a
+ * thread of its own that runs only while a wedge can form — from the moment
+ * a task waits behind every thread busy at the limit until that clears — so
+ * it costs nothing to a pool that keeps up. */
 typedef struct tw_pool tw_pool;
 
 typedef struct tw_pool_config {
-    size_t min, max;       /* 0 <= min <= max, max >= 1 */
+    size_t min, max;       /* 0 <= min <= max; max 0 = paused */
     double idle_timeout;   /* seconds; negative = never reap idle threads */
     double wedge_timeout;  /* seconds; 0 or negative = no wedge detection */
     size_t wedge_extra;    /* threads allowed past max to break a wedge */
@@ -226,7 +236,8 @@ typedef struct tw_pool_config {
 
 typedef struct tw_pool_stats {
     tw_team_stats team;
-    size_t threads;     /* live threads, including ones exiting */
+    size_t threads;     /* live threads, including ones exiting (the wedge
+                           watch, when it runs, is not one of them) */
     size_t min, max;    /* current limits */
     size_t extra;       /* threads currently allowed past max by the wedge detector */
     uint64_t wedges;    /* wedges reported */
@@ -236,23 +247,56 @@ TW_API int tw_pool_create(size_t min, size_t max, tw_pool **out);
 TW_API int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out);
 TW_API int tw_pool_set_error_hook(tw_pool *p, tw_error_fn fn, void *ctx);
 TW_API tw_worker *tw_pool_worker(tw_pool *p);
-/* TW_EQUIT after stop; TW_ESYS / TW_ENOMEM when the pool has no thread and
- * cannot start one (the task is not taken). */
+/* TW_EQUIT after stop (a submit racing stop either runs or gets TW_EQUIT).
+ * TW_ESYS / TW_ENOMEM when the pool has no thread and starting one failed:
+ * the task is not taken, since nothing would run it. A paused pool (max 0)
+ * is not that case: it has no thread by choice, and takes the task into its
+ * backlog. */
 TW_API int tw_pool_submit(tw_pool *p, tw_task *task);
 TW_API int tw_pool_do(tw_pool *p, tw_task_fn fn, void *arg);
-/* New limits (TW_EINVAL unless min <= max and max >= 1). Grows to min at once;
- * a raised max takes backlog at once; a lowered max retires threads as they
- * become idle. If min threads cannot all be started now, the new limits still
- * apply and the reason is returned (TW_ESYS, TW_ENOMEM). */
+/* New limits (TW_EINVAL unless min <= max; max 0 pauses). Grows to min at
+ * once; a raised max takes backlog at once, oldest first; a lowered max
+ * retires idle threads now and busy ones after their current task. If min
+ * threads, or a thread for the waiting backlog of a pool that has none,
+ * cannot be started now, the new limits still apply and the reason is
+ * returned (TW_ESYS, TW_ENOMEM): the backlog waits for the next chance (a
+ * submit, a resize, stop). During a stop the new limits apply to the work
+ * still queued — a raised max can break a wedge that hangs the stop — and
+ * min starts no thread; TW_EQUIT once stop has completed. */
 TW_API int tw_pool_resize(tw_pool *p, size_t min, size_t max);
 TW_API int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out);
+
+/* Settings a running pool can change, at any time, effective at once.
+ * The idle timeout (seconds, negative = never; TW_EINVAL for NaN) applies to
+ * threads already idle too, counted from when they became idle. */
+TW_API int tw_pool_set_idle_timeout(tw_pool *p, double seconds);
+/* The wedge settings (as in tw_pool_config; TW_EINVAL for a NaN timeout).
+ * Turning detection on while a wedge can form starts watching now; turning
+ * it off, or lowering wedge_extra, withdraws what is over the new allowance
+ * (threads above it exit after their current task). */
+TW_API int tw_pool_set_wedge(tw_pool *p, double timeout, size_t extra);
+/* The pool's own wedge hook: called once per wedge, after the diagnostic
+ * hook's report and after the extra thread (if any) was added, with the
+ * pool's statistics as the wedge was found (stats->extra from before that
+ * thread). It runs on the pool's watch thread, outside the pool's lock: it
+ * may log, resize the pool (to grow it on its own terms, with wedge_extra 0;
+ * also while the pool stops), read statistics or submit; tw_pool_stop and
+ * tw_pool_destroy return TW_EDEADLK there. stop waits for it to return. NULL
+ * removes it. */
+typedef void (*tw_pool_wedge_fn)(void *ctx, tw_pool *p, const tw_pool_stats *stats);
+TW_API int tw_pool_set_wedge_hook(tw_pool *p, tw_pool_wedge_fn fn, void *ctx);
+
 /* Stops taking work, lets queued work finish and joins the threads, waiting
- * at most `timeout` seconds (negative = forever). 0, or TW_ETIMEDOUT with the
- * number of threads still running in *stuck (if not NULL) — and, unless
- * timeout is 0 (a poll), a report through the diagnostic hook naming each of them (threads are numbered from 1
- * in the order the pool started them) and how long its current task has run.
- * A later stop may wait again. TW_EDEADLK from one of the pool's own threads.
- * A second stop after a complete one returns 0. */
+ * at most `timeout` seconds (negative = forever). A paused pool's backlog
+ * runs too: stop lifts the pause to one thread, which runs it in order. 0, or
+ * TW_ETIMEDOUT with the number of threads still running in *stuck (if not
+ * NULL) — and, unless timeout is 0 (a poll), a report through the diagnostic
+ * hook naming each of them (threads are numbered from 1 in the order the
+ * pool started them) and how long its current task has run. A later stop
+ * after one that timed out waits again (for its own timeout) and, if it times
+ * out too, reports the threads still stuck: call it again for a bounded
+ * shutdown that retries (Twisted raises AlreadyQuit instead). A stop after a
+ * complete one returns 0. TW_EDEADLK from one of the pool's own threads. */
 TW_API int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck);
 /* Stops (waiting forever) if needed, then frees. TW_EDEADLK from a pool thread.
  * No other thread may still be inside a call on p (stop may race with

@@ -2,7 +2,7 @@
  *
  * State machine of a member (one per worker):
  *   idle  --dispatch-->  busy  --task done (recycle)-->  busy | idle | retired
- *   idle  --shrink/quit/retire_if_idle-->  retired
+ *   idle  --shrink/quit/retire_if_idle/limit lowered-->  retired
  * A member is retired by quitting its worker and handing it to
  * workers.retire; the member record is freed at the same moment, so the team
  * never keeps records of dead workers.
@@ -29,16 +29,22 @@
  * with the count at 0 under CLOSED, when no message can ever come again, so
  * nothing reaches the coordinator after it is quit.
  *
- * FIFO start: a dispatch first hands the waiting tasks, oldest first, to idle
- * members and then to new ones (pump), and queues its own task behind any
- * that still wait; grow, recycle and the final step take the oldest first.
- *
  * A task's result goes to the error hook in the worker's thread, right after
  * the task; the recycle message is sent whatever the result was. The task is
  * counted (count_done) after its member's change of state, so a snapshot
  * never shows a completed task's member still busy with it.
  *
- * ---- The incoming list (teams that opted in with hooks.full: the pool) ----
+ * FIFO start: a dispatch first hands the waiting tasks, oldest first, to idle
+ * members and then to new ones (pump), and queues its own task behind any
+ * that still wait; grow, recycle and the final step take the oldest first.
+ *
+ * A strict limit (teams with hooks.limit: the pool): members above a lowered
+ * limit start nothing new. tw__team_limits_changed takes the ring back and
+ * retires idle members until the limit is met (so no member is idle while
+ * over it); a busy member above it retires in its recycle without taking a
+ * task. A limit of 0 is a pause.
+ *
+ * ---- The incoming list (teams that opted in with hooks.limit: the pool) ----
  *
  * When every member is busy and the factory is at its limit, a new task can
  * only wait in the backlog until a member finishes. Then the coordinator need
@@ -53,12 +59,12 @@
  *
  *   O1. open is set only on the coordinator, when a task has just been left
  *       in the backlog (or kicked there) while no member is idle, at least
- *       one is busy, the team is not quitting, and hooks.full says the
- *       factory refuses because of a limit (maybe_open).
+ *       one is busy, the team is not quitting, and the members are at
+ *       hooks.limit (maybe_open).
  *   O2. open is cleared (close_fast) before anything that could let a task
  *       waiting in incoming run sooner than "when a busy member finishes":
  *       a member going from busy to idle or retired (recycle with nothing
- *       left), a new idle member (grow), a raised limit
+ *       left, or over the limit), a new idle member (grow), a changed limit
  *       (tw__team_limits_changed), and quit. Clearing is a seq_cst store
  *       followed by a seq_cst load of `incoming`; whatever it finds is moved
  *       into the backlog at once.
@@ -127,8 +133,10 @@
  *       empty" may stop being true at any moment. Every decision that needs
  *       "nothing is waiting" (a member going idle or retiring) is taken on a
  *       failed take (recycle), never on a count.
- *   R3. A member stops being busy only in recycle, after a failed take, an
- *       absorb and close_fast (O2), so the ring is empty whenever no member
+ *   R3. A member stops being busy only in recycle: after a failed take, an
+ *       absorb and close_fast (O2); or over a lowered limit, when the ring is
+ *       empty anyway (tw__team_limits_changed emptied it, and only a recycle
+ *       within the limit fills it). So the ring is empty whenever no member
  *       is busy: a team with no member has an empty ring (the pool's
  *       no-thread refusal and the kick only look in the backlog).
  *
@@ -174,7 +182,7 @@ struct tw_team {
     tw_error_fn on_error;
     void *error_ctx;
     tw__team_hooks hooks;
-    bool fast;          /* hooks.full set: the incoming list is in use */
+    bool fast;          /* hooks.limit set: the incoming list is in use */
     bool refuse_unrunnable; /* dispatch refuses rather than backlog with no member */
 
     /* Read by every fast submit, written rarely: a line of its own. */
@@ -371,6 +379,26 @@ static tw_task *take_oldest(tw_team *t)
     return task;
 }
 
+/* [C] Takes every task in the ring back to the head of the backlog, oldest
+ * first (R1 holds: they are older than the backlog). Members may take from
+ * the ring at the same moment: what they win, they run, as if they had
+ * finished a moment earlier. */
+static void ring_unfill(tw_team *t)
+{
+    tw__fifo back = {NULL, NULL, 0};
+    tw_task *task;
+    while ((task = ring_take(t)))
+        tw__fifo_push(&back, task);
+    if (!back.head)
+        return;
+    back.tail->next = t->backlog.head;
+    t->backlog.head = back.head;
+    if (!t->backlog.tail)
+        t->backlog.tail = back.tail;
+    t->backlog.n += back.n;
+    set_count(&t->n_backlog, t->backlog.n);
+}
+
 /* ---- the incoming list (see the top of the file) --------------------------- */
 
 /* [C] Moves incoming into the backlog, oldest first (O3). After the
@@ -421,16 +449,38 @@ static void close_fast(tw_team *t)
         absorb(t);
 }
 
+/* [C] Members the factory allows now (SIZE_MAX for a team without hooks). */
+static size_t limit_of(tw_team *t)
+{
+    return t->fast ? t->hooks.limit(t->hooks.ctx) : SIZE_MAX;
+}
+
+/* [C] Members, idle and busy. */
+static size_t members(const tw_team *t)
+{
+    return t->n_idle + t->n_busy;
+}
+
+/* [C] A task waits while every member is busy at the limit. */
+static bool backed_up(tw_team *t)
+{
+    return t->fast && !t->coord_quit && waiting(t) > 0 && !t->idle && t->n_busy > 0 &&
+           members(t) >= limit_of(t);
+}
+
 /* [C] O1: opens the fast path when a new task could only wait in the backlog
- * and a busy member is certain to come back to it. seq_cst: a submitter's
- * seq_cst load that reads it is ordered before the store that closes it again
- * (see close_fast). */
+ * and a busy member is certain to come back to it; and tells the hooks that
+ * tasks wait behind busy members at the limit (also while quitting, when the
+ * fast path stays closed: a wedge then is a shutdown hang). seq_cst: a
+ * submitter's seq_cst load that reads it is ordered before the store that
+ * closes it again (see close_fast). */
 static void maybe_open(tw_team *t)
 {
-    if (!t->fast || t->quitting || t->coord_quit || waiting(t) == 0 || t->idle ||
-        t->n_busy == 0 || __atomic_load_n(&t->open, __ATOMIC_RELAXED))
+    if (!backed_up(t))
         return;
-    if (t->hooks.full(t->hooks.ctx))
+    if (t->hooks.saturated)
+        t->hooks.saturated(t->hooks.ctx);
+    if (!t->quitting && !__atomic_load_n(&t->open, __ATOMIC_RELAXED))
         __atomic_store_n(&t->open, 1, __ATOMIC_SEQ_CST);
 }
 
@@ -648,9 +698,12 @@ static int dispatch_msg(void *arg)
         dispatch(t, task);
     }
     maybe_open(t);
-    if (t->refuse_unrunnable && t->n_busy + t->n_idle == 0 && t->backlog.tail == task) {
-        /* No member and none could be made: nobody would ever run it. It is
-         * the node this message just queued, so taking it back is exact. */
+    if (t->refuse_unrunnable && members(t) == 0 && t->backlog.tail == task &&
+        limit_of(t) > 0) {
+        /* No member, and the factory failed to make one (it was not at its
+         * limit: a limit of 0 pauses, and the task waits): nobody would ever
+         * run it. It is the node this message just queued, so taking it back
+         * is exact. */
         unlink_task(&t->backlog, task, NULL);
         set_count(&t->n_backlog, t->backlog.n);
         restore(task);
@@ -710,24 +763,29 @@ static int run_member_task(void *arg)
 }
 
 /* The recycle message: m finished a task. It takes the oldest waiting task
- * — on an incoming team, after moving incoming into an empty backlog, and,
- * before it stops being busy, after closing the fast path (O2) — and refills
- * the ready ring. The task is counted after the member's change of state
+ * — on an incoming team, after moving incoming into an empty backlog — and
+ * refills the ready ring; a member above the factory's limit (it was lowered)
+ * takes none and retires. One that stops being busy first closes the fast
+ * path (O2). The task is counted after the member's change of state
  * (count_done). */
 static int recycle(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
     int result = m->result;
-    tw_task *next = take_oldest(t); /* backlog first, even when quitting */
-    if (!next && t->fast) {
-        /* Nothing waiting (members may empty the ring at any time, so only
-         * this answer counts): take in incoming; before stopping being
-         * busy, close the fast path (O2). */
-        absorb(t);
-        if (t->backlog.n == 0)
-            close_fast(t);
-        next = take_oldest(t);
+    bool over = t->fast && members(t) > limit_of(t);
+    tw_task *next = NULL;
+    if (!over) {
+        next = take_oldest(t); /* backlog first, even when quitting */
+        if (!next && t->fast) {
+            /* Nothing waiting (members may empty the ring at any time, so
+             * only this answer counts): take in incoming; before stopping
+             * being busy, close the fast path (O2). */
+            absorb(t);
+            if (t->backlog.n == 0)
+                close_fast(t);
+            next = take_oldest(t);
+        }
     }
     if (next) {
         hand(m, next); /* still busy: the count stays */
@@ -739,9 +797,14 @@ static int recycle(void *arg)
         }
         return 0;
     }
+    /* m stops being busy (the fast path is closed: O2). Over the limit, what
+     * closing finds waits for the members within it, or for a raised limit:
+     * there is no idle member over the limit (tw__team_limits_changed). */
+    if (over)
+        close_fast(t);
     set_count(&t->n_busy, t->n_busy - 1);
     count_done(t, result);
-    if (t->quitting || t->to_shrink > 0) {
+    if (t->quitting || t->to_shrink > 0 || over) {
         if (t->to_shrink > 0)
             t->to_shrink--;
         retire(t, m);
@@ -837,20 +900,9 @@ static void fill(tw_team *t)
     }
 }
 
-void tw__team_fill(tw_team *t)
-{
-    absorb(t); /* O3 */
-    fill(t);
-}
-
 void tw__team_grow_now(tw_team *t, size_t n)
 {
     grow_now(t, n);
-}
-
-void tw__team_shrink_now(tw_team *t, size_t n)
-{
-    quit_idlers(t, n);
 }
 
 size_t tw__team_members(tw_team *t)
@@ -862,7 +914,7 @@ size_t tw__team_members(tw_team *t)
 void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
 {
     t->hooks = *hooks;
-    t->fast = hooks->full != NULL;
+    t->fast = hooks->limit != NULL;
 }
 
 int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket)
@@ -910,8 +962,10 @@ int tw__team_kick(tw_team *t, tw_task *task, void *ticket)
     }
     absorb(t);
     pump(t, true);
-    if (tw__team_members(t) == 0 && unlink_task(&t->backlog, task, ticket)) {
-        /* No worker exists or can be made: nothing would ever run it. */
+    if (members(t) == 0 && limit_of(t) > 0 && unlink_task(&t->backlog, task, ticket)) {
+        /* No worker exists, and the factory failed to make one (it was not
+         * at its limit: at a limit of 0 the task waits): nothing would ever
+         * run it. */
         set_count(&t->n_backlog, t->backlog.n);
         restore(task);
         rc = TW__TEAM_ALONE;
@@ -933,8 +987,32 @@ void tw__team_absorb(tw_team *t)
 
 void tw__team_limits_changed(tw_team *t)
 {
+    size_t limit;
+    if (!t->fast)
+        return;
     close_fast(t);
     absorb(t);
+    limit = limit_of(t);
+    if (members(t) > limit) {
+        /* Lowered: members above the limit start nothing new, not even what
+         * is lined up in the ring; idle ones go now, busy ones when their
+         * task ends (recycle). So no idle member is left over the limit. */
+        ring_unfill(t);
+        while (t->idle && members(t) > limit) {
+            member *m = t->idle;
+            t->idle = m->next_idle;
+            set_count(&t->n_idle, t->n_idle - 1);
+            retire(t, m);
+        }
+    }
+    pump(t, true); /* raised: the oldest waiting tasks get the new room */
+    maybe_open(t);
+    maybe_quit_coordinator(t);
+}
+
+bool tw__team_saturated(tw_team *t)
+{
+    return backed_up(t) || __atomic_load_n(&t->open, __ATOMIC_RELAXED);
 }
 
 /* ---- public API ----------------------------------------------------------- */
@@ -1083,7 +1161,6 @@ int tw_team_stats_get(tw_team *t, tw_team_stats *out)
     out->idle = __atomic_load_n(&t->n_idle, __ATOMIC_RELAXED);
     out->busy = __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
     out->backlog = __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) + ring_count(t);
-
     return 0;
 }
 
