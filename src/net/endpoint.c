@@ -170,7 +170,7 @@ static tw_failure *parse_server(const char *desc, tw_address *a, tw_listen_optio
     if (f)
         return f;
     const char *v[3];
-    long n;
+    long n = 0; /* set by number() whenever it is read */
     memset(opt, 0, sizeof *opt);
     bool v6 = strcmp(p.type, "tcp6") == 0;
     if (v6 || strcmp(p.type, "tcp") == 0) {
