@@ -19,6 +19,7 @@
 #include "twine/sync.h"
 #include "twine/worker.h"
 #include "twine/deferred.h"
+#include "twine/async.h"
 #include "twine/reactor.h"
 
 #endif /* TWINE_H */
