@@ -848,12 +848,9 @@ static tw_result co_rounds_up(void *arg)
     assert_int_equal(fesetround(FE_UPWARD), 0);
     tw_result_drop(tw_await(take_ref(0)));
     /* our rounding mode came back with us */
-    assert_int_equal(fegetround(), FE_UPWARD);
-    volatile double x = 1.0, y = 3.0;
-    volatile double q = x / y; /* stored before the mode changes back */
+    int mode = fegetround();
     fesetround(FE_TONEAREST);
-    volatile double n = x / y;
-    return IV(q > n);
+    return IV(mode == FE_UPWARD);
 }
 
 static void test_floating_point_modes_belong_to_the_context(void **state)
