@@ -849,6 +849,11 @@ static tw_result co_rounds_up(void *arg)
     tw_result_drop(tw_await(take_ref(0)));
     /* our rounding mode came back with us */
     int mode = fegetround();
+#if defined(__x86_64__)
+    /* both places that hold it on x86-64: the x87 control word (what
+     * fegetround reads) and MXCSR (what SSE arithmetic uses) */
+    assert_int_equal(__builtin_ia32_stmxcsr() & 0x6000, 0x4000);
+#endif
     fesetround(FE_TONEAREST);
     return IV(mode == FE_UPWARD);
 }
@@ -861,6 +866,9 @@ static void test_floating_point_modes_belong_to_the_context(void **state)
     assert_int_equal(fegetround(), FE_TONEAREST);
     assert_rc(tw_async(co_rounds_up, NULL, &out), 0);
     assert_int_equal(fegetround(), FE_TONEAREST); /* not the coroutine's */
+#if defined(__x86_64__)
+    assert_int_equal(__builtin_ia32_stmxcsr() & 0x6000, 0);
+#endif
     fire(0, IV(0));
     assert_int_equal(fegetround(), FE_TONEAREST);
     assert_int_equal(ival(peek(out)), 1);
