@@ -221,14 +221,14 @@ tw_result tw_await_any_at(tw_deferred *const *ds, size_t n, size_t *index, const
      * not attached yet (the caller's references keep them alive until the
      * loop after this one): their entries, added next, take the result. */
     for (i = 0; i < n; i++) {
+        r->owners++; /* the entry's, before it can run */
         if (tw_deferred_add_both(ds[i], race_input, &r->slots[i]) != 0) {
+            r->owners--;
             r->slots[i].input = NULL; /* cannot wait on it: it counts as failed */
             if (++r->failed == n && !tw_deferred_called(r->d))
                 tw_deferred_errback(r->d, tw_failure_new(TW_ENOMEM, "no memory to await "
                                                          "any of %zu Deferreds", n));
-            continue;
         }
-        r->owners++;
     }
     for (i = 0; i < n; i++)
         tw_deferred_unref(ds[i]);
