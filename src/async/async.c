@@ -144,8 +144,8 @@ static void finish(tw__co *co)
 static void run(tw__co *co)
 {
     co->state = TW__CO_RUNNING;
-    tw__co_resume(co);
-    if (tw__co_finished(co))
+    tw__co_resume_inline(co);
+    if (co->finished)
         finish(co);
 }
 
@@ -177,6 +177,15 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
     co->fn = fn;
     co->arg = arg;
     co->out = d; /* the coroutine's reference */
+    co->waiting_on = NULL;
+    co->slot = tw_result_none();
+    co->cancel_pending = false;
+    co->await_file = NULL;
+    co->await_line = 0;
+    co->last_fail = NULL;
+    co->fail_file = NULL;
+    co->fail_line = 0;
+    co->next_done = NULL;
     *out = tw_deferred_ref(d);
     run(co);
     return 0;
@@ -191,7 +200,7 @@ void tw_async_stats_get(tw_async_stats *out)
 {
     if (!out)
         return;
-    out->running = tw__co_running();
+    out->running = tw__co_live;
     out->stacks_cached = tw__stack_cached();
     out->stacks_mapped = tw__stack_mapped();
 }
@@ -264,7 +273,7 @@ tw_result tw_await_at(tw_deferred *d, const char *file, int line)
     if (co->state == TW__CO_AWAITING) {
         co->waiting_on = d;
         co->state = TW__CO_SUSPENDED;
-        tw__co_suspend(); /* resumed by on_result, which set RUNNING */
+        tw__co_suspend_inline(co); /* resumed by on_result, which set RUNNING */
     }
     r = co->slot;
     co->slot = tw_result_none();

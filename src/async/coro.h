@@ -17,6 +17,7 @@
 #include <twine/async.h>
 
 #include "async/core.h"
+#include "async/sanitize.h"
 #include "async/switch.h"
 
 typedef struct tw__stack {
@@ -77,6 +78,9 @@ struct tw__co {
 /* The coroutine whose stack the thread is on (NULL: the thread's own). */
 extern _Thread_local tw__co *tw__co_current __attribute__((tls_model("initial-exec")));
 
+/* Coroutines of the calling thread started and not finished. */
+extern _Thread_local size_t tw__co_live __attribute__((tls_model("initial-exec")));
+
 /* The usable stack below the block. */
 static inline char *tw__co_stack_lo(const tw__co *co)
 {
@@ -87,8 +91,39 @@ static inline size_t tw__co_stack_size(const tw__co *co)
     return (size_t)(((uintptr_t)co & ~(uintptr_t)15) - (uintptr_t)tw__co_stack_lo(co));
 }
 
+/* ---- resume and suspend --------------------------------------------------
+ * Inline here for the async layer (core.h has them out of line). Every
+ * switch is bracketed by the sanitizers' fiber annotations, in the order
+ * their documentation asks: AddressSanitizer's start before and finish after,
+ * on the stack switched to; ThreadSanitizer's switch right before. */
+
+/* Runs co until it suspends or its body returns. */
+static inline __attribute__((always_inline)) void tw__co_resume_inline(tw__co *co)
+{
+    void *fake = NULL; /* this stack's fake frames while it waits here (ASan) */
+
+    co->parent = tw__co_current;
+    tw__co_current = co;
+    tw__asan_start(&fake, tw__co_stack_lo(co), tw__co_stack_size(co));
+    co->tsan_resumer = tw__tsan_current();
+    tw__tsan_switch(co->tsan_fiber);
+    tw__ctx_switch(&co->resumer, &co->ctx);
+    tw__asan_finish(fake, NULL, NULL);
+    tw__co_current = co->parent;
+}
+
+/* From inside co, the running coroutine: back to what resumed it. */
+static inline __attribute__((always_inline)) void tw__co_suspend_inline(tw__co *co)
+{
+    tw__asan_start(&co->asan_fake, co->from_lo, co->from_size);
+    tw__tsan_switch(co->tsan_resumer);
+    tw__ctx_switch(&co->ctx, &co->resumer);
+    /* Resumed, perhaps from another stack than last time. */
+    tw__asan_finish(co->asan_fake, &co->from_lo, &co->from_size);
+}
+
 /* ---- stack.c ---- */
-/* A stack of the current size with its block (zeroed from ctx on), from the
+/* A stack of the current size with its block (only st is set), from the
  * calling thread's cache or newly mapped; NULL when it cannot be mapped.
  * The first call of a thread also prepares the overflow report (the SIGSEGV
  * handler, once per process, and an alternate signal stack for the thread). */
@@ -96,8 +131,6 @@ tw__co *tw__stack_take(void);
 /* Back to the calling thread's cache (or unmapped when the cache is full or
  * the size setting has changed). */
 void tw__stack_give(tw__co *co);
-/* Coroutines of the calling thread started and not finished (coro.c). */
-size_t tw__co_running(void);
 /* Stacks in the calling thread's cache; stacks mapped in the process. */
 size_t tw__stack_cached(void);
 size_t tw__stack_mapped(void);

@@ -283,7 +283,6 @@ tw__co *tw__stack_take(void)
     } else {
         tw__asan_unpoison(tw__co_stack_lo(co), tw__co_stack_size(co));
     }
-    memset(&co->ctx, 0, sizeof *co - offsetof(tw__co, ctx));
     return co;
 }
 

@@ -20,6 +20,11 @@
 
 #if defined(TW_ASYNC_UCONTEXT) && TW_ASYNC_UCONTEXT
 #define TW__SWITCH_UCONTEXT 1
+#elif defined(__CET__)
+/* Built for Intel CET (-fcf-protection): a shadow stack must be switched with
+ * the stack, and the x86-64 switch lands where no end-branch marker is.
+ * glibc's swapcontext does both. */
+#define TW__SWITCH_UCONTEXT 1
 #elif defined(__x86_64__) && defined(__ELF__)
 #define TW__SWITCH_X86_64 1
 #elif defined(__aarch64__) && defined(__ELF__)
