@@ -4,9 +4,10 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   async     async.csv (+ async.md)
 # and machine.txt for all of them.
 #
-# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]
+# usage: bench/run.sh BUILD_DIR [--suite sync|pool|deferred|reactor|async|all] [--scale F] [--only WORKLOAD[,...]]
 #   BUILD_DIR is a tree configured with -DTW_BUILD_BENCH=ON and built
 #   (make bench does both). --suite picks the suites (default all). The other
 #   options go to every C and Python benchmark program: --scale 0.05 gives a
@@ -15,14 +16,14 @@
 set -eu
 
 if [ $# -lt 1 ]; then
-    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|all] [--scale F] [--only WORKLOAD[,...]]" >&2
+    echo "usage: $0 BUILD_DIR [--suite sync|pool|deferred|reactor|async|all] [--scale F] [--only WORKLOAD[,...]]" >&2
     exit 2
 fi
 build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-suites="sync pool deferred reactor"
+suites="sync pool deferred reactor async"
 n=$#
 i=0
 while [ "$i" -lt "$n" ]; do
@@ -34,10 +35,10 @@ while [ "$i" -lt "$n" ]; do
         shift
         i=$((i + 1))
         case "$s" in
-            sync | pool | deferred | reactor) suites=$s ;;
-            all) suites="sync pool deferred reactor" ;;
+            sync | pool | deferred | reactor | async) suites=$s ;;
+            all) suites="sync pool deferred reactor async" ;;
             *)
-                echo "run.sh: --suite takes sync, pool, deferred, reactor or all, not '$s'" >&2
+                echo "run.sh: --suite takes sync, pool, deferred, reactor, async or all, not '$s'" >&2
                 exit 2
                 ;;
         esac
@@ -58,7 +59,7 @@ mkdir -p "$results"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The Python sides of the pool, deferred and reactor suites need Twisted; Debian's
+# The Python sides of the pool, deferred, reactor and async suites need Twisted; Debian's
 # python3-twisted is installed for /usr/bin/python3, which may not be the
 # first python3 on PATH.
 twisted_python=""
@@ -163,6 +164,18 @@ for s in $suites; do
             if [ -n "$twisted_python" ]; then
                 echo "== Python: Twisted callFromThread, deferToThread ($twisted_python) =="
                 "$twisted_python" "$here/py_reactor.py" --csv "$tmp/reactor-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
+        async)
+            echo "== C: twine coroutines vs swapcontext, twine callbacks =="
+            "$build/bench/twine_bench_async" --csv "$tmp/async-c.csv" "$@"
+            echo
+            if [ -n "$twisted_python" ]; then
+                echo "== Python: Twisted inlineCallbacks ($twisted_python) =="
+                "$twisted_python" "$here/py_async.py" --csv "$tmp/async-py.csv" "$@"
             else
                 echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
             fi
