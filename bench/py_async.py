@@ -16,7 +16,9 @@ Same workloads, fewer iterations, same unit (ns per operation):
                               callback version
   async_network_counter_bare  the same over a deque of record Deferreds that
                               the driver fires, oldest first
-Every await checks the value it got; every next() must answer its position
+The extra metric `cpu` is each run's thread CPU time per operation (on a
+shared machine wall time also counts other processes' time). Every await
+checks the value it got; every next() must answer its position
 (1, 2, 3, ... in call order), and the lock must end free. A run whose counts
 are not exact is invalid (exit 2). Each measurement is repeated 5 times; the
 CSV gets the median, the best, the worst and every repetition, as
@@ -210,6 +212,7 @@ def main(run):
         if not run.selected(workload):
             continue
         ns = {name: [] for _, name, _, _ in impls}
+        cpu = {name: [] for _, name, _, _ in impls}
         n = {name: run.scaled(base) + run.scaled(base) % 2 for _, name, _, base in impls}
         print(f"{workload}: {', '.join(str(v) for v in n.values())} operations, {REPS} "
               f"repetitions, taking turns", flush=True)
@@ -217,12 +220,15 @@ def main(run):
             fn(min(n[name], WARM_UP))
         for _ in range(REPS):
             for _, name, fn, _ in impls:
+                c0 = time.thread_time()
                 secs, count, hits = fn(n[name])
+                cpu[name].append((time.thread_time() - c0) * 1e9 / n[name])
                 check(workload, name, count, n[name])
                 check(workload, name + " (right value)", hits, n[name])
                 ns[name].append(secs * 1e9 / n[name])
         for _, name, _, _ in impls:
-            run.record(workload, name, "ns/op", False, ns[name], widths=(26, 32))
+            run.record(workload, name, "ns/op", False, ns[name],
+                       {"cpu": (cpu[name], "ns/op")}, widths=(26, 32))
 
 
 if __name__ == "__main__":

@@ -267,6 +267,7 @@ EXTRAS = [
     ("allocs_cold", "allocator calls of one operation with the per-thread block cache empty"),
     ("post", "posting thread's time per call"),
     ("latency", "median round trip after the pool sat idle for the gap"),
+    ("cpu", "the thread's CPU time per operation, without the time other processes had the CPU"),
 ]
 
 
