@@ -4,6 +4,7 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   async     async.csv (+ async.md)
 #   http      http.csv (+ http.md): libtwine-http, libcurl's multi interface on libuv
 #   redis     redis.csv (+ redis.md): libtwine-redis, hiredis, redis-py
 # and machine.txt for all of them. A suite whose component library was not
@@ -25,7 +26,7 @@ build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-all_suites="sync pool deferred reactor http redis"
+all_suites="sync pool deferred reactor async http redis"
 suites=$all_suites
 n=$#
 i=0
@@ -73,7 +74,7 @@ mkdir -p "$results"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The Python sides of the pool, deferred and reactor suites need Twisted; Debian's
+# The Python sides of the pool, deferred, reactor and async suites need Twisted; Debian's
 # python3-twisted is installed for /usr/bin/python3, which may not be the
 # first python3 on PATH.
 twisted_python=""

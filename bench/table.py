@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, http, redis, ...) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, async, http, redis, ...) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -31,7 +31,8 @@ HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
 #   allocs,allocs_cold), the largest of whose values must be <= limit
 # A target is listed when the CSV has any workload of its suite (pool_* is
 # the pool suite, deferred_* the deferred suite, call_from_thread* and
-# defer_to_thread* the reactor suite, the rest the sync suite).
+# defer_to_thread* the reactor suite, async_* the async suite, the rest the
+# sync suite).
 TARGETS = [
     ("uncontended Lock <= 1.0x the fastest C peer",
      "lock_uncontended", "twine Lock", None, "le", 1.0),
@@ -82,6 +83,16 @@ TARGETS = [
      "redis_lock_contended", "twine redis lock", "least_busy_shortfall", "metric", 0.5),
     ("queue put+get+ack >= 1.2x a redis-py Streams consumer",
      "redis_queue", "twine queue COUNT 16", "python redis-py streams COUNT 16", "speedup", 1.2),
+    ("suspend + resume <= 20 ns",
+     "async_switch", "twine suspend+resume", "ns", "metric", 20.0),
+    ("suspend + resume >= 10x faster than swapcontext",
+     "async_switch", "twine suspend+resume", "swapcontext", "speedup", 10.0),
+    ("await of a fired Deferred <= 1.2x adding a callback to it",
+     "async_await_ready", "twine await", "twine add_callback", "le", 1.2),
+    ("NetworkCounter await style <= 1.3x callback style",
+     "async_network_counter", "twine await", "twine callbacks", "le", 1.3),
+    ("NetworkCounter await >= 100x faster than Twisted inlineCallbacks",
+     "async_network_counter", "twine await", "python Twisted inlineCallbacks", "speedup", 100.0),
 ]
 
 # A missed speedup target on a pinned workload also says how far the
@@ -101,6 +112,8 @@ def suite(workload):
         return "http"
     if workload.startswith("redis_"):
         return "redis"
+    if workload.startswith("async_"):
+        return "async"
     return "sync"
 
 
@@ -275,6 +288,7 @@ EXTRAS = [
     ("least_busy_shortfall", "1 - the least busy process's share / an even share"),
     ("client_cmds_per_acq", "commands the clients sent per acquisition"),
     ("server_calls_per_acq", "Redis calls per acquisition (INFO commandstats, script calls included)"),
+    ("cpu", "the thread's CPU time per operation, without the time other processes had the CPU"),
 ]
 
 

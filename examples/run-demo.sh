@@ -17,6 +17,7 @@ event_gate        seed 003: workers held at an Event until setup is done
 guards            seed 002: a failing critical section must still release its lock
 thread_pool       seed 001: the pool, a dedicated worker, resizing, a wedged pool detected
 network_counter   seed 000: an async critical section with and without a DeferredLock
+network_counter_async seed 000: the same NetworkCounter as coroutines, tw_await and TW_AWAIT_WITH
 reactor_counter   seed 000: NetworkCounter on a reactor, its record a blocking write in a thread
 reactor_threads   seed 001: the threading howto on a reactor: to and from threads, pool, wedge, shutdown
 socket_threads    seed 001 on sockets: replies computed in defer_to_thread, a pool thread writing the thread-safe way
