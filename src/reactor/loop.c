@@ -26,6 +26,7 @@
 #include "base/alloc.h"
 #include "base/spin_wait.h"
 #include "base/time.h"
+#include "debug/debug.h"
 #include "reactor/reactor.h"
 
 int64_t tw__reactor_now(const tw_reactor *r)
@@ -363,6 +364,9 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
 static void enter(tw_reactor *r)
 {
     r->in_run = true;
+#ifdef TW_DEBUG
+    tw__dbg_loop_enter(r); /* this thread runs r's loop: a node of the wait-for graph */
+#endif
     if (r->state == R_NEW)
         start(r);
     else
@@ -379,6 +383,9 @@ int tw_reactor_run(tw_reactor *r)
     enter(r);
     while (r->state != R_DONE)
         iterate(r, -1);
+#ifdef TW_DEBUG
+    tw__dbg_loop_leave(r);
+#endif
     r->in_run = false;
     tw__signals_release(r);
     return 0;
@@ -401,6 +408,9 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
     if (timeout >= 0 && tw__delay_ns(timeout, &ns))
         ns = INT64_MAX; /* +inf (NaN was refused above) */
     iterate(r, ns);
+#ifdef TW_DEBUG
+    tw__dbg_loop_leave(r);
+#endif
     r->in_run = false;
     if (r->state == R_DONE)
         tw__signals_release(r);
@@ -456,6 +466,9 @@ int tw_reactor_destroy(tw_reactor *r)
     }
     tw__io_destroy(r);
     tw__waker_close(r->wake_rfd, r->wake_wfd);
+#ifdef TW_DEBUG
+    tw__dbg_reactor_gone(r);
+#endif
     if (abandoned)
         return 0; /* stuck pool threads may still post: they find it closed */
     tw__post_destroy(r);
