@@ -3,7 +3,8 @@
  * loop thread, each pool, thread work and each DeferredLock are nodes of the
  * same graph, so a wait on the loop or on thread work counts like a wait on
  * a Lock. Each test builds one of the mixed deadlocks of the issue and
- * checks that it is reported with its cycle:
+ * checks that it is reported with its cycle, and that a Lock left held by a
+ * thread that exits, or by a loop callback, is reported with its site:
  *   - a pool thread holding Lock L calls blocking_call_from_thread while a
  *     loop callback waits on L;
  *   - a thread blocked on the loop (blocking_call_from_thread; a Queue) while
@@ -15,9 +16,10 @@
  *
  * The hooks that make the loop, the pools and the DeferredLocks part of the
  * graph are in a library built with TW_DEBUG; against one without, these
- * tests are skipped. Every deadlock here ends by itself: its waits are
- * timed, or a timer of the loop cancels what is waited for once the report
- * has come. The threshold is 50 ms.
+ * tests are skipped (the thread-exit one runs: it needs only this file's
+ * tracking). Every deadlock here ends by itself: its waits are timed, or a
+ * timer of the loop cancels what is waited for once the report has come.
+ * The threshold is 50 ms.
  */
 #define TW_DEBUG 1
 #include "harness.h"
@@ -74,6 +76,26 @@ static const char *find(const char *prefix)
 {
     for (int i = 0; i < n_kept && i < KEEP; i++)
         if (strncmp(kept[i].message, prefix, strlen(prefix)) == 0)
+            return kept[i].message;
+    return NULL;
+}
+
+/* The same, for reports containing `needle` anywhere. */
+static int reports_with(const char *needle)
+{
+    int n = 0;
+    pthread_mutex_lock(&kept_mu);
+    for (int i = 0; i < n_kept && i < KEEP; i++)
+        if (strstr(kept[i].message, needle))
+            n++;
+    pthread_mutex_unlock(&kept_mu);
+    return n;
+}
+
+static const char *find_with(const char *needle)
+{
+    for (int i = 0; i < n_kept && i < KEEP; i++)
+        if (strstr(kept[i].message, needle))
             return kept[i].message;
     return NULL;
 }
@@ -506,6 +528,69 @@ static void test_pool_wedged_by_work_queued_behind_it(void **state)
     expect_in(m, "all 2 of its threads");
 }
 
+/* ---- 5: Locks left held ---------------------------------------------------------- */
+
+typedef struct left {
+    tw_lock l;
+    int line;
+    uint32_t tid;
+} left;
+
+static void *take_and_exit(void *arg)
+{
+    left *c = arg;
+    c->tid = tw__self();
+    c->line = __LINE__ + 1;
+    tw_lock_acquire(&c->l);
+    return NULL; /* seed 002: the release never comes */
+}
+
+static void test_thread_exits_holding_a_lock(void **state)
+{
+    (void)state;
+    left c;
+    memset(&c, 0, sizeof c);
+    tw_lock_init(&c.l);
+    tw_test_join(tw_test_start(take_and_exit, &c));
+    assert_int_equal(reports_with("exits holding"), 1);
+    const char *m = find_with("exits holding");
+    expect_in(m, at(c.line));
+    char who[32];
+    snprintf(who, sizeof who, "thread %u exits", (unsigned)c.tid);
+    expect_in(m, who);
+    assert_int_equal(tw_lock_release(&c.l), 0); /* any thread may */
+    assert_int_equal(reports_with("exits holding"), 1);
+}
+
+typedef struct leftloop {
+    tw_reactor *r;
+    tw_lock l;
+    int line;
+} leftloop;
+
+static void leave_it_held(void *arg)
+{
+    leftloop *c = arg;
+    c->line = __LINE__ + 1;
+    tw_lock_acquire(&c->l);
+    tw_reactor_stop(c->r); /* the next iteration finds it held */
+}
+
+static void test_loop_callback_returns_holding_a_lock(void **state)
+{
+    (void)state;
+    need_debug_library();
+    leftloop c;
+    memset(&c, 0, sizeof c);
+    tw_lock_init(&c.l);
+    c.r = new_reactor(2);
+    assert_int_equal(tw_reactor_call_when_running(c.r, leave_it_held, &c), 0);
+    run_reactor(c.r);
+    assert_int_equal(reports_with("a loop callback returned to the loop holding"), 1);
+    expect_in(find("a loop callback"), at(c.line));
+    assert_int_equal(tw_lock_release(&c.l), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +603,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dlock_held_across_thread_work_that_waits_for_it,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_wedged_by_work_queued_behind_it, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_thread_exits_holding_a_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loop_callback_returns_holding_a_lock, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

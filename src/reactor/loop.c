@@ -305,6 +305,9 @@ static int64_t wait_cap(const tw_reactor *r, int64_t wait_ns)
 /* One iteration (see the top of the file); wait_ns < 0 waits as long as needed. */
 static void iterate(tw_reactor *r, int64_t wait_ns)
 {
+#ifdef TW_DEBUG
+    tw__dbg_loop_idle(r); /* a callback of the last iteration left a Lock held? */
+#endif
     if (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) {
         r->state = R_BEFORE;
         run_triggers(r, TW_BEFORE_SHUTDOWN, true);
