@@ -43,12 +43,36 @@
  * each, inlined here; a release only enters the kernel when a thread is
  * parked. docs/sync.md describes each state word and its memory orders.
  *
- * Debug. In code compiled with TW_DEBUG defined empty or to a non-zero
- * number (undefined or 0: off; a word such as ON counts as 0), Lock calls go
- * out of line and remember which Locks the thread acquired: a thread that
- * waits a second for a Lock it acquired itself is reported through the
- * diagnostic hook as a probable self-deadlock (seed 003's trap), and keeps
- * waiting, since another thread may release it.
+ * Deadlocks. In code compiled with TW_DEBUG defined empty or to a non-zero
+ * number (undefined or 0: off; a word such as ON counts as 0), the calls of
+ * Lock, RLock, Semaphore and a Condition's lock go out of line with their
+ * file and line, and twine watches for deadlocks (docs/deadlocks.md). Every
+ * object belongs to a class: all the Locks initialised at one line, or a
+ * class you name. An acquire made holding others records the order of their
+ * classes, and the first one that closes a cycle is reported through the
+ * diagnostic hook (TW_DIAG_WARNING, TW_EDEADLK) with the file:line of every
+ * acquire involved, on the first run that takes both orders, before any
+ * thread waits:
+ *
+ *     #define TW_DEBUG 1          // before including twine
+ *     #include <twine.h>
+ *
+ *     // thread 1                        // later, thread 2
+ *     TW_WITH(&accounts)                 TW_WITH(&audit_log)
+ *         TW_WITH(&audit_log) log();         TW_WITH(&accounts) check();
+ *     // -> "lock order inversion: thread 2 took ... at f.c:12 holding ...
+ *     //     (taken at f.c:11); thread 1 took ... at f.c:4 holding ..."
+ *
+ * Two objects of one class nested on purpose take a subclass
+ * (tw_lock_acquire_nested); orders can be declared (tw_lock_class_order) and
+ * classes silenced (tw_lock_class_quiet). A thread that has waited longer than
+ * the threshold (1 s, tw_deadlock_set_threshold) on a twine primitive reports
+ * the threads that wait for each other, itself included (seed 003's Lock
+ * taken twice is the one-thread case) — and, in a library built with
+ * TW_DEBUG, the loop, pools, thread work and DeferredLocks are part of that
+ * graph; a thread that exits holding a Lock, or a loop callback that returns
+ * holding one, is reported too (seed 002). Reports never stop the program.
+ * Without TW_DEBUG none of this runs and the inline paths are unchanged.
  */
 #ifndef TWINE_SYNC_H
 #define TWINE_SYNC_H
@@ -351,9 +375,9 @@ typedef struct tw_bsem {
 #define TW_BSEM_INIT(v) {TW_SEM_INIT(v), (v)}
 
 TW_API int tw_bsem_init(tw_bsem *b, uint32_t value);
+static inline int tw_bsem_acquire(tw_bsem *b) { return tw_sem_acquire(b ? &b->sem : NULL); }
+static inline int tw_bsem_try_acquire(tw_bsem *b) { return tw_sem_try_acquire(b ? &b->sem : NULL); }
 static inline tw_sem *tw__bsem_sem(tw_bsem *b) { return b ? &b->sem : NULL; }
-static inline int tw_bsem_acquire(tw_bsem *b) { return tw_sem_acquire(tw__bsem_sem(b)); }
-static inline int tw_bsem_try_acquire(tw_bsem *b) { return tw_sem_try_acquire(tw__bsem_sem(b)); }
 TW_API int tw_bsem_acquire_timeout(tw_bsem *b, double timeout);
 /* TW_EOVERFLOW if value + n would exceed the initial value (nothing changes). */
 TW_API int tw_bsem_release(tw_bsem *b, uint32_t n);

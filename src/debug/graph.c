@@ -45,7 +45,7 @@
 #include <stdint.h>
 
 #include "base/thread.h"
-#include "debug/internal.h"
+#include "debug/fast.h"
 
 tw_lock tw__dbg_mu = TW_LOCK_INIT;
 uint32_t tw__dbg_on;
@@ -66,15 +66,7 @@ void tw__dbg_unlock(void)
         flush_full();
 }
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
+#define mix64 tw__dbg_mix
 
 /* ---- reports ------------------------------------------------------------------ */
 
@@ -87,13 +79,13 @@ const char *tw__dbg_base(const char *file)
 void tw__dbg_report(int code, const char *function, const char *message)
 {
     tw__dbg_thread *t = tw__dbg_me_if();
-    if (t && t->reporting)
+    if (t && LD(t->reporting))
         return; /* the hook took a tracked lock and met a problem of its own */
     if (t)
-        t->reporting = true;
+        ST(t->reporting, true); /* atomic: see report_left in thread.c */
     tw_diag_report(TW_DIAG_WARNING, code, function, message);
     if (t)
-        t->reporting = false;
+        ST(t->reporting, false);
 }
 
 /* The report waits until mu is free (tw__dbg_unlock): a hook may take a
@@ -158,7 +150,7 @@ static uint32_t class_free;    /* a free list of retired ids */
 static uint32_t class_live;
 
 /* The chain cache generation: moves when a class id is retired. atomic. */
-static uint64_t chain_gen = 0x9e3779b97f4a7c15ULL;
+uint64_t tw__dbg_chain_gen = 0x9e3779b97f4a7c15ULL;
 
 static uint32_t site_hash(const char *file, int line, uint32_t kind)
 {
@@ -190,7 +182,8 @@ static uint32_t class_find(const void *key, uint32_t keykind, uint32_t kind, con
         lclass *k = &classes[c];
         if (k->keykind != keykind || k->kind != kind)
             continue;
-        if (keykind == K_SITE ? k->line == line && strcmp(k->file, file) == 0 : k->key == key)
+        if (keykind != K_SITE ? k->key == key
+                              : k->line == line && file && k->file && strcmp(k->file, file) == 0)
             return c;
     }
     return 0;
@@ -336,9 +329,15 @@ void tw__dbg_class_name(uint32_t cls, char *buf, size_t n)
 
 #define MAP_EMPTY ((uintptr_t)0)
 #define MAP_TOMB ((uintptr_t)1)
-static uintptr_t map_key[DBG_MAP];  /* atomic */
-static uint32_t map_cls[DBG_MAP];   /* atomic */
-static uint32_t map_owner[DBG_MAP]; /* atomic: a Lock's tracked holder, 0 if none */
+/* map_cls holds the class packed with what its slot needs for the fast
+ * path (fast.h): MAP_ADDR and the kind of object it was made for, if it is
+ * an address class (another kind at the address is a reused block). */
+uintptr_t tw__dbg_map_key[DBG_MAP];  /* atomic */
+uint32_t tw__dbg_map_cls[DBG_MAP];   /* atomic */
+uint32_t tw__dbg_map_owner[DBG_MAP]; /* atomic: a Lock's tracked holder, 0 if none */
+#define map_key tw__dbg_map_key
+#define map_cls tw__dbg_map_cls
+#define map_owner tw__dbg_map_owner
 /* One bit per hashed 64-byte line where a mapped object or a learned
  * signaller has been: the free hook looks only at lines whose bit is set.
  * Bits are never cleared. */
@@ -346,7 +345,7 @@ static uint64_t map_lines[DBG_MAP / 64]; /* atomic */
 
 static inline uint32_t map_hash(uintptr_t a)
 {
-    return (uint32_t)mix64(a) & (DBG_MAP - 1);
+    return tw__dbg_map_hash(a);
 }
 
 static inline uint32_t line_bit(uintptr_t a)
@@ -399,7 +398,7 @@ static inline uint32_t slot_class(uint32_t i, uintptr_t a)
 {
     /* acquire: the key is re-read after the class. */
     uint32_t c = __atomic_load_n(&map_cls[i], __ATOMIC_ACQUIRE);
-    return LD(map_key[i]) == a ? c : 0;
+    return LD(map_key[i]) == a ? c & MAP_CLASS : 0;
 }
 
 uint32_t tw__dbg_slot_class(uint32_t slot, const void *obj)
@@ -430,9 +429,12 @@ static uint32_t map_claim(uintptr_t a, bool *fresh)
 /* mu held. Points slot i (claimed for a) at class c. */
 static void map_set(uint32_t i, uintptr_t a, uint32_t c, bool fresh)
 {
+    uint32_t packed = c;
+    if (classes[c].keykind == K_ADDR)
+        packed |= MAP_ADDR | (classes[c].kind << MAP_KIND_SHIFT);
     ST(map_owner[i], 0);
     /* release: a reader that sees the key sees the class (slot_class). */
-    __atomic_store_n(&map_cls[i], c, __ATOMIC_RELEASE);
+    __atomic_store_n(&map_cls[i], packed, __ATOMIC_RELEASE);
     if (fresh) {
         __atomic_store_n(&map_key[i], a, __ATOMIC_RELEASE);
         tw__dbg_mark_line((const void *)a);
@@ -450,7 +452,7 @@ static bool addr_class_of(uint32_t c, uintptr_t a)
 static void map_drop(uint32_t i)
 {
     uintptr_t a = map_key[i];
-    uint32_t c = map_cls[i];
+    uint32_t c = map_cls[i] & MAP_CLASS;
     __atomic_store_n(&map_key[i], MAP_TOMB, __ATOMIC_RELEASE);
     ST(map_cls[i], 0);
     ST(map_owner[i], 0);
@@ -478,7 +480,7 @@ uint32_t tw__dbg_class_of(const void *obj, enum tw__dk kind, uint32_t *slot)
     bool fresh;
     tw__dbg_lock();
     i = map_claim(a, &fresh);
-    c = i != UINT32_MAX && !fresh ? map_cls[i] : 0;
+    c = i != UINT32_MAX && !fresh ? map_cls[i] & MAP_CLASS : 0;
     if (!c || !fits(c, kind)) {
         if (addr_class_of(c, a))
             retire(c);
@@ -504,8 +506,9 @@ static void map_assign(const void *obj, uint32_t c)
         tw__dbg_full_locked(FULL_MAP);
         return;
     }
-    if (!fresh && map_cls[i] != c && addr_class_of(map_cls[i], a))
-        retire(map_cls[i]);
+    uint32_t old = fresh ? 0 : map_cls[i] & MAP_CLASS;
+    if (old && old != c && addr_class_of(old, a))
+        retire(old);
     map_set(i, a, c, fresh);
 }
 
@@ -553,10 +556,35 @@ int tw__dbg_class_add(tw_lock_class *nc, const void *obj, enum tw__dk kind)
     return c ? 0 : TW_EFULL;
 }
 
+/* Thread functions' classes, cached: one is looked up at every run of a
+ * thread function. A word packs the function's address (below 2^48 in user
+ * space) and its class; a miss goes to the class table. */
+#define FN_CACHE 256
+static uint64_t fn_cache[FN_CACHE]; /* atomic */
+
 uint32_t tw__dbg_pseudo_class(const void *key, enum tw__dk kind)
 {
+    uint64_t *slot = NULL;
+    if (kind == TW__DK_WORK && (uintptr_t)key < (1ULL << 48)) {
+        slot = &fn_cache[((uintptr_t)key * 0x9e3779b97f4a7c15ULL) >> 56];
+        uint64_t w = LD(*slot);
+        if (w && (w & ((1ULL << 48) - 1)) == (uintptr_t)key)
+            return (uint32_t)(w >> 48);
+    }
     tw__dbg_lock();
     uint32_t c = class_get(key, K_PSEUDO, kind, NULL, 0);
+    if (slot && c)
+        ST(*slot, (uint64_t)c << 48 | (uintptr_t)key);
+    if (c && (kind == TW__DK_DLOCK || kind == TW__DK_DSEM))
+        tw__dbg_mark_line(key); /* forgotten with its block (tw__dbg_forget) */
+    tw__dbg_unlock();
+    return c;
+}
+
+uint32_t tw__dbg_pseudo_class_if(const void *key, enum tw__dk kind)
+{
+    tw__dbg_lock();
+    uint32_t c = class_find(key, K_PSEUDO, kind, NULL, 0);
     tw__dbg_unlock();
     return c;
 }
@@ -702,7 +730,7 @@ static void retire(uint32_t c)
     class_free = c;
     class_live--;
     /* No cached stack may name the id once it is reused. */
-    __atomic_fetch_add(&chain_gen, 0x9e3779b97f4a7c15ULL, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&tw__dbg_chain_gen, 0x9e3779b97f4a7c15ULL, __ATOMIC_RELAXED);
 }
 
 void tw__dbg_retire_key(const void *key)
@@ -726,34 +754,26 @@ void tw__dbg_forget(const void *p, size_t n)
             continue;
         uintptr_t from = line < a0 ? (a0 + 3) & ~(uintptr_t)3 : line;
         uintptr_t to = line + 64 < a1 ? line + 64 : a1;
+        tw__dbg_lock();
         for (uintptr_t a = from; a < to; a += 4) {
-            if (tw__dbg_slot_of((const void *)a) == UINT32_MAX)
-                continue;
-            tw__dbg_lock();
             uint32_t i = tw__dbg_slot_of((const void *)a);
             if (i != UINT32_MAX)
                 map_drop(i);
-            tw__dbg_unlock();
+            /* A DeferredLock's or DeferredSemaphore's class goes too. */
+            for (uint32_t kind = TW__DK_DLOCK; kind <= TW__DK_DSEM; kind++) {
+                uint32_t c = class_find((const void *)a, K_PSEUDO, kind, NULL, 0);
+                if (c)
+                    retire(c);
+            }
         }
+        tw__dbg_unlock();
         tw__dbg_signals_forget(from, to);
     }
 }
 
 /* ---- the chain cache ---------------------------------------------------------------- */
 
-static uint64_t chains[DBG_CHAINS]; /* atomic */
-
-uint64_t tw__dbg_chain(uint64_t prev, uint32_t cls, bool try_)
-{
-    if (!prev)
-        prev = LD(chain_gen);
-    return mix64(prev ^ (((uint64_t)cls << 1 | (try_ ? 1 : 0)) * 0x9e3779b97f4a7c15ULL)) | 1;
-}
-
-bool tw__dbg_chain_known(uint64_t key)
-{
-    return LD(chains[key & (DBG_CHAINS - 1)]) == key;
-}
+uint64_t tw__dbg_chains[DBG_CHAINS]; /* atomic */
 
 /* ---- search and report --------------------------------------------------------------- */
 
@@ -969,12 +989,12 @@ uint64_t tw__dbg_validate(tw__dbg_thread *t, const void *obj, uint32_t cls, cons
         msg[0] = 0;
         tw__dbg_lock();
         bool report =
-            add_order(h->cls, cls, h->file, h->line, file, line, t->tid, msg, sizeof msg);
+            add_order(h->cls, cls, h->file, h->line, file, line, LD(t->tid), msg, sizeof msg);
         tw__dbg_unlock();
         if (report)
             tw__dbg_report(TW_EDEADLK, function, msg);
     }
-    ST(chains[key & (DBG_CHAINS - 1)], key);
+    ST(tw__dbg_chains[key & (DBG_CHAINS - 1)], key);
     return key;
 }
 

@@ -33,7 +33,7 @@
 #define DBG_MAP 65536        /* slots of the address -> class map */
 #define DBG_CHAINS 65536     /* chain cache: validated held stacks (lossy) */
 #define DBG_SIGNALS 8192     /* learned signallers (lossy) */
-#define DBG_ASYNC 65536      /* thread work in flight and DeferredLocks held */
+#define DBG_ASYNC 16384      /* thread work in flight and DeferredLocks held */
 #define DBG_REACTORS 256     /* reactors alive at once */
 #define DBG_SUBCLASSES TW_LOCK_SUBCLASSES
 
@@ -57,7 +57,10 @@ typedef struct tw__dbg_held {
 } tw__dbg_held;
 
 typedef struct tw__dbg_thread {
-    uint32_t tid;   /* atomic: tw__self(); 0 = a free record */
+    /* atomic, read with LD even by the owner: a thread attaching races for
+     * free records with CASes, and ThreadSanitizer counts a failed CAS as a
+     * write. */
+    uint32_t tid;   /* tw__self(); 0 = a free record */
     uint32_t depth; /* atomic: entries in held */
     tw__dbg_held held[DBG_HELD];
 
@@ -74,6 +77,8 @@ typedef struct tw__dbg_thread {
     int64_t wsince;       /* atomic: when the wait began */
     int64_t wnext;        /* own: the next check */
     int wdepth;           /* own: nested begins */
+    uint32_t readers;     /* atomic: live checks reading the object of the wait in
+                             progress; its end waits for them (wait.c) */
 
     /* Roles. */
     const void *pool;     /* atomic: the pool it is a thread of */
@@ -110,8 +115,9 @@ enum { CF_QUIET = 1, CF_SIGNAL = 2, CF_NAMED = 4 };
  * in *slot (UINT32_MAX when the map is full). 0 when the class table is full. */
 uint32_t tw__dbg_class_of(const void *obj, enum tw__dk kind, uint32_t *slot);
 /* The class for a pseudo-lock keyed by key (a reactor, a function, a
- * DeferredLock), made on first use. */
+ * DeferredLock), made on first use; _if: 0 unless made already. */
 uint32_t tw__dbg_pseudo_class(const void *key, enum tw__dk kind);
+uint32_t tw__dbg_pseudo_class_if(const void *key, enum tw__dk kind);
 /* Subclass sub (1 .. DBG_SUBCLASSES - 1) of base. */
 uint32_t tw__dbg_subclass(uint32_t base, unsigned sub);
 /* A class keyed by key goes away (a reactor destroyed), with its edges. */
@@ -132,9 +138,8 @@ bool tw__dbg_slot_is(uint32_t slot, const void *obj);
 void tw__dbg_mark_line(const void *obj);
 bool tw__dbg_class_quiet(uint32_t cls);
 const char *tw__dbg_kind_name(enum tw__dk kind);
-/* The chain key of class cls (try or not) on top of `prev` (0: bottom). */
-uint64_t tw__dbg_chain(uint64_t prev, uint32_t cls, bool try_);
-bool tw__dbg_chain_known(uint64_t key);
+/* The chain key of class cls (try or not) on top of `prev` (0: bottom), and
+ * whether it is in the cache: fast.h. */
 /* Checks the order of taking class cls (object obj) on top of what t holds:
  * adds the missing edges, reports the cycle one closes, and caches key
  * (returned). t is the calling thread, or a thread blocked in a call the

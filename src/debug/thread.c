@@ -24,12 +24,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "debug/internal.h"
+#include "debug/fast.h"
 
 tw__dbg_thread tw__dbg_threads[DBG_THREADS];
 uint32_t tw__dbg_threads_hwm;
 
-static __thread tw__dbg_thread *me;
+/* The default TLS model: this is in every build of the library, used by
+ * tracking code only, and must not take static TLS from a dlopen'd libtwine. */
+__thread tw__dbg_thread *tw__dbg_self;
+#define me tw__dbg_self
 static __thread bool no_record; /* the table was full when it asked */
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -120,7 +123,7 @@ static tw__dbg_thread *attach(void)
         ST(t->loop, NULL);
         ST(t->serving, NULL);
         t->loop_base = 0;
-        t->reporting = false;
+        ST(t->reporting, false);
         stack_bounds(&lo, &hi);
         ST(t->stack_lo, lo);
         ST(t->stack_hi, hi);
@@ -180,7 +183,7 @@ bool tw__dbg_push(tw__dbg_thread *t, const void *obj, enum tw__dk kind, uint32_t
     ST(h->cls, cls);
     ST(h->kind, (uint8_t)kind);
     ST(h->flags, (uint8_t)flags);
-    h->slot = slot;
+    ST(h->slot, slot);
     h->chain = chain;
     /* release: a reader that sees the depth sees the entry. */
     __atomic_store_n(&t->depth, d + 1, __ATOMIC_RELEASE);
@@ -202,7 +205,7 @@ void tw__dbg_remove(tw__dbg_thread *t, uint32_t i)
         ST(h->cls, n->cls);
         ST(h->kind, n->kind);
         ST(h->flags, LD(n->flags));
-        h->slot = n->slot;
+        ST(h->slot, n->slot);
         h->chain = tw__dbg_chain(j ? t->held[j - 1].chain : 0, h->cls,
                                  (h->flags & HF_TRY) != 0);
     }
@@ -213,27 +216,28 @@ bool tw__dbg_entry_valid(const tw__dbg_thread *t, uint32_t i)
 {
     const tw__dbg_held *h = &t->held[i];
     const void *obj = LD(h->obj);
-    if (h->flags & HF_PSEUDO)
+    uint32_t slot = LD(h->slot);
+    if (LD(h->flags) & HF_PSEUDO)
         return true; /* a thread function's address may be odd: never tagged */
     if (TAGGED(obj))
         return false;
-    switch (h->kind) {
+    switch (LD(h->kind)) {
     case TW__DK_LOCK: {
-        if (h->slot != UINT32_MAX) {
-            if (!tw__dbg_slot_is(h->slot, obj))
+        if (slot != UINT32_MAX) {
+            if (!tw__dbg_slot_is(slot, obj))
                 return false; /* its block was freed */
-            uint32_t o = LD(*tw__dbg_owner(h->slot));
+            uint32_t o = LD(*tw__dbg_owner(slot));
             if (o && o != LD(t->tid))
                 return false;
         }
         return LD(((const tw_lock *)obj)->word) != 0;
     }
     case TW__DK_RLOCK:
-        if (h->slot != UINT32_MAX && !tw__dbg_slot_is(h->slot, obj))
+        if (slot != UINT32_MAX && !tw__dbg_slot_is(slot, obj))
             return false;
         return LD(((const tw_rlock *)obj)->owner) == LD(t->tid);
     case TW__DK_SEM:
-        return !(tw__dbg_class_flags(h->cls) & CF_SIGNAL);
+        return !(tw__dbg_class_flags(LD(h->cls)) & CF_SIGNAL);
     default:
         return true;
     }
@@ -292,7 +296,7 @@ void tw__dbg_acquired(tw__dbg_acq *a, const void *obj, enum tw__dk kind, unsigne
                       line, a->chain))
         return;
     if (kind == TW__DK_LOCK && a->slot != UINT32_MAX)
-        ST(*tw__dbg_owner(a->slot), t->tid);
+        ST(*tw__dbg_owner(a->slot), LD(t->tid));
 }
 
 /* Another thread's tracked hold of Lock obj ends with our release: its
@@ -335,7 +339,7 @@ unsigned tw__dbg_release(const void *obj, enum tw__dk kind, unsigned n)
             slot = tw__dbg_slot_of(obj);
         if (slot != UINT32_MAX) {
             uint32_t *owner = tw__dbg_owner(slot), o = LD(*owner);
-            if (o && (!t || o != t->tid))
+            if (o && (!t || o != LD(t->tid)))
                 tag_foreign(o, obj);
             if (o)
                 ST(*owner, 0);
@@ -361,7 +365,7 @@ void tw__dbg_cond_lock(const void *lock, bool held)
         uint8_t f = LD(h->flags);
         ST(h->flags, (uint8_t)(held ? f & ~HF_GIVEN_UP : f | HF_GIVEN_UP));
         if (h->slot != UINT32_MAX && tw__dbg_slot_is(h->slot, lock))
-            ST(*tw__dbg_owner(h->slot), held ? t->tid : 0);
+            ST(*tw__dbg_owner(h->slot), held ? LD(t->tid) : 0);
         return;
     }
 }
@@ -411,21 +415,25 @@ static void report_left(tw__dbg_thread *t, uint32_t from, const char *function,
     char msg[1024];
     size_t len = 0;
     int n = 0;
-    for (uint32_t i = from; i < t->depth; i++) {
+    /* Atomics only, though the record is the thread's own: this also runs in
+     * a thread's exit destructor, whose synchronisation ThreadSanitizer does
+     * not follow (the record's next owner would look racing with it). */
+    for (uint32_t i = from; i < LD(t->depth); i++) {
         tw__dbg_held *h = &t->held[i];
-        if ((h->kind != TW__DK_LOCK && h->kind != TW__DK_RLOCK) || (h->flags & HF_LEFT) ||
-            !tw__dbg_entry_valid(t, i) || tw__dbg_class_quiet(h->cls))
+        uint8_t kind = LD(h->kind), flags = LD(h->flags);
+        if ((kind != TW__DK_LOCK && kind != TW__DK_RLOCK) || (flags & HF_LEFT) ||
+            !tw__dbg_entry_valid(t, i) || tw__dbg_class_quiet(LD(h->cls)))
             continue;
-        ST(h->flags, (uint8_t)(h->flags | HF_LEFT));
+        ST(h->flags, (uint8_t)(flags | HF_LEFT));
         char name[96];
-        tw__dbg_class_name(h->cls, name, sizeof name);
+        tw__dbg_class_name(LD(h->cls), name, sizeof name);
         if (n++ == 0)
             tw__dbg_put(msg, sizeof msg, &len, "%s holding ", how);
         else
             tw__dbg_put(msg, sizeof msg, &len, ", and ");
         tw__dbg_put(msg, sizeof msg, &len, "%s %p (%s), taken at ",
-                    tw__dbg_kind_name((enum tw__dk)h->kind), LD(h->obj), name);
-        tw__dbg_put_site(msg, sizeof msg, &len, h->file, h->line);
+                    tw__dbg_kind_name((enum tw__dk)kind), LD(h->obj), name);
+        tw__dbg_put_site(msg, sizeof msg, &len, LD(h->file), LD(h->line));
     }
     if (!n)
         return;
@@ -437,7 +445,7 @@ static void report_left(tw__dbg_thread *t, uint32_t from, const char *function,
 static void report_left_at_exit(tw__dbg_thread *t)
 {
     char how[64];
-    snprintf(how, sizeof how, "thread %u exits", (unsigned)t->tid);
+    snprintf(how, sizeof how, "thread %u exits", (unsigned)LD(t->tid));
     report_left(t, 0, "thread exit", how);
 }
 
@@ -486,7 +494,7 @@ void tw__dbg_loop_enter(const void *r)
     tw__dbg_lock();
     rrec *rr = reactor_rec(r, true);
     if (rr)
-        ST(rr->tid, t->tid);
+        ST(rr->tid, LD(t->tid));
     else
         tw__dbg_full_locked(FULL_REACTORS);
     uint32_t cls = rr ? rr->cls : 0;

@@ -51,7 +51,7 @@
 #include <stdarg.h>
 
 #include "base/time.h"
-#include "debug/internal.h"
+#include "debug/fast.h"
 #include "platform/wait.h"
 #include "sync/lock.h"
 
@@ -105,7 +105,7 @@ void tw__dbg_signal(enum tw__dk kind, const void *obj, uint32_t stamp)
     tw__dbg_thread *t = tw__dbg_me();
     if (!t)
         return;
-    uint32_t tid = t->tid;
+    uint32_t tid = LD(t->tid);
     sig *s = &sigs[sig_index((uintptr_t)obj)];
     uint32_t seq = LD(s->seq);
     if (LD(s->addr) == (uintptr_t)obj && LD(s->tid[0]) == tid && LD(s->stamp) == stamp &&
@@ -479,10 +479,11 @@ void tw__dbg_dprim_run(const void *p, uint32_t limit, bool begin, const void *un
     if (!t)
         return;
     if (begin) {
-        /* While run's function runs, the loop thread holds p. */
-        uint32_t cls = dprim_class(p, limit);
-        if (cls)
-            tw__dbg_pseudo_acquire(t, p, kind, cls, run, 0, run, true);
+        /* While run's function runs, the loop thread holds p. Its class is
+         * made only once an order involves it (a blocked thread's acquire, a
+         * hold across thread work): a program's many DeferredLocks do not
+         * each take one. Until then the entry orders nothing (class 0). */
+        tw__dbg_pseudo_acquire(t, p, kind, tw__dbg_pseudo_class_if(p, kind), run, 0, run, true);
         return;
     }
     tw__dbg_pseudo_release(t, p, kind);
@@ -508,7 +509,7 @@ void tw__dbg_dprim_run(const void *p, uint32_t limit, bool begin, const void *un
         return;
     uint32_t from = dprim_class(p, limit), to = tw__dbg_pseudo_class(fn, TW__DK_WORK);
     if (from && to)
-        tw__dbg_add_order(from, to, run, 0, "tw_defer_to_thread", 0, t->tid, run);
+        tw__dbg_add_order(from, to, run, 0, "tw_defer_to_thread", 0, LD(t->tid), run);
 }
 
 /* ---- waits -------------------------------------------------------------------------- */
@@ -542,7 +543,13 @@ void tw__dbg_wait_end(int token)
         return;
     ST(t->wkind, 0);
     ST(t->wsub, NULL);
-    __atomic_store_n(&t->wseq, t->wseq + 1, __ATOMIC_RELEASE);
+    /* seq_cst, against the checker's seq_cst increment of readers and load of
+     * wseq (pin in check): either it sees the wait over and reads nothing of
+     * it, or we see it reading and wait, since the object waited on may go
+     * (a stack frame returning) as soon as we return. */
+    __atomic_store_n(&t->wseq, t->wseq + 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&t->readers, __ATOMIC_SEQ_CST))
+        sched_yield();
 }
 
 int tw__dbg_bcall_begin(const void *r, const void *w)
@@ -613,6 +620,7 @@ typedef struct snap {
     tw__dbg_thread *t;
     uint32_t tid, seq;
     uint32_t kind;
+    bool pinned; /* a reader of t's wait: its object stays while the check runs */
     const void *obj, *sub, *prim;
     uintptr_t extra;
     const char *file, *fn;
@@ -1000,6 +1008,15 @@ static void check(tw__dbg_thread *me)
             continue;
         if (LD(t->pool) && !LD(t->task))
             continue; /* an idle pool thread waits for work, not for anyone */
+        /* Pin the wait: read its object only while it lasts (wait_end). */
+        if (t != me) {
+            __atomic_fetch_add(&t->readers, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&t->wseq, __ATOMIC_SEQ_CST) != s->seq) {
+                __atomic_fetch_sub(&t->readers, 1, __ATOMIC_RELEASE);
+                continue;
+            }
+        }
+        s->pinned = t != me;
         s->t = t;
         s->obj = LD(t->wobj);
         s->sub = LD(t->wsub);
@@ -1067,6 +1084,9 @@ static void check(tw__dbg_thread *me)
         }
     }
     const char *fn = self >= 0 && snaps[self].fn ? snaps[self].fn : "twine";
+    for (int i = 0; i < nsnap; i++)
+        if (snaps[i].pinned)
+            __atomic_fetch_sub(&snaps[i].t->readers, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&checking, 0, __ATOMIC_RELEASE);
     if (report)
         tw__dbg_report(TW_EDEADLK, fn, msg);

@@ -28,17 +28,16 @@
  *     object themselves, so they track whenever the library does.
  * And the detector checks an entry before it believes it (src/debug/thread.c):
  * a Lock another thread released, or that nobody holds, is not held. */
-#include "debug/debug.h"
+#include "debug/fast.h"
 #include "sync/lock.h"
 
 /* ---- Lock ------------------------------------------------------------------------ */
 
-static int lock_acquire(tw_lock *l, tw_deadline deadline, unsigned sub, unsigned flags,
-                        const char *file, int line, const char *function)
+/* Anything but the fast path below: the detector's general calls. */
+__attribute__((noinline, cold)) static int lock_acquire_slow(tw_lock *l, tw_deadline deadline, unsigned sub, unsigned flags,
+                             const char *file, int line, const char *function)
 {
     tw__dbg_acq a;
-    if (!l)
-        return TW_EINVAL;
     tw__dbg_acquire(&a, l, TW__DK_LOCK, sub, flags, file, line, function);
     int rc = tw__lock_try_acquire_plain(l);
     if (rc != 0 && !(flags & TW__DA_TRY)) {
@@ -49,6 +48,48 @@ static int lock_acquire(tw_lock *l, tw_deadline deadline, unsigned sub, unsigned
     if (rc == 0)
         tw__dbg_acquired(&a, l, TW__DK_LOCK, flags, file, line);
     return rc;
+}
+
+/* The fast path, when nothing is new: the thread has its record, the first
+ * probe of the map has l's class, and the held stack with l on top was seen
+ * before (or is empty, or l is a try): nothing to check, only the entry to
+ * push and the owner to note. Same steps as tw__dbg_acquire and
+ * tw__dbg_acquired (src/debug/thread.c), inline. */
+static inline int lock_acquire(tw_lock *l, tw_deadline deadline, unsigned sub, unsigned flags,
+                               const char *file, int line, const char *function)
+{
+    if (!l)
+        return TW_EINVAL;
+    tw__dbg_thread *t = tw__dbg_self;
+    uint32_t slot = UINT32_MAX, cls, d;
+    bool try_ = flags & TW__DA_TRY;
+    if (!t || sub || !(cls = tw__dbg_class_fast(l, TW__DK_LOCK, &slot)) ||
+        (d = t->depth) >= DBG_HELD)
+        return lock_acquire_slow(l, deadline, sub, flags, file, line, function);
+    uint64_t key = tw__dbg_chain(d ? t->held[d - 1].chain : 0, cls, try_);
+    if (d && !try_ && !tw__dbg_chain_known(key))
+        return lock_acquire_slow(l, deadline, sub, flags, file, line, function);
+    int rc = tw__lock_try_acquire_plain(l);
+    if (rc != 0 && !try_) {
+        int token = tw__dbg_wait_begin(TW__DK_LOCK, l, 0, file, line, function);
+        rc = tw__lock_acquire_slow_dbg(l, deadline);
+        tw__dbg_wait_end(token);
+    }
+    if (rc != 0)
+        return rc;
+    tw__dbg_held *h = &t->held[d];
+    ST(h->obj, (const void *)l);
+    ST(h->file, file);
+    ST(h->line, line);
+    ST(h->cls, cls);
+    ST(h->kind, (uint8_t)TW__DK_LOCK);
+    ST(h->flags, (uint8_t)(try_ ? HF_TRY : 0));
+    ST(h->slot, slot);
+    h->chain = key;
+    /* release: a reader that sees the depth sees the entry. */
+    __atomic_store_n(&t->depth, d + 1, __ATOMIC_RELEASE);
+    ST(tw__dbg_map_owner[slot], LD(t->tid));
+    return 0;
 }
 
 void tw__lock_init_tracked(tw_lock *l, const char *file, int line)
@@ -85,9 +126,19 @@ int tw__lock_release_tracked(tw_lock *l)
 {
     if (!l)
         return TW_EINVAL;
-    /* Before the release: once the Lock is free, another thread may take it
-     * and become its owner in the map. */
-    tw__dbg_release(l, TW__DK_LOCK, 1);
+    /* The fast path: l on top of the thread's stack, its owner this thread.
+     * Else the general forget. Either way before the release: once the Lock
+     * is free, another thread may take it and become its owner in the map. */
+    tw__dbg_thread *t = tw__dbg_self;
+    uint32_t d, slot;
+    if (t && (d = t->depth) && LD(t->held[d - 1].obj) == (const void *)l &&
+        t->held[d - 1].kind == TW__DK_LOCK && (slot = t->held[d - 1].slot) < DBG_MAP &&
+        LD(tw__dbg_map_key[slot]) == (uintptr_t)l && LD(tw__dbg_map_owner[slot]) == LD(t->tid)) {
+        ST(t->depth, d - 1);
+        ST(tw__dbg_map_owner[slot], 0);
+    } else {
+        tw__dbg_release(l, TW__DK_LOCK, 1);
+    }
     return tw__lock_release_plain(l);
 }
 
