@@ -19,6 +19,7 @@ thread_pool       seed 001: the pool, a dedicated worker, resizing, a wedged poo
 network_counter   seed 000: an async critical section with and without a DeferredLock
 reactor_counter   seed 000: NetworkCounter on a reactor, its record a blocking write in a thread
 reactor_threads   seed 001: the threading howto on a reactor: to and from threads, pool, wedge, shutdown
+lock_order        two code paths taking two Locks in opposite orders, one after the other: reported, nothing hangs
 "
 
 if [ ! -d "$dir" ]; then
