@@ -277,8 +277,9 @@ void tw__dbg_acquire(tw__dbg_acq *a, const void *obj, enum tw__dk kind, unsigned
     uint64_t key = tw__dbg_chain(d ? t->held[d - 1].chain : 0, cls, try_);
     a->chain = key;
     /* Nothing held: no order to check. A try: it cannot wait, so it adds no
-     * edge. A stack seen before: every edge is in the graph already. */
-    if (d == 0 || try_ || tw__dbg_chain_known(key))
+     * edge. A stack seen before: every edge is in the graph already. No
+     * class (the table is full): nothing to order. */
+    if (d == 0 || try_ || !cls || tw__dbg_chain_known(key))
         return;
     drop_dead(t);
     d = t->depth;
@@ -387,7 +388,7 @@ void tw__dbg_pseudo_acquire(tw__dbg_thread *t, const void *key, enum tw__dk kind
         tw__dbg_push(t, key, kind, cls, UINT32_MAX, HF_PSEUDO | HF_TRY, file, line, k);
         return;
     }
-    if (d && !tw__dbg_chain_known(k)) {
+    if (d && cls && !tw__dbg_chain_known(k)) {
         drop_dead(t);
         d = t->depth;
         if (d)
