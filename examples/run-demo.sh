@@ -23,6 +23,7 @@ reactor_threads   seed 001: the threading howto on a reactor: to and from thread
 socket_threads    seed 001 on sockets: replies computed in defer_to_thread, a pool thread writing the thread-safe way
 echo_demo         echo_server on TCP, IPv6 and a Unix socket: every byte echoed, a clean stop on SIGTERM
 http_counter      seed 000 made real: NetworkCounter records over HTTP (twine's client) to a server on twine's TCP layer
+lock_order        two code paths taking two Locks in opposite orders, one after the other: reported, nothing hangs
 "
 
 if [ ! -d "$dir" ]; then

@@ -14,6 +14,7 @@
  * waiter on the list is held by one reference of the list's. */
 #include <twine/sync.h>
 
+#include "debug/debug.h"
 #include "deferred/deferred.h"
 
 _Static_assert(TW_DSEM_TOKENS_MAX == TW_SEM_VALUE_MAX,
@@ -61,9 +62,20 @@ static int acquire(tw__dprim *p, tw_deferred **out)
         int rc = tw__deferred_new_fired(out, tw_result_value(p, NULL));
         if (rc == 0)
             p->held++;
+#ifdef TW_DEBUG
+        if (rc == 0) /* a node of the wait-for graph, held */
+            tw__dbg_dprim_acquire(p, p->limit, *out, true);
+#endif
         return rc;
     }
+#ifdef TW_DEBUG
+    int rc = tw__wlist_wait(waiters(p), cancel_waiter, p, out);
+    if (rc == 0) /* and waited for by *out */
+        tw__dbg_dprim_acquire(p, p->limit, *out, false);
+    return rc;
+#else
     return tw__wlist_wait(waiters(p), cancel_waiter, p, out);
+#endif
 }
 
 static int release(tw__dprim *p)
@@ -71,12 +83,18 @@ static int release(tw__dprim *p)
     if (p->held == 0)
         return p->limit ? TW_EOVERFLOW : TW_EPERM;
     p->held--;
+#ifdef TW_DEBUG
+    tw__dbg_dprim_release(p);
+#endif
     if (p->firing)
         return 0; /* the hand-off loop below us gives it on */
     p->firing = 1;
     tw_deferred *d; /* waiters fired by their holders get no grant (tw__wlist_next) */
     while (p->held < lim(p) && (d = tw__wlist_next(waiters(p)))) {
         p->held++;
+#ifdef TW_DEBUG
+        tw__dbg_dprim_granted(p, p->limit);
+#endif
         tw__deferred_fire(d, tw_result_value(p, NULL));
         tw_deferred_unref(d);
     }
@@ -98,7 +116,16 @@ static tw_result release_cb(tw_result r, void *arg)
 tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg)
 {
     tw__dprim *p = r.ptr; /* the granted value */
+#ifdef TW_DEBUG
+    tw__dbg_dprim_run(p, p->limit, true, NULL); /* fn runs holding p */
+#endif
     tw_result out = fn(arg);
+#ifdef TW_DEBUG /* and p stays held until fn's Deferred fires */
+    tw__dbg_dprim_run(p, p->limit, false,
+                      tw_result_is_deferred(out) && out.ptr && !tw_deferred_called(out.ptr)
+                          ? out.ptr
+                          : NULL);
+#endif
     if (!tw_result_is_deferred(out)) {
         release_cb(out, p);
         return out;

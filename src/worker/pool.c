@@ -44,6 +44,7 @@
 #include "base/spin_wait.h"
 #include "base/thread.h"
 #include "base/thread_start.h"
+#include "debug/debug.h"
 #include "worker/team.h"
 
 typedef struct pool_thread pool_thread;
@@ -189,12 +190,21 @@ static void *thread_main(void *arg)
     int64_t idle_since = 0; /* when it last went to sleep with no work; 0: not idle */
     this_pool = p;
     this_thread = pt;
+#ifdef TW_DEBUG
+    tw__dbg_pool_thread(p); /* a node of the wait-for graph: idle, or busy with a task */
+#endif
     for (;;) {
         tw_task *t = __atomic_exchange_n(&pt->slot, NULL, __ATOMIC_ACQUIRE);
         if (t) {
             /* relaxed: read only for stop's report */
             __atomic_store_n(&pt->task_since, tw_now_ns(), __ATOMIC_RELAXED);
+#ifdef TW_DEBUG
+            tw__dbg_pool_task(t);
+#endif
             tw__task_run(t); /* the team's runner: reports errors itself */
+#ifdef TW_DEBUG
+            tw__dbg_pool_task(NULL);
+#endif
             __atomic_store_n(&pt->task_since, 0, __ATOMIC_RELAXED);
             wake_deferred(); /* its recycle may have given another thread work */
             idle_since = 0;
@@ -745,7 +755,13 @@ int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
         wake_deferred();
     }
     tw_lock_acquire(&p->mu);
+#ifdef TW_DEBUG
+    int token = tw__dbg_pool_stop_begin(p); /* waits for p's threads */
+#endif
     rc = wait_done(p, d);
+#ifdef TW_DEBUG
+    tw__dbg_wait_end(token);
+#endif
     if (stuck)
         *stuck = p->threads;
     if (rc == TW_ETIMEDOUT && timeout != 0) /* 0 polls; it does not wait, so nothing is stuck */
