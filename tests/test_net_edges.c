@@ -1,7 +1,8 @@
 /*
  * Edge cases of the net layer's lifetimes and state machines, each forced
  * deterministically on real loopback sockets: a listener stopped from the
- * connection_lost of a connection it has just accepted.
+ * connection_lost of a connection it has just accepted, a connect's Deferred
+ * cancelled from inside connection_made.
  *
  * Every test runs under a scribbling allocator: twine's freed blocks are
  * overwritten before they go back to malloc, so a block read after it was
@@ -103,6 +104,52 @@ static void test_stop_listener_from_connection_lost(void **state)
     assert_rc(tw_reactor_destroy(r), 0);
 }
 
+/* ==== a connect cancelled from inside connection_made ================================ */
+
+static tw_deferred *cancel_me;
+
+static void cancel_own_connect(peer *p)
+{
+    (void)p;
+    tw_test_tr("cancel");
+    assert_rc(tw_deferred_cancel(cancel_me), 0);
+    tw_test_tr("returned");
+}
+
+/* The connection is up and connection_made runs, but the Deferred has not
+ * fired yet: cancelling it then abandons the attempt as it says. The
+ * Deferred fails with TW_ECANCELED, the connection is aborted (the protocol
+ * gets connection_lost, after connection_made has returned) and the server
+ * sees it end. */
+static void test_cancel_connect_in_connection_made(void **state)
+{
+    (void)state;
+    tw_reactor *r = net_reactor(false);
+    peer server = {0};
+    tw_factory sf = peer_factory(&server);
+    tw_listener *l = net_listen(r, "tcp:0:interface=127.0.0.1", &sf);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp:127.0.0.1:%d", net_port(l));
+    peer client = {.tr = true, .on_made = cancel_own_connect};
+    tw_factory cf = peer_factory(&client);
+    outcome o;
+    net_connect(r, ep, &cf, &cancel_me, &o);
+    NET_RUN_UNTIL(r, o.fired, 10);
+    assert_int_equal(o.fired, 1);
+    assert_int_equal(o.code, TW_ECANCELED);
+    NET_RUN_UNTIL(r, peers_lost() == 2, 10);
+    peer *c = net_peers[0].tr ? &net_peers[0] : &net_peers[1];
+    assert_int_equal(c->lost_code, TW_ECONNABORTED);
+    char want[128];
+    snprintf(want, sizeof want, "made%d cancel returned lost%d:TW_ECONNABORTED", c->index,
+             c->index);
+    EXPECT_TRACE(want);
+    tw_deferred_unref(cancel_me);
+    cancel_me = NULL;
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
 /* ==== main ============================================================================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -111,6 +158,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_stop_listener_from_connection_lost),
+        T(test_cancel_connect_in_connection_made),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,9 @@
  * one timeout for the whole attempt.
  *
  * conn_finish is the one way out: it fires the caller's Deferred (with the
- * protocol context, or a failure naming the address) and frees the connector.
+ * protocol context, or a failure naming the address) and frees the connector
+ * (or, while connection_made runs, leaves that to on_connected, whose frame
+ * still uses it: a cancel or the shutdown may come from inside it).
  * It runs from the writable event, the timer, the Deferred's canceller, the
  * resolver's answer, or the reactor's shutdown, and cancels whatever else is
  * still pending: the lookup (whose callback, run by that cancel, sees `done`
@@ -35,6 +37,7 @@ typedef struct conn {
     tw_address one;
     tw_address cur;
     tw_failure *last; /* why the last address failed */
+    tw_transport *starting; /* while its connection_made runs (on_connected) */
     char host[256];   /* the name looked up, or "" */
     tw__ring link;
 } conn;
@@ -82,7 +85,8 @@ static void conn_finish(conn *c, tw_result res)
         tw_failure_unref(c->last);
     tw__ring_remove(&c->link);
     tw_deferred *d = c->d;
-    TW__DELETE(c);
+    if (!c->starting) /* else on_connected's frame still reads c: it frees it */
+        TW__DELETE(c);
     tw_deferred_callback(d, res);
     tw_deferred_unref(d);
 }
@@ -176,8 +180,13 @@ static void on_connected(int fd, unsigned events, void *arg)
     if (rc) {
         conn_fail(c, rc, rc == TW_ENOMEM ? "out of memory" : "the factory refused the connection");
     } else {
+        c->starting = t;
         tw__transport_start(t);
-        conn_finish(c, tw_result_value(t->ctx, NULL));
+        c->starting = NULL;
+        if (c->done) /* cancelled from connection_made (or shut down) */
+            TW__DELETE(c);
+        else
+            conn_finish(c, tw_result_value(t->ctx, NULL));
     }
     tw__net_leave(ns);
 }
@@ -195,7 +204,13 @@ static void on_timeout(void *arg)
 static void on_cancel(tw_deferred *d, void *arg)
 {
     (void)d;
-    conn_fail(arg, TW_ECANCELED, "cancelled");
+    conn *c = arg;
+    /* From inside connection_made: the connection is up, but the caller
+     * abandons it, so it goes (connection_lost follows, after
+     * connection_made has returned). */
+    if (c->starting)
+        (void)tw_transport_abort_connection(c->starting);
+    conn_fail(c, TW_ECANCELED, "cancelled");
 }
 
 static tw_result on_resolved(tw_result res, void *arg)
