@@ -2,7 +2,8 @@
  * Edge cases of the net layer's lifetimes and state machines, each forced
  * deterministically on real loopback sockets: a listener stopped from the
  * connection_lost of a connection it has just accepted, a connect's Deferred
- * cancelled from inside connection_made.
+ * cancelled from inside connection_made, a paused producer on a transport
+ * that is losing its connection.
  *
  * Every test runs under a scribbling allocator: twine's freed blocks are
  * overwritten before they go back to malloc, so a block read after it was
@@ -150,6 +151,150 @@ static void test_cancel_connect_in_connection_made(void **state)
     assert_rc(tw_reactor_destroy(r), 0);
 }
 
+/* ==== a paused producer and lose_connection ========================================== */
+
+#define CHUNK 4096
+
+static struct {
+    tw_transport *t;
+    unsigned char msg[CHUNK];
+    size_t produced;
+    bool paused;
+    int pauses, resumes, stops, failed_writes;
+} pp;
+
+static void pp_produce(void)
+{
+    while (!pp.paused && pp.t) {
+        net_fill(pp.msg, CHUNK, (uint32_t)(pp.produced / CHUNK));
+        if (tw_transport_write(pp.t, pp.msg, CHUNK) != 0) {
+            pp.failed_writes++;
+            return;
+        }
+        pp.produced += CHUNK;
+    }
+}
+
+static void pp_pause(void *arg)
+{
+    (void)arg;
+    pp.paused = true;
+    pp.pauses++;
+}
+
+static void pp_resume(void *arg)
+{
+    (void)arg;
+    pp.paused = false;
+    pp.resumes++;
+    tw_test_tr("resume");
+    pp_produce();
+}
+
+static void pp_stop(void *arg)
+{
+    (void)arg;
+    pp.stops++;
+    tw_test_tr("stop");
+    pp.t = NULL;
+}
+
+static const tw_producer pp_producer = {pp_pause, pp_resume, pp_stop};
+
+/* A connect to 127.0.0.1:port whose receive buffer (and so the window it
+ * offers) is a few KiB: the sender's queue drains a little per read. */
+static int connect_small_window(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int size = 4096;
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size), 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    return fd;
+}
+
+static bool pp_close_write; /* close the write side instead of losing the connection */
+
+/* Produces until paused, then loses the connection (or closes its write
+ * side). A small send buffer: the kernel holds little of what the peer has
+ * not taken. */
+static void produce_then_lose(peer *p)
+{
+    int size = 4096;
+    assert_int_equal(
+        setsockopt(tw_transport_fileno(p->t), SOL_SOCKET, SO_SNDBUF, &size, sizeof size), 0);
+    pp.t = p->t;
+    assert_rc(tw_transport_register_producer(p->t, &pp_producer, NULL), 0);
+    pp_produce();
+    assert_true(pp.paused);
+    if (pp_close_write)
+        assert_rc(tw_transport_close_write(p->t), 0);
+    else
+        assert_rc(tw_transport_lose_connection(p->t), 0);
+}
+
+/* After lose_connection (or close_write) the transport takes no more
+ * writes; draining its queue past the low-water mark must not resume the
+ * producer (whose every write would fail), only send what was queued, close
+ * (the write side), and stop the producer before connection_lost. */
+static void paused_producer_and_closing(bool close_write)
+{
+    memset(&pp, 0, sizeof pp);
+    pp_close_write = close_write;
+    tw_reactor *r = net_reactor(false);
+    peer server = {.tr = true, .on_made = produce_then_lose};
+    tw_factory sf = peer_factory(&server);
+    tw_listener *l = net_listen(r, "tcp:0:interface=127.0.0.1", &sf);
+    int fd = connect_small_window(net_port(l));
+    /* Read only once the producer is paused; then each read lets the
+     * transport send a few KiB of its queue, which so passes the low-water
+     * mark before it is empty. */
+    NET_RUN_UNTIL(r, net_npeers == 1 && net_peers[0].made, 10);
+    assert_true(pp.paused);
+    size_t cap = pp.produced + 1;
+    unsigned char *buf = malloc(cap);
+    size_t len = 0;
+    bool eof = false;
+    NET_RUN_UNTIL(r, (raw_read(fd, buf, cap, &len, &eof), eof), 30);
+    assert_int_equal(len, pp.produced);
+    for (size_t off = 0; off < len; off += CHUNK) {
+        net_fill(pp.msg, CHUNK, (uint32_t)(off / CHUNK));
+        assert_memory_equal(buf + off, pp.msg, CHUNK);
+    }
+    if (close_write) { /* the server still reads: it ends when the client closes */
+        assert_int_equal(pp.stops, 0);
+        close(fd);
+    }
+    NET_RUN_UNTIL(r, peers_lost() == 1, 10);
+    assert_int_equal(net_peers[0].lost_code, TW_ECONNDONE);
+    assert_int_equal(pp.resumes, 0);
+    assert_int_equal(pp.failed_writes, 0);
+    assert_int_equal(pp.stops, 1);
+    EXPECT_TRACE(close_write ? "made0 eof0 stop lost0:TW_ECONNDONE" : "made0 stop lost0:TW_ECONNDONE");
+    free(buf);
+    if (!close_write)
+        close(fd);
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
+static void test_paused_producer_not_resumed_while_losing(void **state)
+{
+    (void)state;
+    paused_producer_and_closing(false);
+}
+
+static void test_paused_producer_not_resumed_after_close_write(void **state)
+{
+    (void)state;
+    paused_producer_and_closing(true);
+}
+
 /* ==== main ============================================================================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -159,6 +304,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_stop_listener_from_connection_lost),
         T(test_cancel_connect_in_connection_made),
+        T(test_paused_producer_not_resumed_while_losing),
+        T(test_paused_producer_not_resumed_after_close_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

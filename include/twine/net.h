@@ -198,7 +198,9 @@ TW_API int tw_transport_resume_reading(tw_transport *t);
 /* A streaming producer (Twisted's IPushProducer): paused when the transport
  * is above its high-water mark, resumed at its low-water mark, stopped
  * before connection_lost. Each is called on the loop thread; pause is called
- * from inside the write that crossed the mark. stop may be NULL. */
+ * from inside the write that crossed the mark. stop may be NULL. Once the
+ * transport takes no more writes (lose_connection, close_write) a paused
+ * producer is not resumed: it stays paused until it is stopped. */
 typedef struct tw_producer {
     void (*pause_producing)(void *arg);
     void (*resume_producing)(void *arg);

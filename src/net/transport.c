@@ -23,7 +23,10 @@
  * low-water mark resumes it: at once in a writable event, or, when the dirty
  * flush at the end of an entry drained it, at the next writable event
  * (TF_RESUME keeps the writer watched for it), so a producer that refills
- * the queue each time cannot keep tw__net_leave looping. */
+ * the queue each time cannot keep tw__net_leave looping. A transport that
+ * takes no more writes (lose_connection, close_write) never resumes its
+ * producer: every write would fail; it stays paused until it is stopped,
+ * before connection_lost. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -199,6 +202,12 @@ static void shut_write(tw_transport *t)
 
 /* ---- writing ---------------------------------------------------------------------- */
 
+/* Takes writes: open, and neither side's closing under way. */
+static int writable(const tw_transport *t)
+{
+    return t->state == T_OPEN && !(t->flags & (TF_WR_CLOSING | TF_WR_SHUT)) ? 0 : TW_ENOTCONN;
+}
+
 static void resume_producer(tw_transport *t)
 {
     t->flags &= ~(TF_PROD_PAUSED | TF_RESUME);
@@ -225,7 +234,9 @@ static void flush(tw_transport *t, bool writable_event)
                 return;
         }
     }
-    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= t->low) {
+    /* A transport that takes no more writes (lose_connection, close_write)
+     * leaves its producer paused: it is stopped before connection_lost. */
+    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= t->low && writable(t) == 0) {
         if (writable_event) {
             resume_producer(t);
             if (t->state >= T_CLOSED)
@@ -286,11 +297,6 @@ static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t 
     *tried = true;
     ssize_t k = tw__sock_send(t->fd, iov, n < TW__NET_IOV ? n : TW__NET_IOV);
     return k == -EAGAIN || k == -EWOULDBLOCK ? 0 : k;
-}
-
-static int writable(const tw_transport *t)
-{
-    return t->state == T_OPEN && !(t->flags & (TF_WR_CLOSING | TF_WR_SHUT)) ? 0 : TW_ENOTCONN;
 }
 
 /* The common path of write and writev: send what can go now, copy the rest. */
@@ -417,7 +423,7 @@ int tw_transport_set_write_limits(tw_transport *t, size_t high, size_t low)
     t->low = low;
     if (t->state >= T_CLOSED)
         return 0;
-    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= low) {
+    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= low && writable(t) == 0) {
         t->flags |= TF_RESUME; /* at the next writable event, never inside this call */
         update_writer(t);
     } else {
@@ -469,6 +475,7 @@ int tw_transport_unregister_producer(tw_transport *t)
 static void lose(tw_transport *t)
 {
     t->state = T_CLOSING;
+    t->flags &= ~TF_RESUME; /* no more writes: the producer stays paused */
     update_reader(t);
     if (t->q.n == 0)
         finish(t, TW_ECONNDONE, NULL, false);
@@ -511,8 +518,11 @@ int tw_transport_close_write(tw_transport *t)
     if (rc)
         return rc;
     t->flags |= TF_WR_CLOSING;
+    t->flags &= ~TF_RESUME; /* no more writes: the producer stays paused */
     if (t->q.n == 0)
         shut_write(t);
+    if (t->state < T_CLOSED)
+        update_writer(t);
     return 0;
 }
 
