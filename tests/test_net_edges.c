@@ -3,7 +3,8 @@
  * deterministically on real loopback sockets: a listener stopped from the
  * connection_lost of a connection it has just accepted, a connect's Deferred
  * cancelled from inside connection_made, a paused producer on a transport
- * that is losing its connection.
+ * that is losing its connection, a write from another thread that the loop
+ * cannot queue.
  *
  * Every test runs under a scribbling allocator: twine's freed blocks are
  * overwritten before they go back to malloc, so a block read after it was
@@ -24,16 +25,23 @@ static void scribble(void *p, size_t size)
     __asm__ volatile("" : : "r"(p) : "memory");
 }
 
+/* When non-zero, the allocation that brings it to zero fails. */
+static unsigned long fail_in;
+static bool failed;
+
 static void *s_alloc(void *ctx, size_t size)
 {
     (void)ctx;
+    if (fail_in && --fail_in == 0) {
+        failed = true;
+        return NULL;
+    }
     return malloc(size);
 }
 
 static void *s_realloc(void *ctx, void *ptr, size_t old_size, size_t new_size)
 {
-    (void)ctx;
-    void *p = malloc(new_size ? new_size : 1);
+    void *p = s_alloc(ctx, new_size ? new_size : 1);
     if (!p)
         return NULL;
     if (ptr) {
@@ -57,6 +65,8 @@ static const tw_allocator scribbling = {s_alloc, s_realloc, s_free, NULL};
 static int setup(void **state)
 {
     peers_reset();
+    fail_in = 0;
+    failed = false;
     assert_rc(tw_set_allocator(&scribbling), 0);
     return net_setup(state);
 }
@@ -295,6 +305,42 @@ static void test_paused_producer_not_resumed_after_close_write(void **state)
     paused_producer_and_closing(true);
 }
 
+/* ==== write_from_thread when the loop cannot queue the bytes ============================ */
+
+/* A write handed over with tw_transport_write_from_thread that the loop
+ * cannot queue (out of memory for a copy chunk) has nobody to return its
+ * error to: dropping those bytes and going on would leave a hole in the
+ * stream the peer reads. The connection ends instead (TW_ECONNLOST, saying
+ * why), and no later write gets through. */
+static void test_write_from_thread_out_of_memory(void **state)
+{
+    (void)state;
+    tw_reactor *r = net_reactor(false);
+    peer server = {.tr = true};
+    tw_factory f = peer_factory(&server);
+    tw_listener *l = net_listen(r, "tcp:0:interface=127.0.0.1", &f);
+    int fd = raw_connect(AF_INET, net_port(l));
+    NET_RUN_UNTIL(r, net_npeers == 1 && net_peers[0].made, 10);
+    tw_transport *t = tw_transport_ref(net_peers[0].t);
+    assert_rc(tw_transport_write_from_thread(t, "A", 1), 0);
+    fail_in = 1; /* the loop's copy of "A" into a chunk */
+    assert_rc(tw_reactor_iterate(r, 0), 0);
+    assert_true(failed);
+    assert_rc(tw_transport_write_from_thread(t, "B", 1), 0);
+    NET_RUN_UNTIL(r, peers_lost() == 1, 10);
+    assert_int_equal(net_peers[0].lost_code, TW_ECONNLOST);
+    assert_non_null(strstr(net_peers[0].lost_msg, "out of memory"));
+    unsigned char buf[8];
+    size_t len = 0;
+    bool eof = false;
+    NET_RUN_UNTIL(r, (raw_read(fd, buf, sizeof buf, &len, &eof), eof), 10);
+    assert_int_equal(len, 0); /* neither byte: "B" never follows a lost "A" */
+    tw_transport_unref(t);
+    close(fd);
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
 /* ==== main ============================================================================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -306,6 +352,7 @@ int main(void)
         T(test_cancel_connect_in_connection_made),
         T(test_paused_producer_not_resumed_while_losing),
         T(test_paused_producer_not_resumed_after_close_write),
+        T(test_write_from_thread_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -235,9 +235,14 @@ TW_API void tw_transport_unref(tw_transport *t);
 
 /* From any thread, the caller holding a reference: copies the bytes and has
  * the loop thread write them (tw_reactor_call_from_thread), after every
- * earlier write_from_thread of the same thread. If the transport has closed
- * by then, the bytes are dropped (its protocol got connection_lost). 0 once
- * handed over; TW_ESHUTDOWN once the reactor refuses calls; TW_ENOMEM. */
+ * earlier write_from_thread of the same thread. If the transport no longer
+ * takes writes by then (closing or closed, or its write side shut), the
+ * bytes are dropped (its protocol hears of the close through connection_lost).
+ * If the loop cannot queue them (out of memory), the connection ends
+ * (connection_lost, TW_ECONNLOST) rather than go on with a hole in the stream.
+ * 0 once handed over; TW_ESHUTDOWN once the reactor refuses calls; TW_ENOMEM.
+ * The reference keeps the transport's memory, not the reactor: the reactor
+ * must not be destroyed while a thread may still call this. */
 TW_API int tw_transport_write_from_thread(tw_transport *t, const void *data, size_t len);
 
 /* ==== listening ===========================================================

@@ -832,7 +832,10 @@ static void twrite_run(void *arg)
         tw__net *ns = t->ns;
         struct iovec v = {w->data, w->len};
         tw__net_enter(ns);
-        write_iov(t, &v, 1, w->len);
+        /* Nobody is left to hear of a failure: bytes dropped while the
+         * connection went on would be a hole in the stream, so it ends. */
+        if (write_iov(t, &v, 1, w->len) != 0)
+            finish(t, TW_ECONNLOST, "out of memory queueing a write from another thread", false);
         tw__net_leave(ns);
     }
     tw__free(w, sizeof *w + w->len);
