@@ -2,7 +2,7 @@
  * Edge cases of the net layer's lifetimes and state machines, each forced
  * deterministically on real loopback sockets: a listener stopped from the
  * connection_lost of a connection it has just accepted, a connect's Deferred
- * cancelled from inside connection_made, a paused producer on a transport
+ * cancelled from inside connection_made or the factory's build, a paused producer on a transport
  * that is losing its connection, a write from another thread that the loop
  * cannot queue.
  *
@@ -154,6 +154,46 @@ static void test_cancel_connect_in_connection_made(void **state)
     char want[128];
     snprintf(want, sizeof want, "made%d cancel returned lost%d:TW_ECONNABORTED", c->index,
              c->index);
+    EXPECT_TRACE(want);
+    tw_deferred_unref(cancel_me);
+    cancel_me = NULL;
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
+/* The same from inside the factory's build function, before the transport
+ * exists: the connection is still made (the context build returns is the
+ * protocol's, and connection_lost is where the protocol frees it), then
+ * aborted. */
+static int cancel_in_build(void *arg, const tw_address *addr, void **ctx)
+{
+    tw_test_tr("build");
+    assert_rc(tw_deferred_cancel(cancel_me), 0);
+    return peer_build(arg, addr, ctx);
+}
+
+static void test_cancel_connect_in_build(void **state)
+{
+    (void)state;
+    tw_reactor *r = net_reactor(false);
+    peer server = {0};
+    tw_factory sf = peer_factory(&server);
+    tw_listener *l = net_listen(r, "tcp:0:interface=127.0.0.1", &sf);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp:127.0.0.1:%d", net_port(l));
+    peer client = {.tr = true};
+    tw_factory cf = {&peer_protocol, cancel_in_build, &client};
+    outcome o;
+    net_connect(r, ep, &cf, &cancel_me, &o);
+    NET_RUN_UNTIL(r, o.fired, 10);
+    assert_int_equal(o.fired, 1);
+    assert_int_equal(o.code, TW_ECANCELED);
+    NET_RUN_UNTIL(r, peers_lost() == 2, 10);
+    peer *c = net_peers[0].tr ? &net_peers[0] : &net_peers[1];
+    assert_int_equal(c->made, 1);
+    assert_int_equal(c->lost_code, TW_ECONNABORTED);
+    char want[128];
+    snprintf(want, sizeof want, "build made%d lost%d:TW_ECONNABORTED", c->index, c->index);
     EXPECT_TRACE(want);
     tw_deferred_unref(cancel_me);
     cancel_me = NULL;
@@ -350,6 +390,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_stop_listener_from_connection_lost),
         T(test_cancel_connect_in_connection_made),
+        T(test_cancel_connect_in_build),
         T(test_paused_producer_not_resumed_while_losing),
         T(test_paused_producer_not_resumed_after_close_write),
         T(test_write_from_thread_out_of_memory),

@@ -279,9 +279,10 @@ TW_API int tw_listener_stop(tw_listener *l, tw_deferred **out);
  * TW_EUNREACH, TW_ETIMEDOUT after `timeout` seconds (negative or infinite: never),
  * TW_ENOTFOUND for a name nobody knows, or the build function's code; every
  * message names the address. Cancelling it abandons the attempt (TW_ECANCELED),
- * also from inside the protocol's connection_made (before the Deferred has
- * fired): that connection is then aborted, and its connection_lost
- * (TW_ECONNABORTED) follows once connection_made has returned. The return code is non-zero only when no Deferred could be made
+ * also from inside the factory's build or the protocol's connection_made
+ * (before the Deferred has fired): that connection is then aborted once
+ * connection_made has returned, and its connection_lost (TW_ECONNABORTED)
+ * follows. The return code is non-zero only when no Deferred could be made
  * (TW_EINVAL for a NULL argument, TW_ENOMEM, TW_ESHUTDOWN). */
 TW_API int tw_reactor_connect(tw_reactor *r, const tw_address *addr, double timeout,
                               const tw_factory *f, tw_deferred **out);

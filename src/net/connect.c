@@ -4,8 +4,9 @@
  *
  * conn_finish is the one way out: it fires the caller's Deferred (with the
  * protocol context, or a failure naming the address) and frees the connector
- * (or, while connection_made runs, leaves that to on_connected, whose frame
- * still uses it: a cancel or the shutdown may come from inside it).
+ * (or, while the factory's build and connection_made run, leaves that to
+ * on_connected, whose frame still uses it: a cancel may come from inside
+ * them).
  * It runs from the writable event, the timer, the Deferred's canceller, the
  * resolver's answer, or the reactor's shutdown, and cancels whatever else is
  * still pending: the lookup (whose callback, run by that cancel, sees `done`
@@ -37,7 +38,7 @@ typedef struct conn {
     tw_address one;
     tw_address cur;
     tw_failure *last; /* why the last address failed */
-    tw_transport *starting; /* while its connection_made runs (on_connected) */
+    bool starting;    /* on_connected runs build and connection_made: it frees c */
     char host[256];   /* the name looked up, or "" */
     tw__ring link;
 } conn;
@@ -175,19 +176,21 @@ static void on_connected(int fd, unsigned events, void *arg)
     tw__net *ns = c->ns;
     tw__net_enter(ns);
     c->fd = -1; /* the transport's now, or closed */
+    /* The factory's build and the protocol's connection_made may cancel the
+     * Deferred: conn_finish then fires it, and this frame frees c. */
+    c->starting = true;
     tw_transport *t;
     int rc = tw__transport_new(ns, fd, c->cur.u.sa.sa_family == AF_UNIX, NULL, &c->f, &t);
     if (rc) {
         conn_fail(c, rc, rc == TW_ENOMEM ? "out of memory" : "the factory refused the connection");
     } else {
-        c->starting = t;
         tw__transport_start(t);
-        c->starting = NULL;
-        if (c->done) /* cancelled from connection_made (or shut down) */
-            TW__DELETE(c);
-        else
+        if (!c->done)
             conn_finish(c, tw_result_value(t->ctx, NULL));
+        else /* cancelled meanwhile: the caller has abandoned this connection */
+            (void)tw_transport_abort_connection(t);
     }
+    TW__DELETE(c);
     tw__net_leave(ns);
 }
 
@@ -204,13 +207,9 @@ static void on_timeout(void *arg)
 static void on_cancel(tw_deferred *d, void *arg)
 {
     (void)d;
-    conn *c = arg;
-    /* From inside connection_made: the connection is up, but the caller
-     * abandons it, so it goes (connection_lost follows, after
-     * connection_made has returned). */
-    if (c->starting)
-        (void)tw_transport_abort_connection(c->starting);
-    conn_fail(c, TW_ECANCELED, "cancelled");
+    /* From inside build or connection_made (on_connected's frame), the
+     * connection is aborted once connection_made has returned. */
+    conn_fail(arg, TW_ECANCELED, "cancelled");
 }
 
 static tw_result on_resolved(tw_result res, void *arg)
