@@ -381,6 +381,78 @@ static void test_write_from_thread_out_of_memory(void **state)
     assert_rc(tw_reactor_destroy(r), 0);
 }
 
+/* ==== write_owned chained from a drop function ========================================= */
+
+/* libuv's users chain writes from the write callback; twine's nearest
+ * equivalent is write_owned's drop function, called once the buffer is
+ * sent. A drop that writes the next buffer (here a large one, which is sent
+ * at once) must find the queue consistent: each buffer goes out once, in
+ * order, and each drop runs exactly once. */
+#define CHAIN_FIRST 1000
+#define CHAIN_SECOND (32 * 1024)
+
+static struct {
+    tw_transport *t;
+    unsigned char *first, *second;
+    int first_drops, second_drops;
+} chain;
+
+static void drop_second(void *p)
+{
+    assert_ptr_equal(p, chain.second);
+    chain.second_drops++;
+}
+
+static void drop_first(void *p)
+{
+    assert_ptr_equal(p, chain.first);
+    chain.first_drops++;
+    if (chain.first_drops == 1)
+        assert_rc(tw_transport_write_owned(chain.t, chain.second, CHAIN_SECOND, drop_second), 0);
+}
+
+static void write_chain(peer *p)
+{
+    chain.t = p->t;
+    assert_rc(tw_transport_write_owned(p->t, chain.first, CHAIN_FIRST, drop_first), 0);
+}
+
+static void test_write_owned_chained_from_drop(void **state)
+{
+    (void)state;
+    memset(&chain, 0, sizeof chain);
+    chain.first = malloc(CHAIN_FIRST);
+    chain.second = malloc(CHAIN_SECOND);
+    net_fill(chain.first, CHAIN_FIRST, 1);
+    net_fill(chain.second, CHAIN_SECOND, 2);
+    tw_reactor *r = net_reactor(false);
+    peer server = {.on_made = write_chain};
+    tw_factory f = peer_factory(&server);
+    tw_listener *l = net_listen(r, "tcp:0:interface=127.0.0.1", &f);
+    int fd = raw_connect(AF_INET, net_port(l));
+    size_t want = CHAIN_FIRST + CHAIN_SECOND, cap = 2 * want, len = 0;
+    unsigned char *buf = malloc(cap);
+    bool eof = false;
+    NET_RUN_UNTIL(r, chain.second_drops > 0 && (raw_read(fd, buf, cap, &len, &eof), len >= want),
+                  10);
+    for (int i = 0; i < 10; i++) { /* anything more would come at once */
+        assert_rc(tw_reactor_iterate(r, 0.001), 0);
+        raw_read(fd, buf, cap, &len, &eof);
+    }
+    assert_int_equal(len, want);
+    assert_memory_equal(buf, chain.first, CHAIN_FIRST);
+    assert_memory_equal(buf + CHAIN_FIRST, chain.second, CHAIN_SECOND);
+    assert_int_equal(chain.first_drops, 1);
+    assert_int_equal(chain.second_drops, 1);
+    close(fd);
+    NET_RUN_UNTIL(r, peers_lost() == 1, 10);
+    free(buf);
+    free(chain.first);
+    free(chain.second);
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
 /* ==== main ============================================================================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -394,6 +466,7 @@ int main(void)
         T(test_paused_producer_not_resumed_while_losing),
         T(test_paused_producer_not_resumed_after_close_write),
         T(test_write_from_thread_out_of_memory),
+        T(test_write_owned_chained_from_drop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -168,8 +168,13 @@ TW_API int tw_transport_write(tw_transport *t, const void *data, size_t len);
 TW_API int tw_transport_writev(tw_transport *t, const struct iovec *iov, int iovcnt);
 /* Takes data, which drop frees (may be NULL for static data), instead of
  * copying it: queued as is, dropped once sent. The transport owns data in
- * every case, so an error return has dropped it already. (A small buffer
- * may be copied and dropped at once when that saves a system call.) */
+ * every case, so an error return has dropped it already; a connection that
+ * closes drops what it still holds. (A small buffer may be copied and
+ * dropped at once when that saves a system call.) drop runs on the loop
+ * thread, exactly once, possibly inside a transport call; it may call the
+ * transport again, for instance to write the next buffer of a chain (what
+ * libuv's write callback is used for): by then the buffer is out of the
+ * queue. */
 TW_API int tw_transport_write_owned(tw_transport *t, void *data, size_t len, tw_drop_fn drop);
 /* Bytes queued and not yet taken by the socket. */
 TW_API size_t tw_transport_buffered(const tw_transport *t);

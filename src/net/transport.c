@@ -148,8 +148,8 @@ static void finish(tw_transport *t, int code, const char *detail, bool reset)
     }
     close(t->fd);
     t->fd = -1;
+    t->state = T_CLOSED; /* before the drop functions run: they may call the transport */
     tw__wq_clear(ns, &t->q);
-    t->state = T_CLOSED;
     t->next_lost = NULL;
     if (ns->lost_tail)
         ns->lost_tail->next_lost = t;
@@ -219,6 +219,8 @@ static void resume_producer(tw_transport *t)
 static void flush(tw_transport *t, bool writable_event)
 {
     int rc = tw__wq_send(t->ns, &t->q, t->fd);
+    if (t->state >= T_CLOSED)
+        return; /* a drop function closed it */
     if (rc) {
         fail_errno(t, -rc);
         return;
@@ -287,6 +289,8 @@ static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t 
             return 0;
         *tried = true;
         int rc = tw__wq_send(t->ns, &t->q, t->fd); /* what was queued goes first */
+        if (t->state >= T_CLOSED)
+            return -ENOTCONN; /* a drop function closed it */
         if (rc)
             return rc;
         if (t->q.n)
@@ -306,7 +310,7 @@ static int write_iov(tw_transport *t, const struct iovec *iov, int n, size_t tot
     bool tried;
     ssize_t k = send_now(t, iov, n, total, &tried);
     if (k < 0)
-        return fail_errno(t, (int)-k);
+        return t->state >= T_CLOSED ? TW_ENOTCONN : fail_errno(t, (int)-k);
     size_t sent = (size_t)k;
     if (sent == total)
         return 0;
@@ -385,7 +389,7 @@ int tw_transport_write_owned(tw_transport *t, void *data, size_t len, tw_drop_fn
     bool tried;
     ssize_t k = send_now(t, &v, 1, len, &tried);
     if (k < 0) {
-        rc = fail_errno(t, (int)-k);
+        rc = t->state >= T_CLOSED ? TW_ENOTCONN : fail_errno(t, (int)-k);
         goto drop;
     }
     if ((size_t)k == len)
