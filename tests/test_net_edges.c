@@ -453,6 +453,48 @@ static void test_write_owned_chained_from_drop(void **state)
     assert_rc(tw_reactor_destroy(r), 0);
 }
 
+/* ==== endpoint strings: square brackets ================================================ */
+
+/* Square brackets hold an IPv6 address whose colons are the address's
+ * ("tcp:[::1]:80", "interface=[::1]"): only where an argument's value
+ * starts, and never in a Unix socket's path, where '[' and ']' are plain
+ * characters (and ':' still needs its backslash). */
+static void test_endpoint_brackets_in_unix_paths(void **state)
+{
+    (void)state;
+    tw_reactor *r = net_reactor(false);
+    char dir[] = "/tmp/twine-net-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    peer server = {0};
+    tw_factory f = peer_factory(&server);
+    const char *names[] = {"a[1].sock", "[b", "c]", "[d:e].sock"};
+    const char *written[] = {"a[1].sock", "[b", "c]", "[d\\:e].sock"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char ep[256], path[256];
+        snprintf(ep, sizeof ep, "unix:%s/%s:mode=0600", dir, written[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        tw_listener *l = net_listen(r, ep, &f);
+        tw_address a;
+        assert_rc(tw_listener_address(l, &a), 0);
+        assert_string_equal(a.u.un.sun_path, path);
+        snprintf(ep, sizeof ep, "unix:%s/%s", dir, written[i]);
+        tw_deferred *d;
+        outcome o;
+        net_connect(r, ep, &f, &d, &o);
+        NET_RUN_UNTIL(r, o.fired, 10);
+        assert_int_equal(o.code, 0);
+        tw_transport_abort_connection(((peer *)o.value)->t);
+        NET_RUN_UNTIL(r, peers_lost() == net_npeers && net_npeers == 2 * (int)(i + 1), 10);
+        tw_deferred_unref(d);
+        assert_rc(tw_listener_stop(l, NULL), 0);
+    }
+    /* In TCP's arguments they still hold an address. */
+    tw_listener *l = net_listen(r, "tcp:0:interface=[127.0.0.1]", &f);
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_int_equal(rmdir(dir), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
 /* ==== main ============================================================================= */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -467,6 +509,7 @@ int main(void)
         T(test_paused_producer_not_resumed_after_close_write),
         T(test_write_from_thread_out_of_memory),
         T(test_write_owned_chained_from_drop),
+        T(test_endpoint_brackets_in_unix_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -302,7 +302,9 @@ TW_API int tw_reactor_connect(tw_reactor *r, const tw_address *addr, double time
  * Arguments are positional or key=value (tcp: port, interface, backlog;
  * host, port, timeout; unix: address, mode, backlog; path, timeout). A
  * backslash makes the next character literal, so an IPv6 address is written
- * tcp:7000:interface=\:\:1 (or [::1]). The default connect timeout is 30 s.
+ * tcp:7000:interface=\:\:1, or in square brackets that open the value
+ * (interface=[::1], tcp:[::1]:80); in a Unix socket's path brackets are
+ * plain characters. The default connect timeout is 30 s.
  * A malformed string is TW_EINVAL with a message saying what is wrong: for
  * listen in *err, for connect as the Deferred's failure. */
 TW_API int tw_endpoint_listen(tw_reactor *r, const char *endpoint, const tw_factory *f,
