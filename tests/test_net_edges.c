@@ -2,7 +2,8 @@
  * Edge cases of the net layer's lifetimes and state machines, each forced
  * deterministically on real loopback sockets: a listener stopped from the
  * connection_lost of a connection it has just accepted, a connect's Deferred
- * cancelled from inside connection_made or the factory's build, a paused producer on a transport
+ * cancelled from inside connection_made or the factory's build, a connect
+ * whose timeout passes as it connects, a paused producer on a transport
  * that is losing its connection, a write from another thread that the loop
  * cannot queue.
  *
@@ -197,6 +198,49 @@ static void test_cancel_connect_in_build(void **state)
     EXPECT_TRACE(want);
     tw_deferred_unref(cancel_me);
     cancel_me = NULL;
+    assert_rc(tw_listener_stop(l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+}
+
+/* ==== a connect's timeout at the moment it connects ==================================== */
+
+/* On the fake clock: the connection is up in the kernel (the listener's
+ * side completed the handshake) and its writable event is pending when the
+ * timeout passes. The timer wins: the Deferred fails once with
+ * TW_ETIMEDOUT, no protocol is made on the client's side, the socket is
+ * closed (the server sees the end) and nothing is left. And once connected,
+ * the timeout passing changes nothing. */
+static void test_connect_timeout_as_it_connects(void **state)
+{
+    (void)state;
+    tw_reactor *r = net_reactor(true);
+    peer server = {.tr = true};
+    tw_factory sf = peer_factory(&server);
+    tw_listener *l = net_listen(r, "tcp:0:interface=127.0.0.1", &sf);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp:127.0.0.1:%d:timeout=5", net_port(l));
+    peer client = {0};
+    tw_factory cf = peer_factory(&client);
+    tw_deferred *d;
+    outcome o;
+    net_connect(r, ep, &cf, &d, &o);
+    assert_rc(tw_reactor_advance(r, 5), 0); /* before any iteration: the event waits */
+    assert_int_equal(o.fired, 1);
+    assert_int_equal(o.code, TW_ETIMEDOUT);
+    NET_RUN_UNTIL(r, net_npeers == 1 && net_peers[0].lost == 1, 10);
+    assert_int_equal(net_peers[0].lost_code, TW_ECONNDONE);
+    tw_deferred_unref(d);
+
+    net_connect(r, ep, &cf, &d, &o);
+    NET_RUN_UNTIL(r, o.fired, 10);
+    assert_int_equal(o.code, 0);
+    assert_rc(tw_reactor_advance(r, 10), 0);
+    assert_int_equal(o.fired, 1);
+    peer *c = o.value;
+    assert_int_equal(c->lost, 0);
+    assert_rc(tw_transport_lose_connection(c->t), 0);
+    NET_RUN_UNTIL(r, peers_lost() == 3, 10);
+    tw_deferred_unref(d);
     assert_rc(tw_listener_stop(l, NULL), 0);
     assert_rc(tw_reactor_destroy(r), 0);
 }
@@ -505,6 +549,7 @@ int main(void)
         T(test_stop_listener_from_connection_lost),
         T(test_cancel_connect_in_connection_made),
         T(test_cancel_connect_in_build),
+        T(test_connect_timeout_as_it_connects),
         T(test_paused_producer_not_resumed_while_losing),
         T(test_paused_producer_not_resumed_after_close_write),
         T(test_write_from_thread_out_of_memory),
