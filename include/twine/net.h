@@ -306,7 +306,10 @@ TW_API int tw_reactor_connect(tw_reactor *r, const tw_address *addr, double time
  * (interface=[::1], tcp:[::1]:80); in a Unix socket's path brackets are
  * plain characters. The default connect timeout is 30 s.
  * A malformed string is TW_EINVAL with a message saying what is wrong: for
- * listen in *err, for connect as the Deferred's failure. */
+ * listen in *err, for connect as the Deferred's failure. tw_endpoint_listen
+ * returns what tw_reactor_listen does; tw_endpoint_connect, like
+ * tw_reactor_connect, returns non-zero only when no Deferred could be made
+ * (TW_EINVAL for a NULL argument, TW_ENOMEM, TW_ESHUTDOWN). */
 TW_API int tw_endpoint_listen(tw_reactor *r, const char *endpoint, const tw_factory *f,
                               tw_listener **out, tw_failure **err);
 TW_API int tw_endpoint_connect(tw_reactor *r, const char *endpoint, const tw_factory *f,
@@ -316,8 +319,12 @@ TW_API int tw_endpoint_connect(tw_reactor *r, const char *endpoint, const tw_fac
  * getaddrinfo on a pool thread of the reactor; *out fires on the loop
  * thread with a tw_address_list (the value's drop frees it) of stream
  * addresses carrying `port`, or fails with TW_ENOTFOUND (or TW_ENOMEM,
- * TW_EIO) and a message naming the host. family: AF_UNSPEC, AF_INET or
- * AF_INET6. A numeric host is parsed on the spot and *out has already fired.
+ * TW_EIO; TW_EINVAL for a name over 1024 bytes; TW_ECANCELED; TW_ESHUTDOWN
+ * when the reactor shuts down first) and a message naming the host. family:
+ * AF_UNSPEC, AF_INET or AF_INET6. A numeric host is parsed on the spot and
+ * *out has already fired (TW_ENOTFOUND if it is not of `family`). Returns
+ * 0 once *out is made; TW_EINVAL for a NULL or empty host or another
+ * family, TW_ENOMEM, TW_ESHUTDOWN once the reactor is shutting down.
  *
  * Lookups use at most half of the pool's threads (at least one), so slow
  * name servers cannot starve other thread work; the rest wait their turn,
