@@ -140,7 +140,8 @@ typedef struct tw_http_request {
     double timeout;             /* seconds for the whole request; 0 or negative: no limit */
     double connect_timeout;     /* seconds to connect; 0 or negative: curl's (300 s) */
     size_t max_body;            /* response body bytes; 0: TW_HTTP_MAX_BODY_DEFAULT,
-                                   SIZE_MAX: no limit */
+                                   SIZE_MAX: no limit (a HEAD's response has no body,
+                                   whatever its Content-Length says) */
     bool follow_redirects;      /* off: a 3xx is the result */
     int max_redirects;          /* when following; 0: 20 */
 } tw_http_request;

@@ -169,7 +169,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 static void reserve(tw__http_req *req, const char *line, size_t len)
 {
     static const char cl[] = "content-length:";
-    if (len < sizeof cl || (line[0] | 0x20) != 'c' || strncasecmp(line, cl, sizeof cl - 1) != 0)
+    if (req->no_body || len < sizeof cl || (line[0] | 0x20) != 'c' || strncasecmp(line, cl, sizeof cl - 1) != 0)
         return;
     size_t v = 0, i = sizeof cl - 1;
     while (i < len && (line[i] == ' ' || line[i] == '\t'))
@@ -249,6 +249,7 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
     if (c->proxy[0])
         req->refuse_lookup = false; /* the proxy resolves the URL's host */
     req->max_body = rq->max_body ? rq->max_body : TW_HTTP_MAX_BODY_DEFAULT;
+    req->no_body = strcmp(method, "HEAD") == 0;
     req->head = req->head_buf;
     req->head_cap = sizeof req->head_buf;
     size_t ml = strlen(method), ul = strlen(rq->url);
@@ -298,7 +299,9 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
         SET(CURLOPT_TIMEOUT_MS, ms_of(rq->timeout));
     if (rq->connect_timeout > 0)
         SET(CURLOPT_CONNECTTIMEOUT_MS, ms_of(rq->connect_timeout));
-    if (req->max_body != SIZE_MAX && req->max_body < (size_t)INT64_MAX)
+    /* Curl checks a Content-Length against this limit even for a HEAD,
+     * whose announced body never comes: on_body enforces max_body there. */
+    if (!req->no_body && req->max_body != SIZE_MAX && req->max_body < (size_t)INT64_MAX)
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
     if (rq->follow_redirects) { /* check_url has checked the first URL's scheme */
         SET(CURLOPT_FOLLOWLOCATION, 1L);

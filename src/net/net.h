@@ -176,8 +176,7 @@ enum {
     TF_PRODUCER = 1u << 7,    /* a producer is registered */
     TF_PROD_PAUSED = 1u << 8, /* and paused */
     TF_RESUME = 1u << 9,      /* resume it at the next writable event */
-    TF_UNIX = 1u << 10,
-    TF_MADE = 1u << 11        /* connection_made was called: connection_lost is owed */
+    TF_UNIX = 1u << 10
 };
 
 struct tw_transport {
