@@ -40,7 +40,8 @@
  *
  * Results. An HTTP response of any status — 404 and 500 included — is a
  * result, not a failure. A failure carries a TW_E* code and a message that
- * names the method, the URL and curl's own explanation:
+ * names the method, the URL (without any user:password@ it holds, so that
+ * logs never see credentials) and curl's own explanation:
  *     TW_ENOTFOUND     the host name did not resolve
  *     TW_ECONNREFUSED  nothing listens there (TW_EUNREACH: no route to it)
  *     TW_ETIMEDOUT     the request's timeout or connect_timeout passed

@@ -493,6 +493,16 @@ static void test_refused(void **state)
     char u[128];
     snprintf(u, sizeof u, "http://127.0.0.1:%d/hello", ntohs(a.sin_port));
     expect_failure(fetch_get(u), TW_ECONNREFUSED, u, "onnect");
+
+    /* A URL's user:password@ never reaches a message (messages go to logs). */
+    char cred[160];
+    snprintf(cred, sizeof cred, "http://alice:s3cret@127.0.0.1:%d/hello", ntohs(a.sin_port));
+    tw_result r = fetch_get(cred);
+    assert_true(tw_result_is_failure(r));
+    const char *m = tw_failure_message(tw_result_as_failure(r));
+    if (strstr(m, "s3cret") || strstr(m, "alice"))
+        fail_msg("the message \"%s\" shows the URL's credentials", m);
+    expect_failure(r, TW_ECONNREFUSED, u, "onnect"); /* the URL without them */
 }
 
 static void test_dns_failure(void **state)
