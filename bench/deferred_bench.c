@@ -12,16 +12,30 @@
  *                               already-fired Deferred (tw_deferred_succeed);
  *                               the Deferred run returns is checked and
  *                               unreffed; 10^6 times
+ *   deferred_nest_{outer,inner}_first_{1e4,1e5}
+ *                               a nest of N + 1 Deferreds, N = 10^4 or 10^5:
+ *                               d[i]'s first callback returns d[i+1], its
+ *                               second adds 1 to the value. d[0..N-1] are
+ *                               fired outermost first (d[0], d[1], ...) or
+ *                               innermost first (d[N-1], d[N-2], ...), each
+ *                               then waiting on the next, and d[N] last,
+ *                               which unwinds the nest; then every Deferred
+ *                               is unreffed. 10^5 links a run (10 nests of
+ *                               10^4, or one of 10^5)
  *
- * The figure is ns per operation (one Deferred's life, or one run), the
- * median of BENCH_REPS timed runs.
+ * The figure is ns per operation (one Deferred's life, one run, or one link
+ * of a nest: everything a nest costs, from creating its Deferreds to freeing
+ * them, divided by N), the median of BENCH_REPS timed runs. A nest's time is
+ * linear in N when the figure is the same at 10^4 and 10^5.
  *
  * Checks. Every callback adds one to a counter and returns its input
  * unchanged; the tenth also checks that it received the value the Deferred
  * was fired with (a different one for every Deferred). The lock's function
  * counts its calls; every Deferred tw_dlock_run returns must have fired with
  * that function's value (tw_deferred_peek), and the lock must be free and
- * without waiters after the run. Any diagnostic report (misuse, an unhandled
+ * without waiters after the run. In a nest, every Deferred but the innermost
+ * must wait on the next once fired, the adding callbacks must run N times,
+ * and the outermost must end with the innermost's value plus N. Any diagnostic report (misuse, an unhandled
  * failure) and any block still allocated after a run (a leak) make the run
  * invalid as well: the program stops with exit status 2 and no figure.
  *
@@ -55,6 +69,7 @@
 
 #define N_CHAIN 1000000L
 #define N_LOCK 1000000L
+#define N_NEST_LINKS 100000L /* per run, for every nest depth */
 #define N_WARM_UP 10000L /* untimed operations before a workload's first run */
 #define CALLBACKS 10     /* per Deferred: 9 steps and the final one */
 
@@ -216,6 +231,102 @@ static void check_lock(const char *workload, const char *impl, long n)
                       (long)tw_dlock_waiting(&dl.lock), 0);
 }
 
+/* ==== deferred_nest_* ========================================================== */
+static struct {
+    tw_deferred **ds; /* N_NEST_LINKS + 1 of them */
+    long adds;        /* the adding callbacks run */
+    long hits;        /* nests whose outermost ended with the right value */
+    long waiting;     /* Deferreds found waiting on the next one after firing */
+    long nests;       /* nests made */
+} nest;
+
+static tw_result nest_link(tw_result r, void *arg)
+{
+    tw_result_drop(r);
+    return tw_result_deferred(tw_deferred_ref(*(tw_deferred **)arg));
+}
+
+static tw_result nest_add(tw_result r, void *arg)
+{
+    (void)arg;
+    nest.adds++;
+    return tw_result_value((void *)((uintptr_t)r.ptr + 1), NULL);
+}
+
+/* One nest of depth n, fired outermost or innermost first. */
+static void nest_once(long n, bool inner_first)
+{
+    tw_deferred **ds = nest.ds;
+    tw_result r;
+    long i;
+
+    for (i = 0; i <= n; i++)
+        CHECK_TW("tw_deferred_create", tw_deferred_create(&ds[i], NULL, NULL));
+    for (i = 0; i < n; i++) {
+        CHECK_TW("tw_deferred_add_callback", tw_deferred_add_callback(ds[i], nest_link, &ds[i + 1]));
+        CHECK_TW("tw_deferred_add_callback", tw_deferred_add_callback(ds[i], nest_add, NULL));
+    }
+    for (i = 0; i < n; i++) {
+        long k = inner_first ? n - 1 - i : i;
+        CHECK_TW("tw_deferred_callback", tw_deferred_callback(ds[k], tw_result_none()));
+        if (tw_deferred_waiting_on(ds[k]) == ds[k + 1])
+            nest.waiting++;
+    }
+    CHECK_TW("tw_deferred_callback",
+             tw_deferred_callback(ds[n], tw_result_value((void *)(uintptr_t)7, NULL)));
+    if (tw_deferred_peek(ds[0], &r) && tw_result_is_value(r) &&
+        (uintptr_t)r.ptr == 7 + (uintptr_t)n)
+        nest.hits++;
+    for (i = 0; i <= n; i++)
+        tw_deferred_unref(ds[i]);
+}
+
+/* n links: nests of `depth` and, when depth does not divide n (a --scale
+ * run), one shallower nest for the rest. */
+static void nest_run(long n, long depth, bool inner_first)
+{
+    long done;
+
+    if (!nest.ds) {
+        nest.ds = calloc((size_t)N_NEST_LINKS + 1, sizeof *nest.ds);
+        if (!nest.ds)
+            bench_die("calloc", "no memory for the nest");
+    }
+    nest.adds = nest.hits = nest.waiting = nest.nests = 0;
+    for (done = 0; done < n; done += depth) {
+        nest_once(n - done < depth ? n - done : depth, inner_first);
+        nest.nests++;
+    }
+}
+
+static void run_nest_outer_1e4(long n)
+{
+    nest_run(n, 10000, false);
+}
+
+static void run_nest_outer_1e5(long n)
+{
+    nest_run(n, 100000, false);
+}
+
+static void run_nest_inner_1e4(long n)
+{
+    nest_run(n, 10000, true);
+}
+
+static void run_nest_inner_1e5(long n)
+{
+    nest_run(n, 100000, true);
+}
+
+static void check_nest(const char *workload, const char *impl, long n)
+{
+    bench_check_count(workload, impl, nest.adds, n);
+    bench_check_count(workload, "twine Deferred (links waiting once fired)", nest.waiting, n);
+    bench_check_count(workload, "twine Deferred (nests ending with the right value)", nest.hits,
+                      nest.nests);
+}
+
 /* ==== driver ================================================================= */
 struct workload {
     const char *name;
@@ -229,6 +340,14 @@ static const struct workload workloads[] = {
     {"deferred_chain", "twine Deferred", N_CHAIN, run_chain, check_chain},
     {"deferred_chain_fired_first", "twine Deferred", N_CHAIN, run_chain_fired_first, check_chain},
     {"deferred_lock", "twine DeferredLock", N_LOCK, run_lock, check_lock},
+    {"deferred_nest_outer_first_1e4", "twine Deferred", N_NEST_LINKS, run_nest_outer_1e4,
+     check_nest},
+    {"deferred_nest_outer_first_1e5", "twine Deferred", N_NEST_LINKS, run_nest_outer_1e5,
+     check_nest},
+    {"deferred_nest_inner_first_1e4", "twine Deferred", N_NEST_LINKS, run_nest_inner_1e4,
+     check_nest},
+    {"deferred_nest_inner_first_1e5", "twine Deferred", N_NEST_LINKS, run_nest_inner_1e5,
+     check_nest},
 };
 
 /* One run, checked: counts, diagnostics, blocks left allocated. Returns

@@ -7,6 +7,12 @@ Same workloads, fewer iterations, same unit (ns per operation):
   deferred_chain_fired_first  Deferred(); callback(value); 10 x addCallback (each
                               runs at once); the Deferred dropped; 10^5 times
   deferred_lock               DeferredLock.run(f), f returning succeed(value); 10^5 times
+  deferred_nest_{outer,inner}_first_{1e4,1e5}
+                              a nest of N + 1 Deferreds (N = 10^4 or 10^5): d[i]'s
+                              first callback returns d[i+1], its second adds 1;
+                              d[0..N-1] fired outermost or innermost first, each
+                              then waiting on the next, d[N] last; 10^5 links a
+                              run, as in C; the figure is ns per link
 Every callback adds one to a counter and returns its input unchanged; the tenth
 also checks that it received the value the Deferred was fired with. The lock's
 f counts its calls, and every run's Deferred must have fired with f's value.
@@ -37,6 +43,7 @@ from pybench import REPS, CountError, check
 
 N_CHAIN = 100_000
 N_LOCK = 100_000
+N_NEST_LINKS = 100_000  # links per run, for every nest depth (as in C)
 WARM_UP = 2_000  # untimed iterations before the first repetition
 
 
@@ -152,11 +159,58 @@ def lock_run(n):
     return t1 - t0, calls, hits
 
 
+def nest(n, depth, inner_first):
+    """n links: nests of `depth` and, when depth does not divide n (a --scale
+    run), one shallower nest for the rest. Returns (seconds, adding callbacks
+    run, links that ended in a nest whose outermost got the right value)."""
+    from twisted.internet.defer import Deferred
+
+    adds = 0
+    good = 0
+
+    def add(x):
+        nonlocal adds
+        adds += 1
+        return x + 1
+
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        m = min(depth, n - done)
+        ds = [Deferred() for _ in range(m + 1)]
+        for i in range(m):
+            nxt = ds[i + 1]
+            ds[i].addCallback(lambda _, nxt=nxt: nxt)
+            ds[i].addCallback(add)
+        order = range(m - 1, -1, -1) if inner_first else range(m)
+        for k in order:
+            ds[k].callback(None)
+        ds[m].callback(7)
+        if getattr(ds[0], "result", None) == 7 + m:
+            good += m
+        del ds
+        done += m
+    t1 = time.perf_counter()
+    return t1 - t0, adds, good
+
+
+def nest_runner(depth, inner_first):
+    return lambda n: nest(n, depth, inner_first)
+
+
 WORKLOADS = [
     # (workload, impl, function, iterations, step callbacks per iteration)
     ("deferred_chain", "python Twisted Deferred", chain, N_CHAIN, 10),
     ("deferred_chain_fired_first", "python Twisted Deferred", chain_fired_first, N_CHAIN, 10),
     ("deferred_lock", "python Twisted DeferredLock", lock_run, N_LOCK, 1),
+    ("deferred_nest_outer_first_1e4", "python Twisted Deferred", nest_runner(10_000, False),
+     N_NEST_LINKS, 1),
+    ("deferred_nest_outer_first_1e5", "python Twisted Deferred", nest_runner(100_000, False),
+     N_NEST_LINKS, 1),
+    ("deferred_nest_inner_first_1e4", "python Twisted Deferred", nest_runner(10_000, True),
+     N_NEST_LINKS, 1),
+    ("deferred_nest_inner_first_1e5", "python Twisted Deferred", nest_runner(100_000, True),
+     N_NEST_LINKS, 1),
 ]
 
 
@@ -177,7 +231,7 @@ def main(run):
             check(workload, name, count, per_op * n)
             check(workload, name + " (right value)", hits, n)
             s.append(secs * 1e9 / n)
-        run.record(workload, name, "ns/op", False, s, widths=(26, 28))
+        run.record(workload, name, "ns/op", False, s, widths=(29, 28))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #   pool      pool.csv (+ pool.md)
 #   deferred  deferred.csv (+ deferred.md)
 #   reactor   reactor.csv (+ reactor.md)
+#   async     async.csv (+ async.md)
 #   http      http.csv (+ http.md): libtwine-http, libcurl's multi interface on libuv
 #   redis     redis.csv (+ redis.md): libtwine-redis, hiredis, redis-py
 #   net       net.csv (+ net.md): servers driven over loopback by one client
@@ -26,7 +27,7 @@ build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-all_suites="sync pool deferred reactor http redis net"
+all_suites="sync pool deferred reactor async http redis net"
 suites=$all_suites
 n=$#
 i=0
@@ -74,7 +75,7 @@ mkdir -p "$results"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# The Python sides of the pool, deferred and reactor suites need Twisted; Debian's
+# The Python sides of the pool, deferred, reactor and async suites need Twisted; Debian's
 # python3-twisted is installed for /usr/bin/python3, which may not be the
 # first python3 on PATH.
 twisted_python=""

@@ -3,6 +3,10 @@
  *
  *   lock_uncontended        10^7 acquire + release in one thread, a second thread
  *                           parked in the kernel the whole time; ns/op
+ *   lock_nested             the same with two locks, A then B, released in reverse:
+ *                           10^7 times; ns per pair of acquires and releases
+ *   (both also with "twine Lock tracked": the Lock through the tracking paths
+ *   of code compiled with TW_DEBUG, sync_bench_tracked.c)
  *   lock_contended          2 threads x 5*10^6 lock / increment / unlock of one
  *                           counter on its own cache line; ops/s for both together
  *   cond_pingpong_pinned    2 threads hand a token back and forth through a turn
@@ -168,8 +172,20 @@ UNCONTENDED(unc_gmutex, gmutex, g_mutex_init(o), g_mutex_lock(o), g_mutex_unlock
 UNCONTENDED(unc_grec, grec, g_rec_mutex_init(o), g_rec_mutex_lock(o), g_rec_mutex_unlock(o),
             g_rec_mutex_clear(o))
 
+/* sync_bench_tracked.c (TW_DEBUG code). */
+double bench_tracked_lock_uncontended(long n);
+double bench_tracked_lock_nested(long n);
+
+static double unc_tw_lock_tracked(const char *impl, long n, bool pin)
+{
+    (void)impl;
+    (void)pin;
+    return bench_tracked_lock_uncontended(n);
+}
+
 static const struct impl uncontended_impls[] = {
     {"twine Lock", unc_tw_lock},
+    {"twine Lock tracked", unc_tw_lock_tracked},
     {"twine RLock", unc_tw_rlock},
     {"twine Semaphore", unc_tw_sem},
     {"pthread_mutex", unc_pmutex},
@@ -178,6 +194,65 @@ static const struct impl uncontended_impls[] = {
     {"nsync_mu", unc_nsync},
     {"GMutex", unc_gmutex},
     {"GRecMutex", unc_grec},
+};
+
+/* ==== lock_nested ===========================================================
+ * Two locks, each alone on a cache line, taken in one order and released in
+ * the other: what an order checker sees on every nested acquire. */
+static _Alignas(64) union {
+    pthread_mutex_t pmutex;
+    tw_lock tw_lock;
+    GMutex gmutex;
+    char line[64];
+} nest_obj[2];
+static long nest_count;
+
+#define NESTED(fn, field, SETUP, LOCK, UNLOCK, TEARDOWN)                      \
+    static double fn(const char *impl, long n, bool pin)                       \
+    {                                                                          \
+        __typeof__(nest_obj[0].field) *a = &nest_obj[0].field, *b = &nest_obj[1].field; \
+        double t0, t1;                                                         \
+        long i;                                                                \
+        (void)pin;                                                             \
+        memset(nest_obj, 0, sizeof nest_obj);                                  \
+        nest_count = 0;                                                        \
+        SETUP;                                                                 \
+        t0 = bench_now();                                                      \
+        for (i = 0; i < n; i++) {                                              \
+            LOCK(a);                                                           \
+            LOCK(b);                                                           \
+            nest_count++;                                                      \
+            UNLOCK(b);                                                         \
+            UNLOCK(a);                                                         \
+        }                                                                      \
+        t1 = bench_now();                                                      \
+        TEARDOWN;                                                              \
+        bench_check_count("lock_nested", impl, nest_count, n);                 \
+        return (t1 - t0) * 1e9 / (double)n;                                    \
+    }
+
+NESTED(nest_tw_lock, tw_lock, (tw_lock_init(a), tw_lock_init(b)), tw_lock_acquire,
+       tw_lock_release, (void)0)
+NESTED(nest_pmutex, pmutex,
+       (bench_die_rc("pthread_mutex_init", pthread_mutex_init(a, NULL)),
+        bench_die_rc("pthread_mutex_init", pthread_mutex_init(b, NULL))),
+       pthread_mutex_lock, pthread_mutex_unlock,
+       (pthread_mutex_destroy(a), pthread_mutex_destroy(b)))
+NESTED(nest_gmutex, gmutex, (g_mutex_init(a), g_mutex_init(b)), g_mutex_lock, g_mutex_unlock,
+       (g_mutex_clear(a), g_mutex_clear(b)))
+
+static double nest_tw_lock_tracked(const char *impl, long n, bool pin)
+{
+    (void)impl;
+    (void)pin;
+    return bench_tracked_lock_nested(n);
+}
+
+static const struct impl nested_impls[] = {
+    {"twine Lock", nest_tw_lock},
+    {"twine Lock tracked", nest_tw_lock_tracked},
+    {"pthread_mutex", nest_pmutex},
+    {"GMutex", nest_gmutex},
 };
 
 /* ==== lock_contended ========================================================
@@ -403,7 +478,7 @@ static void run_workload(const char *workload, const char *unit, bool higher_is_
                          const struct impl *impls, int count, long n, bool pin)
 {
     double samples[16][BENCH_REPS], overlap[16][BENCH_REPS];
-    bool pair = strcmp(workload, "lock_uncontended") != 0;
+    bool pair = strcmp(workload, "lock_uncontended") != 0 && strcmp(workload, "lock_nested") != 0;
     int rep, i;
 
     if (count > 16)
@@ -446,6 +521,12 @@ int main(int argc, char **argv)
         bench_parked_start();
         run_workload("lock_uncontended", "ns/op", false, uncontended_impls,
                      BENCH_COUNT_OF(uncontended_impls), bench_scaled(N_UNCONTENDED), false);
+        bench_parked_stop();
+    }
+    if (bench_selected(args.only, "lock_nested")) {
+        bench_parked_start();
+        run_workload("lock_nested", "ns/op", false, nested_impls, BENCH_COUNT_OF(nested_impls),
+                     bench_scaled(N_UNCONTENDED), false);
         bench_parked_stop();
     }
     if (bench_selected(args.only, "lock_contended")) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, http, redis, net, ...) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, async, http, redis, net, ...) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -32,8 +32,8 @@ HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s", "roundtrips/s", "MB/s", "
 #   allocs,allocs_cold), the largest of whose values must be <= limit
 # A target is listed when the CSV has any workload of its suite (pool_* is
 # the pool suite, deferred_* the deferred suite, call_from_thread* and
-# defer_to_thread* the reactor suite, tcp_* the net suite, the rest the sync
-# suite).
+# defer_to_thread* the reactor suite, async_* the async suite, tcp_* the net
+# suite, the rest the sync suite).
 TARGETS = [
     ("uncontended Lock <= 1.0x the fastest C peer",
      "lock_uncontended", "twine Lock", None, "le", 1.0),
@@ -43,6 +43,10 @@ TARGETS = [
      "cond_pingpong_pinned", "twine Condition", "nsync_cv", "le", 1.0),
     ("uncontended RLock <= 1.0x recursive pthread_mutex",
      "lock_uncontended", "twine RLock", "pthread_mutex recursive", "le", 1.0),
+    ("tracked (TW_DEBUG) uncontended Lock <= 3x the untracked one",
+     "lock_uncontended", "twine Lock tracked", "twine Lock", "le", 3.0),
+    ("tracked (TW_DEBUG) nested Locks, stack seen before, <= 3x the untracked ones",
+     "lock_nested", "twine Lock tracked", "twine Lock", "le", 3.0),
     ("pool throughput >= 2x libuv's best",
      "pool_throughput", "twine pool submit", "libuv*", "ge", 2.0),
     ("pinned pool round trip median <= 0.8x libuv",
@@ -84,6 +88,16 @@ TARGETS = [
      "redis_lock_contended", "twine redis lock", "least_busy_shortfall", "metric", 0.5),
     ("queue put+get+ack >= 1.2x a redis-py Streams consumer",
      "redis_queue", "twine queue COUNT 16", "python redis-py streams COUNT 16", "speedup", 1.2),
+    ("suspend + resume <= 20 ns",
+     "async_switch", "twine suspend+resume", "ns", "metric", 20.0),
+    ("suspend + resume >= 10x faster than swapcontext",
+     "async_switch", "twine suspend+resume", "swapcontext", "speedup", 10.0),
+    ("await of a fired Deferred <= 1.2x adding a callback to it",
+     "async_await_ready", "twine await", "twine add_callback", "le", 1.2),
+    ("NetworkCounter await style <= 1.3x callback style",
+     "async_network_counter", "twine await", "twine callbacks", "le", 1.3),
+    ("NetworkCounter await >= 100x faster than Twisted inlineCallbacks",
+     "async_network_counter", "twine await", "python Twisted inlineCallbacks", "speedup", 100.0),
     ("ping-pong round trips/s >= 0.97x the epoll floor",
      "tcp_pingpong", "twine net", "epoll floor", "ge", 0.97),
     ("ping-pong server CPU per round trip <= libuv's",
@@ -117,6 +131,8 @@ def suite(workload):
         return "http"
     if workload.startswith("redis_"):
         return "redis"
+    if workload.startswith("async_"):
+        return "async"
     if workload.startswith("tcp_"):
         return "net"
     return "sync"
@@ -299,6 +315,7 @@ EXTRAS = [
     ("least_busy_shortfall", "1 - the least busy process's share / an even share"),
     ("client_cmds_per_acq", "commands the clients sent per acquisition"),
     ("server_calls_per_acq", "Redis calls per acquisition (INFO commandstats, script calls included)"),
+    ("cpu", "the thread's CPU time per operation, without the time other processes had the CPU"),
     ("server_busy", "server's CPU time over the run's wall time"),
     ("client_busy", "load client's CPU time over the run's wall time"),
     ("client", "the load client's own CPU per operation"),

@@ -12,6 +12,9 @@
  *    in a pool of two threads. Nothing can ever finish. The pool notices (no
  *    task finished for wedge_timeout while every thread is busy and work waits),
  *    reports it once, and grows one thread past its limit so the unblocker runs.
+ * 5. A server's own policy: the same wedge with wedge_extra 0 and the pool's
+ *    own wedge hook, which raises max itself. Then a pause: max 0 takes tasks
+ *    into the backlog and starts none until the limit is raised.
  */
 #include <stdio.h>
 #include <string.h>
@@ -107,6 +110,16 @@ static int unblocker(void *arg)
     return tw_event_set(&unblocked);
 }
 
+/* ---- 5. the pool's own wedge hook, and a pause ----------------------------- */
+
+static void grow_on_wedge(void *ctx, tw_pool *p, const tw_pool_stats *s)
+{
+    int *grown = ctx;
+    /* On the pool's watch thread, outside its lock: resizing is fine here. */
+    if (tw_pool_resize(p, s->min, s->max + 1) == 0)
+        (*grown)++;
+}
+
 int main(void)
 {
     tw_pool *pool;
@@ -170,6 +183,43 @@ int main(void)
                wedge_report[0] ? wedge_report : "(nothing)",
                (unsigned long long)st.team.completed, (unsigned long long)st.team.failed);
         rc |= !wedge_report[0] || st.wedges != 1 || st.team.completed != 3 || st.team.failed != 0;
+        tw_pool_destroy(pool);
+    }
+
+    /* 5 */
+    {
+        tw_pool_config cfg = TW_POOL_CONFIG_INIT(0, 2);
+        int grown = 0;
+        cfg.wedge_timeout = 0.2; /* wedge_extra 0: the hook decides */
+        tw_event_clear(&unblocked);
+        tw_set_diag_hook(on_diag, NULL);
+        rc |= check(tw_pool_create_with(&cfg, &pool), "tw_pool_create_with");
+        rc |= check(tw_pool_set_wedge_hook(pool, grow_on_wedge, &grown), "wedge hook");
+        rc |= check(tw_pool_do(pool, blocker, NULL), "blocker 1");
+        rc |= check(tw_pool_do(pool, blocker, NULL), "blocker 2");
+        rc |= check(tw_pool_do(pool, unblocker, NULL), "unblocker");
+        rc |= check(tw_pool_stop(pool, 10.0, NULL), "stop after the wedge");
+        tw_pool_stats_get(pool, &st);
+        tw_set_diag_hook(NULL, NULL);
+        printf("5. the same wedge, wedge_extra 0: the pool's wedge hook raised max to %zu "
+               "itself; completed %llu of 3\n",
+               st.max, (unsigned long long)st.team.completed);
+        rc |= grown != 1 || st.max != 3 || st.team.completed != 3;
+        tw_pool_destroy(pool);
+
+        rc |= check(tw_pool_create(0, 2, &pool), "tw_pool_create");
+        rc |= check(tw_pool_resize(pool, 0, 0), "pause");
+        ordered = 0;
+        for (long i = 0; i < 3; i++)
+            rc |= check(tw_pool_do(pool, record, (void *)i), "queue while paused");
+        tw_pool_stats_get(pool, &st);
+        printf("   paused (max 0): backlog %zu, %zu threads; ", st.team.backlog, st.threads);
+        rc |= st.team.backlog != 3 || st.threads != 0;
+        rc |= check(tw_pool_resize(pool, 0, 1), "resume");
+        TW_WITH(&results_lock)
+            rc |= check(tw_cond_wait_for(&results_ready, three_recorded, NULL, 10.0), "resumed");
+        printf("resumed with max 1: ran in order %d %d %d\n", order[0], order[1], order[2]);
+        rc |= order[0] != 0 || order[1] != 1 || order[2] != 2;
         tw_pool_destroy(pool);
     }
     if (rc == 0)

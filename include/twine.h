@@ -21,6 +21,7 @@
 #include "twine/sync.h"
 #include "twine/worker.h"
 #include "twine/deferred.h"
+#include "twine/async.h"
 #include "twine/reactor.h"
 #include "twine/net.h"
 

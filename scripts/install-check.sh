@@ -90,3 +90,40 @@ C
     "$tmp/cmh/b/use_http"
     echo "install check: libtwine-http through pkg-config and find_package"
 fi
+
+# libtwine-redis, when it was built: a consumer that parses an address with
+# it, through pkg-config and through find_package(twine COMPONENTS redis).
+if [ -f "$libdir/twine-redis.pc" ]; then
+    cat >"$tmp/use-redis.c" <<'C'
+#include <twine.h>
+#include <twine/redis.h>
+#include <stdio.h>
+int main(void)
+{
+    tw_redis_config cfg = TW_REDIS_CONFIG_INIT;
+    char buf[64];
+    if (tw_redis_parse_address("127.0.0.1:6390", buf, sizeof buf, &cfg) != 0 || cfg.port != 6390)
+        return 1;
+    if (tw_redis_parse_address("no port", buf, sizeof buf, &cfg) != TW_EINVAL)
+        return 1;
+    printf("twine-redis %s: ok\n", tw_version());
+    return 0;
+}
+C
+    cc -o "$tmp/use-redis-pc" "$tmp/use-redis.c" \
+        $(PKG_CONFIG_PATH="$libdir" pkg-config --define-prefix --cflags --libs twine-redis) \
+        -Wl,-rpath,"$(dirname "$libdir")"
+    "$tmp/use-redis-pc"
+    mkdir "$tmp/cmr"
+    cat >"$tmp/cmr/CMakeLists.txt" <<'C'
+cmake_minimum_required(VERSION 3.25)
+project(use_redis C)
+find_package(twine REQUIRED COMPONENTS redis)
+add_executable(use_redis ../use-redis.c)
+target_link_libraries(use_redis PRIVATE twine::twine_redis)
+C
+    cmake -S "$tmp/cmr" -B "$tmp/cmr/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+    cmake --build "$tmp/cmr/b" >/dev/null
+    "$tmp/cmr/b/use_redis"
+    echo "install check: libtwine-redis through pkg-config and find_package"
+fi

@@ -8,7 +8,7 @@
 set -eu
 # The library, its HTTP client (libcurl) and Redis layer (hiredis), and the
 # redis-server that the Redis examples and tests start for themselves.
-base="cmake make gcc pkg-config libcurl4-openssl-dev libhiredis-dev redis-server"
+base="cmake make gcc pkg-config libcurl4-openssl-dev libhiredis-dev libssl-dev redis-server"
 case "${1:-}" in
     --demo) need="$base" ;;
     --sanitizers) need="$base libcmocka-dev clang libclang-rt-dev" ;;

@@ -314,6 +314,8 @@ static bool serve(http_server *s, int fd, request *rq)
                  "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                  "Content-Length: %llu\r\n\r\n",
                  (unsigned long long)n);
+        if (strcmp(rq->method, "HEAD") == 0) /* the head alone, announcing the body */
+            return send_str(fd, head);
         return send_str(fd, head) && send_pattern(fd, seed, 0, n);
     }
     if (path_is(t, "/chunked")) {

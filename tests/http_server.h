@@ -9,6 +9,7 @@
  *   GET  /hello                  200, "hello, world\n", text/plain
  *   GET  /status/NNN             status NNN, body "status NNN\n"
  *   GET  /bytes?n=N&seed=S       200, N bytes of http_server_pattern(S, i), Content-Length
+ *   HEAD /bytes?n=N              the same head (Content-Length: N), no body
  *   GET  /chunked?n=N&seed=S     200, the same N bytes in chunks of varying sizes
  *                                (Transfer-Encoding: chunked)
  *   GET  /stall?n=N              200 announcing 2N + 1 bytes, sends N of them (pattern

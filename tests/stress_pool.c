@@ -12,6 +12,12 @@
  *              Rounds alternate between a pool that keeps its threads and
  *              one that reaps idle threads at once (min 0, tiny
  *              idle_timeout), so the stop also meets a pool with no thread.
+ *   resize     the same submitters while another thread keeps changing the
+ *              limits — pausing (max 0), lowering below the threads busy,
+ *              raising — the idle timeout and the wedge settings; the round
+ *              ends paused or not, and stop runs whatever waits. Every task
+ *              runs exactly once, the completed count agrees, and stop
+ *              leaves no thread.
  *
  * Sizes go through tw_test_scaled; the checks never change. Submitting
  * threads never call cmocka: they record, the main thread asserts.
@@ -25,6 +31,12 @@
 
 #define SUBMITTERS 4
 #define STOP_LIMIT 20.0
+
+static void quiet_hook(void *ctx, const tw_diag *d)
+{
+    (void)ctx;
+    (void)d;
+}
 
 static void report(const char *what, uint64_t n, double t0)
 {
@@ -270,11 +282,99 @@ static void test_stress_pool_stop_race(void **state)
         fail_msg("%s", problem); /* the arrays stay: a late task may still write them */
 }
 
+/* ==== limits changing under load ================================================= */
+
+typedef struct changer {
+    tw_pool *p;
+    int stop; /* atomic */
+    uint64_t changes;
+    uint64_t bad;
+} changer;
+
+static void *change_limits(void *arg)
+{
+    static const size_t limits[][2] = {{0, 0}, {0, 1}, {1, 3}, {0, 0}, {2, 4}, {0, 2}, {0, 4}};
+    changer *c = arg;
+    size_t i = 0;
+    while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+        const size_t *l = limits[i % (sizeof limits / sizeof limits[0])];
+        if (tw_pool_resize(c->p, l[0], l[1]) != 0)
+            c->bad++;
+        if (i % 5 == 0 && tw_pool_set_idle_timeout(c->p, i % 10 ? 0.0001 : -1) != 0)
+            c->bad++;
+        if (i % 7 == 0 && tw_pool_set_wedge(c->p, i % 14 ? 0.001 : 0, i % 3) != 0)
+            c->bad++;
+        c->changes++;
+        i++;
+        sched_yield();
+    }
+    return NULL;
+}
+
+static void test_stress_pool_resize_race(void **state)
+{
+    (void)state;
+    uint64_t rounds = tw_test_scaled(40, 6);
+    uint64_t per = tw_test_scaled(50000, 2000) / SUBMITTERS;
+    uint64_t changes = 0;
+    double t0 = tw_test_now();
+    submitter *subs = calloc(SUBMITTERS, sizeof *subs);
+    assert_non_null(subs);
+    tw_set_diag_hook(quiet_hook, NULL); /* wedges of a paused pool with busy threads */
+    for (uint64_t round = 0; round < rounds; round++) {
+        tw_pool *p;
+        counter c = {0};
+        changer ch;
+        memset(&ch, 0, sizeof ch);
+        assert_int_equal(tw_pool_create(0, 2, &p), 0);
+        ch.p = p;
+        for (int i = 0; i < SUBMITTERS; i++) {
+            memset(&subs[i], 0, sizeof subs[i]);
+            subs[i].p = p;
+            subs[i].c = &c;
+            subs[i].n = per;
+        }
+        pthread_t th = tw_test_start(change_limits, &ch);
+        tw_test_run_threads_bounded(SUBMITTERS, submit_count, subs, sizeof subs[0],
+                                    "submitters while the limits change");
+        __atomic_store_n(&ch.stop, 1, __ATOMIC_RELEASE);
+        tw_test_join(th);
+        assert_int_equal(ch.bad, 0);
+        changes += ch.changes;
+        if (round % 2) /* else stop runs a paused pool's backlog itself */
+            assert_int_equal(tw_pool_resize(p, 0, 3), 0);
+        if (tw_pool_stop(p, STOP_LIMIT, NULL) != 0) {
+            tw_pool_stats s;
+            tw_pool_stats_get(p, &s);
+            fail_msg("round %llu: stop timed out: %zu threads, idle %zu busy %zu backlog %zu, "
+                     "completed %llu of %llu, max %zu",
+                     (unsigned long long)round, s.threads, s.team.idle, s.team.busy,
+                     s.team.backlog, (unsigned long long)s.team.completed,
+                     (unsigned long long)(per * SUBMITTERS), s.max);
+        }
+        for (int i = 0; i < SUBMITTERS; i++)
+            assert_int_equal(subs[i].bad, 0);
+        assert_int_equal(__atomic_load_n(&c.ran, __ATOMIC_SEQ_CST), per * SUBMITTERS);
+        tw_pool_stats s;
+        assert_int_equal(tw_pool_stats_get(p, &s), 0);
+        assert_int_equal(s.team.completed, per * SUBMITTERS);
+        assert_int_equal(s.team.backlog + s.team.busy + s.team.idle, 0);
+        assert_int_equal(s.threads, 0);
+        assert_int_equal(tw_pool_destroy(p), 0);
+    }
+    tw_set_diag_hook(NULL, NULL);
+    report("submitters, limits changing", rounds * per * SUBMITTERS, t0);
+    printf("    %llu rounds, %llu changes of limits and settings\n", (unsigned long long)rounds,
+           (unsigned long long)changes);
+    free(subs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stress_pool_count),
         cmocka_unit_test(test_stress_pool_stop_race),
+        cmocka_unit_test(test_stress_pool_resize_race),
     };
     return cmocka_run_group_tests_name("stress_pool", tests, NULL, NULL);
 }

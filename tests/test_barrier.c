@@ -2,7 +2,8 @@
  * Barrier: init errors and the zeroed barrier, arrival indices over many
  * cycles, the action (once per cycle, in the last arrival, before anyone is
  * released), breaking by a failed action, a timeout or abort, reset,
- * n_waiting / broken / parties, and try_wait.
+ * n_waiting / broken / parties, try_wait, and the default timeout that
+ * tw_barrier_wait uses (Python's Barrier(parties, action, timeout)).
  *
  * A test knows how many threads wait in the current cycle from
  * tw_barrier_n_waiting, which it polls; a thread counted there has joined the
@@ -420,6 +421,157 @@ static void test_barrier_timeout_breaks(void **state)
     assert_int_equal(atomic_load(&a.runs), 2);
 }
 
+/* One thread calling tw_barrier_wait_timeout(b, -1): a timeout of its own,
+ * forever, which the barrier's default must not replace. */
+static void *forever_main(void *arg)
+{
+    party *p = arg;
+    p->rc = tw_barrier_wait_timeout(p->b, -1.0);
+    return NULL;
+}
+
+/* A default timeout (Python's Barrier(parties, action, timeout)): a wait
+ * without a timeout of its own gives up after it and breaks the barrier, as
+ * a timed wait does; reset keeps it. */
+static void test_barrier_default_timeout_breaks(void **state)
+{
+    tw_barrier b;
+    act a;
+    party p[2];
+    double t0, elapsed;
+    int rc;
+    (void)state;
+
+    act_init(&a, 0);
+    memset(&b, 0xa5, sizeof b); /* init sets every field */
+    assert_int_equal(tw_barrier_init_timeout(&b, 3, action_fn, &a, SHORT_TIMEOUT), 0);
+
+    /* A forever-waiter (its own timeout) and a default-waiter: the latter
+     * runs out and breaks the cycle for both. */
+    p[0].b = &b;
+    p[0].rc = -1000;
+    p[0].thread = tw_test_start(forever_main, &p[0]);
+    await_n_waiting(&b, 1);
+    t0 = tw_test_now();
+    rc = tw_barrier_wait(&b);
+    elapsed = tw_test_now() - t0;
+    assert_int_equal(rc, TW_EBROKEN);
+    if (elapsed < SHORT_TIMEOUT)
+        fail_msg("gave up after %.9f s; the default timeout is %.9f s", elapsed, SHORT_TIMEOUT);
+    assert_true(elapsed < 5.0);
+    party_join(&p[0]);
+    assert_int_equal(p[0].rc, TW_EBROKEN);
+    assert_true(tw_barrier_broken(&b));
+    assert_int_equal(atomic_load(&a.runs), 0);
+
+    /* reset keeps the default: alone again, the wait runs out again. */
+    assert_int_equal(tw_barrier_reset(&b), 0);
+    t0 = tw_test_now();
+    assert_int_equal(tw_barrier_wait(&b), TW_EBROKEN);
+    assert_true(tw_test_now() - t0 >= SHORT_TIMEOUT);
+    assert_int_equal(tw_barrier_reset(&b), 0);
+
+    /* Default-waiters whose cycle completes in time get their indices; the
+     * last arrival does not wait at all. */
+    assert_int_equal(tw_barrier_init_timeout(&b, 3, action_fn, &a, 60.0), 0);
+    party_start(&p[0], &b, -1.0);
+    await_n_waiting(&b, 1);
+    party_start(&p[1], &b, -1.0);
+    await_n_waiting(&b, 2);
+    assert_int_equal(tw_barrier_wait(&b), 2);
+    party_join(&p[0]);
+    party_join(&p[1]);
+    assert_int_equal(p[0].rc, 0);
+    assert_int_equal(p[1].rc, 1);
+    assert_false(tw_barrier_broken(&b));
+    assert_int_equal(atomic_load(&a.runs), 1);
+}
+
+/* A default of 0 (do not block) applies to tw_barrier_wait only: a wait with
+ * a timeout of its own keeps it, and the last arrival completes the cycle. */
+static void test_barrier_default_timeout_zero_and_own_timeouts(void **state)
+{
+    tw_barrier b;
+    party p[1];
+    double t0;
+    (void)state;
+
+    assert_int_equal(tw_barrier_init_timeout(&b, 2, NULL, NULL, 0.0), 0);
+    t0 = tw_test_now();
+    assert_int_equal(tw_barrier_wait(&b), TW_EBROKEN);
+    assert_true(tw_test_now() - t0 < HANG_LIMIT);
+    assert_true(tw_barrier_broken(&b));
+    assert_int_equal(tw_barrier_reset(&b), 0);
+
+    /* Its own timeout wins: with the default (0) it would have broken the
+     * barrier at once and never been counted as waiting. */
+    party_start(&p[0], &b, 60.0);
+    await_n_waiting(&b, 1);
+    assert_int_equal(tw_barrier_wait(&b), 1); /* last: completes, no wait */
+    party_join(&p[0]);
+    assert_int_equal(p[0].rc, 0);
+
+    /* A negative timeout of its own is forever, not the default. */
+    p[0].b = &b;
+    p[0].rc = -1000;
+    p[0].thread = tw_test_start(forever_main, &p[0]);
+    await_n_waiting(&b, 1);
+    assert_int_equal(tw_barrier_wait_timeout(&b, 60.0), 1);
+    party_join(&p[0]);
+    assert_int_equal(p[0].rc, 0);
+    assert_false(tw_barrier_broken(&b));
+
+    /* try_wait never blocks, default or not. */
+    assert_int_equal(tw_barrier_try_wait(&b), TW_EBUSY);
+    assert_false(tw_barrier_broken(&b));
+
+    /* A negative default is forever: one party completes cycles alone. */
+    assert_int_equal(tw_barrier_init_timeout(&b, 1, NULL, NULL, -1.0), 0);
+    assert_int_equal(tw_barrier_wait(&b), 0);
+}
+
+/* Bad defaults and the static initialisers: a NaN default is TW_EINVAL at
+ * init; through TW_BARRIER_INIT_TIMEOUT, at every wait. TW_BARRIER_INIT and a
+ * zeroed barrier have no default. */
+static void test_barrier_default_timeout_init(void **state)
+{
+    tw_barrier b;
+    party p[1];
+    double t0;
+    (void)state;
+
+    assert_int_equal(tw_barrier_init_timeout(NULL, 2, NULL, NULL, 1.0), TW_EINVAL);
+    assert_int_equal(tw_barrier_init_timeout(&b, 0, NULL, NULL, 1.0), TW_EINVAL);
+    assert_int_equal(tw_barrier_init_timeout(&b, 2, NULL, NULL, NAN), TW_EINVAL);
+
+    tw_barrier nan_default = TW_BARRIER_INIT_TIMEOUT(2, NULL, NULL, NAN);
+    assert_int_equal(tw_barrier_wait(&nan_default), TW_EINVAL);
+    assert_int_equal(tw_barrier_n_waiting(&nan_default), 0);
+    assert_false(tw_barrier_broken(&nan_default));
+
+    tw_barrier fixed = TW_BARRIER_INIT_TIMEOUT(2, NULL, NULL, SHORT_TIMEOUT);
+    t0 = tw_test_now();
+    assert_int_equal(tw_barrier_wait(&fixed), TW_EBROKEN);
+    assert_true(tw_test_now() - t0 >= SHORT_TIMEOUT);
+
+    /* No default: the first waiter is still there when the second comes. */
+    tw_barrier plain = TW_BARRIER_INIT(2, NULL, NULL);
+    party_start(&p[0], &plain, -1.0);
+    await_n_waiting(&plain, 1);
+    assert_int_equal(tw_barrier_wait_timeout(&plain, 60.0), 1);
+    party_join(&p[0]);
+    assert_int_equal(p[0].rc, 0);
+
+    memset(&b, 0, sizeof b);
+    assert_int_equal(tw_barrier_wait(&b), TW_EINVAL); /* zeroed: no parties */
+    assert_int_equal(tw_barrier_init(&b, 2, NULL, NULL), 0);
+    party_start(&p[0], &b, -1.0);
+    await_n_waiting(&b, 1);
+    assert_int_equal(tw_barrier_wait(&b), 1);
+    party_join(&p[0]);
+    assert_int_equal(p[0].rc, 0);
+}
+
 static void test_barrier_abort(void **state)
 {
     tw_barrier b;
@@ -590,6 +742,9 @@ int main(void)
         cmocka_unit_test(test_barrier_indices_and_action_over_cycles),
         cmocka_unit_test(test_barrier_action_failure_breaks),
         cmocka_unit_test(test_barrier_timeout_breaks),
+        cmocka_unit_test(test_barrier_default_timeout_breaks),
+        cmocka_unit_test(test_barrier_default_timeout_zero_and_own_timeouts),
+        cmocka_unit_test(test_barrier_default_timeout_init),
         cmocka_unit_test(test_barrier_abort),
         cmocka_unit_test(test_barrier_reset),
         cmocka_unit_test(test_barrier_n_waiting_and_parties),

@@ -670,6 +670,40 @@ static void test_dsem_init(void **state)
     assert_rc(tw_dsem_release(&s), TW_EOVERFLOW);
 }
 
+/* A count a Semaphore could not hold is refused as tw_sem_init refuses it:
+ * above TW_SEM_VALUE_MAX, and above all a -1 passed by mistake, which
+ * arrives as 4294967295. A refused init leaves the semaphore as it was. */
+static void test_dsem_init_bounds(void **state)
+{
+    tw_dsem s;
+    tw_sem sem;
+    int minus_one = -1;
+    (void)state;
+    assert_int_equal(TW_DSEM_TOKENS_MAX, TW_SEM_VALUE_MAX);
+    assert_rc(tw_dsem_init(&s, 2), 0);
+    assert_rc(tw_dsem_init(&s, (uint32_t)minus_one), TW_EINVAL);
+    assert_rc(tw_dsem_init(&s, UINT32_MAX), TW_EINVAL);
+    assert_rc(tw_dsem_init(&s, TW_DSEM_TOKENS_MAX + 1u), TW_EINVAL);
+    assert_rc(tw_dsem_init(&s, 0), TW_EINVAL);
+    assert_int_equal(tw_dsem_limit(&s), 2);
+    assert_int_equal(tw_dsem_tokens(&s), 2);
+
+    /* The same verdicts as the Semaphore's. */
+    assert_rc(tw_sem_init(&sem, TW_SEM_VALUE_MAX + 1u), TW_EINVAL);
+    assert_rc(tw_sem_init(&sem, TW_SEM_VALUE_MAX), 0);
+
+    assert_rc(tw_dsem_init(&s, TW_DSEM_TOKENS_MAX), 0);
+    assert_int_equal(tw_dsem_limit(&s), TW_DSEM_TOKENS_MAX);
+    assert_int_equal(tw_dsem_tokens(&s), TW_DSEM_TOKENS_MAX);
+    tw_deferred *d;
+    assert_rc(tw_dsem_acquire(&s, &d), 0);
+    assert_true(tw_deferred_called(d));
+    assert_int_equal(tw_dsem_tokens(&s), TW_DSEM_TOKENS_MAX - 1);
+    tw_deferred_unref(d);
+    assert_rc(tw_dsem_release(&s), 0);
+    assert_rc(tw_dsem_release(&s), TW_EOVERFLOW);
+}
+
 static void test_dsem_acquire_release_overflow(void **state)
 {
     tw_dsem s;
@@ -1521,6 +1555,7 @@ int main(void)
         T(test_dlock_release_inside_callback_order),
         T(test_dlock_many_waiters_bounded_stack),
         T(test_dsem_init),
+        T(test_dsem_init_bounds),
         T(test_dsem_acquire_release_overflow),
         T(test_dsem_fifo_and_cancel),
         T(test_dsem_run),

@@ -100,8 +100,8 @@ static void test_rlock_library_acquire_inline_release(void **state)
         assert_int_equal(tw_rlock_release(&r[i]), 0);
     }
     tw_lock l = TW_LOCK_INIT;
-    assert_int_equal(tw__lock_try_acquire_tracked(&l), 0);
-    assert_int_equal(tw__lock_acquire_timeout_tracked(&l, 0.001), TW_ETIMEDOUT);
+    assert_int_equal(tw__lock_try_acquire_tracked(&l, __FILE__, __LINE__), 0);
+    assert_int_equal(tw__lock_acquire_timeout_tracked(&l, 0.001, __FILE__, __LINE__), TW_ETIMEDOUT);
     assert_int_equal(tw_test_diag_count_kind(TW_DIAG_WARNING), 1);
     assert_int_equal(tw__lock_release_tracked(&l), 0);
     tw_test_diag_reset(); /* the one report expected */

@@ -641,7 +641,8 @@ static void test_backpressure_bounded_memory(void **state)
 {
     (void)state;
     memset(&prod, 0, sizeof prod);
-    prod.limit = tw_test_scaled(64u << 20, 8u << 20);
+    /* whole messages: the producer writes MSG bytes at a time */
+    prod.limit = tw_test_scaled(64u << 20, 8u << 20) / MSG * MSG;
     tw_reactor *r = net_reactor(false);
     peer server = {.on_made = start_producing};
     tw_factory sf = peer_factory(&server);

@@ -572,6 +572,97 @@ static void test_debug_wrong_thread_listen(void **state)
     assert_string_equal(rec.function, "tw_endpoint_listen");
 }
 
+/* Every loop-thread function of the layer, called from another thread while
+ * the loop is idle: each call is reported, first under its own name (the
+ * reactor's functions it calls in turn may report too). The calls are
+ * ordered so that each still finds what it acts on (the closing ones last). */
+static tw_listener *every_l;
+static char every_fns[40][64], every_first[40][96];
+static int every_counts[40], every_n;
+
+static void every_call(const char *fn, int before)
+{
+    snprintf(every_fns[every_n], sizeof every_fns[0], "%s", fn);
+    every_counts[every_n] = tw_test_diag_count() - before;
+    every_first[every_n][0] = '\0';
+    if (every_counts[every_n] > 0 && before < TW_TEST_DIAG_CAP)
+        snprintf(every_first[every_n], sizeof every_first[0], "%s",
+                 tw_test_diag_at(before)->function);
+    every_n++;
+}
+
+#define EVERY(fn, call)                                                                \
+    do {                                                                               \
+        int before_ = tw_test_diag_count();                                            \
+        (void)(call);                                                                  \
+        every_call(fn, before_);                                                       \
+    } while (0)
+
+static void nop(void *arg)
+{
+    (void)arg;
+}
+static const tw_producer nop_producer = {nop, nop, NULL};
+
+static void *every_function(void *arg)
+{
+    tw_reactor *r = arg;
+    tw_transport *t = shared;
+    tw_address a;
+    struct iovec v = {(void *)"v", 1};
+    tw_deferred *d;
+    EVERY("tw_transport_buffered", tw_transport_buffered(t));
+    EVERY("tw_transport_set_write_limits", tw_transport_set_write_limits(t, 100, 10));
+    EVERY("tw_transport_register_producer", tw_transport_register_producer(t, &nop_producer, t));
+    EVERY("tw_transport_unregister_producer", tw_transport_unregister_producer(t));
+    EVERY("tw_transport_local_address", tw_transport_local_address(t, &a));
+    EVERY("tw_transport_peer_address", tw_transport_peer_address(t, &a));
+    EVERY("tw_transport_set_nodelay", tw_transport_set_nodelay(t, true));
+    EVERY("tw_transport_set_keepalive", tw_transport_set_keepalive(t, false));
+    EVERY("tw_transport_fileno", tw_transport_fileno(t));
+    EVERY("tw_transport_connected", tw_transport_connected(t));
+    EVERY("tw_transport_context", tw_transport_context(t));
+    EVERY("tw_transport_pause_reading", tw_transport_pause_reading(t));
+    EVERY("tw_transport_resume_reading", tw_transport_resume_reading(t));
+    EVERY("tw_transport_write", tw_transport_write(t, "w", 1));
+    EVERY("tw_transport_writev", tw_transport_writev(t, &v, 1));
+    EVERY("tw_transport_write_owned", tw_transport_write_owned(t, (void *)"o", 1, NULL));
+    EVERY("tw_transport_close_write", tw_transport_close_write(t));
+    EVERY("tw_transport_lose_connection", tw_transport_lose_connection(t));
+    EVERY("tw_transport_abort_connection", tw_transport_abort_connection(t));
+    EVERY("tw_listener_address", tw_listener_address(every_l, &a));
+    EVERY("tw_reactor_resolve", tw_reactor_resolve(r, "127.0.0.1", 80, AF_UNSPEC, &d));
+    tw_deferred_unref(d);
+    return NULL;
+}
+
+static void test_debug_wrong_thread_every_function(void **state)
+{
+    (void)state;
+    tw_reactor *r = net_reactor(false);
+    peer server = {.on_made = share};
+    tw_factory sf = peer_factory(&server);
+    every_l = net_listen(r, "tcp:0:interface=127.0.0.1", &sf);
+    int fd = raw_connect(AF_INET, net_port(every_l));
+    NET_RUN_UNTIL(r, shared != NULL, 10);
+    tw_test_diag_reset();
+    every_n = 0;
+    tw_test_join(tw_test_start(every_function, r)); /* the loop is not running meanwhile */
+    int total = tw_test_diag_count();
+    tw_test_diag_reset();
+    NET_RUN_UNTIL(r, peers_lost() == 1, 10);
+    tw_transport_unref(shared);
+    shared = NULL;
+    close(fd);
+    assert_rc(tw_listener_stop(every_l, NULL), 0);
+    assert_rc(tw_reactor_destroy(r), 0);
+    tw_test_require_debug_report(total, "a transport function");
+    for (int i = 0; i < every_n; i++)
+        if (every_counts[i] < 1 || strcmp(every_first[i], every_fns[i]) != 0)
+            fail_msg("%s from another thread: %d reports, the first from \"%s\"", every_fns[i],
+                     every_counts[i], every_first[i]);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -588,6 +679,7 @@ int main(void)
         T(test_write_from_threads),
         T(test_debug_wrong_thread_write),
         T(test_debug_wrong_thread_listen),
+        T(test_debug_wrong_thread_every_function),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,19 +1,29 @@
 /*
  * Pool: the team on real threads.
  *
- * Covered: argument errors; min threads made by create and by resize; tasks
- * run on pool threads; strict FIFO of the backlog (max 1); raising max
- * dispatches the backlog at once, oldest first, without a new submission;
- * lowering max retires threads as they become idle; idle threads above min
- * exit after idle_timeout (never before it, never below min); stop joins,
- * drains the backlog, times out with the number of stuck threads and can be
- * called again; stop/destroy from a pool thread is TW_EDEADLK; submit after
- * stop is TW_EQUIT; the error hook and the default; a thread that cannot be
- * started (no thread at all: the submit fails and the task never runs; some
- * thread: the task waits in the backlog and runs); the pool as a tw_worker;
- * caller nodes freed by their task; statistics; the wedge detector (seed 001:
- * blockers waiting on an unblocker queued behind them) with and without
- * wedge_extra, and its silence on a pool that is merely busy.
+ * Covered: the process's threads (an idle pool of min 0 adds none, one of min
+ * 3 adds 3; the wedge watch comes with a wedge and goes with it); argument
+ * errors; min threads made by create and by resize; tasks run on pool
+ * threads; strict FIFO of the backlog (max 1); raising max dispatches the
+ * backlog at once, oldest first, without a new submission; lowering max
+ * retires threads as they become idle; idle threads above min exit after
+ * idle_timeout (never before it, never below min); stop joins, drains the
+ * backlog, times out with the number of stuck threads and can be called
+ * again; stop/destroy from a pool thread is TW_EDEADLK; submit after stop is
+ * TW_EQUIT, and a submit held (through the team's test probe) while stop
+ * completes is refused; the error hook and the default; a thread that cannot
+ * be started (no thread at all: the submit fails and the task never runs;
+ * some thread: the task waits in the backlog and runs); the pool as a
+ * tw_worker; caller nodes freed by their task; statistics, and their
+ * consistency (a thread held just before its bookkeeping); the wedge
+ * detector (seed 001: blockers waiting on an unblocker queued behind them)
+ * with and without wedge_extra, and its silence on a pool that is merely
+ * busy; a paused pool (max 0): tasks wait and start in order when the limit
+ * is raised, a running task finishes and its thread starts nothing more (not
+ * even what was lined up for it), a pause is not a wedge, stop runs the
+ * backlog; settings changed on a running pool (idle timeout, wedge
+ * settings); the pool's own wedge hook, growing the pool itself, also during
+ * a stop.
  *
  * Tasks never call cmocka; they record, and Events tell the main thread when
  * to look. Where the outcome is asynchronous (a thread exiting), the main
@@ -22,13 +32,17 @@
  */
 #include "harness.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/thread_start.h"
+#include "worker/team.h"
 
 #define HANG_LIMIT 10.0
 
@@ -158,7 +172,87 @@ static int teardown(void **state)
     (void)state;
     tw_set_diag_hook(NULL, NULL);
     tw__thread_fail_nth(0);
+    tw__team_set_probe(NULL);
     return 0;
+}
+
+/* ==== the process's threads ==================================================== */
+
+/* Threads of this process, as the kernel lists them. */
+static size_t process_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    size_t n = 0;
+    assert_non_null(d);
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Polls until the process has n threads; fails after HANG_LIMIT. A thread
+ * that has left the pool is listed until the kernel has reaped it, a moment
+ * later: there is nothing to wait on but the listing. */
+static void wait_process_threads(size_t n)
+{
+    double end = tw_test_now() + HANG_LIMIT;
+    size_t now;
+    while ((now = process_threads()) != n) {
+        if (tw_test_now() > end)
+            fail_msg("the process has %zu threads, expected %zu", now, n);
+        nap();
+    }
+}
+
+static void *note_tid(void *arg)
+{
+    *(long *)arg = syscall(SYS_gettid);
+    return NULL;
+}
+
+/* The process's threads once a thread has been started and has left the
+ * listing: threads a runtime starts with the first thread (ThreadSanitizer's)
+ * are there, and none is still leaving — provided no earlier test left
+ * threads behind that are still leaving (these tests run first). */
+static size_t settled_threads(void)
+{
+    char path[64];
+    long tid = 0;
+    double end = tw_test_now() + HANG_LIMIT;
+    tw_test_join(tw_test_start(note_tid, &tid));
+    snprintf(path, sizeof path, "/proc/self/task/%ld", tid);
+    while (access(path, F_OK) == 0) {
+        if (tw_test_now() > end)
+            fail_msg("a joined thread is still listed after %.0f s", HANG_LIMIT);
+        nap();
+    }
+    return process_threads();
+}
+
+/* ==== holding a thread at one of the team's probes =============================== */
+
+static struct {
+    int where;
+    int armed; /* atomic: the next thread to reach `where` is held */
+    tw_event arrived, release;
+} hold;
+
+static void hold_probe(int where, tw_task *task)
+{
+    (void)task;
+    if (where != hold.where || !__atomic_exchange_n(&hold.armed, 0, __ATOMIC_SEQ_CST))
+        return;
+    tw_event_set(&hold.arrived);
+    tw_event_wait_timeout(&hold.release, HANG_LIMIT);
+}
+
+static void hold_begin(int where)
+{
+    memset(&hold, 0, sizeof hold);
+    hold.where = where;
+    __atomic_store_n(&hold.armed, 1, __ATOMIC_SEQ_CST);
+    tw__team_set_probe(hold_probe);
 }
 
 /* ==== tasks ================================================================== */
@@ -216,8 +310,7 @@ static void test_pool_bad_arguments(void **state)
 {
     (void)state;
     tw_pool *p = NULL;
-    tw_pool_config cfg = TW_POOL_CONFIG_INIT(0, 0);
-    assert_int_equal(tw_pool_create(0, 0, &p), TW_EINVAL);
+    tw_pool_config cfg = TW_POOL_CONFIG_INIT(1, 0);
     assert_int_equal(tw_pool_create(3, 2, &p), TW_EINVAL);
     assert_int_equal(tw_pool_create(0, 1, NULL), TW_EINVAL);
     assert_int_equal(tw_pool_create_with(NULL, &p), TW_EINVAL);
@@ -250,8 +343,13 @@ static void test_pool_bad_arguments(void **state)
     assert_int_equal(tw_pool_submit(p, &nofn), TW_EINVAL);
     assert_int_equal(tw_pool_do(p, NULL, &ran), TW_EINVAL);
     assert_int_equal(tw_pool_stats_get(p, NULL), TW_EINVAL);
-    assert_int_equal(tw_pool_resize(p, 0, 0), TW_EINVAL);
+    assert_int_equal(tw_pool_resize(p, 1, 0), TW_EINVAL);
     assert_int_equal(tw_pool_resize(p, 3, 2), TW_EINVAL);
+    assert_int_equal(tw_pool_set_idle_timeout(NULL, 1.0), TW_EINVAL);
+    assert_int_equal(tw_pool_set_idle_timeout(p, NAN), TW_EINVAL);
+    assert_int_equal(tw_pool_set_wedge(NULL, 1.0, 0), TW_EINVAL);
+    assert_int_equal(tw_pool_set_wedge(p, NAN, 0), TW_EINVAL);
+    assert_int_equal(tw_pool_set_wedge_hook(NULL, NULL, NULL), TW_EINVAL);
     assert_int_equal(tw_pool_stop(p, NAN, NULL), TW_EINVAL);
     tw_pool_stats s = stats(p); /* the refused calls changed nothing */
     assert_int_equal(s.min, 1);
@@ -330,7 +428,7 @@ static void test_pool_runs_tasks_and_stops(void **state)
     assert_ptr_equal(t.arg, &w);
     assert_int_equal(tw_pool_stop(p, -1, &stuck), 0);
     assert_int_equal(tw_pool_stop(p, 0, NULL), 0);
-    (void)tw_pool_resize(p, 2, 4);
+    assert_int_equal(tw_pool_resize(p, 2, 4), TW_EQUIT);
     assert_int_equal(stats(p).threads, 0);
     assert_int_equal(tw_pool_destroy(p), 0);
     assert_int_equal(w.count, 200);
@@ -1042,9 +1140,437 @@ static void test_pool_busy_is_not_wedged(void **state)
     tw_set_diag_hook(NULL, NULL);
 }
 
+/* ==== threads: a pool of min n has n ============================================ */
+
+/* The wedge watch is no standing thread: an idle pool of min 0 adds no thread
+ * to the process, and one of min 3 adds exactly 3. This and the next test run
+ * first, before any other test's threads could still be leaving. */
+static void test_pool_idle_thread_count(void **state)
+{
+    (void)state;
+    size_t base = settled_threads();
+    tw_pool *p;
+    assert_int_equal(tw_pool_create(0, 4, &p), 0); /* default config: the wedge watch is on */
+    size_t n = process_threads();
+    if (n != base)
+        fail_msg("an idle pool of min 0 added %zu thread(s) to the process", n - base);
+    assert_int_equal(tw_pool_destroy(p), 0);
+
+    assert_int_equal(tw_pool_create(3, 4, &p), 0);
+    n = process_threads();
+    if (n != base + 3)
+        fail_msg("an idle pool of min 3 added %zu thread(s) to the process", n - base);
+    assert_int_equal(stats(p).threads, 3);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    wait_process_threads(base);
+}
+
+/* Seed 001 on a pool of max 1: the blocker waits for the unblocker queued
+ * behind it. The watch starts with the saturation, reports the wedge, adds
+ * the extra thread that runs the unblocker, and leaves once the backlog is
+ * empty; the pool's threads retire after their idle timeout, and the process
+ * is back to the threads it had. */
+static void test_pool_wedge_watch_comes_and_goes(void **state)
+{
+    (void)state;
+    diag_begin();
+    size_t base = settled_threads();
+    tw_pool *p = make_pool(0, 1, 0.02, WEDGE_TIMEOUT, 1);
+    assert_int_equal(process_threads(), base);
+    wedge w;
+    memset(&w, 0, sizeof w);
+    w.total = 2;
+    assert_int_equal(tw_pool_do(p, wedge_blocker, &w), 0);
+    assert_int_equal(tw_pool_do(p, wedge_unblocker, &w), 0);
+    tw_test_wait_event(&diags.wedge, HANG_LIMIT); /* still detected */
+    tw_test_wait_event(&w.all_done, HANG_LIMIT);  /* and broken by the extra thread */
+    assert_int_equal(stats(p).wedges, 1);
+    wait_threads(p, 0);
+    wait_process_threads(base); /* no pool thread and no watch left */
+    assert_int_equal(stats(p).extra, 0);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    assert_int_equal(diag_read(&diags.deadlk), 1);
+    tw_set_diag_hook(NULL, NULL);
+}
+
+/* ==== a submit racing stop ========================================================= */
+
+/* The submit passes the quit check and is held before its dispatch is counted
+ * (the team's probe); stop completes meanwhile. Let go, the submit is refused
+ * (TW_EQUIT) with its node as submitted, no thread is started for it, and its
+ * task never runs. */
+typedef struct racer {
+    tw_pool *p;
+    tw_task node;
+    int rc;
+} racer;
+
+static void *racer_submit(void *arg)
+{
+    racer *r = arg;
+    r->rc = tw_pool_submit(r->p, &r->node);
+    return NULL;
+}
+
+static void test_pool_submit_racing_stop(void **state)
+{
+    (void)state;
+    racer r;
+    int ran = 0;
+    memset(&r, 0, sizeof r);
+    r.rc = 12345;
+    r.p = make_pool(0, 1, -1, 0, 0);
+    tw_task_init(&r.node, tw_test_count_task, &ran);
+    hold_begin(TW__TEAM_AT_POST);
+    pthread_t th = tw_test_start(racer_submit, &r);
+    tw_test_wait_event(&hold.arrived, HANG_LIMIT);
+    assert_int_equal(tw_pool_stop(r.p, HANG_LIMIT, NULL), 0);
+    tw_event_set(&hold.release);
+    tw_test_join(th);
+    tw__team_set_probe(NULL);
+    assert_int_equal(r.rc, TW_EQUIT);
+    assert_ptr_equal(r.node.fn, tw_test_count_task);
+    assert_ptr_equal(r.node.arg, &ran);
+    tw_pool_stats s = stats(r.p);
+    assert_int_equal(s.threads, 0);
+    assert_int_equal(s.team.backlog + s.team.busy + s.team.idle, 0);
+    assert_int_equal(tw_pool_destroy(r.p), 0);
+    assert_int_equal(ran, 0);
+}
+
+/* ==== statistics are one snapshot ================================================== */
+
+/* The thread has run the task and is held just before its bookkeeping (the
+ * team's probe at TW__TEAM_AT_RECYCLE). A snapshot taken then must not count
+ * the task completed while showing the thread still busy: the completion and
+ * the thread going idle are one step. */
+static void test_pool_stats_consistent_at_recycle(void **state)
+{
+    (void)state;
+    tw_pool *p = make_pool(0, 1, -1, 0, 0);
+    tw_event ran = TW_EVENT_INIT;
+    hold_begin(TW__TEAM_AT_RECYCLE);
+    assert_int_equal(tw_pool_do(p, tw_test_set_event_task, &ran), 0);
+    tw_test_wait_event(&hold.arrived, HANG_LIMIT);
+    assert_true(tw_event_is_set(&ran));
+    tw_pool_stats s = stats(p);
+    tw_event_set(&hold.release);
+    if (s.team.completed == 1 && s.team.busy != 0)
+        fail_msg("every task has completed (%llu), yet %zu thread(s) show busy",
+                 (unsigned long long)s.team.completed, s.team.busy);
+    assert_int_equal(s.team.completed + s.team.busy, 1);
+    wait_settled(p, 1, 1);
+    s = stats(p);
+    assert_int_equal(s.team.completed, 1);
+    assert_int_equal(s.team.busy, 0);
+    tw__team_set_probe(NULL);
+    assert_int_equal(tw_pool_destroy(p), 0);
+}
+
+/* ==== a paused pool (max 0) ========================================================= */
+
+/* resize(0, 0) pauses (Twisted's adjustPoolsize(0, 0)): tasks are accepted
+ * into the backlog and none starts; raising the limit starts them, oldest
+ * first. */
+static void test_pool_pause_and_resume(void **state)
+{
+    (void)state;
+    tw_pool *p = make_pool(0, 2, -1, 0, 0);
+    logbook log;
+    targ a[6];
+    tw_event done = TW_EVENT_INIT;
+    memset(&log, 0, sizeof log);
+    assert_int_equal(tw_pool_resize(p, 0, 0), 0);
+    for (int i = 0; i < 6; i++) {
+        a[i] = (targ){&log, i, 0, i == 5 ? &done : NULL};
+        assert_int_equal(tw_pool_do(p, log_task, &a[i]), 0);
+    }
+    tw_pool_stats s = stats(p);
+    assert_int_equal(s.max, 0);
+    assert_int_equal(s.threads, 0);
+    assert_int_equal(s.team.backlog, 6);
+    assert_int_equal(tw_test_log_len(&log.lock, &log.n), 0);
+    assert_int_equal(tw_pool_resize(p, 0, 1), 0);
+    tw_test_wait_event(&done, HANG_LIMIT);
+    static const int want[] = {0, 1, 2, 3, 4, 5};
+    expect_log(&log, want, 6);
+    assert_int_equal(tw_pool_destroy(p), 0);
+
+    /* Created paused (limits 0, 0) too. */
+    assert_int_equal(tw_pool_create(0, 0, &p), 0);
+    int ran = 0;
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
+    assert_int_equal(stats(p).team.backlog, 1);
+    assert_int_equal(tw_pool_resize(p, 0, 1), 0);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    assert_int_equal(ran, 1);
+
+    /* Raised when no thread can be started: resize says why, and the task
+     * keeps waiting for the next chance. */
+    diag_begin();
+    p = make_pool(0, 0, -1, 0, 0);
+    ran = 0;
+    assert_int_equal(tw_pool_do(p, tw_test_count_task, &ran), 0);
+    tw__thread_fail_nth(1);
+    assert_int_equal(tw_pool_resize(p, 0, 1), TW_ESYS);
+    tw__thread_fail_nth(0);
+    s = stats(p);
+    assert_int_equal(s.max, 1);
+    assert_int_equal(s.threads, 0);
+    assert_int_equal(s.team.backlog, 1);
+    assert_int_equal(tw_pool_resize(p, 0, 1), 0);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    assert_int_equal(ran, 1);
+    tw_set_diag_hook(NULL, NULL);
+}
+
+/* Pausing lets a running task finish, but its thread starts nothing more,
+ * not even the tasks already lined up for it (the team's ready ring): it
+ * retires after its task, and the waiting tasks start when the limit is
+ * raised again. A paused pool is not wedged, however long the running task
+ * takes: the wedge watch neither reports it nor adds a thread. */
+typedef struct blocking {
+    logbook *log;
+    int id;
+    tw_event started, release;
+} blocking;
+
+static int blocking_task(void *arg)
+{
+    blocking *b = arg;
+    log_add(b->log, b->id);
+    tw_event_set(&b->started);
+    tw_event_wait_timeout(&b->release, HANG_LIMIT);
+    return 0;
+}
+
+static void test_pool_pause_lets_running_task_finish(void **state)
+{
+    (void)state;
+    diag_begin();
+    tw_pool *p = make_pool(0, 1, -1, WEDGE_TIMEOUT, 1);
+    logbook log;
+    blocking b0, b1;
+    targ a[3];
+    tw_event done = TW_EVENT_INIT;
+    memset(&log, 0, sizeof log);
+    memset(&b0, 0, sizeof b0);
+    memset(&b1, 0, sizeof b1);
+    b0 = (blocking){&log, 0, TW_EVENT_INIT, TW_EVENT_INIT};
+    b1 = (blocking){&log, 1, TW_EVENT_INIT, TW_EVENT_INIT};
+    assert_int_equal(tw_pool_do(p, blocking_task, &b0), 0);
+    tw_test_wait_event(&b0.started, HANG_LIMIT);
+    assert_int_equal(tw_pool_do(p, blocking_task, &b1), 0);
+    for (int i = 0; i < 3; i++) {
+        a[i] = (targ){&log, i + 2, 0, i == 2 ? &done : NULL};
+        assert_int_equal(tw_pool_do(p, log_task, &a[i]), 0);
+    }
+    assert_int_equal(stats(p).team.backlog, 4); /* all taken into the backlog */
+    tw_event_set(&b0.release); /* the thread takes task 1 and lines up 2, 3 and 4 */
+    tw_test_wait_event(&b1.started, HANG_LIMIT);
+    assert_int_equal(tw_pool_resize(p, 0, 0), 0);
+    tw_pool_stats s = stats(p);
+    assert_int_equal(s.max, 0);
+    assert_int_equal(s.team.busy, 1);
+    assert_int_equal(s.team.backlog, 3);
+    /* Task 1 runs on while the backlog waits: paused by choice, not wedged.
+     * No report, and no extra thread to start the waiting tasks. */
+    assert_int_equal(tw_event_wait_timeout(&done, 3 * WEDGE_TIMEOUT), TW_ETIMEDOUT);
+    s = stats(p);
+    assert_int_equal(s.wedges, 0);
+    assert_int_equal(s.extra, 0);
+    assert_int_equal(s.threads, 1);
+    assert_int_equal(s.team.backlog, 3);
+    assert_int_equal(diag_read(&diags.deadlk), 0);
+    tw_event_set(&b1.release);
+    wait_threads(p, 0); /* it retired after task 1 */
+    s = stats(p);
+    assert_int_equal(s.team.busy + s.team.idle, 0);
+    assert_int_equal(s.team.backlog, 3);
+    assert_int_equal(s.team.completed, 2);
+    static const int before[] = {0, 1};
+    expect_log(&log, before, 2);
+    assert_int_equal(tw_pool_resize(p, 0, 1), 0);
+    tw_test_wait_event(&done, HANG_LIMIT);
+    static const int want[] = {0, 1, 2, 3, 4};
+    expect_log(&log, want, 5);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    tw_set_diag_hook(NULL, NULL);
+}
+
+/* stop on a paused pool: the backlog runs (on one thread, in order) before
+ * stop returns; nothing is refused, nothing is lost. */
+static void test_pool_stop_runs_paused_backlog(void **state)
+{
+    (void)state;
+    errs e;
+    logbook log;
+    targ a[4];
+    memset(&e, 0, sizeof e);
+    memset(&log, 0, sizeof log);
+    diag_begin();
+    tw_pool *p = make_pool(0, 2, -1, 0, 0);
+    assert_int_equal(tw_pool_set_error_hook(p, pool_error_hook, &e), 0);
+    assert_int_equal(tw_pool_resize(p, 0, 0), 0);
+    for (int i = 0; i < 4; i++) {
+        a[i] = (targ){&log, i, 0, NULL};
+        assert_int_equal(tw_pool_do(p, log_task, &a[i]), 0);
+    }
+    assert_int_equal(stats(p).team.backlog, 4);
+    assert_int_equal(tw_pool_stop(p, HANG_LIMIT, NULL), 0);
+    static const int want[] = {0, 1, 2, 3};
+    expect_log(&log, want, 4);
+    assert_int_equal(e.n, 0);
+    assert_int_equal(diag_read(&diags.n), 0);
+    tw_pool_stats s = stats(p);
+    assert_int_equal(s.team.completed, 4);
+    assert_int_equal(s.team.backlog, 0);
+    assert_int_equal(s.threads, 0);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    tw_set_diag_hook(NULL, NULL);
+}
+
+/* ==== settings a running pool can change ============================================ */
+
+/* The idle timeout applies at once, also to threads already asleep with the
+ * old one (here: never reap). */
+static void test_pool_set_idle_timeout(void **state)
+{
+    (void)state;
+    tw_pool *p = make_pool(0, 2, -1, 0, 0);
+    blockers b;
+    start_blockers(p, &b, 2);
+    tw_event_set(&b.release);
+    wait_settled(p, 2, 2);
+    assert_int_equal(tw_pool_set_idle_timeout(p, 0.02), 0);
+    wait_threads(p, 0);
+    /* New threads follow it too; and back to never. */
+    start_blockers(p, &b, 1);
+    assert_int_equal(tw_pool_set_idle_timeout(p, -1), 0);
+    tw_event_set(&b.release);
+    wait_settled(p, 1, 1);
+    assert_int_equal(tw_pool_destroy(p), 0);
+}
+
+/* The wedge settings apply at once: a pool without a watch is wedged; turning
+ * the watch on finds the wedge, reports it and adds the thread that breaks
+ * it; turning it off withdraws the allowance. */
+static void test_pool_set_wedge(void **state)
+{
+    (void)state;
+    diag_begin();
+    tw_pool *p = make_pool(0, 1, -1, 0, 0); /* no watch */
+    wedge w;
+    memset(&w, 0, sizeof w);
+    w.total = 2;
+    assert_int_equal(tw_pool_do(p, wedge_blocker, &w), 0);
+    assert_int_equal(tw_pool_do(p, wedge_unblocker, &w), 0);
+    tw_pool_stats s = stats(p);
+    assert_int_equal(s.team.busy, 1);
+    assert_int_equal(s.team.backlog, 1);
+    assert_int_equal(tw_pool_set_wedge(p, WEDGE_TIMEOUT, 1), 0);
+    tw_test_wait_event(&diags.wedge, HANG_LIMIT);
+    tw_test_wait_event(&w.all_done, HANG_LIMIT);
+    assert_int_equal(stats(p).wedges, 1);
+    assert_int_equal(tw_pool_set_wedge(p, 0, 0), 0);
+    assert_int_equal(stats(p).extra, 0);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    assert_int_equal(diag_read(&diags.deadlk), 1);
+    tw_set_diag_hook(NULL, NULL);
+}
+
+/* The pool's own wedge hook: called once for the wedge, beside the diagnostic
+ * hook, outside the pool's lock, with the statistics of that moment; it grows
+ * the pool itself (wedge_extra is 0), which breaks the wedge. Stopping the
+ * pool from there is refused: it would wait for itself. */
+typedef struct wedge_seen {
+    tw_lock lock;
+    int calls;
+    void *ctx;
+    tw_pool *pool;
+    tw_pool_stats at;
+    int stop_rc, resize_rc;
+} wedge_seen;
+
+static void on_wedge(void *ctx, tw_pool *p, const tw_pool_stats *s)
+{
+    wedge_seen *w = ctx;
+    int stop_rc = tw_pool_stop(p, 0, NULL);
+    int resize_rc = tw_pool_resize(p, 0, 2);
+    tw_lock_acquire(&w->lock);
+    w->calls++;
+    w->ctx = ctx;
+    w->pool = p;
+    w->at = *s;
+    w->stop_rc = stop_rc;
+    w->resize_rc = resize_rc;
+    tw_lock_release(&w->lock);
+}
+
+static void test_pool_wedge_hook(void **state)
+{
+    (void)state;
+    diag_begin();
+    wedge_seen seen;
+    memset(&seen, 0, sizeof seen);
+    tw_pool *p = make_pool(0, 1, -1, WEDGE_TIMEOUT, 0);
+    assert_int_equal(tw_pool_set_wedge_hook(p, on_wedge, &seen), 0);
+    wedge w;
+    memset(&w, 0, sizeof w);
+    w.total = 2;
+    assert_int_equal(tw_pool_do(p, wedge_blocker, &w), 0);
+    assert_int_equal(tw_pool_do(p, wedge_unblocker, &w), 0);
+    tw_test_wait_event(&w.all_done, HANG_LIMIT); /* broken by the hook's resize */
+    tw_lock_acquire(&seen.lock);
+    wedge_seen got = seen;
+    tw_lock_release(&seen.lock);
+    assert_int_equal(got.calls, 1);
+    assert_ptr_equal(got.ctx, &seen);
+    assert_ptr_equal(got.pool, p);
+    assert_int_equal(got.stop_rc, TW_EDEADLK);
+    assert_int_equal(got.resize_rc, 0);
+    assert_int_equal(got.at.team.busy, 1);
+    assert_int_equal(got.at.team.backlog, 1);
+    assert_int_equal(got.at.threads, 1);
+    assert_int_equal(got.at.max, 1);
+    assert_int_equal(got.at.extra, 0);
+    assert_int_equal(got.at.wedges, 1);
+    tw_pool_stats s = stats(p);
+    assert_int_equal(s.max, 2);
+    assert_int_equal(s.extra, 0);
+    assert_int_equal(s.wedges, 1);
+    assert_int_equal(diag_read(&diags.deadlk), 1); /* the diagnostic hook heard of it too */
+    assert_int_equal(tw_pool_set_wedge_hook(p, NULL, NULL), 0);
+    assert_int_equal(tw_pool_destroy(p), 0);
+    assert_int_equal(seen.calls, 1);
+
+    /* The same wedge while the pool stops (a shutdown hang): the hook's
+     * resize is what lets the stop finish. */
+    memset(&seen, 0, sizeof seen);
+    memset(&w, 0, sizeof w);
+    w.total = 2;
+    p = make_pool(0, 1, -1, WEDGE_TIMEOUT, 0);
+    assert_int_equal(tw_pool_set_wedge_hook(p, on_wedge, &seen), 0);
+    assert_int_equal(tw_pool_do(p, wedge_blocker, &w), 0);
+    assert_int_equal(tw_pool_do(p, wedge_unblocker, &w), 0);
+    assert_int_equal(tw_pool_stop(p, 0, NULL), TW_ETIMEDOUT); /* stopping */
+    assert_int_equal(tw_pool_stop(p, HANG_LIMIT, NULL), 0);
+    assert_true(tw_event_is_set(&w.all_done));
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.resize_rc, 0);
+    assert_int_equal(seen.stop_rc, TW_EDEADLK);
+    assert_int_equal(stats(p).max, 2);
+    assert_int_equal(tw_pool_resize(p, 0, 3), TW_EQUIT); /* stopped */
+    assert_int_equal(tw_pool_destroy(p), 0);
+    tw_set_diag_hook(NULL, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* First: they count the process's threads (see there). */
+        cmocka_unit_test_teardown(test_pool_idle_thread_count, teardown),
+        cmocka_unit_test_teardown(test_pool_wedge_watch_comes_and_goes, teardown),
         cmocka_unit_test_teardown(test_pool_bad_arguments, teardown),
         cmocka_unit_test_teardown(test_pool_min_threads_at_create, teardown),
         cmocka_unit_test_teardown(test_pool_runs_tasks_and_stops, teardown),
@@ -1066,6 +1592,14 @@ int main(void)
         cmocka_unit_test_teardown(test_pool_wedge_reported_once, teardown),
         cmocka_unit_test_teardown(test_pool_wedge_after_recycle, teardown),
         cmocka_unit_test_teardown(test_pool_busy_is_not_wedged, teardown),
+        cmocka_unit_test_teardown(test_pool_submit_racing_stop, teardown),
+        cmocka_unit_test_teardown(test_pool_stats_consistent_at_recycle, teardown),
+        cmocka_unit_test_teardown(test_pool_pause_and_resume, teardown),
+        cmocka_unit_test_teardown(test_pool_pause_lets_running_task_finish, teardown),
+        cmocka_unit_test_teardown(test_pool_stop_runs_paused_backlog, teardown),
+        cmocka_unit_test_teardown(test_pool_set_idle_timeout, teardown),
+        cmocka_unit_test_teardown(test_pool_set_wedge, teardown),
+        cmocka_unit_test_teardown(test_pool_wedge_hook, teardown),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }

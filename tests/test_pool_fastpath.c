@@ -4,7 +4,7 @@
  * A submit that finds every thread busy at the limit pushes its task without
  * the pool mutex. Each test holds one submitter inside its race window — it
  * has seen the fast path open but not pushed yet — through the team's test
- * hook (tw__team_set_offer_pause), changes the pool under it, then lets it
+ * hook (tw__team_set_probe), changes the pool under it, then lets it
  * go, and checks what the submit returned and whether the task ran:
  *
  *   open        nothing changed: the task is taken without a kick, waits
@@ -56,9 +56,9 @@ static struct {
     tw_event paused, resume;
 } hold;
 
-static void pause_hook(tw_task *task)
+static void pause_hook(int where, tw_task *task)
 {
-    if (task != __atomic_load_n(&hold.target, __ATOMIC_SEQ_CST))
+    if (where != TW__TEAM_AT_OFFER || task != __atomic_load_n(&hold.target, __ATOMIC_SEQ_CST))
         return;
     tw_event_set(&hold.paused);
     tw_event_wait_timeout(&hold.resume, HANG_LIMIT);
@@ -68,13 +68,13 @@ static void hold_begin(tw_task *target)
 {
     memset(&hold, 0, sizeof hold);
     __atomic_store_n(&hold.target, target, __ATOMIC_SEQ_CST);
-    tw__team_set_offer_pause(pause_hook);
+    tw__team_set_probe(pause_hook);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tw__team_set_offer_pause(NULL);
+    tw__team_set_probe(NULL);
     tw__thread_fail_nth(0);
     tw_set_diag_hook(NULL, NULL);
     return 0;

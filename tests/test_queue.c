@@ -3,8 +3,8 @@
  * order they came) checked against a reference model through growth and
  * ring wrap-around; the try and timeout forms; blocking put and get woken by
  * the other side; task_done and join; shutdown, soft and immediate, with
- * blocked putters, getters and joiners; drop on immediate shutdown and on
- * destroy; and every allocation failing in turn.
+ * blocked putters, getters and joiners; is_shutdown; drop on immediate
+ * shutdown and on destroy; and every allocation failing in turn.
  *
  * Threads report through Events. "Blocked" is checked by watching a thread's
  * done Event stay clear for QUIET_WINDOW: a correct queue never sets it, so
@@ -894,6 +894,33 @@ static void test_queue_shutdown_upgrade(void **state)
     destroy_checked(q);
 }
 
+/* is_shutdown (Python 3.13's Queue.is_shutdown): false until shutdown, true
+ * after either kind, whatever is left in the queue. */
+static void test_queue_is_shutdown(void **state)
+{
+    recorder rec;
+    tw_queue *q;
+    (void)state;
+
+    assert_false(tw_queue_is_shutdown(NULL));
+    for (int immediate = 0; immediate <= 1; immediate++) {
+        q = make_queue(TW_QUEUE_FIFO, 2, &rec);
+        assert_false(tw_queue_is_shutdown(q));
+        assert_int_equal(tw_queue_put(q, P(1)), 0);
+        assert_false(tw_queue_is_shutdown(q));
+        assert_int_equal(tw_queue_shutdown(q, immediate), 0);
+        assert_true(tw_queue_is_shutdown(q));
+        assert_int_equal(tw_queue_shutdown(q, false), 0); /* again: still shut down */
+        assert_true(tw_queue_is_shutdown(q));
+        if (!immediate)
+            assert_ptr_equal(get_ok(q), P(1)); /* drained, still shut down */
+        assert_true(tw_queue_is_shutdown(q));
+        if (!immediate)
+            assert_int_equal(tw_queue_task_done(q), 0);
+        destroy_checked(q);
+    }
+}
+
 static void test_queue_destroy_drops(void **state)
 {
     (void)state;
@@ -1067,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_queue_shutdown_immediate),
         cmocka_unit_test(test_queue_shutdown_immediate_releases_joiners),
         cmocka_unit_test(test_queue_shutdown_upgrade),
+        cmocka_unit_test(test_queue_is_shutdown),
         cmocka_unit_test(test_queue_destroy_drops),
         cmocka_unit_test(test_queue_alloc_failure),
     };

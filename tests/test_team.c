@@ -16,12 +16,17 @@
  * then; the error hook and the default; caller nodes freed, overwritten or
  * re-submitted by their own task; the team as a tw_worker; new workers made
  * while draining after quit; a factory refusing everything at quit (tasks
- * reported with TW_ESHUTDOWN); a submit racing with quit.
+ * reported with TW_ESHUTDOWN); a submit racing with quit; a submit and a
+ * grow held (through the team's test probe) between their quit check and the
+ * counting of their message while the team takes its final step: refused,
+ * never accepted and lost; FIFO start when the factory gives workers again.
  */
 #include "harness.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "worker/team.h"
 
 #define HANG_LIMIT 10.0
 
@@ -80,6 +85,7 @@ static int teardown(void **state)
 {
     (void)state;
     tw_set_diag_hook(NULL, NULL);
+    tw__team_set_probe(NULL);
     return 0;
 }
 
@@ -142,12 +148,16 @@ typedef struct factory {
     int retired_unquit;    /* retire got a worker the team had not quit */
     int retired_pending;   /* retire got a worker with tasks queued */
     int retired_unknown;   /* retire got a worker the factory never made */
+    void (*on_create)(void *arg); /* if set, called first by every create */
+    void *on_create_arg;
 } factory;
 
 static tw_worker *fac_create(void *ctx)
 {
     factory *f = ctx;
     tw_worker *w;
+    if (f->on_create)
+        f->on_create(f->on_create_arg);
     if (f->created - f->retired >= f->limit || f->created >= MAXW)
         return NULL;
     if (tw_memory_worker_create(&w) != 0)
@@ -1085,6 +1095,175 @@ static void test_team_submit_racing_quit(void **state)
     fx_finish(f, true);
 }
 
+
+/* ==== calls racing the team's final step ====================================
+ * A submit or grow passes the quit check, then is held (the team's probe at
+ * TW__TEAM_AT_POST) before its message is counted. The team quits; its final
+ * step finds no message pending and a task still waiting, and asks the
+ * factory for a worker to run it: there, inside the final step and before the
+ * coordinator is quit, the held call is let go and runs to its end. It lost
+ * the race, so it must be refused (TW_EQUIT): accepted, its message would
+ * reach a coordinator the team is about to quit — a task that never runs, or
+ * a worker that nobody ever quits, and a team that never finishes. */
+static struct {
+    int where;
+    int armed; /* atomic: the next call at `where` is held */
+    tw_event arrived, release;
+} hold;
+
+static void hold_probe(int where, tw_task *task)
+{
+    (void)task;
+    if (where != hold.where || !__atomic_exchange_n(&hold.armed, 0, __ATOMIC_SEQ_CST))
+        return;
+    tw_event_set(&hold.arrived);
+    tw_event_wait_timeout(&hold.release, HANG_LIMIT);
+}
+
+static void hold_begin(int where)
+{
+    memset(&hold, 0, sizeof hold);
+    hold.where = where;
+    __atomic_store_n(&hold.armed, 1, __ATOMIC_SEQ_CST);
+    tw__team_set_probe(hold_probe);
+}
+
+typedef struct final_race {
+    fx *f;
+    bool grow; /* tw_team_grow(1), else tw_team_submit(node) */
+    tw_task node;
+    pthread_t th;
+    int rc;
+    bool let_go;
+} final_race;
+
+static void *final_race_call(void *arg)
+{
+    final_race *r = arg;
+    r->rc = r->grow ? tw_team_grow(r->f->team, 1) : tw_team_submit(r->f->team, &r->node);
+    return NULL;
+}
+
+/* The factory's on_create, during the final step: the held call goes on and
+ * returns before the step continues. */
+static void final_race_let_go(void *arg)
+{
+    final_race *r = arg;
+    if (r->let_go)
+        return;
+    r->let_go = true;
+    tw_event_set(&hold.release);
+    tw_test_join(r->th);
+}
+
+static void run_final_race(bool grow)
+{
+    reset_tasks();
+    diag_begin(); /* task 0's TW_ESHUTDOWN is reported there too */
+    fx *f = fx_new(0, true); /* the factory refuses: task 0 waits */
+    final_race r;
+    memset(&r, 0, sizeof r);
+    r.f = f;
+    r.grow = grow;
+    r.rc = 12345;
+    tw_task_init(&r.node, log_task, &targs[5]);
+    team_do(f, 0);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 0, 1, 0, 0);
+
+    hold_begin(TW__TEAM_AT_POST);
+    r.th = tw_test_start(final_race_call, &r);
+    tw_test_wait_event(&hold.arrived, HANG_LIMIT); /* past the quit check, not counted */
+    assert_int_equal(tw_team_quit(f->team), 0);
+    f->fac.on_create = final_race_let_go;
+    f->fac.on_create_arg = &r;
+    /* The quit message, and in it the final step; nothing else yet. */
+    assert_true(tw_memory_worker_perform(f->coord->inner, NULL));
+    tw__team_set_probe(NULL);
+    f->fac.on_create = NULL;
+    assert_true(r.let_go); /* the final step did ask the factory */
+    /* A worker can be made now: what an accepted call left on the
+     * coordinator would make one. */
+    f->fac.limit = 1;
+    run_all(f);
+
+    tw_team_stats st;
+    assert_int_equal(tw_team_stats_get(f->team, &st), 0);
+    if (r.rc != TW_EQUIT)
+        fail_msg("tw_team_%s, racing the final step, returned %d (%s) after the team had "
+                 "finished: tasks run %zu, backlog %zu, busy %zu, workers made %zu, retired %zu, "
+                 "coordinator quit %d time(s), destroy %s",
+                 grow ? "grow" : "submit", r.rc, tw_err_name(r.rc), tlog.n, st.backlog,
+                 st.busy, f->fac.created, f->fac.retired, f->coord->quits,
+                 tw_err_name(tw_team_destroy(f->team)));
+    if (!grow) { /* the node comes back as it was submitted */
+        assert_ptr_equal(r.node.fn, log_task);
+        assert_ptr_equal(r.node.arg, &targs[5]);
+    }
+    assert_int_equal(tlog.n, 0);
+    /* Task 0 could never run: reported, not dropped. */
+    assert_int_equal(f->n_err, 1);
+    assert_int_equal(f->errs[0], TW_ESHUTDOWN);
+    assert_int_equal(f->fac.created, 0);
+    EXPECT_STATS(f, 0, 0, 0, 0, 0);
+    fx_finish(f, true);
+}
+
+static void test_team_submit_racing_final_step(void **state)
+{
+    (void)state;
+    run_final_race(false);
+}
+
+static void test_team_grow_racing_final_step(void **state)
+{
+    (void)state;
+    run_final_race(true);
+}
+
+/* FIFO start: when the factory gives workers again (its limit was raised
+ * without a grow), the next dispatch first gives them the tasks that were
+ * already waiting; the newcomer queues behind them. */
+static void test_team_backlog_first_when_factory_gives_again(void **state)
+{
+    (void)state;
+    reset_tasks();
+    fx *f = fx_new(0, false);
+    for (int i = 0; i < 3; i++)
+        team_do(f, i);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 0, 3, 0, 0);
+    f->fac.limit = 2;
+    team_do(f, 3);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 2, 2, 0, 0); /* tasks 0 and 1 started; 2, then 3, wait */
+    assert_int_equal(f->fac.created, 2);
+    run_worker(f, 0);
+    run_worker(f, 1);
+    static const int first[] = {0, 1};
+    expect_log(&tlog, first, 2);
+    run_all(f);
+    static const int want[] = {0, 1, 2, 3};
+    expect_log(&tlog, want, 4);
+    EXPECT_STATS(f, 2, 0, 0, 4, 0);
+
+    /* The same with one worker: it takes the oldest, not the newcomer. */
+    reset_tasks();
+    tw_team_shrink(f->team, TW_TEAM_ALL);
+    run_all(f);
+    f->fac.limit = 0;
+    for (int i = 0; i < 3; i++)
+        team_do(f, i);
+    run_coord(f);
+    f->fac.limit = 1;
+    team_do(f, 3);
+    run_coord(f);
+    EXPECT_STATS(f, 0, 1, 3, 4, 0);
+    run_all(f);
+    expect_log(&tlog, want, 4);
+    fx_finish(f, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1106,6 +1285,9 @@ int main(void)
         cmocka_unit_test_teardown(test_team_new_workers_while_draining_after_quit, teardown),
         cmocka_unit_test_teardown(test_team_quit_factory_refuses, teardown),
         cmocka_unit_test_teardown(test_team_submit_racing_quit, teardown),
+        cmocka_unit_test_teardown(test_team_submit_racing_final_step, teardown),
+        cmocka_unit_test_teardown(test_team_grow_racing_final_step, teardown),
+        cmocka_unit_test_teardown(test_team_backlog_first_when_factory_gives_again, teardown),
     };
     return cmocka_run_group_tests_name("team", tests, NULL, NULL);
 }

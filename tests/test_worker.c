@@ -10,7 +10,8 @@
  *           with nothing leaked.
  *   lock    runs at once in the caller's thread under the lock; re-entrant
  *           submits are flattened (run after the current task, not nested),
- *           per worker; threads are serialised; quit from inside a task.
+ *           per worker; threads are serialised; quit from inside a task; a
+ *           submit waiting for the lock when quit comes is refused.
  *   memory  one task per perform; nested or overlapping performs run nothing;
  *           quit keeps accepted work performable; destroy releases queued
  *           tasks without running them.
@@ -21,6 +22,7 @@
  */
 #include "harness.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -889,6 +891,51 @@ static void test_lock_worker_quit_from_task(void **state)
     free(p);
 }
 
+/* quit while another thread's submit waits for the lock (it has passed
+ * everything before taking it): once the lock is free, that submit is
+ * refused and its task never runs — nothing starts on a quit lock worker.
+ * The waiter is seen through the lock's word, which is 2 once a thread is
+ * parked on it (include/twine/sync.h). */
+typedef struct quit_race {
+    tw_lock lock;
+    tw_worker *w;
+    int ran;
+    int rc;
+} quit_race;
+
+static void *quit_race_submit(void *arg)
+{
+    quit_race *q = arg;
+    q->rc = tw_worker_do(q->w, tw_test_count_task, &q->ran);
+    return NULL;
+}
+
+static void test_lock_worker_quit_refuses_waiting_submit(void **state)
+{
+    (void)state;
+    quit_race q;
+    memset(&q, 0, sizeof q);
+    q.rc = 12345;
+    assert_int_equal(tw_lock_worker_create(&q.lock, &q.w), 0);
+    assert_int_equal(tw_lock_acquire(&q.lock), 0);
+    pthread_t th = tw_test_start(quit_race_submit, &q);
+    double end = tw_test_now() + HANG_LIMIT;
+    while (__atomic_load_n(&q.lock.word, __ATOMIC_SEQ_CST) != 2) {
+        if (tw_test_now() > end)
+            fail_msg("the submitting thread never waited for the lock");
+        sched_yield();
+    }
+    assert_int_equal(tw_worker_quit(q.w), 0);
+    assert_int_equal(tw_lock_release(&q.lock), 0);
+    tw_test_join(th);
+    if (q.rc != TW_EQUIT || q.ran != 0)
+        fail_msg("a submit waiting for the lock when the worker quit returned %d (%s) and its "
+                 "task ran %d time(s): expected TW_EQUIT, never run",
+                 q.rc, tw_err_name(q.rc), q.ran);
+    assert_false(tw_lock_locked(&q.lock));
+    assert_int_equal(tw_worker_destroy(q.w), 0);
+}
+
 static void test_lock_worker_failing_task_reported(void **state)
 {
     (void)state;
@@ -1131,6 +1178,7 @@ int main(void)
         cmocka_unit_test_teardown(test_lock_worker_threads_never_overlap, teardown),
         cmocka_unit_test_teardown(test_lock_worker_waits_for_lock, teardown),
         cmocka_unit_test_teardown(test_lock_worker_quit_from_task, teardown),
+        cmocka_unit_test_teardown(test_lock_worker_quit_refuses_waiting_submit, teardown),
         cmocka_unit_test_teardown(test_lock_worker_failing_task_reported, teardown),
         cmocka_unit_test_teardown(test_memory_worker_one_task_per_perform, teardown),
         cmocka_unit_test_teardown(test_memory_worker_result, teardown),

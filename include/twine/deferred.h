@@ -44,7 +44,9 @@
  *     Returning a Deferred suspends the chain until that Deferred fires, then
  *     the chain continues with its result (chaining). Returning the Deferred
  *     the callback belongs to, or one that waits on it, would wait forever:
- *     the chain continues with a TW_EDEADLK failure instead.
+ *     the chain continues with a TW_EDEADLK failure instead. That check,
+ *     like a cancel's way to the innermost Deferred, takes amortised
+ *     constant time however deep the nest and in whichever order it fires.
  *  3. Firing (tw_deferred_callback / _errback) always consumes the result,
  *     even when it fails: a result that cannot be delivered is dropped.
  *  4. Deferreds are reference counted. Whoever creates or is handed one holds
@@ -54,10 +56,26 @@
  *     learns so, instead of waiting forever in silence. One left paused with
  *     callbacks to run is reported as misuse, unpaused, and runs them.
  *
+ * Arguments. A function given for a call that may never be made — a
+ * canceller (the Deferred fires first), on_timeout (the result arrives
+ * first), run's function (its acquire is cancelled) — comes with its
+ * argument, and the _full form of each such call also takes a drop function
+ * for that argument, as a value has one: tw_deferred_create_full,
+ * tw_deferred_add_timeout_full, tw_dlock_run_full, tw_dsem_run_full. The
+ * call then owns the argument and drops it exactly once, as soon as the
+ * function can no longer be called (after its last call, or when it is
+ * known never to come), and before returning when the call fails. The
+ * reactor's _full calls (twine/reactor.h) follow the same rule. Callbacks
+ * need no drop function: every entry of a chain is reached, on one side or
+ * the other (an abandoned Deferred runs its chain too), so
+ * tw_deferred_add_both, or a pair sharing its argument, can release it.
+ *
  * A failure that reaches the end of a chain and is still there when the
- * Deferred is freed is reported once, through the diagnostic hook
- * (TW_DIAG_UNHANDLED), with the code, the message and where the Deferred was
- * created.
+ * Deferred is freed is reported once: to the unhandled-failure hook
+ * (tw_set_unhandled_hook), which gets the tw_failure itself and where the
+ * Deferred was created; without one, to the diagnostic hook
+ * (TW_DIAG_UNHANDLED) as one line with the code, the message and the
+ * creation site.
  */
 #ifndef TWINE_DEFERRED_H
 #define TWINE_DEFERRED_H
@@ -185,7 +203,9 @@ TW_API tw_failure *tw_failure_find(const tw_failure *f, int code);
 TW_API int tw__failure_trap(const tw_failure *f, const int *codes, size_t n);
 
 /* Writes "TW_ENAME: message" and each cause ("; caused by ...") into buf,
- * snprintf-style: returns the full length, writes at most size bytes. */
+ * snprintf-style: returns the full length, writes at most size bytes. A code
+ * outside twine's table is the application's own and is written as
+ * "application error CODE: message". */
 TW_API size_t tw_failure_format(const tw_failure *f, char *buf, size_t size);
 
 /* ==== clocks ==============================================================
@@ -259,6 +279,17 @@ TW_API int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, v
                                  const char *file, int line);
 #define tw_deferred_create(out, canceller, arg)                                        \
     tw_deferred_create_at((out), (canceller), (arg), __FILE__, __LINE__)
+/* The same, and the Deferred owns arg: drop(arg) (drop may be NULL) is
+ * called once the canceller can no longer run: when the Deferred has fired
+ * (by its producer, by a cancel, or abandoned), after the callbacks that
+ * firing ran and after the canceller if it is running, before the call that
+ * fired it returns; on an error return, before returning. */
+TW_API int tw_deferred_create_full(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                                   tw_drop_fn drop);
+TW_API int tw_deferred_create_full_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                                      tw_drop_fn drop, const char *file, int line);
+#define tw_deferred_create_full(out, canceller, arg, drop)                             \
+    tw_deferred_create_full_at((out), (canceller), (arg), (drop), __FILE__, __LINE__)
 
 /* Already-fired Deferreds (Twisted's succeed and fail). Consume the result
  * even on failure (TW_ENOMEM). */
@@ -305,8 +336,9 @@ TW_API int tw_deferred_unpause(tw_deferred *d);
 /* Twisted's cancel. Not fired: runs the canceller once if there is one; if d
  * is still unfired afterwards it fails with TW_ECANCELED (without a
  * canceller, the producer's one late result is then swallowed). Fired and
- * waiting on a chained Deferred: cancels the innermost one it waits on.
- * Otherwise nothing happens. Returns 0 (TW_EINVAL for NULL). */
+ * waiting on a chained Deferred: cancels the innermost one it waits on
+ * (found in amortised constant time, however deep the nest). Otherwise
+ * nothing happens. Returns 0 (TW_EINVAL for NULL). */
 TW_API int tw_deferred_cancel(tw_deferred *d);
 
 /* Turns a result reached after a timeout; the default (NULL) changes
@@ -317,6 +349,30 @@ typedef tw_result (*tw_timeout_fn)(tw_result r, double seconds, void *arg);
  * result. The timer is cancelled when d's chain reaches this point first. */
 TW_API int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
                                    tw_timeout_fn on_timeout, void *arg);
+/* The same, and the timeout owns arg: drop(arg) (drop may be NULL) is called
+ * once d's chain has passed the timeout's entry: after on_timeout if the
+ * timeout came first, at once if the result did (on_timeout never runs); on
+ * an error return, before returning. */
+TW_API int tw_deferred_add_timeout_full(tw_deferred *d, double seconds, tw_clock *clock,
+                                        tw_timeout_fn on_timeout, void *arg, tw_drop_fn drop);
+
+/* ---- unhandled failures ----
+ * What the hook is told of a Deferred freed with a failure as its result. */
+typedef struct tw_unhandled {
+    tw_failure *failure; /* borrowed for the call: tw_failure_ref it to keep it */
+    const char *file;    /* where the Deferred was created, or NULL if not recorded */
+    int line;            /* 0 when file is NULL */
+} tw_unhandled;
+typedef void (*tw_unhandled_fn)(void *ctx, const tw_unhandled *u);
+/* Installs fn (NULL restores the default: one TW_DIAG_UNHANDLED line to the
+ * diagnostic hook, which then gets nothing else). Process-wide, like the
+ * diagnostic hook: fn is called on the thread that frees the Deferred, from
+ * inside the twine call that freed it, so it must not call back into the
+ * objects that thread is using; it may keep the failure (tw_failure_ref: the
+ * count is atomic) and hand it to another thread. Thread-safe and
+ * allocation-free; a report already in progress may still reach the old
+ * hook. */
+TW_API void tw_set_unhandled_hook(tw_unhandled_fn fn, void *ctx);
 
 /* ---- inspection (mostly for tests) ---- */
 TW_API bool tw_deferred_called(const tw_deferred *d);
@@ -357,7 +413,11 @@ typedef struct tw_list_result {
  * tw_gather_results describes. Cancelling a list that has not fired cancels
  * every input that has not reached it; a fired list cancels like any
  * Deferred (only what it waits on). TW_EINVAL for unknown flags or a NULL
- * input (nothing is attached then). */
+ * input (nothing is attached then).
+ * Kept on purpose, unlike Twisted: an empty list with
+ * TW_LIST_FIRE_ON_ONE_CALLBACK fires at once (index SIZE_MAX, no items),
+ * where Twisted's never fires; no input could ever fire it, so its callbacks
+ * would only wait forever. */
 TW_API int tw_deferred_list(tw_deferred *const *inputs, size_t n, unsigned flags,
                             tw_deferred **out);
 /* A list with TW_LIST_FIRE_ON_ONE_ERRBACK: fires with the same
@@ -406,6 +466,13 @@ TW_API int tw_dlock_release(tw_dlock *l);
 /* out may be NULL when the caller does not need the result (a failure is
  * then reported as unhandled when the chain ends with it). */
 TW_API int tw_dlock_run(tw_dlock *l, tw_result_fn fn, void *arg, tw_deferred **out);
+/* The same, and run owns arg: drop(arg) (drop may be NULL) is called once
+ * fn's result is ready and the lock released, or, when fn never runs (the
+ * pending acquire was cancelled), once the acquire has failed; on an error
+ * return, before returning. So arg may serve a Deferred fn returns until it
+ * fires. */
+TW_API int tw_dlock_run_full(tw_dlock *l, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                             tw_deferred **out);
 TW_API bool tw_dlock_locked(const tw_dlock *l);
 TW_API size_t tw_dlock_waiting(const tw_dlock *l);
 
@@ -413,12 +480,20 @@ typedef struct tw_dsem {
     tw__dprim p;
 } tw_dsem;
 
-/* tokens >= 1, else TW_EINVAL. A zeroed tw_dsem must be initialised. */
+/* The most tokens a DeferredSemaphore holds: TW_SEM_VALUE_MAX, as a tw_sem. */
+#define TW_DSEM_TOKENS_MAX 0x7fffffffu
+/* 1 <= tokens <= TW_DSEM_TOKENS_MAX, else TW_EINVAL (a -1 passed by mistake
+ * arrives as 4294967295 and is refused). A zeroed tw_dsem must be
+ * initialised. */
 TW_API int tw_dsem_init(tw_dsem *s, uint32_t tokens);
 TW_API int tw_dsem_acquire(tw_dsem *s, tw_deferred **out);
 /* TW_EOVERFLOW when every token is already back (more releases than grants). */
 TW_API int tw_dsem_release(tw_dsem *s);
 TW_API int tw_dsem_run(tw_dsem *s, tw_result_fn fn, void *arg, tw_deferred **out);
+/* As tw_dlock_run_full: drop(arg) once the token is back, or once a
+ * cancelled acquire has failed. */
+TW_API int tw_dsem_run_full(tw_dsem *s, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                            tw_deferred **out);
 TW_API uint32_t tw_dsem_tokens(const tw_dsem *s); /* free tokens */
 TW_API uint32_t tw_dsem_limit(const tw_dsem *s);
 TW_API size_t tw_dsem_waiting(const tw_dsem *s);

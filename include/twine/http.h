@@ -40,7 +40,8 @@
  *
  * Results. An HTTP response of any status — 404 and 500 included — is a
  * result, not a failure. A failure carries a TW_E* code and a message that
- * names the method, the URL and curl's own explanation:
+ * names the method, the URL (without any user:password@ it holds, so that
+ * logs never see credentials) and curl's own explanation:
  *     TW_ENOTFOUND     the host name did not resolve
  *     TW_ECONNREFUSED  nothing listens there (TW_EUNREACH: no route to it)
  *     TW_ETIMEDOUT     the request's timeout or connect_timeout passed
@@ -140,7 +141,8 @@ typedef struct tw_http_request {
     double timeout;             /* seconds for the whole request; 0 or negative: no limit */
     double connect_timeout;     /* seconds to connect; 0 or negative: curl's (300 s) */
     size_t max_body;            /* response body bytes; 0: TW_HTTP_MAX_BODY_DEFAULT,
-                                   SIZE_MAX: no limit */
+                                   SIZE_MAX: no limit (a HEAD's response has no body,
+                                   whatever its Content-Length says) */
     bool follow_redirects;      /* off: a 3xx is the result */
     int max_redirects;          /* when following; 0: 20 */
 } tw_http_request;

@@ -168,8 +168,13 @@ TW_API int tw_transport_write(tw_transport *t, const void *data, size_t len);
 TW_API int tw_transport_writev(tw_transport *t, const struct iovec *iov, int iovcnt);
 /* Takes data, which drop frees (may be NULL for static data), instead of
  * copying it: queued as is, dropped once sent. The transport owns data in
- * every case, so an error return has dropped it already. (A small buffer
- * may be copied and dropped at once when that saves a system call.) */
+ * every case, so an error return has dropped it already; a connection that
+ * closes drops what it still holds. (A small buffer may be copied and
+ * dropped at once when that saves a system call.) drop runs on the loop
+ * thread, exactly once, possibly inside a transport call; it may call the
+ * transport again, for instance to write the next buffer of a chain (what
+ * libuv's write callback is used for): by then the buffer is out of the
+ * queue. */
 TW_API int tw_transport_write_owned(tw_transport *t, void *data, size_t len, tw_drop_fn drop);
 /* Bytes queued and not yet taken by the socket. */
 TW_API size_t tw_transport_buffered(const tw_transport *t);
@@ -198,7 +203,9 @@ TW_API int tw_transport_resume_reading(tw_transport *t);
 /* A streaming producer (Twisted's IPushProducer): paused when the transport
  * is above its high-water mark, resumed at its low-water mark, stopped
  * before connection_lost. Each is called on the loop thread; pause is called
- * from inside the write that crossed the mark. stop may be NULL. */
+ * from inside the write that crossed the mark. stop may be NULL. Once the
+ * transport takes no more writes (lose_connection, close_write) a paused
+ * producer is not resumed: it stays paused until it is stopped. */
 typedef struct tw_producer {
     void (*pause_producing)(void *arg);
     void (*resume_producing)(void *arg);
@@ -233,9 +240,14 @@ TW_API void tw_transport_unref(tw_transport *t);
 
 /* From any thread, the caller holding a reference: copies the bytes and has
  * the loop thread write them (tw_reactor_call_from_thread), after every
- * earlier write_from_thread of the same thread. If the transport has closed
- * by then, the bytes are dropped (its protocol got connection_lost). 0 once
- * handed over; TW_ESHUTDOWN once the reactor refuses calls; TW_ENOMEM. */
+ * earlier write_from_thread of the same thread. If the transport no longer
+ * takes writes by then (closing or closed, or its write side shut), the
+ * bytes are dropped (its protocol hears of the close through connection_lost).
+ * If the loop cannot queue them (out of memory), the connection ends
+ * (connection_lost, TW_ECONNLOST) rather than go on with a hole in the stream.
+ * 0 once handed over; TW_ESHUTDOWN once the reactor refuses calls; TW_ENOMEM.
+ * The reference keeps the transport's memory, not the reactor: the reactor
+ * must not be destroyed while a thread may still call this. */
 TW_API int tw_transport_write_from_thread(tw_transport *t, const void *data, size_t len);
 
 /* ==== listening ===========================================================
@@ -271,8 +283,11 @@ TW_API int tw_listener_stop(tw_listener *l, tw_deferred **out);
  * has run; valid until its connection_lost) or fails: TW_ECONNREFUSED,
  * TW_EUNREACH, TW_ETIMEDOUT after `timeout` seconds (negative or infinite: never),
  * TW_ENOTFOUND for a name nobody knows, or the build function's code; every
- * message names the address. Cancelling it abandons the attempt (TW_ECANCELED).
- * The return code is non-zero only when no Deferred could be made
+ * message names the address. Cancelling it abandons the attempt (TW_ECANCELED),
+ * also from inside the factory's build or the protocol's connection_made
+ * (before the Deferred has fired): that connection is then aborted once
+ * connection_made has returned, and its connection_lost (TW_ECONNABORTED)
+ * follows. The return code is non-zero only when no Deferred could be made
  * (TW_EINVAL for a NULL argument, TW_ENOMEM, TW_ESHUTDOWN). */
 TW_API int tw_reactor_connect(tw_reactor *r, const tw_address *addr, double timeout,
                               const tw_factory *f, tw_deferred **out);
@@ -287,9 +302,14 @@ TW_API int tw_reactor_connect(tw_reactor *r, const tw_address *addr, double time
  * Arguments are positional or key=value (tcp: port, interface, backlog;
  * host, port, timeout; unix: address, mode, backlog; path, timeout). A
  * backslash makes the next character literal, so an IPv6 address is written
- * tcp:7000:interface=\:\:1 (or [::1]). The default connect timeout is 30 s.
+ * tcp:7000:interface=\:\:1, or in square brackets that open the value
+ * (interface=[::1], tcp:[::1]:80); in a Unix socket's path brackets are
+ * plain characters. The default connect timeout is 30 s.
  * A malformed string is TW_EINVAL with a message saying what is wrong: for
- * listen in *err, for connect as the Deferred's failure. */
+ * listen in *err, for connect as the Deferred's failure. tw_endpoint_listen
+ * returns what tw_reactor_listen does; tw_endpoint_connect, like
+ * tw_reactor_connect, returns non-zero only when no Deferred could be made
+ * (TW_EINVAL for a NULL argument, TW_ENOMEM, TW_ESHUTDOWN). */
 TW_API int tw_endpoint_listen(tw_reactor *r, const char *endpoint, const tw_factory *f,
                               tw_listener **out, tw_failure **err);
 TW_API int tw_endpoint_connect(tw_reactor *r, const char *endpoint, const tw_factory *f,
@@ -299,8 +319,12 @@ TW_API int tw_endpoint_connect(tw_reactor *r, const char *endpoint, const tw_fac
  * getaddrinfo on a pool thread of the reactor; *out fires on the loop
  * thread with a tw_address_list (the value's drop frees it) of stream
  * addresses carrying `port`, or fails with TW_ENOTFOUND (or TW_ENOMEM,
- * TW_EIO) and a message naming the host. family: AF_UNSPEC, AF_INET or
- * AF_INET6. A numeric host is parsed on the spot and *out has already fired.
+ * TW_EIO; TW_EINVAL for a name over 1024 bytes; TW_ECANCELED; TW_ESHUTDOWN
+ * when the reactor shuts down first) and a message naming the host. family:
+ * AF_UNSPEC, AF_INET or AF_INET6. A numeric host is parsed on the spot and
+ * *out has already fired (TW_ENOTFOUND if it is not of `family`). Returns
+ * 0 once *out is made; TW_EINVAL for a NULL or empty host or another
+ * family, TW_ENOMEM, TW_ESHUTDOWN once the reactor is shutting down.
  *
  * Lookups use at most half of the pool's threads (at least one), so slow
  * name servers cannot starve other thread work; the rest wait their turn,

@@ -41,6 +41,14 @@
  * once shut down: whoever cleans up); builds with TW_DEBUG report a call from
  * another thread through the diagnostic hook, naming the function.
  *
+ * Arguments. The calls whose function may never run — a timer cancelled or
+ * still pending at shutdown, a call_when_running on a reactor destroyed
+ * without running, a defer_to_thread cancelled before it started — have a
+ * _full form that also takes a drop function for the argument, as in
+ * twine/deferred.h: the call owns the argument and drops it exactly once,
+ * when the function can no longer be called (after it ran, or once it never
+ * will), and before returning when the call fails.
+ *
  * Shutdown (docs/reactor.md has it step by step). tw_reactor_stop starts it:
  * the before-shutdown triggers run and the loop keeps running until every
  * Deferred they returned has fired; then blocking calls still waiting are
@@ -106,6 +114,10 @@ TW_API int tw_reactor_stop(tw_reactor *r);
  * TW_ESHUTDOWN once shut down. A reactor destroyed without running never
  * calls it. */
 TW_API int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg);
+/* The same, and drop(arg) (drop may be NULL) once fn has returned, or when a
+ * reactor that never ran is destroyed, or on an error return. */
+TW_API int tw_reactor_call_when_running_full(tw_reactor *r, tw_call_fn fn, void *arg,
+                                             tw_drop_fn drop);
 /* True from the first iteration (run, or iterate) until shutdown completes. */
 TW_API bool tw_reactor_running(const tw_reactor *r);
 
@@ -136,6 +148,12 @@ typedef struct tw_delayed_call tw_delayed_call;
 /* TW_ESHUTDOWN once the reactor has shut down. */
 TW_API int tw_reactor_call_later(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
                                  tw_delayed_call **out);
+/* The same, and drop(arg) (drop may be NULL) once the call is over: after fn
+ * has returned, when it is cancelled, or when the reactor is destroyed with
+ * it still pending (calls stop at shutdown); on an error return, before
+ * returning. */
+TW_API int tw_reactor_call_later_full(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
+                                      tw_drop_fn drop, tw_delayed_call **out);
 /* TW_EALREADY if it already ran or was cancelled. */
 TW_API int tw_delayed_call_cancel(tw_delayed_call *c);
 /* Runs `seconds` from now instead. TW_EALREADY if not active. */
@@ -266,6 +284,11 @@ TW_API int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_defe
  * given finish) before destroying the reactor, to which they post. */
 TW_API int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *pool, tw_thread_fn fn, void *arg,
                                    tw_deferred **out);
+/* Either of the two (pool NULL: the reactor's), and drop(arg) (drop may be
+ * NULL), on the pool thread, once fn has returned or, cancelled before it
+ * started, will never run; on an error return, before returning. */
+TW_API int tw_defer_to_thread_full(tw_reactor *r, tw_pool *pool, tw_thread_fn fn, void *arg,
+                                   tw_drop_fn drop, tw_deferred **out);
 
 /* From a thread that is not the loop's: runs fn(arg) on the loop thread and
  * waits for its result; fn may return a Deferred, whose result is then

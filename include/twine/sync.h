@@ -43,12 +43,36 @@
  * each, inlined here; a release only enters the kernel when a thread is
  * parked. docs/sync.md describes each state word and its memory orders.
  *
- * Debug. In code compiled with TW_DEBUG defined empty or to a non-zero
- * number (undefined or 0: off; a word such as ON counts as 0), Lock calls go
- * out of line and remember which Locks the thread acquired: a thread that
- * waits a second for a Lock it acquired itself is reported through the
- * diagnostic hook as a probable self-deadlock (seed 003's trap), and keeps
- * waiting, since another thread may release it.
+ * Deadlocks. In code compiled with TW_DEBUG defined empty or to a non-zero
+ * number (undefined or 0: off; a word such as ON counts as 0), the calls of
+ * Lock, RLock, Semaphore and a Condition's lock go out of line with their
+ * file and line, and twine watches for deadlocks (docs/deadlocks.md). Every
+ * object belongs to a class: all the Locks initialised at one line, or a
+ * class you name. An acquire made holding others records the order of their
+ * classes, and the first one that closes a cycle is reported through the
+ * diagnostic hook (TW_DIAG_WARNING, TW_EDEADLK) with the file:line of every
+ * acquire involved, on the first run that takes both orders, before any
+ * thread waits:
+ *
+ *     #define TW_DEBUG 1          // before including twine
+ *     #include <twine.h>
+ *
+ *     // thread 1                        // later, thread 2
+ *     TW_WITH(&accounts)                 TW_WITH(&audit_log)
+ *         TW_WITH(&audit_log) log();         TW_WITH(&accounts) check();
+ *     // -> "lock order inversion: thread 2 took ... at f.c:12 holding ...
+ *     //     (taken at f.c:11); thread 1 took ... at f.c:4 holding ..."
+ *
+ * Two objects of one class nested on purpose take a subclass
+ * (tw_lock_acquire_nested); orders can be declared (tw_lock_class_order) and
+ * classes silenced (tw_lock_class_quiet). A thread that has waited longer than
+ * the threshold (1 s, tw_deadlock_set_threshold) on a twine primitive reports
+ * the threads that wait for each other, itself included (seed 003's Lock
+ * taken twice is the one-thread case) — and, in a library built with
+ * TW_DEBUG, the loop, pools, thread work and DeferredLocks are part of that
+ * graph; a thread that exits holding a Lock, or a loop callback that returns
+ * holding one, is reported too (seed 002). Reports never stop the program.
+ * Without TW_DEBUG none of this runs and the inline paths are unchanged.
  */
 #ifndef TWINE_SYNC_H
 #define TWINE_SYNC_H
@@ -110,26 +134,38 @@ static inline int tw__lock_release_plain(tw_lock *l)
 }
 
 /* The tracking paths, which code compiled with TW_DEBUG on (see the top of
- * this header) calls instead. They remember which Locks the calling thread
- * acquired and report a wait on one of them after a second (TW_DIAG_WARNING,
- * TW_EDEADLK); the wait goes on. They exist in every build of the library.
- * A Lock must be forgotten by the hold's release, or a later wait could be
- * reported falsely, so the library tracks only where the release tracks too:
- *   - tw_cond_acquire*, the exported tw_lock_acquire_timeout, Condition
- *     waits and an RLock's own Lock use the untracked paths;
+ * this header) calls instead, with the calling file and line. They keep the
+ * calling thread's held stack, put each object in its class and check the
+ * order of every acquire made holding others (docs/deadlocks.md); they exist
+ * in every build of the library. An entry must be forgotten by the hold's
+ * release, or it would outlive the hold, so the library tracks only where
+ * the release tracks too:
+ *   - tw_cond_acquire*, the exported tw_lock_acquire_timeout and the other
+ *     exported acquires that return holding their caller's object use the
+ *     untracked paths (code compiled with TW_DEBUG gets macros for tracking
+ *     ones), and so do Condition waits;
  *   - tw_cond_release always forgets (tw__lock_release_tracked);
  *   - tw_lock_run, TW_WITH and the lock worker take and give back the Lock
- *     themselves, tracked when the library is built with -DTW_DEBUG=ON.
+ *     themselves, tracked when the library is built with -DTW_DEBUG=ON (and
+ *     TW_WITH in code compiled with TW_DEBUG whatever the library).
  * docs/sync.md has the details. */
-TW_API int tw__lock_acquire_tracked(tw_lock *l, tw_deadline deadline);
-TW_API int tw__lock_try_acquire_tracked(tw_lock *l);
+TW_API void tw__lock_init_tracked(tw_lock *l, const char *file, int line);
+TW_API int tw__lock_acquire_tracked(tw_lock *l, unsigned subclass, const char *file, int line);
+TW_API int tw__lock_try_acquire_tracked(tw_lock *l, const char *file, int line);
+TW_API int tw__lock_acquire_timeout_tracked(tw_lock *l, double timeout, const char *file,
+                                            int line);
 TW_API int tw__lock_release_tracked(tw_lock *l);
-TW_API int tw__lock_acquire_timeout_tracked(tw_lock *l, double timeout);
+TW_API int tw__lock_run_tracked(tw_lock *l, int (*fn)(void *arg), void *arg, const char *file,
+                                int line);
 #if defined(TW_DEBUG) && ((TW_DEBUG + 0) != 0 || (1 - TW_DEBUG - 1) == 2)
 #define TW__LOCK_DBG 1
 #else
 #define TW__LOCK_DBG 0
 #endif
+
+/* Subclasses 1 .. TW_LOCK_SUBCLASSES - 1 (the _nested calls): two objects of
+ * one class nested on purpose. */
+#define TW_LOCK_SUBCLASSES 8
 
 static inline void tw_lock_init(tw_lock *l)
 {
@@ -140,25 +176,32 @@ static inline void tw_lock_init(tw_lock *l)
 /* Blocks until the lock is held. 0, or TW_EINVAL for NULL. */
 static inline int tw_lock_acquire(tw_lock *l)
 {
-    return TW__LOCK_DBG ? tw__lock_acquire_tracked(l, TW_DEADLINE_NEVER) : tw__lock_acquire_plain(l);
+    return tw__lock_acquire_plain(l);
+}
+
+/* As tw_lock_acquire, for a Lock of a class the thread already holds one of
+ * (the other taken first): in code compiled with TW_DEBUG, l counts as
+ * subclass `subclass` (1 .. TW_LOCK_SUBCLASSES - 1) of its class, a class of
+ * its own for the order graph (docs/deadlocks.md). */
+static inline int tw_lock_acquire_nested(tw_lock *l, unsigned subclass)
+{
+    (void)subclass;
+    return tw__lock_acquire_plain(l);
 }
 
 /* Takes the lock if it is free: 0, or TW_EBUSY. Never blocks. */
 static inline int tw_lock_try_acquire(tw_lock *l)
 {
-    return TW__LOCK_DBG ? tw__lock_try_acquire_tracked(l) : tw__lock_try_acquire_plain(l);
+    return tw__lock_try_acquire_plain(l);
 }
 
 /* 0, TW_ETIMEDOUT, or TW_EINVAL (NULL lock, NaN timeout). */
 TW_API int tw_lock_acquire_timeout(tw_lock *l, double timeout);
-#if TW__LOCK_DBG
-#define tw_lock_acquire_timeout(l, timeout) tw__lock_acquire_timeout_tracked((l), (timeout))
-#endif
 
 /* 0; TW_EPERM if the lock was not held (nothing changes); TW_EINVAL for NULL. */
 static inline int tw_lock_release(tw_lock *l)
 {
-    return TW__LOCK_DBG ? tw__lock_release_tracked(l) : tw__lock_release_plain(l);
+    return tw__lock_release_plain(l);
 }
 
 /* Whether some thread holds the lock (a snapshot). */
@@ -170,6 +213,19 @@ static inline bool tw_lock_locked(const tw_lock *l)
 /* Runs fn(arg) holding the lock and releases it however fn returns.
  * Returns fn's result, or TW_EINVAL without calling fn (NULL lock or fn). */
 TW_API int tw_lock_run(tw_lock *l, int (*fn)(void *arg), void *arg);
+
+/* In code compiled with TW_DEBUG the calls above are these macros. The name
+ * in parentheses, or its address, still gives the untracked function. */
+#if TW__LOCK_DBG
+#define tw_lock_init(l) tw__lock_init_tracked((l), __FILE__, __LINE__)
+#define tw_lock_acquire(l) tw__lock_acquire_tracked((l), 0, __FILE__, __LINE__)
+#define tw_lock_acquire_nested(l, sub) tw__lock_acquire_tracked((l), (sub), __FILE__, __LINE__)
+#define tw_lock_try_acquire(l) tw__lock_try_acquire_tracked((l), __FILE__, __LINE__)
+#define tw_lock_acquire_timeout(l, timeout)                                                \
+    tw__lock_acquire_timeout_tracked((l), (timeout), __FILE__, __LINE__)
+#define tw_lock_release(l) tw__lock_release_tracked(l)
+#define tw_lock_run(l, fn, arg) tw__lock_run_tracked((l), (fn), (arg), __FILE__, __LINE__)
+#endif
 
 /* ==== RLock ===============================================================
  * A reentrant lock: the owning thread may acquire it again, and must release
@@ -233,6 +289,33 @@ TW_API uint32_t tw_rlock_count(const tw_rlock *r);
 /* Whether any thread owns it (a snapshot). */
 TW_API bool tw_rlock_locked(const tw_rlock *r);
 TW_API int tw_rlock_run(tw_rlock *r, int (*fn)(void *arg), void *arg);
+/* As tw_rlock_acquire; in TW_DEBUG code r counts as subclass `subclass` of
+ * its class (see tw_lock_acquire_nested). A re-entry is a re-entry. */
+static inline int tw_rlock_acquire_nested(tw_rlock *r, unsigned subclass)
+{
+    (void)subclass;
+    return tw_rlock_acquire(r);
+}
+
+TW_API void tw__rlock_init_tracked(tw_rlock *r, const char *file, int line);
+TW_API int tw__rlock_acquire_tracked(tw_rlock *r, unsigned subclass, const char *file,
+                                     int line);
+TW_API int tw__rlock_try_acquire_tracked(tw_rlock *r, const char *file, int line);
+TW_API int tw__rlock_acquire_timeout_tracked(tw_rlock *r, double timeout, const char *file,
+                                             int line);
+TW_API int tw__rlock_release_tracked(tw_rlock *r);
+TW_API int tw__rlock_run_tracked(tw_rlock *r, int (*fn)(void *arg), void *arg,
+                                 const char *file, int line);
+#if TW__LOCK_DBG
+#define tw_rlock_init(r) tw__rlock_init_tracked((r), __FILE__, __LINE__)
+#define tw_rlock_acquire(r) tw__rlock_acquire_tracked((r), 0, __FILE__, __LINE__)
+#define tw_rlock_acquire_nested(r, sub) tw__rlock_acquire_tracked((r), (sub), __FILE__, __LINE__)
+#define tw_rlock_try_acquire(r) tw__rlock_try_acquire_tracked((r), __FILE__, __LINE__)
+#define tw_rlock_acquire_timeout(r, timeout)                                               \
+    tw__rlock_acquire_timeout_tracked((r), (timeout), __FILE__, __LINE__)
+#define tw_rlock_release(r) tw__rlock_release_tracked(r)
+#define tw_rlock_run(r, fn, arg) tw__rlock_run_tracked((r), (fn), (arg), __FILE__, __LINE__)
+#endif
 
 /* ==== Semaphore ===========================================================
  * A counter of available tokens. acquire takes one (waiting while there are
@@ -294,12 +377,54 @@ typedef struct tw_bsem {
 TW_API int tw_bsem_init(tw_bsem *b, uint32_t value);
 static inline int tw_bsem_acquire(tw_bsem *b) { return tw_sem_acquire(b ? &b->sem : NULL); }
 static inline int tw_bsem_try_acquire(tw_bsem *b) { return tw_sem_try_acquire(b ? &b->sem : NULL); }
+static inline tw_sem *tw__bsem_sem(tw_bsem *b) { return b ? &b->sem : NULL; }
 TW_API int tw_bsem_acquire_timeout(tw_bsem *b, double timeout);
 /* TW_EOVERFLOW if value + n would exceed the initial value (nothing changes). */
 TW_API int tw_bsem_release(tw_bsem *b, uint32_t n);
 TW_API uint32_t tw_bsem_value(const tw_bsem *b);
 TW_API uint32_t tw_bsem_limit(const tw_bsem *b);
 TW_API int tw_bsem_run(tw_bsem *b, int (*fn)(void *arg), void *arg);
+
+/* As tw_sem_acquire; in TW_DEBUG code s counts as subclass `subclass` of
+ * its class (see tw_lock_acquire_nested). */
+static inline int tw_sem_acquire_nested(tw_sem *s, unsigned subclass)
+{
+    (void)subclass;
+    return tw_sem_acquire(s);
+}
+
+/* A Semaphore is in the order graph while it is used as a lock: a thread
+ * that releases one it did not take makes its class a signal, and then it
+ * is only in the live check (docs/deadlocks.md). */
+TW_API int tw__sem_init_tracked(tw_sem *s, uint32_t value, const char *file, int line);
+TW_API int tw__sem_acquire_tracked(tw_sem *s, unsigned subclass, const char *file, int line);
+TW_API int tw__sem_try_acquire_tracked(tw_sem *s, const char *file, int line);
+TW_API int tw__sem_acquire_timeout_tracked(tw_sem *s, double timeout, const char *file,
+                                           int line);
+TW_API int tw__sem_release_tracked(tw_sem *s, uint32_t n);
+TW_API int tw__sem_run_tracked(tw_sem *s, int (*fn)(void *arg), void *arg, const char *file,
+                               int line);
+TW_API int tw__bsem_init_tracked(tw_bsem *b, uint32_t value, const char *file, int line);
+TW_API int tw__bsem_release_tracked(tw_bsem *b, uint32_t n);
+TW_API int tw__bsem_run_tracked(tw_bsem *b, int (*fn)(void *arg), void *arg, const char *file,
+                                int line);
+#if TW__LOCK_DBG
+#define tw_sem_init(s, v) tw__sem_init_tracked((s), (v), __FILE__, __LINE__)
+#define tw_sem_acquire(s) tw__sem_acquire_tracked((s), 0, __FILE__, __LINE__)
+#define tw_sem_acquire_nested(s, sub) tw__sem_acquire_tracked((s), (sub), __FILE__, __LINE__)
+#define tw_sem_try_acquire(s) tw__sem_try_acquire_tracked((s), __FILE__, __LINE__)
+#define tw_sem_acquire_timeout(s, timeout)                                                  \
+    tw__sem_acquire_timeout_tracked((s), (timeout), __FILE__, __LINE__)
+#define tw_sem_release(s, n) tw__sem_release_tracked((s), (n))
+#define tw_sem_run(s, fn, arg) tw__sem_run_tracked((s), (fn), (arg), __FILE__, __LINE__)
+#define tw_bsem_init(b, v) tw__bsem_init_tracked((b), (v), __FILE__, __LINE__)
+#define tw_bsem_acquire(b) tw__sem_acquire_tracked(tw__bsem_sem(b), 0, __FILE__, __LINE__)
+#define tw_bsem_try_acquire(b) tw__sem_try_acquire_tracked(tw__bsem_sem(b), __FILE__, __LINE__)
+#define tw_bsem_acquire_timeout(b, timeout)                                                 \
+    tw__sem_acquire_timeout_tracked(tw__bsem_sem(b), (timeout), __FILE__, __LINE__)
+#define tw_bsem_release(b, n) tw__bsem_release_tracked((b), (n))
+#define tw_bsem_run(b, fn, arg) tw__bsem_run_tracked((b), (fn), (arg), __FILE__, __LINE__)
+#endif
 
 /* ==== Event ===============================================================
  * A flag threads can wait for. set wakes every waiter; clear resets it. A
@@ -379,6 +504,22 @@ TW_API int tw_cond_notify(tw_cond *c, uint32_t n);
 TW_API int tw_cond_notify_all(tw_cond *c);
 TW_API int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg);
 
+/* In TW_DEBUG code: the lock of a zeroed (own-RLock) Condition is of the
+ * class of its init call; acquires track (timeout < 0 waits, 0 is a try). */
+TW_API void tw__cond_init_tracked(tw_cond *c, const char *file, int line);
+TW_API int tw__cond_acquire_tracked(tw_cond *c, double timeout, const char *file, int line);
+TW_API int tw__cond_try_acquire_tracked(tw_cond *c, const char *file, int line);
+TW_API int tw__cond_run_tracked(tw_cond *c, int (*fn)(void *arg), void *arg, const char *file,
+                                int line);
+#if TW__LOCK_DBG
+#define tw_cond_init(c) tw__cond_init_tracked((c), __FILE__, __LINE__)
+#define tw_cond_acquire(c) tw__cond_acquire_tracked((c), -1.0, __FILE__, __LINE__)
+#define tw_cond_try_acquire(c) tw__cond_try_acquire_tracked((c), __FILE__, __LINE__)
+#define tw_cond_acquire_timeout(c, timeout)                                                 \
+    tw__cond_acquire_tracked((c), (timeout), __FILE__, __LINE__)
+#define tw_cond_run(c, fn, arg) tw__cond_run_tracked((c), (fn), (arg), __FILE__, __LINE__)
+#endif
+
 /* ==== Barrier =============================================================
  * parties threads meet: each wait blocks until the last one arrives, then all
  * return together with distinct indices 0..parties-1 (the order of arrival).
@@ -392,7 +533,15 @@ TW_API int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg);
  * abort: every thread waiting then, and every later wait, gets TW_EBROKEN
  * until reset. reset breaks the current cycle for its waiters (TW_EBROKEN) and
  * makes the barrier usable again. A zeroed barrier has no parties: wait
- * returns TW_EINVAL until it is initialised. */
+ * returns TW_EINVAL until it is initialised.
+ * A default timeout (Python's Barrier(parties, action, timeout)) is part of
+ * the barrier's initialisation: tw_barrier_init_timeout or
+ * TW_BARRIER_INIT_TIMEOUT. tw_barrier_wait, which has no timeout of its
+ * own, then waits at most that long, and like a timed wait breaks the
+ * barrier when it runs out; tw_barrier_wait_timeout's own timeout always
+ * wins (a negative one waits forever). tw_barrier_init, TW_BARRIER_INIT and
+ * a zeroed barrier have none: wait blocks until the cycle completes. reset
+ * keeps the default. */
 struct tw__barrier_waiter;
 
 typedef struct tw_barrier {
@@ -405,15 +554,28 @@ typedef struct tw_barrier {
     int (*action)(void *arg);
     void *arg;
     struct tw__barrier_waiter *head; /* waiters of this cycle, newest first */
+    uint32_t timed;  /* tw_barrier_wait uses `timeout` (0: it waits forever) */
+    double timeout;  /* the default timeout, in seconds, when timed */
 } tw_barrier;
 
 #define TW_BARRIER_INIT(parties, action, arg) \
-    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL}
+    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL, 0, 0.0}
+/* With a default timeout for tw_barrier_wait, in seconds (a NaN makes every
+ * wait TW_EINVAL). */
+#define TW_BARRIER_INIT_TIMEOUT(parties, action, arg, timeout) \
+    {TW_LOCK_INIT, (parties), 0, 0, 0, 0, (action), (arg), NULL, 1, (timeout)}
 #define TW_BARRIER_PARTIES_MAX 0x7fffffffu
 
 /* 0, or TW_EINVAL (NULL, parties 0 or above TW_BARRIER_PARTIES_MAX). Only on an unused barrier. */
 TW_API int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg);
-/* The arrival index (>= 0), or TW_EBROKEN / TW_EINVAL. */
+/* The same with a default timeout for tw_barrier_wait, in seconds, as a
+ * timed wait takes it (negative: forever; 0: do not block). TW_EINVAL also
+ * for a NaN timeout. */
+TW_API int tw_barrier_init_timeout(tw_barrier *b, uint32_t parties, int (*action)(void *arg),
+                                   void *arg, double timeout);
+/* The arrival index (>= 0), or TW_EBROKEN / TW_EINVAL. With a default
+ * timeout, waits at most that long: when it runs out the barrier breaks and
+ * TW_EBROKEN is returned, as from tw_barrier_wait_timeout. */
 TW_API int tw_barrier_wait(tw_barrier *b);
 /* Completes the cycle if the caller is the last party (returns its index);
  * otherwise TW_EBUSY without joining or breaking anything. */
@@ -440,11 +602,13 @@ typedef struct tw__guard {
     int once;
 } tw__guard;
 
-TW_API tw__guard tw__guard_lock(tw_lock *l);
-TW_API tw__guard tw__guard_rlock(tw_rlock *r);
-TW_API tw__guard tw__guard_sem(tw_sem *s);
-TW_API tw__guard tw__guard_bsem(tw_bsem *b);
-TW_API tw__guard tw__guard_cond(tw_cond *c);
+/* track: the caller is TW_DEBUG code (the guard tracks then, and in a
+ * library built with TW_DEBUG); file, line: the TW_WITH. */
+TW_API tw__guard tw__guard_lock(tw_lock *l, const char *file, int line, int track);
+TW_API tw__guard tw__guard_rlock(tw_rlock *r, const char *file, int line, int track);
+TW_API tw__guard tw__guard_sem(tw_sem *s, const char *file, int line, int track);
+TW_API tw__guard tw__guard_bsem(tw_bsem *b, const char *file, int line, int track);
+TW_API tw__guard tw__guard_cond(tw_cond *c, const char *file, int line, int track);
 
 static inline void tw__guard_exit(tw__guard *g)
 {
@@ -458,7 +622,7 @@ static inline void tw__guard_exit(tw__guard *g)
         tw_rlock *: tw__guard_rlock,           \
         tw_sem *: tw__guard_sem,               \
         tw_bsem *: tw__guard_bsem,             \
-        tw_cond *: tw__guard_cond)(p)
+        tw_cond *: tw__guard_cond)((p), __FILE__, __LINE__, TW__LOCK_DBG)
 #define TW__CAT2(a, b) a##b
 #define TW__CAT(a, b) TW__CAT2(a, b)
 #define TW__WITH(p, g)                                                                  \
@@ -469,6 +633,68 @@ static inline void tw__guard_exit(tw__guard *g)
 #define TW_WITH_LOCK(l) TW_WITH((tw_lock *)(l))
 #define TW_WITH_RLOCK(r) TW_WITH((tw_rlock *)(r))
 #define TW_WITH_SEM(s) TW_WITH((tw_sem *)(s))
+
+/* ==== Deadlock detection (docs/deadlocks.md) ==============================
+ * Code compiled with TW_DEBUG (and the library built with it) keeps, for
+ * every Lock, RLock and Semaphore, the class it belongs to and the order in
+ * which classes are taken; the first acquire that closes a cycle of that
+ * order is reported, and so is a set of threads that wait for each other
+ * longer than the threshold. These calls exist in every build.
+ *
+ * A class is every object initialised at one site, or a class you name:
+ *
+ *     static tw_lock_class accounts = TW_LOCK_CLASS_INIT("account");
+ *     tw_lock_class_add(&accounts, &acct->lock);  // a Lock, RLock, Semaphore,
+ *                                                 // BoundedSemaphore or Condition
+ */
+typedef struct tw_lock_class {
+    const char *name; /* in reports */
+    uint32_t id;      /* twine's: 0 until the class is first used */
+} tw_lock_class;
+
+#define TW_LOCK_CLASS_INIT(name) {(name), 0}
+
+/* Puts p in class c from now on (until an init call of p: name it after).
+ * 0; TW_EINVAL for NULL; TW_EFULL when the class table is full. */
+#define tw_lock_class_add(c, p)                    \
+    _Generic((p),                                  \
+        tw_lock *: tw__lock_class_add_lock,        \
+        tw_rlock *: tw__lock_class_add_rlock,      \
+        tw_sem *: tw__lock_class_add_sem,          \
+        tw_bsem *: tw__lock_class_add_bsem,        \
+        tw_cond *: tw__lock_class_add_cond)((c), (p))
+
+/* Declares that `first` is always taken before `second` when both are held
+ * (Go's lock ranking): an acquire in the other order is reported at once,
+ * and so is a declaration that contradicts an order already seen. 0;
+ * TW_EINVAL for NULL or first == second; TW_EFULL when a table is full. */
+TW_API int tw_lock_class_order(tw_lock_class *first, tw_lock_class *second);
+/* No report names c again. 0, TW_EINVAL, TW_EFULL. */
+TW_API int tw_lock_class_quiet(tw_lock_class *c);
+/* How long a thread waits on a twine primitive before it looks for a
+ * deadlock (and reports a wait for a Lock it holds itself): 1 s unless set.
+ * 0, or TW_EINVAL for a negative or NaN number of seconds. */
+TW_API int tw_deadlock_set_threshold(double seconds);
+
+TW_API int tw__lock_class_add(tw_lock_class *c, void *obj, int kind);
+TW_API int tw__lock_class_add_cond(tw_lock_class *c, tw_cond *cond);
+/* kind: 1 Lock, 2 RLock, 3 Semaphore (src/debug/debug.h) */
+static inline int tw__lock_class_add_lock(tw_lock_class *c, tw_lock *l)
+{
+    return tw__lock_class_add(c, l, 1);
+}
+static inline int tw__lock_class_add_rlock(tw_lock_class *c, tw_rlock *r)
+{
+    return tw__lock_class_add(c, r, 2);
+}
+static inline int tw__lock_class_add_sem(tw_lock_class *c, tw_sem *s)
+{
+    return tw__lock_class_add(c, s, 3);
+}
+static inline int tw__lock_class_add_bsem(tw_lock_class *c, tw_bsem *b)
+{
+    return tw__lock_class_add(c, b, 3);
+}
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "debug/debug.h"
 
 static void *libc_alloc(void *ctx, size_t size)
 {
@@ -79,6 +80,9 @@ void tw__free(void *ptr, size_t size)
 {
     if (!ptr)
         return;
+#ifdef TW_DEBUG
+    tw__dbg_forget(ptr, size); /* the Locks in the block are gone (their classes too) */
+#endif
     current.free(current.ctx, ptr, size);
     /* release: pairs with the acquire in tw_set_allocator. */
     __atomic_fetch_sub(&live, 1, __ATOMIC_RELEASE);

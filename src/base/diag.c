@@ -8,6 +8,7 @@
  * hook works when memory is short. */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "base/diag.h"
 
@@ -19,10 +20,18 @@ static void *hook_ctx;
 static void default_hook(void *ctx, const tw_diag *d)
 {
     (void)ctx;
+    /* An unhandled failure may carry the application's own code, which has
+     * no TW_ name: shown as a number, not as an unknown twine code. */
+    char code[48];
+    const char *name = tw_err_name(d->code);
+    if (strcmp(name, "TW_E?") == 0) {
+        snprintf(code, sizeof code, "application error %d", d->code);
+        name = code;
+    }
     fprintf(stderr, "twine: %s: %s in %s: %s\n",
             d->kind == TW_DIAG_MISUSE      ? "misuse"
             : d->kind == TW_DIAG_UNHANDLED ? "unhandled failure"
-                                           : "warning", tw_err_name(d->code),
+                                           : "warning", name,
             d->function ? d->function : "?", d->message ? d->message : "");
 }
 

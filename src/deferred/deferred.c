@@ -21,6 +21,27 @@
  *    Deferreds learn of it. So a Deferred is freed only with no entries.
  *  - While a callback runs, result is none: the callback owns the result.
  *
+ * Finding the innermost. A waiting Deferred's result.ptr names the one it
+ * waits on; following those links leads to the innermost Deferred of its
+ * wait path, which the cycle check of chaining (settle) and cancel need.
+ * The waits form a forest: a Deferred waits on one other, many may wait on
+ * one. Walking the links is quadratic when a nest is built from the inside
+ * out (each new outer link would walk the whole nest), so each waiting
+ * Deferred keeps a shortcut, `hint`, to one further along its path (union-
+ * find with path compression: a walk points every Deferred it passes at the
+ * innermost it found). Links are only ever cut at the innermost end of a
+ * path: a hand-off (E_CHAIN) runs in the chain of a Deferred that is not
+ * waiting. So until the hint's target itself hands off (its `cuts` moves),
+ * every link between a Deferred and its hint still stands, and the hint
+ * holds; a stale one is passed over for result.ptr and replaced by the next
+ * walk. A hint pins its target's block (`pins`): a target freed meanwhile
+ * stays allocated, F_DEAD, until the last hint to it is dropped, so reading
+ * its `cuts` is always safe. A Deferred holds a hint only while it waits.
+ * Only a pinned Deferred counts its cuts: a hint is stamped with its target's
+ * count, and nothing reads the count of a Deferred no hint points to, so the
+ * count starts at the first pin and the common Deferred, never pinned, pays
+ * nothing for it.
+ *
  * Single-threaded: no atomics. Builds with TW_DEBUG check the thread. */
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +50,8 @@
 #include "deferred/deferred.h"
 
 static void destroy(tw_deferred *d);
+
+_Thread_local uint64_t tw__deferred_hops;
 
 /* Deferreds are made and freed at a high rate on one thread: a few freed
  * ones are kept per thread for reuse. */
@@ -74,6 +97,22 @@ int tw__deferred_new(tw_deferred **out, tw_canceller_fn canceller, void *arg, co
     return 0;
 }
 
+int tw_deferred_create_full_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                               tw_drop_fn drop, const char *file, int line)
+{
+    int rc = out ? tw__deferred_new(out, canceller, arg, file, line) : TW_EINVAL;
+    if (rc) {
+        if (drop)
+            drop(arg);
+        return rc;
+    }
+    if (drop) {
+        (*out)->canceller_drop = drop;
+        (*out)->flags |= F_CANCELLER_DROP;
+    }
+    return 0;
+}
+
 int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, void *arg,
                           const char *file, int line)
 {
@@ -86,6 +125,13 @@ int tw_deferred_create_at(tw_deferred **out, tw_canceller_fn canceller, void *ar
 int tw_deferred_create(tw_deferred **out, tw_canceller_fn canceller, void *arg)
 {
     return tw_deferred_create_at(out, canceller, arg, NULL, 0);
+}
+
+#undef tw_deferred_create_full
+int tw_deferred_create_full(tw_deferred **out, tw_canceller_fn canceller, void *arg,
+                            tw_drop_fn drop)
+{
+    return tw_deferred_create_full_at(out, canceller, arg, drop, NULL, 0);
 }
 
 int tw__deferred_reserve(tw_deferred *d, uint32_t n)
@@ -143,6 +189,82 @@ bool tw__deferred_take(tw_deferred *d, tw_result *out)
     return true;
 }
 
+/* ---- finding the innermost (see the top of this file) ------------------------- */
+
+/* The next Deferred along the wait path of x (which waits): its hint while
+ * that holds, else the one it waits on. */
+static inline tw_deferred *next_on_path(const tw_deferred *x)
+{
+    if ((x->flags & F_HINT) && x->hint->cuts == x->hint_cuts)
+        return x->hint;
+    return x->result.ptr;
+}
+
+static void unpin(tw_deferred *h)
+{
+    if (--h->pins != 0)
+        return;
+    h->flags &= ~F_PINNED;
+    if (h->flags & F_DEAD)
+        tw__cache_free(&cache, h);
+}
+
+/* x (waiting) takes r, a Deferred further along its path, as its hint. */
+static void set_hint(tw_deferred *x, tw_deferred *r)
+{
+    tw_deferred *old = x->flags & F_HINT ? x->hint : NULL;
+    if (r == x->result.ptr) {
+        x->flags &= ~F_HINT; /* the link itself */
+    } else {
+        if (!(r->flags & F_PINNED)) { /* no hint points to r: its count starts */
+            r->flags |= F_PINNED;
+            r->pins = 0;
+            r->cuts = 0;
+        }
+        r->pins++;
+        x->flags |= F_HINT;
+        x->hint = r;
+        x->hint_cuts = r->cuts;
+    }
+    if (old)
+        unpin(old); /* after the pin above: old may be r */
+}
+
+/* Hand-off from cur to w, for a cur with hints pointing to it or a w with a
+ * hint: the link is cut, hints to cur no longer hold, and w's own goes. */
+static __attribute__((noinline)) void cut(tw_deferred *cur, tw_deferred *w)
+{
+    if (cur->flags & F_PINNED)
+        cur->cuts++;
+    if (w->flags & F_HINT) {
+        w->flags &= ~F_HINT;
+        unpin(w->hint);
+    }
+}
+
+tw_deferred *tw__deferred_innermost(tw_deferred *d)
+{
+    if (!(d->flags & F_WAITING))
+        return d;
+    tw_deferred *r = d;
+    uint64_t hops = 0;
+    do {
+        r = next_on_path(r);
+        hops++;
+    } while (r->flags & F_WAITING);
+    tw__deferred_hops += hops;
+    /* Compress: every Deferred passed points at r. Each step reads its
+     * next before replacing its hint; a hint that held is a Deferred on the
+     * path, alive, so the unpin in set_hint frees only stale targets, which
+     * the walk does not visit. */
+    if (hops > 1 || ((d->flags & F_HINT) && d->hint != r))
+        for (tw_deferred *x = d, *next; x != r; x = next) {
+            next = next_on_path(x);
+            set_hint(x, r);
+        }
+    return r;
+}
+
 /* A callback of cur returned a Deferred (r, whose reference it hands over).
  * Either takes its result at once or makes cur wait on it. */
 static void settle(tw_deferred *cur, tw_result r)
@@ -154,11 +276,10 @@ static void settle(tw_deferred *cur, tw_result r)
     }
     /* Waiting on d would close a cycle if d is cur, or waits (through any
      * number of links) on cur: every Deferred of the cycle would wait
-     * forever. The walk is almost always zero steps. */
-    const tw_deferred *x = d;
-    while (x != cur && (x->flags & F_WAITING))
-        x = x->result.ptr;
-    if (x == cur) {
+     * forever. cur runs, so it waits on nothing: the cycle is there exactly
+     * when d's innermost is cur. */
+    tw_deferred *in = tw__deferred_innermost(d);
+    if (in == cur) {
         tw_deferred_unref(d); /* the loop's own reference keeps cur alive */
         cur->result = tw_result_fail(TW_EDEADLK, d == cur
                                                      ? "a callback returned the Deferred it is "
@@ -181,6 +302,8 @@ static void settle(tw_deferred *cur, tw_result r)
     tw__deferred_push(d, NULL, cur, E_CHAIN | E_BOTH);
     cur->flags |= F_WAITING;
     cur->result = r; /* weak from here: the reference is given back below */
+    if (in != d) /* a nest growing outwards: cur starts with the shortcut */
+        set_hint(cur, in);
     /* If that was the last reference, d is abandoned now and its E_CHAIN
      * entry hands TW_EABANDONED back to cur (on our stack, so not pushed). */
     tw_deferred_unref(d);
@@ -214,13 +337,19 @@ void tw__deferred_run(tw_deferred *d)
         if (cur->count == 0)
             cur->head = 0;
 
-        if (e.kind & E_CHAIN) {
+        if (e.kind & (E_CHAIN | E_DROP)) {
+            if (e.kind & E_DROP) {
+                ((tw_drop_fn)e.fn)(e.arg);
+                continue;
+            }
             /* Hand the result to the Deferred waiting on cur; the entry's
              * reference to it passes to this loop (or is dropped). */
             tw_deferred *w = e.arg;
             w->result = cur->result;
             cur->result = tw_result_none();
             w->flags &= ~F_WAITING;
+            if (__builtin_expect((cur->flags & F_PINNED) | (w->flags & F_HINT), 0))
+                cut(cur, w);
             if (cur->count == 0)
                 top = pop(cur); /* done: keep the stack shallow */
             if (!(w->flags & F_ON_STACK) && tw__deferred_ready(w)) {
@@ -248,6 +377,31 @@ void tw__deferred_run(tw_deferred *d)
 
 /* ---- firing ------------------------------------------------------------------ */
 
+/* d has fired: its canceller can never run; its argument is dropped. */
+static void canceller_done(tw_deferred *d)
+{
+    d->flags &= ~F_CANCELLER_DROP;
+    d->canceller = NULL;
+    d->canceller_drop(d->canceller_arg);
+}
+
+/* Fires d, which has a canceller argument to drop once the chain this
+ * firing runs has run (the canceller can no longer run). When the canceller
+ * is running (it fires d itself), the cancel that runs it drops the argument
+ * after it returns. The drop may release the reference the caller fires
+ * through: d is held across it. */
+static __attribute__((noinline)) void fire_dropping(tw_deferred *d)
+{
+    if (d->flags & F_CANCELLER_RAN) {
+        tw__deferred_run(d);
+        return;
+    }
+    d->refs++;
+    tw__deferred_run(d);
+    canceller_done(d);
+    tw_deferred_unref(d);
+}
+
 int tw__deferred_fire(tw_deferred *d, tw_result r)
 {
     if (tw_result_is_deferred(r)) {
@@ -264,7 +418,10 @@ int tw__deferred_fire(tw_deferred *d, tw_result r)
     }
     d->flags |= F_CALLED;
     d->result = r;
-    tw__deferred_run(d);
+    if (__builtin_expect(d->flags & F_CANCELLER_DROP, 0))
+        fire_dropping(d);
+    else
+        tw__deferred_run(d);
     return 0;
 }
 
@@ -453,22 +610,25 @@ int tw_deferred_cancel(tw_deferred *d)
         return TW_EINVAL;
     TW__CHECK_THREAD(d, "tw_deferred_cancel");
     /* Fired but waiting: the result will come from the innermost Deferred
-     * of the chain, so that is the one to cancel (iteratively). */
-    while ((d->flags & F_WAITING))
-        d = d->result.ptr;
+     * of the chain, so that is the one to cancel. */
+    d = tw__deferred_innermost(d);
     if (d->flags & F_CALLED)
         return 0;
     d->refs++; /* the canceller may drop the last other reference */
+    bool ran = false;
     if (d->canceller) {
         if (!(d->flags & F_CANCELLER_RAN)) {
             d->flags |= F_CANCELLER_RAN;
             d->canceller(d, d->canceller_arg);
+            ran = true;
         }
     } else {
         d->flags |= F_SUPPRESS;
     }
     if (!(d->flags & F_CALLED))
         tw__deferred_fire(d, tw_result_fail(TW_ECANCELED, "Deferred was cancelled"));
+    if (ran && (d->flags & F_CANCELLER_DROP)) /* fired now, the canceller has returned */
+        canceller_done(d);
     tw_deferred_unref(d);
     return 0;
 }
@@ -525,28 +685,24 @@ static void abandon(tw_deferred *d)
         d->paused = 0;
         tw__deferred_run(d);
     } while (d->count && d->refs == 1 && !(d->flags & (F_WAITING | F_ON_STACK)));
+    if (d->flags & F_CANCELLER_DROP) /* it fired above: the canceller can no longer run */
+        canceller_done(d);
     tw_deferred_unref(d);
-}
-
-static void report_unhandled(const tw_deferred *d)
-{
-    char text[384], msg[512];
-    tw_failure_format(d->result.ptr, text, sizeof text);
-    if (d->file)
-        snprintf(msg, sizeof msg, "Deferred created at %s:%d ended with %s", d->file, d->line,
-                 text);
-    else
-        snprintf(msg, sizeof msg, "Deferred ended with %s", text);
-    tw_diag_report(TW_DIAG_UNHANDLED, tw_failure_code(d->result.ptr), "tw_deferred_unref", msg);
 }
 
 static void destroy(tw_deferred *d)
 {
     if (tw_result_is_failure(d->result))
-        report_unhandled(d);
+        tw__deferred_report_unhandled(d->result.ptr, d->file, d->line);
     tw_result_drop(d->result);
-    if (d->flags & F_HEAP_ENTRIES)
-        tw__free(d->ent, (size_t)d->cap * sizeof *d->ent);
+    if (__builtin_expect(d->flags & (F_HEAP_ENTRIES | F_PINNED), 0)) {
+        if (d->flags & F_HEAP_ENTRIES)
+            tw__free(d->ent, (size_t)d->cap * sizeof *d->ent);
+        if (d->flags & F_PINNED) { /* hints point here: the last unpin frees the block */
+            d->flags |= F_DEAD;
+            return;
+        }
+    }
     tw__cache_free(&cache, d);
 }
 

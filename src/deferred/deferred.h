@@ -20,7 +20,8 @@ enum {
     E_BOTH = 3u,
     E_PAIR = 4u,  /* this entry and the next form one pair */
     E_CHAIN = 8u, /* continuation: hands the result to the Deferred in arg (holds a reference) */
-    E_RUN = 16u   /* DeferredLock/Semaphore run: fn is a tw_result_fn, the value is the primitive */
+    E_RUN = 16u,  /* DeferredLock/Semaphore run: fn is a tw_result_fn, the value is the primitive */
+    E_DROP = 32u  /* fn is a tw_drop_fn, called with arg; the result passes through */
 };
 
 typedef void (*tw__fnptr)(void);
@@ -42,7 +43,13 @@ enum {
     F_ON_STACK = 4u,      /* on a run loop's stack: that loop will run what is added */
     F_SUPPRESS = 8u,      /* cancelled without canceller: swallow one late result */
     F_CANCELLER_RAN = 16u,
-    F_HEAP_ENTRIES = 32u  /* ent points to a heap array of cap entries */
+    F_HEAP_ENTRIES = 32u, /* ent points to a heap array of cap entries */
+    /* Each of these makes fields meaningful that are not set (nor read) without it, so
+     * that a Deferred that never meets them costs nothing more to make, fire and free. */
+    F_HINT = 64u,         /* hint and hint_cuts are set */
+    F_PINNED = 128u,      /* pins > 0; cuts counts hand-offs since the first pin */
+    F_DEAD = 256u,        /* freed, but the block stays until the last pin goes */
+    F_CANCELLER_DROP = 512u /* canceller_drop is set */
 };
 
 struct tw_deferred {
@@ -58,6 +65,14 @@ struct tw_deferred {
     tw_deferred *wprev, *wnext; /* waiter list of a DeferredLock/Semaphore/Queue */
     const char *file;           /* creation site (may be NULL) */
     int line;
+    /* The wait path's shortcut (deferred.c, "Finding the innermost"). With
+     * F_HINT (only while F_WAITING): a Deferred further along the path than
+     * result.ptr, pinned; it holds while hint->cuts == hint_cuts. */
+    tw_deferred *hint;
+    uint64_t hint_cuts;
+    uint64_t cuts;              /* with F_PINNED: hand-offs made to waiters */
+    uint32_t pins;              /* with F_PINNED: hints pointing here */
+    tw_drop_fn canceller_drop;  /* with F_CANCELLER_DROP: drops canceller_arg */
 #ifdef TW_DEBUG
     uint32_t thread; /* tw__self() of the creator */
 #endif
@@ -97,6 +112,14 @@ void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind);
 void tw__deferred_run(tw_deferred *d);
 /* Fires without the thread check: the internal paths of lock, queue and list. */
 int tw__deferred_fire(tw_deferred *d, tw_result r);
+/* The innermost Deferred of d's wait path: d itself unless d waits; the one
+ * a cancel reaches and the one whose result d will get. Amortised constant
+ * time (path compression). */
+tw_deferred *tw__deferred_innermost(tw_deferred *d);
+/* Tests only: steps taken along wait paths by tw__deferred_innermost on the
+ * calling thread (a cycle check or a cancel that starts at a Deferred that
+ * is not waiting takes none). */
+extern _Thread_local uint64_t tw__deferred_hops;
 
 #ifdef TW_DEBUG
 void tw__deferred_wrong_thread(const tw_deferred *d, const char *function);
@@ -108,6 +131,11 @@ void tw__deferred_wrong_thread(const tw_deferred *d, const char *function);
 #else
 #define TW__CHECK_THREAD(d, fn) ((void)0)
 #endif
+
+/* unhandled.c: reports f, the failure a Deferred created at file:line (file
+ * may be NULL) ended with when it was freed: to the unhandled-failure hook,
+ * or else to the diagnostic hook. */
+void tw__deferred_report_unhandled(tw_failure *f, const char *file, int line);
 
 /* failure.c: a failure made by a list carries the failing input's index.
  * Only on a failure nobody else holds yet. */

@@ -208,10 +208,13 @@ size_t tw_failure_format(const tw_failure *f, char *buf, size_t size)
 {
     size_t total = 0;
     for (const tw_failure *g = f; g; g = g->cause) {
-        char name[32];
+        /* A code outside twine's table is the application's own: it has
+         * no TW_ name, and is shown as what it is rather than as a twine
+         * code nobody can look up. */
+        char name[48];
         const char *n = tw_err_name(g->code);
         if (strcmp(n, "TW_E?") == 0) {
-            snprintf(name, sizeof name, "error %d", g->code);
+            snprintf(name, sizeof name, "application error %d", g->code);
             n = name;
         }
         int w = snprintf(total < size ? buf + total : NULL, total < size ? size - total : 0,

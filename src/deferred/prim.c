@@ -12,7 +12,13 @@
  * acquire() grants at once only when held < limit and no one waits, so a
  * grant returned inside a hand-off cannot be taken ahead of the queue. Each
  * waiter on the list is held by one reference of the list's. */
+#include <twine/sync.h>
+
+#include "debug/debug.h"
 #include "deferred/deferred.h"
+
+_Static_assert(TW_DSEM_TOKENS_MAX == TW_SEM_VALUE_MAX,
+               "a DeferredSemaphore holds what a Semaphore holds");
 
 static inline uint32_t lim(const tw__dprim *p)
 {
@@ -56,9 +62,20 @@ static int acquire(tw__dprim *p, tw_deferred **out)
         int rc = tw__deferred_new_fired(out, tw_result_value(p, NULL));
         if (rc == 0)
             p->held++;
+#ifdef TW_DEBUG
+        if (rc == 0) /* a node of the wait-for graph, held */
+            tw__dbg_dprim_acquire(p, p->limit, *out, true);
+#endif
         return rc;
     }
+#ifdef TW_DEBUG
+    int rc = tw__wlist_wait(waiters(p), cancel_waiter, p, out);
+    if (rc == 0) /* and waited for by *out */
+        tw__dbg_dprim_acquire(p, p->limit, *out, false);
+    return rc;
+#else
     return tw__wlist_wait(waiters(p), cancel_waiter, p, out);
+#endif
 }
 
 static int release(tw__dprim *p)
@@ -66,12 +83,18 @@ static int release(tw__dprim *p)
     if (p->held == 0)
         return p->limit ? TW_EOVERFLOW : TW_EPERM;
     p->held--;
+#ifdef TW_DEBUG
+    tw__dbg_dprim_release(p);
+#endif
     if (p->firing)
         return 0; /* the hand-off loop below us gives it on */
     p->firing = 1;
     tw_deferred *d; /* waiters fired by their holders get no grant (tw__wlist_next) */
     while (p->held < lim(p) && (d = tw__wlist_next(waiters(p)))) {
         p->held++;
+#ifdef TW_DEBUG
+        tw__dbg_dprim_granted(p, p->limit);
+#endif
         tw__deferred_fire(d, tw_result_value(p, NULL));
         tw_deferred_unref(d);
     }
@@ -93,7 +116,16 @@ static tw_result release_cb(tw_result r, void *arg)
 tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg)
 {
     tw__dprim *p = r.ptr; /* the granted value */
+#ifdef TW_DEBUG
+    tw__dbg_dprim_run(p, p->limit, true, NULL); /* fn runs holding p */
+#endif
     tw_result out = fn(arg);
+#ifdef TW_DEBUG /* and p stays held until fn's Deferred fires */
+    tw__dbg_dprim_run(p, p->limit, false,
+                      tw_result_is_deferred(out) && out.ptr && !tw_deferred_called(out.ptr)
+                          ? out.ptr
+                          : NULL);
+#endif
     if (!tw_result_is_deferred(out)) {
         release_cb(out, p);
         return out;
@@ -122,20 +154,36 @@ tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg)
     return out;
 }
 
-static int run(tw__dprim *p, tw_result_fn fn, void *arg, tw_deferred **out)
+/* fn(arg) once granted; drop(arg) (if any) once the chain is past that
+ * entry: after the release, or when the acquire failed (cancelled) and fn
+ * never ran. */
+static int run(tw__dprim *p, tw_result_fn fn, void *arg, tw_drop_fn drop, tw_deferred **out)
 {
     tw_deferred *d;
     int rc = acquire(p, &d);
-    if (rc)
+    if (rc) {
+        if (drop)
+            drop(arg);
         return rc;
-    /* A fresh Deferred has inline room: this cannot fail. */
+    }
+    /* A fresh Deferred has inline room for both: this cannot fail. */
     tw__deferred_push(d, (tw__fnptr)fn, arg, E_RUN | E_VALUE);
+    if (drop)
+        tw__deferred_push(d, (tw__fnptr)drop, arg, E_DROP | E_BOTH);
     tw__deferred_run(d);
     if (out)
         *out = d;
     else
         tw_deferred_unref(d);
     return 0;
+}
+
+/* Bad arguments: the argument is still consumed. */
+static int refuse(void *arg, tw_drop_fn drop)
+{
+    if (drop)
+        drop(arg);
+    return TW_EINVAL;
 }
 
 /* ---- DeferredLock ---- */
@@ -161,7 +209,16 @@ int tw_dlock_run(tw_dlock *l, tw_result_fn fn, void *arg, tw_deferred **out)
     if (!l || !fn || l->p.limit > 1)
         return TW_EINVAL;
     check_thread(&l->p, "tw_dlock_run");
-    return run(&l->p, fn, arg, out);
+    return run(&l->p, fn, arg, NULL, out);
+}
+
+int tw_dlock_run_full(tw_dlock *l, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                      tw_deferred **out)
+{
+    if (!l || !fn || l->p.limit > 1)
+        return refuse(arg, drop);
+    check_thread(&l->p, "tw_dlock_run_full");
+    return run(&l->p, fn, arg, drop, out);
 }
 
 bool tw_dlock_locked(const tw_dlock *l)
@@ -178,7 +235,9 @@ size_t tw_dlock_waiting(const tw_dlock *l)
 
 int tw_dsem_init(tw_dsem *s, uint32_t tokens)
 {
-    if (!s || tokens < 1)
+    /* Above the bound is almost always a negative count converted (-1
+     * arrives as 4294967295): refused, as tw_sem_init refuses it. */
+    if (!s || tokens < 1 || tokens > TW_DSEM_TOKENS_MAX)
         return TW_EINVAL;
     tw__dprim zero = {NULL, NULL, 0, 0, tokens, 0, 0};
     s->p = zero;
@@ -206,7 +265,16 @@ int tw_dsem_run(tw_dsem *s, tw_result_fn fn, void *arg, tw_deferred **out)
     if (!s || !fn || s->p.limit == 0)
         return TW_EINVAL;
     check_thread(&s->p, "tw_dsem_run");
-    return run(&s->p, fn, arg, out);
+    return run(&s->p, fn, arg, NULL, out);
+}
+
+int tw_dsem_run_full(tw_dsem *s, tw_result_fn fn, void *arg, tw_drop_fn drop,
+                     tw_deferred **out)
+{
+    if (!s || !fn || s->p.limit == 0)
+        return refuse(arg, drop);
+    check_thread(&s->p, "tw_dsem_run_full");
+    return run(&s->p, fn, arg, drop, out);
 }
 
 uint32_t tw_dsem_tokens(const tw_dsem *s)

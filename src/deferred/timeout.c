@@ -7,7 +7,9 @@
  * entry, arriving first, cancels the call. The call points to the Deferred
  * without a reference: the Deferred cannot be freed before its entry has run
  * (an abandoned one runs its chain first), and the entry cancels the call.
- * So a Deferred nobody holds is abandoned as usual, timeout or not. */
+ * So a Deferred nobody holds is abandoned as usual, timeout or not. The
+ * last owner to let go drops on_timeout's argument, if it came with a drop
+ * function: the entry has run, so on_timeout can never be called again. */
 #include "base/alloc.h"
 #include "base/time.h"
 #include "deferred/deferred.h"
@@ -18,6 +20,7 @@ typedef struct timeout_ctx {
     tw_clock_call *call; /* NULL once it ran or was cancelled */
     tw_timeout_fn on_timeout;
     void *arg;
+    tw_drop_fn drop; /* of arg; may be NULL */
     double seconds;
     int owners;
     bool timed_out;
@@ -25,8 +28,11 @@ typedef struct timeout_ctx {
 
 static void put(timeout_ctx *c)
 {
-    if (--c->owners == 0)
-        TW__DELETE(c);
+    if (--c->owners)
+        return;
+    if (c->drop)
+        c->drop(c->arg);
+    TW__DELETE(c);
 }
 
 static void on_timer(void *arg)
@@ -63,32 +69,42 @@ static tw_result on_result(tw_result r, void *arg)
     return r;
 }
 
-int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
-                            tw_timeout_fn on_timeout, void *arg)
+int tw_deferred_add_timeout_full(tw_deferred *d, double seconds, tw_clock *clock,
+                                 tw_timeout_fn on_timeout, void *arg, tw_drop_fn drop)
 {
     int64_t ns;
+    int rc = TW_EINVAL;
+    timeout_ctx *c = NULL;
     if (!d || !clock || !clock->ops || tw__delay_ns(seconds, &ns))
-        return TW_EINVAL;
+        goto fail;
     TW__CHECK_THREAD(d, "tw_deferred_add_timeout");
-    timeout_ctx *c = TW__NEW(timeout_ctx);
-    if (!c)
-        return TW_ENOMEM;
-    if (tw__deferred_reserve(d, 1)) {
-        TW__DELETE(c);
-        return TW_ENOMEM;
-    }
+    rc = TW_ENOMEM;
+    c = TW__NEW(timeout_ctx);
+    if (!c || tw__deferred_reserve(d, 1))
+        goto fail;
     c->d = d;
     c->clock = clock;
     c->on_timeout = on_timeout ? on_timeout : default_on_timeout;
     c->arg = arg;
+    c->drop = drop;
     c->seconds = seconds;
     c->owners = 2;
-    int rc = tw_clock_call_later(clock, seconds, on_timer, c, &c->call);
-    if (rc) {
-        TW__DELETE(c);
-        return rc;
-    }
+    rc = tw_clock_call_later(clock, seconds, on_timer, c, &c->call);
+    if (rc)
+        goto fail;
     tw__deferred_push(d, (tw__fnptr)on_result, c, E_BOTH);
     tw__deferred_run(d);
     return 0;
+fail:
+    if (c)
+        TW__DELETE(c);
+    if (drop)
+        drop(arg);
+    return rc;
+}
+
+int tw_deferred_add_timeout(tw_deferred *d, double seconds, tw_clock *clock,
+                            tw_timeout_fn on_timeout, void *arg)
+{
+    return tw_deferred_add_timeout_full(d, seconds, clock, on_timeout, arg, NULL);
 }

@@ -17,17 +17,13 @@
 #include "http/http.h"
 
 #ifdef TW_DEBUG
-#include "reactor/reactor.h"
+#include "reactor/owner.h"
 
 void tw__http_check_thread(const tw_http_client *c, const char *function)
 {
     if (c->trigger_ran)
         return; /* shut down: anyone may clean up, and the reactor may be gone */
-    const tw_reactor *r = c->r;
-    uint32_t want = r->state == R_NEW && !r->in_run   ? r->owner
-                    : r->state == R_DONE && !r->in_run ? 0
-                                                       : __atomic_load_n(&r->loop_thread,
-                                                                         __ATOMIC_RELAXED);
+    uint32_t want = tw__reactor_thread(c->r);
     if (want && want != tw__self())
         tw__wrong_thread("an HTTP client", want, function);
 }

@@ -70,6 +70,7 @@ struct tw__http_req {
     int err;            /* a failure of the client's own (TW_EOVERFLOW, TW_ENOMEM), or 0 */
     bool doomed;        /* to be failed by fail_all */
     bool refuse_lookup; /* the URL's host is under .invalid */
+    bool no_body;       /* HEAD: a Content-Length announces a body that never comes */
     char errbuf[CURL_ERROR_SIZE];
     char what_buf[TW__HTTP_WHAT_INLINE];
     char head_buf[TW__HTTP_HEAD_INLINE];

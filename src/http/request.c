@@ -169,7 +169,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 static void reserve(tw__http_req *req, const char *line, size_t len)
 {
     static const char cl[] = "content-length:";
-    if (len < sizeof cl || (line[0] | 0x20) != 'c' || strncasecmp(line, cl, sizeof cl - 1) != 0)
+    if (req->no_body || len < sizeof cl || (line[0] | 0x20) != 'c' || strncasecmp(line, cl, sizeof cl - 1) != 0)
         return;
     size_t v = 0, i = sizeof cl - 1;
     while (i < len && (line[i] == ' ' || line[i] == '\t'))
@@ -237,6 +237,27 @@ static long ms_of(double seconds)
     return ms >= (double)LONG_MAX ? LONG_MAX : (long)ms;
 }
 
+/* Where url's userinfo ("user:password@" in "http://user:password@host/")
+ * starts (*keep: the bytes before it) and how long it is (*skip; 0 if none). */
+static void userinfo_span(const char *url, size_t *keep, size_t *skip)
+{
+    const char *auth = strstr(url, "://");
+    *keep = 0;
+    *skip = 0;
+    if (!auth)
+        return;
+    auth += 3;
+    size_t n = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + n; p++)
+        if (*p == '@')
+            at = p; /* the last one: a password may hold an escaped one only */
+    if (at) {
+        *keep = (size_t)(auth - url);
+        *skip = (size_t)(at + 1 - auth);
+    }
+}
+
 int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
 {
     const char *method = rq->method ? rq->method : rq->body ? "POST" : "GET";
@@ -249,9 +270,14 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
     if (c->proxy[0])
         req->refuse_lookup = false; /* the proxy resolves the URL's host */
     req->max_body = rq->max_body ? rq->max_body : TW_HTTP_MAX_BODY_DEFAULT;
+    req->no_body = strcmp(method, "HEAD") == 0;
     req->head = req->head_buf;
     req->head_cap = sizeof req->head_buf;
-    size_t ml = strlen(method), ul = strlen(rq->url);
+    /* Messages name the URL without its user:password@, which must not
+     * reach a log: the text before the userinfo, then the text after it. */
+    size_t ml = strlen(method), keep, skip;
+    userinfo_span(rq->url, &keep, &skip);
+    size_t ul = strlen(rq->url) - skip;
     if (ml + 1 + ul + 1 <= sizeof req->what_buf) {
         req->what = req->what_buf;
     } else {
@@ -262,7 +288,8 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
     }
     memcpy(req->what, method, ml);
     req->what[ml] = ' ';
-    memcpy(req->what + ml + 1, rq->url, ul + 1);
+    memcpy(req->what + ml + 1, rq->url, keep);
+    memcpy(req->what + ml + 1 + keep, rq->url + keep + skip, ul - keep + 1);
     for (const char *const *h = rq->headers; h && *h; h++) {
         struct curl_slist *l = curl_slist_append(req->hdrs, *h);
         if (!l)
@@ -298,7 +325,9 @@ int tw__http_req_setup(tw__http_req *req, const tw_http_request *rq)
         SET(CURLOPT_TIMEOUT_MS, ms_of(rq->timeout));
     if (rq->connect_timeout > 0)
         SET(CURLOPT_CONNECTTIMEOUT_MS, ms_of(rq->connect_timeout));
-    if (req->max_body != SIZE_MAX && req->max_body < (size_t)INT64_MAX)
+    /* Curl checks a Content-Length against this limit even for a HEAD,
+     * whose announced body never comes: on_body enforces max_body there. */
+    if (!req->no_body && req->max_body != SIZE_MAX && req->max_body < (size_t)INT64_MAX)
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
     if (rq->follow_redirects) { /* check_url has checked the first URL's scheme */
         SET(CURLOPT_FOLLOWLOCATION, 1L);

@@ -3,7 +3,10 @@
  * one timeout for the whole attempt.
  *
  * conn_finish is the one way out: it fires the caller's Deferred (with the
- * protocol context, or a failure naming the address) and frees the connector.
+ * protocol context, or a failure naming the address) and frees the connector
+ * (or, while the factory's build and connection_made run, leaves that to
+ * on_connected, whose frame still uses it: a cancel may come from inside
+ * them).
  * It runs from the writable event, the timer, the Deferred's canceller, the
  * resolver's answer, or the reactor's shutdown, and cancels whatever else is
  * still pending: the lookup (whose callback, run by that cancel, sees `done`
@@ -35,6 +38,7 @@ typedef struct conn {
     tw_address one;
     tw_address cur;
     tw_failure *last; /* why the last address failed */
+    bool starting;    /* on_connected runs build and connection_made: it frees c */
     char host[256];   /* the name looked up, or "" */
     tw__ring link;
 } conn;
@@ -82,7 +86,8 @@ static void conn_finish(conn *c, tw_result res)
         tw_failure_unref(c->last);
     tw__ring_remove(&c->link);
     tw_deferred *d = c->d;
-    TW__DELETE(c);
+    if (!c->starting) /* else on_connected's frame still reads c: it frees it */
+        TW__DELETE(c);
     tw_deferred_callback(d, res);
     tw_deferred_unref(d);
 }
@@ -171,14 +176,21 @@ static void on_connected(int fd, unsigned events, void *arg)
     tw__net *ns = c->ns;
     tw__net_enter(ns);
     c->fd = -1; /* the transport's now, or closed */
+    /* The factory's build and the protocol's connection_made may cancel the
+     * Deferred: conn_finish then fires it, and this frame frees c. */
+    c->starting = true;
     tw_transport *t;
     int rc = tw__transport_new(ns, fd, c->cur.u.sa.sa_family == AF_UNIX, NULL, &c->f, &t);
     if (rc) {
         conn_fail(c, rc, rc == TW_ENOMEM ? "out of memory" : "the factory refused the connection");
     } else {
         tw__transport_start(t);
-        conn_finish(c, tw_result_value(t->ctx, NULL));
+        if (!c->done)
+            conn_finish(c, tw_result_value(t->ctx, NULL));
+        else /* cancelled meanwhile: the caller has abandoned this connection */
+            (void)tw_transport_abort_connection(t);
     }
+    TW__DELETE(c);
     tw__net_leave(ns);
 }
 
@@ -195,6 +207,8 @@ static void on_timeout(void *arg)
 static void on_cancel(tw_deferred *d, void *arg)
 {
     (void)d;
+    /* From inside build or connection_made (on_connected's frame), the
+     * connection is aborted once connection_made has returned. */
     conn_fail(arg, TW_ECANCELED, "cancelled");
 }
 

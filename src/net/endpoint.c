@@ -1,7 +1,9 @@
 /* Endpoint strings, in Twisted's grammar: TYPE:ARG:ARG:KEY=VALUE..., where
  * an argument is positional unless it holds an unescaped '=', and a
  * backslash makes the next character literal (so tcp:7000:interface=\:\:1), and
- * so are colons inside square brackets (tcp:7000:interface=[::1]).
+ * so are colons inside square brackets that open a value
+ * (tcp:7000:interface=[::1], tcp:[::1]:80), except in a Unix socket's path,
+ * where brackets are plain characters.
  * Every mistake is TW_EINVAL with a message quoting the string and saying
  * what is wrong. */
 #include <errno.h>
@@ -61,7 +63,9 @@ static tw_failure *tokenize(parsed *p, const char *desc)
             s += 2;
             continue;
         }
-        if (ch == '[') { /* [::1]: colons inside brackets are the address's */
+        /* [::1]: colons inside brackets are the address's, where a value
+         * starts; a Unix socket's path has no addresses, only characters. */
+        if (ch == '[' && field >= 0 && w == (eq ? eq : start) && strcmp(p->type, "unix") != 0) {
             const char *close = strchr(s, ']');
             if (!close)
                 return bad(p, "'[' without ']'");
@@ -170,7 +174,7 @@ static tw_failure *parse_server(const char *desc, tw_address *a, tw_listen_optio
     if (f)
         return f;
     const char *v[3];
-    long n;
+    long n = 0; /* set by number() whenever it is read */
     memset(opt, 0, sizeof *opt);
     bool v6 = strcmp(p.type, "tcp6") == 0;
     if (v6 || strcmp(p.type, "tcp") == 0) {

@@ -9,9 +9,11 @@
  * says so once per shortage through the diagnostic hook. An accept that
  * succeeds ends the shortage.
  *
- * A protocol's connection_made may stop the listener that accepted it: stop
- * closes the socket at once, but while the accept loop runs (`accepting`)
- * the loop frees the listener when it ends. */
+ * A protocol's connection_made may stop the listener that accepted it, and
+ * so may a connection_lost delivered as the accept callback leaves the net
+ * layer: stop closes the socket at once, but while the accept callback runs
+ * (`accepting`, until after that leave) the callback frees the listener as
+ * it returns. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -140,8 +142,10 @@ static void on_accept(int fd, unsigned events, void *arg)
             tw_diag_report(TW_DIAG_WARNING, rc, "tw_reactor_listen",
                            "out of memory for an accepted connection: closed it");
     }
-    l->accepting = false;
+    /* Still `accepting` while leaving: the connection_lost calls delivered
+     * there may stop the listener too. */
     tw__net_leave(ns);
+    l->accepting = false;
     if (l->stopped)
         TW__DELETE(l);
 }

@@ -12,6 +12,7 @@
 #include <twine/net.h>
 
 #include "base/diag.h"
+#include "reactor/owner.h"
 
 /* ---- sizes ----------------------------------------------------------------- */
 #define TW__NET_RBUF (64 * 1024)    /* the read buffer, one per reactor */
@@ -175,8 +176,7 @@ enum {
     TF_PRODUCER = 1u << 7,    /* a producer is registered */
     TF_PROD_PAUSED = 1u << 8, /* and paused */
     TF_RESUME = 1u << 9,      /* resume it at the next writable event */
-    TF_UNIX = 1u << 10,
-    TF_MADE = 1u << 11        /* connection_made was called: connection_lost is owed */
+    TF_UNIX = 1u << 10
 };
 
 struct tw_transport {
@@ -248,7 +248,6 @@ bool tw__listener_backing_off(const tw_listener *l);
 
 /* ---- thread checks ------------------------------------------------------------------------ */
 #ifdef TW_DEBUG
-uint32_t tw__reactor_thread(const tw_reactor *r); /* src/reactor/owner.c */
 #define TW__NCHECK(r, what, fn)                                                          \
     do {                                                                                 \
         uint32_t owner_ = tw__reactor_thread(r);                                         \

@@ -23,7 +23,10 @@
  * low-water mark resumes it: at once in a writable event, or, when the dirty
  * flush at the end of an entry drained it, at the next writable event
  * (TF_RESUME keeps the writer watched for it), so a producer that refills
- * the queue each time cannot keep tw__net_leave looping. */
+ * the queue each time cannot keep tw__net_leave looping. A transport that
+ * takes no more writes (lose_connection, close_write) never resumes its
+ * producer: every write would fail; it stays paused until it is stopped,
+ * before connection_lost. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -145,8 +148,8 @@ static void finish(tw_transport *t, int code, const char *detail, bool reset)
     }
     close(t->fd);
     t->fd = -1;
+    t->state = T_CLOSED; /* before the drop functions run: they may call the transport */
     tw__wq_clear(ns, &t->q);
-    t->state = T_CLOSED;
     t->next_lost = NULL;
     if (ns->lost_tail)
         ns->lost_tail->next_lost = t;
@@ -199,6 +202,12 @@ static void shut_write(tw_transport *t)
 
 /* ---- writing ---------------------------------------------------------------------- */
 
+/* Takes writes: open, and neither side's closing under way. */
+static int writable(const tw_transport *t)
+{
+    return t->state == T_OPEN && !(t->flags & (TF_WR_CLOSING | TF_WR_SHUT)) ? 0 : TW_ENOTCONN;
+}
+
 static void resume_producer(tw_transport *t)
 {
     t->flags &= ~(TF_PROD_PAUSED | TF_RESUME);
@@ -210,6 +219,8 @@ static void resume_producer(tw_transport *t)
 static void flush(tw_transport *t, bool writable_event)
 {
     int rc = tw__wq_send(t->ns, &t->q, t->fd);
+    if (t->state >= T_CLOSED)
+        return; /* a drop function closed it */
     if (rc) {
         fail_errno(t, -rc);
         return;
@@ -225,7 +236,9 @@ static void flush(tw_transport *t, bool writable_event)
                 return;
         }
     }
-    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= t->low) {
+    /* A transport that takes no more writes (lose_connection, close_write)
+     * leaves its producer paused: it is stopped before connection_lost. */
+    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= t->low && writable(t) == 0) {
         if (writable_event) {
             resume_producer(t);
             if (t->state >= T_CLOSED)
@@ -276,6 +289,8 @@ static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t 
             return 0;
         *tried = true;
         int rc = tw__wq_send(t->ns, &t->q, t->fd); /* what was queued goes first */
+        if (t->state >= T_CLOSED)
+            return -ENOTCONN; /* a drop function closed it */
         if (rc)
             return rc;
         if (t->q.n)
@@ -288,11 +303,6 @@ static ssize_t send_now(tw_transport *t, const struct iovec *iov, int n, size_t 
     return k == -EAGAIN || k == -EWOULDBLOCK ? 0 : k;
 }
 
-static int writable(const tw_transport *t)
-{
-    return t->state == T_OPEN && !(t->flags & (TF_WR_CLOSING | TF_WR_SHUT)) ? 0 : TW_ENOTCONN;
-}
-
 /* The common path of write and writev: send what can go now, copy the rest. */
 static int write_iov(tw_transport *t, const struct iovec *iov, int n, size_t total)
 {
@@ -300,7 +310,7 @@ static int write_iov(tw_transport *t, const struct iovec *iov, int n, size_t tot
     bool tried;
     ssize_t k = send_now(t, iov, n, total, &tried);
     if (k < 0)
-        return fail_errno(t, (int)-k);
+        return t->state >= T_CLOSED ? TW_ENOTCONN : fail_errno(t, (int)-k);
     size_t sent = (size_t)k;
     if (sent == total)
         return 0;
@@ -379,7 +389,7 @@ int tw_transport_write_owned(tw_transport *t, void *data, size_t len, tw_drop_fn
     bool tried;
     ssize_t k = send_now(t, &v, 1, len, &tried);
     if (k < 0) {
-        rc = fail_errno(t, (int)-k);
+        rc = t->state >= T_CLOSED ? TW_ENOTCONN : fail_errno(t, (int)-k);
         goto drop;
     }
     if ((size_t)k == len)
@@ -417,7 +427,7 @@ int tw_transport_set_write_limits(tw_transport *t, size_t high, size_t low)
     t->low = low;
     if (t->state >= T_CLOSED)
         return 0;
-    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= low) {
+    if ((t->flags & TF_PROD_PAUSED) && t->q.bytes <= low && writable(t) == 0) {
         t->flags |= TF_RESUME; /* at the next writable event, never inside this call */
         update_writer(t);
     } else {
@@ -469,6 +479,7 @@ int tw_transport_unregister_producer(tw_transport *t)
 static void lose(tw_transport *t)
 {
     t->state = T_CLOSING;
+    t->flags &= ~TF_RESUME; /* no more writes: the producer stays paused */
     update_reader(t);
     if (t->q.n == 0)
         finish(t, TW_ECONNDONE, NULL, false);
@@ -511,8 +522,11 @@ int tw_transport_close_write(tw_transport *t)
     if (rc)
         return rc;
     t->flags |= TF_WR_CLOSING;
+    t->flags &= ~TF_RESUME; /* no more writes: the producer stays paused */
     if (t->q.n == 0)
         shut_write(t);
+    if (t->state < T_CLOSED)
+        update_writer(t);
     return 0;
 }
 
@@ -822,7 +836,10 @@ static void twrite_run(void *arg)
         tw__net *ns = t->ns;
         struct iovec v = {w->data, w->len};
         tw__net_enter(ns);
-        write_iov(t, &v, 1, w->len);
+        /* Nobody is left to hear of a failure: bytes dropped while the
+         * connection went on would be a hole in the stream, so it ends. */
+        if (write_iov(t, &v, 1, w->len) != 0)
+            finish(t, TW_ECONNLOST, "out of memory queueing a write from another thread", false);
         tw__net_leave(ns);
     }
     tw__free(w, sizeof *w + w->len);

@@ -166,11 +166,15 @@ int tw__wq_own(tw__net *ns, tw__wqueue *q, const char *p, size_t len, tw_drop_fn
     return 0;
 }
 
+/* Drop functions are the caller's code, and may write again (the next
+ * buffer of a chain, as from a write callback) or close: each runs only once
+ * its segment is out of the ring and the queue's accounting is whole. */
 int tw__wq_send(tw__net *ns, tw__wqueue *q, int fd)
 {
     while (q->n) {
         struct iovec iov[TW__NET_IOV];
-        int k = 0;
+        tw__seg sent_segs[TW__NET_IOV];
+        int k = 0, done = 0;
         size_t want = 0;
         for (uint32_t i = 0; i < q->n && k < TW__NET_IOV; i++, k++) {
             tw__seg *s = seg_at(q, i);
@@ -191,10 +195,12 @@ int tw__wq_send(tw__net *ns, tw__wqueue *q, int fd)
                 break;
             }
             left -= s->len;
-            seg_drop(ns, s);
+            sent_segs[done++] = *s;
             q->head = (q->head + 1) & (q->cap - 1);
             q->n--;
         }
+        for (int i = 0; i < done; i++)
+            seg_drop(ns, &sent_segs[i]);
         if ((size_t)sent < want)
             return 0; /* the socket is full: another call would only say so */
     }
@@ -203,10 +209,12 @@ int tw__wq_send(tw__net *ns, tw__wqueue *q, int fd)
 
 void tw__wq_clear(tw__net *ns, tw__wqueue *q)
 {
-    while (q->n) {
-        seg_drop(ns, seg_at(q, 0));
+    while (q->n) { /* out of the ring before its drop runs, as above */
+        tw__seg s = *seg_at(q, 0);
         q->head = (q->head + 1) & (q->cap - 1);
         q->n--;
+        q->bytes -= s.len;
+        seg_drop(ns, &s);
     }
     if (q->segs != q->inline_segs)
         tw__free(q->segs, q->cap * sizeof *q->segs);

@@ -26,6 +26,7 @@
 #include "base/alloc.h"
 #include "base/spin_wait.h"
 #include "base/time.h"
+#include "debug/debug.h"
 #include "reactor/reactor.h"
 
 int64_t tw__reactor_now(const tw_reactor *r)
@@ -260,8 +261,11 @@ static void start(tw_reactor *r)
             r->startup_tail = &r->startup;
         tw_call_fn fn = s->fn;
         void *arg = s->arg;
+        tw_drop_fn drop = s->drop;
         TW__DELETE(s);
         fn(arg);
+        if (drop)
+            drop(arg);
     }
 }
 
@@ -304,6 +308,9 @@ static int64_t wait_cap(const tw_reactor *r, int64_t wait_ns)
 /* One iteration (see the top of the file); wait_ns < 0 waits as long as needed. */
 static void iterate(tw_reactor *r, int64_t wait_ns)
 {
+#ifdef TW_DEBUG
+    tw__dbg_loop_idle(r); /* a callback of the last iteration left a Lock held? */
+#endif
     if (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) {
         r->state = R_BEFORE;
         run_triggers(r, TW_BEFORE_SHUTDOWN, true);
@@ -363,6 +370,9 @@ static void iterate(tw_reactor *r, int64_t wait_ns)
 static void enter(tw_reactor *r)
 {
     r->in_run = true;
+#ifdef TW_DEBUG
+    tw__dbg_loop_enter(r); /* this thread runs r's loop: a node of the wait-for graph */
+#endif
     if (r->state == R_NEW)
         start(r);
     else
@@ -379,6 +389,9 @@ int tw_reactor_run(tw_reactor *r)
     enter(r);
     while (r->state != R_DONE)
         iterate(r, -1);
+#ifdef TW_DEBUG
+    tw__dbg_loop_leave(r);
+#endif
     r->in_run = false;
     tw__signals_release(r);
     return 0;
@@ -401,13 +414,16 @@ int tw_reactor_iterate(tw_reactor *r, double timeout)
     if (timeout >= 0 && tw__delay_ns(timeout, &ns))
         ns = INT64_MAX; /* +inf (NaN was refused above) */
     iterate(r, ns);
+#ifdef TW_DEBUG
+    tw__dbg_loop_leave(r);
+#endif
     r->in_run = false;
     if (r->state == R_DONE)
         tw__signals_release(r);
     return 0;
 }
 
-int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
+static int when_running(tw_reactor *r, tw_call_fn fn, void *arg, tw_drop_fn drop)
 {
     if (!r || !fn)
         return TW_EINVAL;
@@ -416,6 +432,8 @@ int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
         return TW_ESHUTDOWN;
     if (r->state != R_NEW) {
         fn(arg);
+        if (drop)
+            drop(arg);
         return 0;
     }
     tw__startup *s = TW__NEW(tw__startup);
@@ -423,9 +441,23 @@ int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
         return TW_ENOMEM;
     s->fn = fn;
     s->arg = arg;
+    s->drop = drop;
     *r->startup_tail = s;
     r->startup_tail = &s->next;
     return 0;
+}
+
+int tw_reactor_call_when_running(tw_reactor *r, tw_call_fn fn, void *arg)
+{
+    return when_running(r, fn, arg, NULL);
+}
+
+int tw_reactor_call_when_running_full(tw_reactor *r, tw_call_fn fn, void *arg, tw_drop_fn drop)
+{
+    int rc = when_running(r, fn, arg, drop);
+    if (rc && drop)
+        drop(arg);
+    return rc;
 }
 
 int tw_reactor_destroy(tw_reactor *r)
@@ -449,13 +481,18 @@ int tw_reactor_destroy(tw_reactor *r)
     bool abandoned = tw__threads_destroy(r);
     tw__clock_detach(r);
     free_triggers(r);
-    while (r->startup) {
+    while (r->startup) { /* never run: the reactor never ran */
         tw__startup *s = r->startup;
         r->startup = s->next;
+        if (s->drop)
+            s->drop(s->arg);
         TW__DELETE(s);
     }
     tw__io_destroy(r);
     tw__waker_close(r->wake_rfd, r->wake_wfd);
+#ifdef TW_DEBUG
+    tw__dbg_reactor_gone(r);
+#endif
     if (abandoned)
         return 0; /* stuck pool threads may still post: they find it closed */
     tw__post_destroy(r);

@@ -7,6 +7,5 @@ uint32_t tw__reactor_thread(const tw_reactor *r)
         return r->owner;
     if (r->state == R_DONE && !r->in_run)
         return 0;
-    /* relaxed: it can equal the caller's id only if the caller stored it. */
     return __atomic_load_n(&r->loop_thread, __ATOMIC_RELAXED);
 }

@@ -14,6 +14,7 @@
 #include "base/diag.h"
 #include "base/dlist.h"
 #include "base/spin_wait.h"
+#include "reactor/owner.h"
 
 /* ---- pollers ---------------------------------------------------------------
  * One interface, one file per implementation. Events are TW_READABLE and
@@ -66,6 +67,7 @@ struct tw_delayed_call {
     size_t index; /* in the heap while pending */
     tw_call_fn fn;
     void *arg;
+    tw_drop_fn drop; /* of arg, once the call ran or never will; may be NULL */
     uint32_t refs; /* the reactor's while pending, plus handles */
     uint8_t state; /* DC_PENDING, DC_RAN, DC_CANCELLED */
     struct tw__rclock *rclock; /* made through tw_clock: its handle's references (to
@@ -100,6 +102,7 @@ typedef struct tw__startup {
     struct tw__startup *next;
     tw_call_fn fn;
     void *arg;
+    tw_drop_fn drop; /* of arg, once fn ran or never will; may be NULL */
 } tw__startup;
 
 
@@ -177,16 +180,11 @@ int tw__fd_table_cover(void **table, size_t *len, size_t elem, int fd, int fill)
 /* loop.c */
 int64_t tw__reactor_now(const tw_reactor *r);
 #ifdef TW_DEBUG
-/* Before the loop runs, the creating thread owns the reactor; while it runs
- * (and shuts down), the loop thread; once shut down, whoever cleans up.
- * loop_thread is read relaxed: it can equal tw__self() only for the thread
- * that stored it. */
+/* Reports a call to fn made on a thread that does not own r now
+ * (tw__reactor_thread). */
 #define TW__RCHECK(r, fn)                                                              \
     do {                                                                               \
-        uint32_t want_ = (r)->state == R_NEW && !(r)->in_run ? (r)->owner               \
-                         : (r)->state == R_DONE && !(r)->in_run                        \
-                             ? 0                                                       \
-                             : __atomic_load_n(&(r)->loop_thread, __ATOMIC_RELAXED);   \
+        uint32_t want_ = tw__reactor_thread(r);                                        \
         if (want_ && want_ != tw__self())                                              \
             tw__wrong_thread("the reactor", want_, (fn));                              \
     } while (0)
@@ -245,10 +243,5 @@ bool tw__threads_destroy(tw_reactor *r);
 /* signals.c */
 void tw__signals_release(tw_reactor *r);
 
-/* owner.c: for the layers built on the reactor (the net layer's TW_DEBUG
- * checks). The thread that may call r's functions now, by TW__RCHECK's rule
- * (the creating thread before the loop runs, the loop thread while it runs
- * and shuts down), or 0 once shut down, when any thread may clean up. */
-uint32_t tw__reactor_thread(const tw_reactor *r);
 
 #endif

@@ -19,6 +19,7 @@
 #include <poll.h>
 
 #include "base/alloc.h"
+#include "debug/debug.h"
 #include "deferred/deferred.h"
 #include "reactor/reactor.h"
 
@@ -38,6 +39,7 @@ struct tw__dthread {
     tw_deferred *d; /* loop side: the record's reference */
     tw_thread_fn fn;
     void *arg;
+    tw_drop_fn drop; /* of arg, on the pool thread once fn returned or was skipped */
     tw_cancel cancel;
     tw_result result; /* written by the task before it posts `back` */
     uint32_t refs;    /* atomic: the loop's and the task's */
@@ -166,6 +168,9 @@ int tw_cancel_wait(tw_cancel *c, double timeout)
 static void settle(tw__dthread *t, tw_result res)
 {
     tw_deferred *d = t->d;
+#ifdef TW_DEBUG
+    tw__dbg_work_done(d); /* before its callbacks: a DeferredLock held across it ends */
+#endif
     d->canceller = NULL;
     tw__deferred_fire(d, res);
     tw_deferred_unref(d);
@@ -194,10 +199,18 @@ static int dthread_task(void *arg)
     uint32_t expect = Q_QUEUED;
     /* acq_rel: pairs with the canceller's CAS; whoever wins decides. */
     if (__atomic_compare_exchange_n(&t->state, &expect, Q_RUNNING, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE))
+                                    __ATOMIC_ACQUIRE)) {
+#ifdef TW_DEBUG
+        tw__dbg_work_run(t->d, (const void *)(uintptr_t)t->fn); /* runs d's work */
+#endif
         t->result = t->fn(t->arg, &t->cancel);
-    else
+#ifdef TW_DEBUG
+        tw__dbg_work_run(NULL, NULL);
+#endif
+    } else
         t->result = tw_result_none(); /* cancelled before it started: never runs */
+    if (t->drop)
+        t->drop(t->arg);
     if (tw_reactor_post(t->r, &t->back) != 0) {
         /* The reactor has shut down and failed the Deferred already. */
         if (tw_result_is_deferred(t->result))
@@ -222,8 +235,9 @@ static void dthread_cancel(tw_deferred *d, void *arg)
                                 __ATOMIC_ACQUIRE);
 }
 
-int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
-                            tw_deferred **out)
+/* On an error, arg stays the caller's. */
+static int defer(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg, tw_drop_fn drop,
+                 tw_deferred **out)
 {
     if (!r || !p || !fn || !out)
         return TW_EINVAL;
@@ -245,6 +259,7 @@ int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *ar
     t->d = d; /* the record's reference; the caller gets another */
     t->fn = fn;
     t->arg = arg;
+    t->drop = drop;
     t->cancel.ev = (tw_event)TW_EVENT_INIT;
     t->result = tw_result_none();
     t->refs = 2;
@@ -257,8 +272,17 @@ int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *ar
         return rc;
     }
     tw__dlist_push(&r->dthreads, &t->link);
+#ifdef TW_DEBUG
+    tw__dbg_work_submitted(d, p, (const void *)(uintptr_t)fn, r);
+#endif
     *out = tw_deferred_ref(d);
     return 0;
+}
+
+int tw_defer_to_thread_pool(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
+                            tw_deferred **out)
+{
+    return defer(r, p, fn, arg, NULL, out);
 }
 
 int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **out)
@@ -268,7 +292,22 @@ int tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg, tw_deferred **
     TW__RCHECK(r, "tw_defer_to_thread");
     tw_pool *p;
     int rc = pool(r, &p);
-    return rc ? rc : tw_defer_to_thread_pool(r, p, fn, arg, out);
+    return rc ? rc : defer(r, p, fn, arg, NULL, out);
+}
+
+int tw_defer_to_thread_full(tw_reactor *r, tw_pool *p, tw_thread_fn fn, void *arg,
+                            tw_drop_fn drop, tw_deferred **out)
+{
+    int rc = TW_EINVAL;
+    if (r && fn && out) {
+        TW__RCHECK(r, "tw_defer_to_thread_full");
+        rc = p ? 0 : pool(r, &p);
+        if (rc == 0)
+            rc = defer(r, p, fn, arg, drop, out);
+    }
+    if (rc && drop)
+        drop(arg);
+    return rc;
 }
 
 /* ---- blocking_call_from_thread ------------------------------------------------------ */
@@ -318,7 +357,15 @@ static void bcall_run(void *arg)
         release(w, TW_ESHUTDOWN, tw_result_none());
         return;
     }
+#ifdef TW_DEBUG
+    tw__dbg_bcall_serve(w, true); /* what the function takes, it takes for the waiter */
+#endif
     tw_result res = w->fn(w->arg);
+#ifdef TW_DEBUG
+    tw__dbg_bcall_serve(w, false);
+    if (tw_result_is_deferred(res) && res.ptr && !tw_deferred_called(res.ptr))
+        tw__dbg_bcall_waits(w, res.ptr);
+#endif
     if (!tw_result_is_deferred(res)) {
         release(w, 0, res);
         return;
@@ -362,10 +409,20 @@ int tw_blocking_call_from_thread(tw_reactor *r, tw_result_fn fn, void *arg, tw_r
     w.done = (tw_event)TW_EVENT_INIT;
     w.rc = 0;
     w.result = tw_result_none();
+#ifdef TW_DEBUG
+    int token = tw__dbg_bcall_begin(r, &w); /* waits for r's loop; before the loop runs it */
+#endif
     int rc = tw_reactor_post(r, &w.call);
-    if (rc)
+    if (rc) {
+#ifdef TW_DEBUG
+        tw__dbg_wait_end(token);
+#endif
         return rc;
+    }
     tw_event_wait(&w.done);
+#ifdef TW_DEBUG
+    tw__dbg_wait_end(token);
+#endif
     if (w.rc == 0)
         *out = w.result;
     return w.rc;

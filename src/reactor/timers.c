@@ -85,12 +85,22 @@ static void unref(tw_delayed_call *c)
         TW__DELETE(c);
 }
 
+/* The call ran or never will: its argument is dropped, once. */
+static void drop_arg(tw_delayed_call *c)
+{
+    tw_drop_fn drop = c->drop;
+    c->drop = NULL;
+    if (drop)
+        drop(c->arg);
+}
+
 static void rclock_put(tw__rclock *rc)
 {
     if (--rc->refs == 0)
         TW__DELETE(rc);
 }
 
+/* On an error, arg stays the caller's. */
 static int schedule(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
                     tw_delayed_call **out)
 {
@@ -118,19 +128,32 @@ static int schedule(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
     return 0;
 }
 
-int tw_reactor_call_later(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
-                          tw_delayed_call **out)
+int tw_reactor_call_later_full(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
+                               tw_drop_fn drop, tw_delayed_call **out)
 {
-    if (!r)
-        return TW_EINVAL;
-    TW__RCHECK(r, "tw_reactor_call_later");
     tw_delayed_call *c;
-    int rc = schedule(r, seconds, fn, arg, &c);
-    if (rc == 0 && out) {
+    int rc = TW_EINVAL;
+    if (r) {
+        TW__RCHECK(r, "tw_reactor_call_later");
+        rc = schedule(r, seconds, fn, arg, &c);
+    }
+    if (rc) {
+        if (drop)
+            drop(arg);
+        return rc;
+    }
+    c->drop = drop;
+    if (out) {
         c->refs++;
         *out = c;
     }
-    return rc;
+    return 0;
+}
+
+int tw_reactor_call_later(tw_reactor *r, double seconds, tw_call_fn fn, void *arg,
+                          tw_delayed_call **out)
+{
+    return tw_reactor_call_later_full(r, seconds, fn, arg, NULL, out);
 }
 
 int tw_delayed_call_cancel(tw_delayed_call *c)
@@ -142,6 +165,7 @@ int tw_delayed_call_cancel(tw_delayed_call *c)
     TW__RCHECK(c->r, "tw_delayed_call_cancel");
     heap_remove(c->r, c);
     c->state = DC_CANCELLED;
+    drop_arg(c);
     unref(c);
     return 0;
 }
@@ -211,6 +235,7 @@ void tw__timers_run(tw_reactor *r, int64_t now)
         heap_remove(r, c);
         c->state = DC_RAN;
         c->fn(c->arg);
+        drop_arg(c);
         if (c->rclock) { /* a clock call's handle dies when it runs */
             rclock_put(c->rclock);
             unref(c);
@@ -235,6 +260,7 @@ void tw__timers_destroy(tw_reactor *r)
         tw_delayed_call *c = r->heap[--r->heap_len];
         c->state = DC_CANCELLED;
         c->r = NULL; /* a handle may outlive the reactor */
+        drop_arg(c);
         unref(c);
     }
     tw__free(r->heap, r->heap_cap * sizeof *r->heap);

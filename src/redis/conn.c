@@ -1012,8 +1012,8 @@ int tw__redis_eval(tw_redis *c, tw__script *script, int nkeys, int argc,
     char nk[16];
     if (argc > MAX || nkeys > argc)
         return TW_EINVAL;
-    if (!script->sha[0])
-        tw__sha1_hex(script->text, strlen(script->text), script->sha);
+    if (!script->sha[0] && tw__sha1_hex(script->text, strlen(script->text), script->sha) != 0)
+        return TW_ENOMEM;
     snprintf(nk, sizeof nk, "%d", nkeys);
     a[0] = "EVALSHA";
     l[0] = 7;

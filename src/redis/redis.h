@@ -43,8 +43,9 @@ enum {
     TW__SCRIPT_LOCK_PASS = 11
 };
 
-/* The SHA-1 of text, in hex, into out[41]. */
-void tw__sha1_hex(const char *text, size_t len, char out[41]);
+/* The SHA-1 of text, in hex, into out[41] (libcrypto's digest); TW_ENOMEM
+ * if it cannot be computed, out untouched. */
+int tw__sha1_hex(const char *text, size_t len, char out[41]);
 
 /* ---- commands (conn.c) ------------------------------------------------------- */
 

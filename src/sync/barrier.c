@@ -19,7 +19,13 @@
  * two actions never run at once. Then, holding the lock again, the last thread
  * publishes DONE with each waiter's index — or TW_EBROKEN for all if the
  * action failed or an abort/reset came in the meantime (drain_broken) — clears
- * the bit (adding 2, so parked arrivals see the word change) and wakes them. */
+ * the bit (adding 2, so parked arrivals see the word change) and wakes them.
+ *
+ * A default timeout (timed, timeout) is set at initialisation only and read
+ * under the lock by tw_barrier_wait, which turns it into its deadline when
+ * it gets the lock: a wait never ends before the timeout it was given. */
+#include <math.h>
+
 #include "platform/wait.h"
 
 #include <twine/sync.h>
@@ -32,9 +38,10 @@ struct tw__barrier_waiter {
     int result;
 };
 
-int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg)
+static int init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg,
+                bool timed, double timeout)
 {
-    if (!b || parties == 0 || parties > TW_BARRIER_PARTIES_MAX)
+    if (!b || parties == 0 || parties > TW_BARRIER_PARTIES_MAX || isnan(timeout))
         return TW_EINVAL;
     tw_lock_init(&b->lock);
     b->parties = parties;
@@ -45,7 +52,20 @@ int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), v
     b->action = action;
     b->arg = arg;
     b->head = NULL;
+    b->timed = timed;
+    b->timeout = timeout;
     return 0;
+}
+
+int tw_barrier_init(tw_barrier *b, uint32_t parties, int (*action)(void *arg), void *arg)
+{
+    return init(b, parties, action, arg, false, 0.0);
+}
+
+int tw_barrier_init_timeout(tw_barrier *b, uint32_t parties, int (*action)(void *arg),
+                            void *arg, double timeout)
+{
+    return init(b, parties, action, arg, true, timeout);
 }
 
 /* Publishes a verdict on a chain of nodes (linked by next) and wakes them. */
@@ -114,7 +134,9 @@ static int complete(tw_barrier *b, uint32_t index)
     return bad ? TW_EBROKEN : (int)index;
 }
 
-static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only)
+/* by_default: the caller gave no timeout; the barrier's default, if it has
+ * one, replaces `deadline`. */
+static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only, bool by_default)
 {
     struct tw__barrier_waiter self = {NULL, WAITING, 0};
     uint32_t index;
@@ -122,7 +144,8 @@ static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only)
     if (!b)
         return TW_EINVAL;
     tw_lock_acquire(&b->lock);
-    if (b->parties == 0) {
+    if (b->parties == 0 ||
+        (by_default && b->timed && tw_deadline_from_timeout(b->timeout, &deadline) != 0)) {
         tw_lock_release(&b->lock);
         return TW_EINVAL;
     }
@@ -166,12 +189,12 @@ static int wait_until(tw_barrier *b, tw_deadline deadline, bool try_only)
 
 int tw_barrier_wait(tw_barrier *b)
 {
-    return wait_until(b, TW_DEADLINE_NEVER, false);
+    return wait_until(b, TW_DEADLINE_NEVER, false, true);
 }
 
 int tw_barrier_try_wait(tw_barrier *b)
 {
-    return wait_until(b, TW_DEADLINE_NEVER, true);
+    return wait_until(b, TW_DEADLINE_NEVER, true, false);
 }
 
 int tw_barrier_wait_timeout(tw_barrier *b, double timeout)
@@ -179,7 +202,7 @@ int tw_barrier_wait_timeout(tw_barrier *b, double timeout)
     tw_deadline d;
     if (!b || tw_deadline_from_timeout(timeout, &d) != 0)
         return TW_EINVAL;
-    return wait_until(b, d, false);
+    return wait_until(b, d, false, false);
 }
 
 int tw_barrier_abort(tw_barrier *b)

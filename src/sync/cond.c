@@ -38,6 +38,7 @@
 #include <sched.h>
 
 #include "base/thread.h"
+#include "debug/debug.h"
 #include "platform/wait.h"
 #include "sync/lock.h"
 
@@ -54,13 +55,16 @@ struct tw__cond_waiter {
     uint32_t state;
 };
 
-void tw_cond_init(tw_cond *c)
+/* The names in parentheses here and below: code compiled with TW_DEBUG=1
+ * sees macros of these names (twine/sync.h); these are the untracked
+ * functions. */
+void(tw_cond_init)(tw_cond *c)
 {
     if (!c)
         return;
     c->lock = NULL;
     c->kind = KIND_OWN;
-    tw_rlock_init(&c->own);
+    (tw_rlock_init)(&c->own);
     c->head = c->tail = NULL;
 }
 
@@ -68,7 +72,7 @@ int tw_cond_init_lock(tw_cond *c, tw_lock *l)
 {
     if (!c || !l)
         return TW_EINVAL;
-    tw_cond_init(c);
+    (tw_cond_init)(c);
     c->lock = l;
     c->kind = KIND_LOCK;
     return 0;
@@ -78,7 +82,7 @@ int tw_cond_init_rlock(tw_cond *c, tw_rlock *r)
 {
     if (!c || !r)
         return TW_EINVAL;
-    tw_cond_init(c);
+    (tw_cond_init)(c);
     c->lock = r;
     c->kind = KIND_RLOCK;
     return 0;
@@ -97,48 +101,102 @@ static bool valid(const tw_cond *c)
     return c && (c->kind == KIND_OWN || (c->kind <= KIND_RLOCK && c->lock));
 }
 
-int tw_cond_acquire(tw_cond *c)
+/* These return holding the caller's lock: untracked (see "Mixed builds" in
+ * lock_debug.c); TW_DEBUG code gets the tracking ones below. */
+int(tw_cond_acquire)(tw_cond *c)
 {
     if (!valid(c))
         return TW_EINVAL;
-    return c->kind == KIND_LOCK ? tw__lock_acquire_plain(c->lock) : tw_rlock_acquire(rlock_of(c));
+    return c->kind == KIND_LOCK ? tw__lock_acquire_plain(c->lock)
+                                : (tw_rlock_acquire)(rlock_of(c));
 }
 
-int tw_cond_try_acquire(tw_cond *c)
+int(tw_cond_try_acquire)(tw_cond *c)
 {
     if (!valid(c))
         return TW_EINVAL;
     return c->kind == KIND_LOCK ? tw__lock_try_acquire_plain(c->lock)
-                                : tw_rlock_try_acquire(rlock_of(c));
+                                : (tw_rlock_try_acquire)(rlock_of(c));
 }
 
-int tw_cond_acquire_timeout(tw_cond *c, double timeout)
+int(tw_cond_acquire_timeout)(tw_cond *c, double timeout)
 {
     if (!valid(c))
         return TW_EINVAL;
     return c->kind == KIND_LOCK ? (tw_lock_acquire_timeout)(c->lock, timeout)
-                                : tw_rlock_acquire_timeout(rlock_of(c), timeout);
+                                : (tw_rlock_acquire_timeout)(rlock_of(c), timeout);
 }
 
 int tw_cond_release(tw_cond *c)
 {
     if (!valid(c))
         return TW_EINVAL;
-    /* The caller may have taken the Lock through a tracking path: forgetting
-     * it is right in every build (see "Debug builds" in lock_debug.c). */
-    return c->kind == KIND_LOCK ? tw__lock_release_tracked(c->lock) : tw_rlock_release(rlock_of(c));
+    /* The caller may have taken the lock through a tracking path: forgetting
+     * it is right in every build (see "Mixed builds" in lock_debug.c). */
+    return c->kind == KIND_LOCK ? tw__lock_release_tracked(c->lock)
+                                : tw__rlock_release_tracked(rlock_of(c));
 }
 
-int tw_cond_run(tw_cond *c, int (*fn)(void *arg), void *arg)
+int(tw_cond_run)(tw_cond *c, int (*fn)(void *arg), void *arg)
 {
     int rc;
     if (!valid(c) || !fn)
         return TW_EINVAL;
-    if ((rc = tw_cond_acquire(c)) != 0)
+    if ((rc = tw_cond_acquire(c)) != 0) /* tracked in a TW_DEBUG library, as the release */
         return rc;
     rc = fn(arg);
     tw_cond_release(c);
     return rc;
+}
+
+/* ---- tracking (TW_DEBUG code) ------------------------------------------------- */
+
+void tw__cond_init_tracked(tw_cond *c, const char *file, int line)
+{
+    if (!c)
+        return;
+    (tw_cond_init)(c);
+    tw__rlock_init_tracked(&c->own, file, line); /* the class of its own RLock */
+}
+
+int tw__cond_acquire_tracked(tw_cond *c, double timeout, const char *file, int line)
+{
+    if (!valid(c))
+        return TW_EINVAL;
+    if (c->kind == KIND_LOCK)
+        return timeout < 0 ? tw__lock_acquire_tracked(c->lock, 0, file, line)
+                           : tw__lock_acquire_timeout_tracked(c->lock, timeout, file, line);
+    return timeout < 0 ? tw__rlock_acquire_tracked(rlock_of(c), 0, file, line)
+                       : tw__rlock_acquire_timeout_tracked(rlock_of(c), timeout, file, line);
+}
+
+int tw__cond_try_acquire_tracked(tw_cond *c, const char *file, int line)
+{
+    if (!valid(c))
+        return TW_EINVAL;
+    return c->kind == KIND_LOCK ? tw__lock_try_acquire_tracked(c->lock, file, line)
+                                : tw__rlock_try_acquire_tracked(rlock_of(c), file, line);
+}
+
+int tw__cond_run_tracked(tw_cond *c, int (*fn)(void *arg), void *arg, const char *file,
+                         int line)
+{
+    int rc;
+    if (!valid(c) || !fn)
+        return TW_EINVAL;
+    if ((rc = tw__cond_acquire_tracked(c, -1.0, file, line)) != 0)
+        return rc;
+    rc = fn(arg);
+    tw_cond_release(c);
+    return rc;
+}
+
+int tw__lock_class_add_cond(tw_lock_class *cls, tw_cond *c)
+{
+    if (!valid(c) || !cls)
+        return TW_EINVAL;
+    return c->kind == KIND_LOCK ? tw__lock_class_add(cls, c->lock, TW__DK_LOCK)
+                                : tw__lock_class_add(cls, rlock_of(c), TW__DK_RLOCK);
 }
 
 /* Whether the caller may wait/notify: an RLock must be owned by it; a plain
@@ -154,6 +212,9 @@ static uint32_t release_all(tw_cond *c)
     tw_rlock *r = rlock_of(c);
     uint32_t depth;
     if (!r) {
+#ifdef TW_DEBUG
+        tw__dbg_cond_lock(c->lock, false); /* held again after the wait */
+#endif
         tw__lock_release_plain(c->lock);
         return 0;
     }
@@ -178,8 +239,12 @@ static void reacquire(tw_cond *c, uint32_t depth, bool contended)
         tw__lock_acquire_contended(inner_lock(c));
     else
         tw__lock_acquire_plain(inner_lock(c));
-    if (!r)
+    if (!r) {
+#ifdef TW_DEBUG
+        tw__dbg_cond_lock(c->lock, true);
+#endif
         return;
+    }
     __atomic_store_n(&r->owner, tw__thread_id(), __ATOMIC_RELAXED);
     r->count = depth;
 }
@@ -231,6 +296,14 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
     struct tw__cond_waiter w = {NULL, c->tail, WAITING};
     bool timed_out = false;
     uint32_t depth, s;
+#ifdef TW_DEBUG
+    /* The live check reads the node's state: a notified waiter only waits
+     * for the lock. */
+    int token = tw__dbg_wait_begin(TW__DK_COND, c, (uintptr_t)&w.state, NULL, 0, "tw_cond_wait");
+#define PARK tw__dbg_park
+#else
+#define PARK tw__wait
+#endif
 
     if (c->tail)
         c->tail->next = &w;
@@ -261,12 +334,16 @@ static int wait_until(tw_cond *c, tw_deadline deadline)
                                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
             continue;
         /* Only a WAITING node may time out; a notified one waits for its baton. */
-        if (tw__wait(&w.state, s | PARKED, base == WAITING ? deadline : TW_DEADLINE_NEVER) ==
+        if (PARK(&w.state, s | PARKED, base == WAITING ? deadline : TW_DEADLINE_NEVER) ==
                 TW_ETIMEDOUT &&
             base == WAITING)
             timed_out = true;
     }
     s &= ~PARKED;
+#undef PARK
+#ifdef TW_DEBUG
+    tw__dbg_wait_end(token);
+#endif
 
     reacquire(c, depth, s == REQUEUED);
     /* stable now that we hold the lock */
@@ -338,6 +415,9 @@ int tw_cond_notify(tw_cond *c, uint32_t n)
         return TW_EINVAL;
     if (!held(c))
         return TW_EPERM;
+#ifdef TW_DEBUG
+    tw__dbg_signal(TW__DK_COND, c, 0); /* who notifies it, for the live check */
+#endif
     if (n == 0 || !c->head)
         return 0;
     first = last = c->head;

@@ -11,6 +11,7 @@
  * Memory order: set is a release, the waiter's and is_set's loads are
  * acquires: whatever the setter wrote before set is visible to a thread that
  * returns from wait. */
+#include "debug/debug.h"
 #include "platform/wait.h"
 
 #include <twine/sync.h>
@@ -31,6 +32,9 @@ int tw_event_set(tw_event *e)
         next = ((old + ONE_SET) | SET) & ~WAITERS;
     } while (!__atomic_compare_exchange_n(&e->word, &old, next, true, __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED));
+#ifdef TW_DEBUG
+    tw__dbg_signal(TW__DK_EVENT, e, next >> 2); /* who sets it, for the live check */
+#endif
     if (old & WAITERS)
         tw__wake(&e->word, TW__WAKE_ALL);
     return 0;
@@ -44,7 +48,9 @@ int tw_event_clear(tw_event *e)
     return 0;
 }
 
-static int wait_until(tw_event *e, tw_deadline deadline)
+/* park: tw__wait or tw__dbg_park (see lock.c). */
+static inline int wait_with(tw_event *e, tw_deadline deadline,
+                            int (*park)(uint32_t *addr, uint32_t expect, tw_deadline deadline))
 {
     uint32_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
     uint32_t sets = w >> 2;
@@ -58,11 +64,26 @@ static int wait_until(tw_event *e, tw_deadline deadline)
                 continue; /* w was reloaded: re-check */
             w |= WAITERS;
         }
-        rc = tw__wait(&e->word, w, deadline);
+        rc = park(&e->word, w, deadline);
         w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
         if (rc == TW_ETIMEDOUT && !(w & SET) && (w >> 2) == sets)
             return TW_ETIMEDOUT;
     }
+}
+
+static int wait_until(tw_event *e, tw_deadline deadline)
+{
+#ifdef TW_DEBUG
+    /* The count of sets tells the live check whether the setter it knows
+     * made the set this wait needs. */
+    uint32_t sets = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE) >> 2;
+    int token = tw__dbg_wait_begin(TW__DK_EVENT, e, sets, NULL, 0, "tw_event_wait");
+    int rc = wait_with(e, deadline, tw__dbg_park);
+    tw__dbg_wait_end(token);
+    return rc;
+#else
+    return wait_with(e, deadline, tw__wait);
+#endif
 }
 
 int tw_event_wait(tw_event *e)

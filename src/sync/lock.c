@@ -17,12 +17,16 @@
  * throughput high. A waiter that keeps losing is not starved forever in
  * practice, but Lock makes no FIFO promise — exactly as Python's Lock. */
 #include "base/thread.h"
+#include "debug/debug.h"
 #include "platform/wait.h"
 #include "sync/lock.h"
 
 #include <twine/sync.h>
 
-int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
+/* park: tw__wait, or tw__dbg_park; a constant in each caller below, so
+ * the compiler makes one copy of this per park. */
+static inline int slow(tw_lock *l, tw_deadline deadline,
+                       int (*park)(uint32_t *addr, uint32_t expect, tw_deadline deadline))
 {
     uint32_t w;
     bool seen_free = false;
@@ -50,7 +54,7 @@ int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
     /* Announce a parked thread by storing 2; if the word was 0 the exchange
      * took the lock (acquire pairs with the releasing exchange). */
     while (__atomic_exchange_n(&l->word, 2, __ATOMIC_ACQUIRE) != 0) {
-        if (tw__wait(&l->word, 2, deadline) == TW_ETIMEDOUT) {
+        if (park(&l->word, 2, deadline) == TW_ETIMEDOUT) {
             /* One last chance: the lock may have been released at the deadline. */
             w = 0;
             if (__atomic_compare_exchange_n(&l->word, &w, 2, false, __ATOMIC_ACQUIRE,
@@ -60,6 +64,30 @@ int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
         }
     }
     return 0;
+}
+
+int tw__lock_acquire_slow(tw_lock *l, tw_deadline deadline)
+{
+#ifdef TW_DEBUG
+    /* Untracked callers (a Condition's, an RLock's own Lock, code without
+     * TW_DEBUG): the wait still counts in the live check. */
+    int token = tw__dbg_wait_begin(TW__DK_LOCK, l, 0, NULL, 0, "tw_lock_acquire");
+    int rc = slow(l, deadline, tw__dbg_park);
+    tw__dbg_wait_end(token);
+    return rc;
+#else
+    return slow(l, deadline, tw__wait);
+#endif
+}
+
+int tw__lock_acquire_slow_dbg(tw_lock *l, tw_deadline deadline)
+{
+    return slow(l, deadline, tw__dbg_park);
+}
+
+int tw__lock_acquire_slow_raw(tw_lock *l, tw_deadline deadline)
+{
+    return slow(l, deadline, tw__wait);
 }
 
 void tw__lock_acquire_contended(tw_lock *l)
@@ -90,12 +118,12 @@ int(tw_lock_acquire_timeout)(tw_lock *l, double timeout)
     return tw__lock_acquire_slow(l, d);
 }
 
-int tw_lock_run(tw_lock *l, int (*fn)(void *arg), void *arg)
+int(tw_lock_run)(tw_lock *l, int (*fn)(void *arg), void *arg)
 {
     int rc;
     if (!l || !fn)
         return TW_EINVAL;
-    tw_lock_acquire(l);
+    tw_lock_acquire(l); /* tracked in a TW_DEBUG library: the release is too */
     rc = fn(arg);
     tw_lock_release(l);
     return rc;

@@ -8,11 +8,13 @@
 
 #include <twine/sync.h>
 
-void tw_rlock_init(tw_rlock *r)
+/* The names in parentheses: code compiled with TW_DEBUG=1 sees macros of
+ * these names (twine/sync.h); these are the untracked functions. */
+void(tw_rlock_init)(tw_rlock *r)
 {
     if (!r)
         return;
-    tw_lock_init(&r->lock);
+    (tw_lock_init)(&r->lock);
     __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
     r->count = 0;
 }
@@ -45,7 +47,7 @@ int tw__rlock_acquire_slow(tw_rlock *r, uint32_t me)
     return rc;
 }
 
-int tw_rlock_try_acquire(tw_rlock *r)
+int(tw_rlock_try_acquire)(tw_rlock *r)
 {
     uint32_t me;
     int rc;
@@ -60,7 +62,7 @@ int tw_rlock_try_acquire(tw_rlock *r)
     return 0;
 }
 
-int tw_rlock_acquire_timeout(tw_rlock *r, double timeout)
+int(tw_rlock_acquire_timeout)(tw_rlock *r, double timeout)
 {
     uint32_t me;
     int rc;
@@ -90,7 +92,7 @@ bool tw_rlock_locked(const tw_rlock *r)
     return r && tw_lock_locked(&r->lock);
 }
 
-int tw_rlock_run(tw_rlock *r, int (*fn)(void *arg), void *arg)
+int(tw_rlock_run)(tw_rlock *r, int (*fn)(void *arg), void *arg)
 {
     int rc;
     if (!r || !fn)

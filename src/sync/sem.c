@@ -14,11 +14,16 @@
  * Fairness: release wakes up to n parked threads, but a running thread may
  * take a token first; a woken waiter that loses re-parks. No FIFO promise,
  * as in Python. */
+#include "debug/debug.h"
 #include "platform/wait.h"
+#include "sync/lock.h"
 
 #include <twine/sync.h>
 
-int tw_sem_init(tw_sem *s, uint32_t value)
+/* The name in parentheses here and below: code compiled with TW_DEBUG=1
+ * sees macros of these names (twine/sync.h); these are the untracked
+ * functions. */
+int(tw_sem_init)(tw_sem *s, uint32_t value)
 {
     if (!s || value > TW_SEM_VALUE_MAX)
         return TW_EINVAL;
@@ -27,7 +32,9 @@ int tw_sem_init(tw_sem *s, uint32_t value)
     return 0;
 }
 
-int tw__sem_acquire_slow(tw_sem *s, tw_deadline deadline)
+/* park: tw__wait or tw__dbg_park (see lock.c). */
+static inline int slow(tw_sem *s, tw_deadline deadline,
+                       int (*park)(uint32_t *addr, uint32_t expect, tw_deadline deadline))
 {
     int waited = 0, result;
     if (!s)
@@ -48,18 +55,35 @@ int tw__sem_acquire_slow(tw_sem *s, tw_deadline deadline)
             result = TW_ETIMEDOUT;
             break;
         }
-        waited = tw__wait(&s->value, 0, deadline);
+        waited = park(&s->value, 0, deadline);
     }
     __atomic_fetch_sub(&s->waiters, 1, __ATOMIC_RELAXED);
     return result;
 }
 
-int tw_sem_acquire_timeout(tw_sem *s, double timeout)
+int tw__sem_acquire_slow(tw_sem *s, tw_deadline deadline)
+{
+#ifdef TW_DEBUG
+    int token = tw__dbg_wait_begin(TW__DK_SEM, s, 0, NULL, 0, "tw_sem_acquire");
+    int rc = slow(s, deadline, tw__dbg_park);
+    tw__dbg_wait_end(token);
+    return rc;
+#else
+    return slow(s, deadline, tw__wait);
+#endif
+}
+
+int tw__sem_acquire_slow_dbg(tw_sem *s, tw_deadline deadline)
+{
+    return slow(s, deadline, tw__dbg_park);
+}
+
+int(tw_sem_acquire_timeout)(tw_sem *s, double timeout)
 {
     tw_deadline d;
     if (!s || tw_deadline_from_timeout(timeout, &d) != 0)
         return TW_EINVAL;
-    if (tw_sem_try_acquire(s) == 0)
+    if ((tw_sem_try_acquire)(s) == 0)
         return 0;
     if (timeout == 0)
         return TW_ETIMEDOUT;
@@ -67,11 +91,14 @@ int tw_sem_acquire_timeout(tw_sem *s, double timeout)
 }
 
 /* Adds n tokens unless the value would pass `limit`; wakes waiters. */
-static int release_upto(tw_sem *s, uint32_t n, uint32_t limit)
+int tw__sem_release_upto(tw_sem *s, uint32_t n, uint32_t limit)
 {
     uint32_t v;
     if (!s || n == 0)
         return TW_EINVAL;
+#ifdef TW_DEBUG
+    tw__dbg_signal(TW__DK_SEM, s, 0); /* who releases it, for the live check */
+#endif
     v = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
     do {
         if (n > limit || v > limit - n)
@@ -85,9 +112,9 @@ static int release_upto(tw_sem *s, uint32_t n, uint32_t limit)
     return 0;
 }
 
-int tw_sem_release(tw_sem *s, uint32_t n)
+int(tw_sem_release)(tw_sem *s, uint32_t n)
 {
-    return release_upto(s, n, TW_SEM_VALUE_MAX);
+    return tw__sem_release_upto(s, n, TW_SEM_VALUE_MAX);
 }
 
 uint32_t tw_sem_value(const tw_sem *s)
@@ -95,7 +122,7 @@ uint32_t tw_sem_value(const tw_sem *s)
     return s ? __atomic_load_n(&s->value, __ATOMIC_RELAXED) : 0;
 }
 
-int tw_sem_run(tw_sem *s, int (*fn)(void *arg), void *arg)
+int(tw_sem_run)(tw_sem *s, int (*fn)(void *arg), void *arg)
 {
     int rc;
     if (!s || !fn)
@@ -106,27 +133,27 @@ int tw_sem_run(tw_sem *s, int (*fn)(void *arg), void *arg)
     return rc;
 }
 
-int tw_bsem_init(tw_bsem *b, uint32_t value)
+int(tw_bsem_init)(tw_bsem *b, uint32_t value)
 {
     int rc;
     if (!b)
         return TW_EINVAL;
-    if ((rc = tw_sem_init(&b->sem, value)) != 0)
+    if ((rc = (tw_sem_init)(&b->sem, value)) != 0)
         return rc;
     b->limit = value;
     return 0;
 }
 
-int tw_bsem_acquire_timeout(tw_bsem *b, double timeout)
+int(tw_bsem_acquire_timeout)(tw_bsem *b, double timeout)
 {
-    return tw_sem_acquire_timeout(b ? &b->sem : NULL, timeout);
+    return (tw_sem_acquire_timeout)(b ? &b->sem : NULL, timeout);
 }
 
-int tw_bsem_release(tw_bsem *b, uint32_t n)
+int(tw_bsem_release)(tw_bsem *b, uint32_t n)
 {
     if (!b)
         return TW_EINVAL;
-    return release_upto(&b->sem, n, b->limit < TW_SEM_VALUE_MAX ? b->limit : TW_SEM_VALUE_MAX);
+    return tw__sem_release_upto(&b->sem, n, b->limit < TW_SEM_VALUE_MAX ? b->limit : TW_SEM_VALUE_MAX);
 }
 
 uint32_t tw_bsem_value(const tw_bsem *b)
@@ -139,7 +166,7 @@ uint32_t tw_bsem_limit(const tw_bsem *b)
     return b ? b->limit : 0;
 }
 
-int tw_bsem_run(tw_bsem *b, int (*fn)(void *arg), void *arg)
+int(tw_bsem_run)(tw_bsem *b, int (*fn)(void *arg), void *arg)
 {
     int rc;
     if (!b || !fn)

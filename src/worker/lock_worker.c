@@ -7,8 +7,12 @@
  * the current task, still under the lock. So tasks never nest and a plain,
  * non-recursive lock never deadlocks on itself.
  *
- * quit sets a flag (refusing later submits); a submit already running keeps
- * going until its frame's queue is empty. */
+ * quit sets a flag. A submit reads it only once it holds the lock, so a
+ * submit that was still waiting for the lock when quit was called is refused
+ * too: once quit has returned, no task starts that had not already started
+ * or been queued by one running (a submit already running keeps going until
+ * its frame's queue is empty). The team relies on that: its final step quits
+ * the pool's coordinator under the lock, and nothing may run on it after. */
 #include "worker/worker.h"
 
 typedef struct lock_worker {
@@ -50,20 +54,26 @@ static int lw_submit(tw_worker *w, tw_task *t)
     frame f, *fr;
     tw_task *next;
 
-    if (__atomic_load_n(&l->quit, __ATOMIC_ACQUIRE))
-        return TW_EQUIT;
     for (fr = running; fr; fr = fr->up) {
-        if (fr->worker == l) { /* from inside one of our own tasks */
+        if (fr->worker == l) { /* from inside one of our own tasks: we hold the lock */
+            if (__atomic_load_n(&l->quit, __ATOMIC_ACQUIRE))
+                return TW_EQUIT;
             tw__fifo_push(&fr->queue, t);
             return 0;
         }
+    }
+    tw_lock_acquire(l->lock);
+    /* Under the lock: a quit made while we waited for it refuses us. (The
+     * lock also orders a quit made by a task under it before this load.) */
+    if (__atomic_load_n(&l->quit, __ATOMIC_ACQUIRE)) {
+        tw_lock_release(l->lock);
+        return TW_EQUIT;
     }
     f.worker = l;
     f.queue.head = f.queue.tail = NULL;
     f.queue.n = 0;
     f.up = running;
     running = &f;
-    tw_lock_acquire(l->lock);
     for (next = t; next; next = tw__fifo_pop(&f.queue)) {
         int rc = tw__task_run(next);
         if (rc != 0)

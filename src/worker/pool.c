@@ -11,32 +11,40 @@
  * Fast path: while every thread is busy at the limit, a submit pushes the
  * task on the team's incoming list and never takes mu; a thread finishing a
  * task moves the list into the backlog under mu (team.c has the protocol).
- * The pool tells the team when it is at its limit (the `full` hook), closes
- * the fast path whenever it raises a limit (resize, the wedge monitor's extra
- * thread), and moves incoming into the backlog before reading statistics.
+ * The pool tells the team its limit (the `limit` hook: max + extra; 0 while
+ * paused, max 0, lifted to one thread once stopping so that stop runs the
+ * backlog), tells it
+ * whenever the limit changes (resize, the wedge watch's extra threads), and
+ * moves incoming into the backlog before reading statistics.
  *
  * Pool threads are detached. Each is a worker with a one-task slot: the team
  * gives a member one task at a time (the next one only from the recycle that
  * follows the previous), so a slot is enough. A thread waits on its semaphore
- * for work or quit; after idle_timeout it asks (under mu) to be retired if
- * the team has more than min members. Exiting, a thread decrements `threads`
- * under mu and signals `exited`; that unlock is its last access to the pool,
- * so stop can wait for threads == 0 and then free everything. Exited threads
- * leave nothing behind: there is no list of dead threads to join.
+ * for work or quit; once it has been idle for idle_timeout it asks (under mu)
+ * to be retired if the team has more than min members. Exiting, a thread
+ * decrements `threads` under mu and signals `exited`; that unlock is its last
+ * access to the pool, so stop can wait for threads == 0 and then free
+ * everything. Exited threads leave nothing behind: there is no list of dead
+ * threads to join.
  *
- * Wedge monitor: an optional thread that looks, every quarter of
- * wedge_timeout, for "all members busy at the limit, backlog waiting, no
- * completion for wedge_timeout"; it reports that once per wedge and may raise
+ * Wedge watch: a detached thread that runs only while a wedge can form. The
+ * team calls the `saturated` hook when a task is left waiting with every
+ * member busy at the limit; that starts the watch (if wedge_timeout > 0).
+ * Every quarter of wedge_timeout it looks for "all members busy at the limit,
+ * backlog waiting, no completion for wedge_timeout"; it reports that once per
+ * wedge (diagnostic hook, then the pool's wedge hook outside mu) and may raise
  * the limit by one thread per wedge_timeout, up to wedge_extra. When the
  * backlog empties, the extra allowance goes back to 0 and threads above max
- * retire as they become idle. The monitor keeps watching while the pool
- * stops (a wedge then is a shutdown hang) and leaves once every thread has
- * exited. */
+ * retire. The watch leaves at the first look that finds nothing that could
+ * wedge (and no extra allowance to take back), so a pool that is not backed
+ * up has only its own threads. It keeps watching while the pool stops (a
+ * wedge then is a shutdown hang); stop waits for it to leave. */
 #include <stdio.h>
 
 #include "base/spin_wait.h"
 #include "base/thread.h"
 #include "base/thread_start.h"
+#include "debug/debug.h"
 #include "worker/team.h"
 
 typedef struct pool_thread pool_thread;
@@ -49,20 +57,25 @@ struct tw_pool {
     tw_team *team;
 
     _Alignas(64) tw_lock mu;
-    tw_cond exited;     /* over mu: threads decreased, or the team finished */
-    tw_cond monitor_cv; /* over mu: wakes the monitor early (stop) */
-    tw_pool_config cfg; /* [P] min and max change with resize */
+    tw_cond exited;     /* over mu: threads decreased, the team finished, or
+                           the watch left */
+    tw_cond watch_cv;   /* over mu: wakes the watch early (settings, stop) */
+    tw_pool_config cfg; /* [P] changed by resize and the setters */
+    int64_t idle_ns;    /* atomic, written under mu: cfg.idle_timeout in ns,
+                           negative = never (read by idle threads) */
     size_t threads;     /* [P] live threads, including exiting ones */
-    size_t extra;       /* [P] threads allowed past max by the wedge monitor */
+    size_t extra;       /* [P] threads allowed past max by the wedge watch */
     uint64_t wedges;    /* [P] */
     bool stopping;      /* [P] */
     bool team_done;     /* [P] the team quit its coordinator: no task is left
                            and no thread will be made */
-    bool monitor_quit;  /* [P] every thread has exited: the monitor may go */
+    bool watching;      /* [P] the watch thread is running */
+    bool watch_quit;    /* [P] stop is done with everything else: the watch
+                           leaves and never starts again */
     int refused;        /* [P] written, atomically readable: why the last
                            thread start failed (TW_ENOMEM, TW_ESYS), or 0 */
-    bool has_monitor;
-    pthread_t monitor;
+    tw_pool_wedge_fn on_wedge; /* [P] the pool's wedge hook, or NULL */
+    void *wedge_ctx;           /* [P] */
     pool_thread *spare; /* [P] records of exited threads, for reuse */
     pool_thread *live;  /* [P] records of running threads (for stop's report) */
     uint32_t numbered;  /* [P] threads started so far: each gets the next number */
@@ -149,21 +162,52 @@ static bool sem_posted(const void *sem)
     return tw_sem_value(sem) != 0;
 }
 
+/* Seconds to nanoseconds for idle_ns: negative stays -1 (never), huge
+ * saturates. */
+static int64_t idle_to_ns(double seconds)
+{
+    if (seconds < 0)
+        return -1;
+    return seconds >= 9e9 ? INT64_MAX : (int64_t)(seconds * 1e9);
+}
+
+/* When an idle thread that went idle at `since` may ask to retire. Read at
+ * every sleep, so a changed idle timeout applies to threads already asleep
+ * (tw_pool_set_idle_timeout wakes them to read it). relaxed: the semaphore
+ * that wakes them orders the store before this load. */
+static tw_deadline idle_deadline(tw_pool *p, int64_t since)
+{
+    int64_t ns = __atomic_load_n(&p->idle_ns, __ATOMIC_RELAXED);
+    if (ns < 0 || since > TW_DEADLINE_NEVER - ns)
+        return TW_DEADLINE_NEVER;
+    return since + ns;
+}
+
 static void *thread_main(void *arg)
 {
     pool_thread *pt = arg;
     tw_pool *p = pt->pool;
-    double idle = p->cfg.idle_timeout;
+    int64_t idle_since = 0; /* when it last went to sleep with no work; 0: not idle */
     this_pool = p;
     this_thread = pt;
+#ifdef TW_DEBUG
+    tw__dbg_pool_thread(p); /* a node of the wait-for graph: idle, or busy with a task */
+#endif
     for (;;) {
         tw_task *t = __atomic_exchange_n(&pt->slot, NULL, __ATOMIC_ACQUIRE);
         if (t) {
             /* relaxed: read only for stop's report */
             __atomic_store_n(&pt->task_since, tw_now_ns(), __ATOMIC_RELAXED);
+#ifdef TW_DEBUG
+            tw__dbg_pool_task(t);
+#endif
             tw__task_run(t); /* the team's runner: reports errors itself */
+#ifdef TW_DEBUG
+            tw__dbg_pool_task(NULL);
+#endif
             __atomic_store_n(&pt->task_since, 0, __ATOMIC_RELAXED);
             wake_deferred(); /* its recycle may have given another thread work */
+            idle_since = 0;
             continue;
         }
         if (__atomic_load_n(&pt->quit, __ATOMIC_ACQUIRE))
@@ -176,9 +220,12 @@ static void *thread_main(void *arg)
         if (tw__spin_wait(&pt->spin, sem_posted, &pt->wake, -1) &&
             tw_sem_try_acquire(&pt->wake) == 0)
             continue;
-        if (tw_sem_acquire_timeout(&pt->wake, idle) == TW_ETIMEDOUT) {
+        if (!idle_since)
+            idle_since = tw_now_ns();
+        if (tw__sem_acquire_slow(&pt->wake, idle_deadline(p, idle_since)) == TW_ETIMEDOUT) {
             tw_lock_acquire(&p->mu);
-            tw__team_retire_if_idle(p->team, &pt->base, p->cfg.min);
+            if (!tw__team_retire_if_idle(p->team, &pt->base, p->cfg.min))
+                idle_since = 0; /* kept (min): a new idle period starts */
             tw_lock_release(&p->mu);
             wake_deferred();
         }
@@ -197,14 +244,31 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-/* [P] The team's factory: a new thread while below the limit. */
+/* [P] The team's `limit` hook: threads allowed now, max + extra. A paused
+ * pool (max 0) allows none, and that is not a wedge (extra is 0 then: see
+ * resize). Stopping lifts a pause to one thread, so that stop runs the
+ * backlog. */
+static size_t pool_limit(void *ctx)
+{
+    tw_pool *p = ctx;
+    size_t max = p->cfg.max;
+    if (max == 0 && !p->stopping)
+        return 0;
+    return (max ? max : 1) + p->extra;
+}
+
+/* [P] The team's factory: a new thread while below the limit. It is asked
+ * only on the coordinator, for work the team accepted: after stop, for work
+ * accepted before it, and never once the team has finished (a message that
+ * lost the race with the quit is refused before it is counted, and nothing
+ * runs on a quit lock worker). */
 static tw_worker *create_thread(void *ctx)
 {
     tw_pool *p = ctx;
     pool_thread *pt;
     pthread_t th;
     int rc;
-    if (tw__team_members(p->team) >= p->cfg.max + p->extra)
+    if (tw__team_members(p->team) >= pool_limit(p))
         return NULL;
     if ((pt = p->spare)) {
         p->spare = pt->next;
@@ -244,13 +308,6 @@ static void retire_thread(void *ctx, tw_worker *w)
     (void)w;
 }
 
-/* [P] The team's `full` hook: create_thread would refuse for the limit. */
-static bool pool_full(void *ctx)
-{
-    tw_pool *p = ctx;
-    return tw__team_members(p->team) >= p->cfg.max + p->extra;
-}
-
 /* [P] The team's `finished` hook: stop may return once threads are gone too. */
 static void pool_team_finished(void *ctx)
 {
@@ -259,7 +316,45 @@ static void pool_team_finished(void *ctx)
     tw_cond_notify_all(&p->exited);
 }
 
-/* ---- wedge monitor ------------------------------------------------------- */
+/* ---- the wedge watch -------------------------------------------------------- */
+
+static void *watch_main(void *arg);
+
+/* [P] Starts the watch if it is wanted and not running. A thread that cannot
+ * be started is reported; the next saturation tries again. */
+static void watch_start(tw_pool *p)
+{
+    pthread_t th;
+    int rc;
+    if (p->watching || p->watch_quit || !(p->cfg.wedge_timeout > 0) || pool_limit(p) == 0)
+        return; /* running, stopped, off, or paused (nothing can start: no wedge to break) */
+    if ((rc = tw__thread_start(&th, watch_main, p, 0, 1)) != 0) {
+        tw_diag_report(TW_DIAG_WARNING, rc, "tw_pool",
+                       "could not start the wedge watch (tried again when work next waits "
+                       "behind busy threads)");
+        return;
+    }
+    p->watching = true;
+}
+
+/* [P] The team's `saturated` hook: a task waits behind every thread busy at
+ * the limit. */
+static void pool_saturated(void *ctx)
+{
+    watch_start(ctx);
+}
+
+/* [P] Statistics, with the pushed tasks moved into the backlog first. */
+static void snapshot(tw_pool *p, tw_pool_stats *out)
+{
+    tw__team_absorb(p->team);
+    tw_team_stats_get(p->team, &out->team);
+    out->threads = p->threads;
+    out->min = p->cfg.min;
+    out->max = p->cfg.max;
+    out->extra = p->extra;
+    out->wedges = p->wedges;
+}
 
 static void report_wedge(tw_pool *p, const tw_team_stats *s)
 {
@@ -267,58 +362,84 @@ static void report_wedge(tw_pool *p, const tw_team_stats *s)
     snprintf(msg, sizeof msg,
              "pool wedged: all %zu threads busy (limit %zu), %zu waiting in the backlog, "
              "none finished for %.3g s",
-             s->busy, p->cfg.max + p->extra, s->backlog, p->cfg.wedge_timeout);
+             s->busy, pool_limit(p), s->backlog, p->cfg.wedge_timeout);
     tw_diag_report(TW_DIAG_WARNING, TW_EDEADLK, "tw_pool", msg);
 }
 
-static void *monitor_main(void *arg)
+/* [P] One more thread past max, if wedge_extra allows. */
+static void grow_for_wedge(tw_pool *p)
+{
+    if (p->extra < p->cfg.wedge_extra) {
+        p->extra++;
+        tw__team_limits_changed(p->team); /* the new thread takes the oldest task */
+        wake_deferred();                  /* under mu: rare, and correct either way */
+    }
+}
+
+static void *watch_main(void *arg)
 {
     tw_pool *p = arg;
     uint64_t seen = UINT64_MAX;
     int64_t since = tw_now_ns();
     bool reported = false;
+    this_pool = p; /* tw_pool_stop from the wedge hook: TW_EDEADLK */
     tw_lock_acquire(&p->mu);
-    /* It watches through stop too: a wedge while stopping is the shutdown
-     * hang it exists to break. */
-    while (!p->monitor_quit) {
+    while (!p->watch_quit && p->cfg.wedge_timeout > 0) {
         tw_team_stats s;
         int64_t now;
-        tw_cond_wait_timeout(&p->monitor_cv, p->cfg.wedge_timeout / 4);
-        if (p->monitor_quit)
+        size_t limit;
+        tw_cond_wait_timeout(&p->watch_cv, p->cfg.wedge_timeout / 4);
+        if (p->watch_quit || !(p->cfg.wedge_timeout > 0))
             break;
         tw__team_absorb(p->team); /* pushed tasks count as backlog */
         wake_deferred();          /* under mu: rare, and correct either way */
         tw_team_stats_get(p->team, &s);
         now = tw_now_ns();
-        if (s.completed != seen || s.backlog == 0 || s.busy < p->cfg.max + p->extra) {
-            seen = s.completed; /* moving, or nothing waiting: not wedged */
+        limit = pool_limit(p);
+        if (s.completed != seen || s.backlog == 0 || s.busy == 0 || s.busy < limit ||
+            limit == 0) {
+            /* Moving, nothing waiting, or paused (the backlog waits by
+             * choice): not wedged. */
+            seen = s.completed;
             since = now;
             reported = false;
             if (s.backlog == 0 && p->extra > 0) {
-                size_t members = s.busy + s.idle, limit = p->cfg.max;
                 p->extra = 0;
-                if (members > limit)
-                    tw__team_shrink_now(p->team, members - limit);
+                tw__team_limits_changed(p->team); /* threads above max retire */
                 wake_deferred();
             }
+            if (p->extra == 0 && (limit == 0 || !tw__team_saturated(p->team)))
+                break; /* nothing can wedge until the team says so again */
             continue;
         }
         if ((double)(now - since) * 1e-9 < p->cfg.wedge_timeout)
             continue;
-        if (!reported) {
-            p->wedges++;
-            report_wedge(p, &s);
-            reported = true;
-        }
-        if (p->extra < p->cfg.wedge_extra) {
-            p->extra++;
-            tw__team_limits_changed(p->team);
-            tw__team_fill(p->team);
-            wake_deferred(); /* under mu: rare, and correct either way */
-        }
         since = now; /* the next step, if needed, one wedge_timeout later */
+        if (reported) {
+            grow_for_wedge(p);
+            continue;
+        }
+        reported = true;
+        p->wedges++;
+        report_wedge(p, &s);
+        if (p->on_wedge) {
+            tw_pool_wedge_fn fn = p->on_wedge;
+            void *ctx = p->wedge_ctx;
+            tw_pool_stats at;
+            snapshot(p, &at);
+            grow_for_wedge(p);
+            /* Outside mu, so that the hook may resize the pool, read its
+             * statistics or submit; stop waits for the watch, hence for it. */
+            tw_lock_release(&p->mu);
+            fn(ctx, p, &at);
+            tw_lock_acquire(&p->mu);
+        } else {
+            grow_for_wedge(p);
+        }
     }
-    tw_lock_release(&p->mu);
+    p->watching = false;
+    tw_cond_notify_all(&p->exited);
+    tw_lock_release(&p->mu); /* the last access to the pool */
     return NULL;
 }
 
@@ -331,7 +452,7 @@ static const tw_worker_ops pool_ops = {"pool", false, pool_submit_op, pool_quit_
 
 static bool config_ok(const tw_pool_config *c)
 {
-    return c->max >= 1 && c->min <= c->max && c->idle_timeout == c->idle_timeout &&
+    return c->min <= c->max && c->idle_timeout == c->idle_timeout &&
            c->wedge_timeout == c->wedge_timeout;
 }
 
@@ -356,19 +477,28 @@ static void free_pool(tw_pool *p)
     TW__DELETE(p);
 }
 
-/* Waits (mu held) until the team is finished and every thread has exited, or
- * the deadline passes. Threads alone are not enough: a submit that passed the
- * quit check before the stop may still be dispatching, and would make a new
- * thread after the old ones had all exited. */
-static int wait_threads(tw_pool *p, tw_deadline d)
+/* Waits (mu held) until the team is finished, every thread has exited and
+ * the watch has left, or the deadline passes. Threads alone are not enough:
+ * a dispatch counted before the quit may still be on its way, and would make
+ * a new thread after the old ones had all exited. The watch is told to leave
+ * only then: until then a wedge is a shutdown hang, which it exists to
+ * break. */
+static int wait_done(tw_pool *p, tw_deadline d)
 {
-    while (p->threads > 0 || !p->team_done) {
-        double left = tw_deadline_remaining(d);
-        if (left == 0.0)
+    for (;;) {
+        double left;
+        if (p->threads == 0 && p->team_done) {
+            if (!p->watching)
+                return 0;
+            if (!p->watch_quit) {
+                p->watch_quit = true;
+                tw_cond_notify_all(&p->watch_cv);
+            }
+        }
+        if ((left = tw_deadline_remaining(d)) == 0.0)
             return TW_ETIMEDOUT;
         tw_cond_wait_timeout(&p->exited, left);
     }
-    return 0;
 }
 
 int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
@@ -382,8 +512,9 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         return TW_ENOMEM;
     p->base.ops = &pool_ops;
     p->cfg = *cfg;
+    p->idle_ns = idle_to_ns(cfg->idle_timeout);
     tw_cond_init_lock(&p->exited, &p->mu);
-    tw_cond_init_lock(&p->monitor_cv, &p->mu);
+    tw_cond_init_lock(&p->watch_cv, &p->mu);
     f.create = create_thread;
     f.retire = retire_thread;
     f.ctx = p;
@@ -393,7 +524,7 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         return rc;
     }
     {
-        tw__team_hooks h = {pool_full, pool_team_finished, p};
+        tw__team_hooks h = {pool_limit, pool_saturated, pool_team_finished, p};
         tw__team_set_hooks(p->team, &h);
         tw__team_refuse_unrunnable(p->team);
     }
@@ -404,10 +535,6 @@ int tw_pool_create_with(const tw_pool_config *cfg, tw_pool **out)
         rc = refusal(p);
     tw_lock_release(&p->mu);
     wake_deferred();
-    if (rc == 0 && cfg->wedge_timeout > 0) {
-        rc = tw__thread_start(&p->monitor, monitor_main, p, 0, 0);
-        p->has_monitor = rc == 0;
-    }
     if (rc != 0) {
         tw_pool_stop(p, -1, NULL);
         free_pool(p);
@@ -488,31 +615,86 @@ static int pool_submit_op(tw_worker *w, tw_task *t)
 
 int tw_pool_resize(tw_pool *p, size_t min, size_t max)
 {
+    tw_team_stats s;
     size_t members;
-    int rc;
-    if (!p || max < 1 || min > max)
+    int rc = 0;
+    if (!p || min > max)
         return TW_EINVAL;
     tw_lock_acquire(&p->mu);
-    if (p->stopping) {
+    if (p->team_done) { /* stopped: no thread will be made again */
         tw_lock_release(&p->mu);
         return TW_EQUIT;
     }
     p->cfg.min = min;
     p->cfg.max = max;
-    tw__team_limits_changed(p->team); /* pushed tasks may get a new thread now */
+    if (max == 0)
+        p->extra = 0; /* a pause withdraws the wedge allowance too */
+    /* Lowered: threads above the limit start nothing more (idle ones go now,
+     * busy ones after their task). Raised: the backlog takes the new room at
+     * once, oldest first. */
+    tw__team_limits_changed(p->team);
     members = tw__team_members(p->team);
-    if (members < min)
+    /* While stopping, only the backlog gets threads (a raised max can break
+     * a wedge that hangs the stop); min threads would only idle, and an idle
+     * thread of a quitting team would never be retired. */
+    if (!p->stopping && members < min)
         tw__team_grow_now(p->team, min - members);
-    tw__team_fill(p->team); /* a raised max takes the backlog now, oldest first */
     members = tw__team_members(p->team);
-    if (members > max + p->extra)
-        tw__team_shrink_now(p->team, members - (max + p->extra));
-    rc = 0;
-    if (members < min) /* the limits stand; the missing threads come later */
+    tw_team_stats_get(p->team, &s);
+    /* The limits stand either way; the missing threads come later. */
+    if ((!p->stopping && members < min) ||
+        (members == 0 && s.backlog > 0 && pool_limit(p) > 0))
         rc = refusal(p);
     tw_lock_release(&p->mu);
     wake_deferred();
     return rc;
+}
+
+int tw_pool_set_idle_timeout(tw_pool *p, double seconds)
+{
+    if (!p || seconds != seconds)
+        return TW_EINVAL;
+    tw_lock_acquire(&p->mu);
+    p->cfg.idle_timeout = seconds;
+    __atomic_store_n(&p->idle_ns, idle_to_ns(seconds), __ATOMIC_RELAXED);
+    /* Threads asleep read it when they wake: wake them all (a busy one finds
+     * the token after its task and goes round its loop once more). */
+    for (pool_thread *pt = p->live; pt; pt = pt->live_next)
+        tw_sem_release(&pt->wake, 1);
+    tw_lock_release(&p->mu);
+    return 0;
+}
+
+int tw_pool_set_wedge(tw_pool *p, double timeout, size_t extra)
+{
+    if (!p || timeout != timeout)
+        return TW_EINVAL;
+    tw_lock_acquire(&p->mu);
+    p->cfg.wedge_timeout = timeout;
+    p->cfg.wedge_extra = extra;
+    if (!(timeout > 0))
+        extra = 0; /* no watch: nothing will take an allowance back */
+    if (p->extra > extra) {
+        p->extra = extra;
+        tw__team_limits_changed(p->team);
+    }
+    tw_cond_notify_all(&p->watch_cv); /* the watch takes the new period, or leaves */
+    if (tw__team_saturated(p->team))
+        watch_start(p);
+    tw_lock_release(&p->mu);
+    wake_deferred();
+    return 0;
+}
+
+int tw_pool_set_wedge_hook(tw_pool *p, tw_pool_wedge_fn fn, void *ctx)
+{
+    if (!p)
+        return TW_EINVAL;
+    tw_lock_acquire(&p->mu);
+    p->on_wedge = fn;
+    p->wedge_ctx = ctx;
+    tw_lock_release(&p->mu);
+    return 0;
 }
 
 int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)
@@ -520,13 +702,7 @@ int tw_pool_stats_get(tw_pool *p, tw_pool_stats *out)
     if (!p || !out)
         return TW_EINVAL;
     tw_lock_acquire(&p->mu);
-    tw__team_absorb(p->team); /* pushed tasks count as backlog */
-    tw_team_stats_get(p->team, &out->team);
-    out->threads = p->threads;
-    out->min = p->cfg.min;
-    out->max = p->cfg.max;
-    out->extra = p->extra;
-    out->wedges = p->wedges;
+    snapshot(p, out);
     tw_lock_release(&p->mu);
     wake_deferred();
     return 0;
@@ -555,7 +731,9 @@ static void report_stuck(tw_pool *p)
                                     pt->number);
     }
     if (!p->live)
-        snprintf(msg + len, sizeof msg - len, " none; a submission is still being dispatched");
+        snprintf(msg + len, sizeof msg - len,
+                 p->watching && p->team_done ? " none; the pool's wedge hook has not returned"
+                                             : " none; a submission is still being dispatched");
     tw_diag_report(TW_DIAG_WARNING, TW_ETIMEDOUT, "tw_pool_stop", msg);
 }
 
@@ -577,18 +755,18 @@ int tw_pool_stop(tw_pool *p, double timeout, size_t *stuck)
         wake_deferred();
     }
     tw_lock_acquire(&p->mu);
-    rc = wait_threads(p, d);
+#ifdef TW_DEBUG
+    int token = tw__dbg_pool_stop_begin(p); /* waits for p's threads */
+#endif
+    rc = wait_done(p, d);
+#ifdef TW_DEBUG
+    tw__dbg_wait_end(token);
+#endif
     if (stuck)
         *stuck = p->threads;
     if (rc == TW_ETIMEDOUT && timeout != 0) /* 0 polls; it does not wait, so nothing is stuck */
         report_stuck(p);
-    if (rc == 0) {
-        p->monitor_quit = true;
-        tw_cond_notify_all(&p->monitor_cv);
-    }
     tw_lock_release(&p->mu);
-    if (rc == 0 && __atomic_exchange_n(&p->has_monitor, false, __ATOMIC_ACQ_REL))
-        pthread_join(p->monitor, NULL);
     return rc;
 }
 

@@ -411,6 +411,19 @@ bool tw_queue_full(tw_queue *q)
     return full;
 }
 
+/* Whether tw_queue_shutdown has been called (a snapshot, as Python's
+ * is_shutdown). */
+bool tw_queue_is_shutdown(tw_queue *q)
+{
+    bool shut;
+    if (!q)
+        return false;
+    tw_lock_acquire(&q->lock);
+    shut = q->shut != SHUT_NONE;
+    tw_lock_release(&q->lock);
+    return shut;
+}
+
 /* ---- task_done / join ---------------------------------------------------- */
 
 int tw_queue_task_done(tw_queue *q)

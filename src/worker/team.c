@@ -2,7 +2,7 @@
  *
  * State machine of a member (one per worker):
  *   idle  --dispatch-->  busy  --task done (recycle)-->  busy | idle | retired
- *   idle  --shrink/quit/retire_if_idle-->  retired
+ *   idle  --shrink/quit/retire_if_idle/limit lowered-->  retired
  * A member is retired by quitting its worker and handing it to
  * workers.retire; the member record is freed at the same moment, so the team
  * never keeps records of dead workers.
@@ -22,10 +22,29 @@
  * at the team (a recycle message belongs to a member, which destroy also
  * waits for).
  *
- * A task's result goes to the error hook in the worker's thread, right after
- * the task; the recycle message is sent whatever the result was.
+ * Quit races. A submit, grow or shrink is counted in `pending` by a CAS that
+ * fails once tw_team_quit has set the CLOSED bit (in the same add that counts
+ * the quit message): it is counted before the quit, and the final step waits
+ * for it, or it is refused. The final step (maybe_quit_coordinator) runs only
+ * with the count at 0 under CLOSED, when no message can ever come again, so
+ * nothing reaches the coordinator after it is quit.
  *
- * ---- The incoming list (teams that opted in with hooks.full: the pool) ----
+ * A task's result goes to the error hook in the worker's thread, right after
+ * the task; the recycle message is sent whatever the result was. The task is
+ * counted (count_done) after its member's change of state, so a snapshot
+ * never shows a completed task's member still busy with it.
+ *
+ * FIFO start: a dispatch first hands the waiting tasks, oldest first, to idle
+ * members and then to new ones (pump), and queues its own task behind any
+ * that still wait; grow, recycle and the final step take the oldest first.
+ *
+ * A strict limit (teams with hooks.limit: the pool): members above a lowered
+ * limit start nothing new. tw__team_limits_changed takes the ring back and
+ * retires idle members until the limit is met (so no member is idle while
+ * over it); a busy member above it retires in its recycle without taking a
+ * task. A limit of 0 is a pause.
+ *
+ * ---- The incoming list (teams that opted in with hooks.limit: the pool) ----
  *
  * When every member is busy and the factory is at its limit, a new task can
  * only wait in the backlog until a member finishes. Then the coordinator need
@@ -40,12 +59,12 @@
  *
  *   O1. open is set only on the coordinator, when a task has just been left
  *       in the backlog (or kicked there) while no member is idle, at least
- *       one is busy, the team is not quitting, and hooks.full says the
- *       factory refuses because of a limit (maybe_open).
+ *       one is busy, the team is not quitting, and the members are at
+ *       hooks.limit (maybe_open).
  *   O2. open is cleared (close_fast) before anything that could let a task
  *       waiting in incoming run sooner than "when a busy member finishes":
  *       a member going from busy to idle or retired (recycle with nothing
- *       left), a new idle member (grow), a raised limit
+ *       left, or over the limit), a new idle member (grow), a changed limit
  *       (tw__team_limits_changed), and quit. Clearing is a seq_cst store
  *       followed by a seq_cst load of `incoming`; whatever it finds is moved
  *       into the backlog at once.
@@ -100,8 +119,9 @@
  * on ring_head, without the coordinator, as long as the ring has one
  * (run_member_task). It is still one task at a time: the next is taken only
  * after the last one has finished, and the member stays busy throughout, so
- * no bookkeeping changes — except the completed/failed counts, which such a
- * member updates itself (atomically), and recycle then does not.
+ * no bookkeeping changes — except the completed/failed counts: such a member
+ * counts the task it finished itself, once it holds the next; its last task
+ * is counted by the recycle.
  *
  *   R1. The ring holds the oldest waiting tasks: everything in it is older
  *       than the backlog, which is older than incoming. take_oldest takes
@@ -113,8 +133,10 @@
  *       empty" may stop being true at any moment. Every decision that needs
  *       "nothing is waiting" (a member going idle or retiring) is taken on a
  *       failed take (recycle), never on a count.
- *   R3. A member stops being busy only in recycle, after a failed take, an
- *       absorb and close_fast (O2), so the ring is empty whenever no member
+ *   R3. A member stops being busy only in recycle: after a failed take, an
+ *       absorb and close_fast (O2); or over a lowered limit, when the ring is
+ *       empty anyway (tw__team_limits_changed emptied it, and only a recycle
+ *       within the limit fills it). So the ring is empty whenever no member
  *       is busy: a team with no member has an empty ring (the pool's
  *       no-thread refusal and the kick only look in the backlog).
  *
@@ -160,7 +182,7 @@ struct tw_team {
     tw_error_fn on_error;
     void *error_ctx;
     tw__team_hooks hooks;
-    bool fast;          /* hooks.full set: the incoming list is in use */
+    bool fast;          /* hooks.limit set: the incoming list is in use */
     bool refuse_unrunnable; /* dispatch refuses rather than backlog with no member */
 
     /* Read by every fast submit, written rarely: a line of its own. */
@@ -183,8 +205,14 @@ struct tw_team {
 
     /* Pushed by submitters, taken by the coordinator. */
     _Alignas(64) tw_task *incoming; /* atomic: newest first */
-    /* Written by submitters (slow path) and messages: a line of its own. */
-    _Alignas(64) size_t pending; /* atomic: messages on the coordinator */
+    /* Written by submitters (slow path) and messages: a line of its own.
+     * Bits below CLOSED count the messages posted and not yet run; CLOSED is
+     * set by tw_team_quit in the same step that counts its own message. A
+     * message is counted only while CLOSED is clear (post), so once the count
+     * is back to 0 with CLOSED set, none can ever come again: that is the
+     * moment the final step may quit the coordinator. */
+    _Alignas(64) size_t pending; /* atomic */
+
     /* Kept off the coordinator's line: measured faster with two workers on
      * different CPUs than a plain store next to the backlog. */
     _Alignas(64) uint64_t completed; /* atomic */
@@ -204,9 +232,28 @@ static int team_quit_op(tw_worker *w);
 static int team_destroy_op(tw_worker *w);
 static const tw_worker_ops team_ops = {"team", false, team_submit_op, team_quit_op, team_destroy_op};
 
+#define CLOSED ((size_t)1 << (sizeof(size_t) * 8 - 1)) /* in `pending` */
+
 static void set_count(size_t *field, size_t v)
 {
     __atomic_store_n(field, v, __ATOMIC_RELAXED);
+}
+
+/* Tests: see tw__team_set_probe. Written only by tests, while no thread it
+ * could concern runs. */
+static void (*probe_fn)(int where, tw_task *task);
+
+void tw__team_set_probe(void (*probe)(int where, tw_task *task))
+{
+    __atomic_store_n(&probe_fn, probe, __ATOMIC_RELAXED);
+}
+
+/* A relaxed load and a branch predicted not taken: nothing on the hot paths. */
+static inline void probe(int where, tw_task *task)
+{
+    void (*fn)(int, tw_task *) = __atomic_load_n(&probe_fn, __ATOMIC_RELAXED);
+    if (__builtin_expect(fn != NULL, 0))
+        fn(where, task);
 }
 
 /* Sends a recycle message. Not counted in `pending`: a member with a recycle
@@ -217,14 +264,27 @@ static void post_recycle(tw_team *t, member *m)
     t->coord->ops->submit(t->coord, &m->done);
 }
 
-/* Sends a message to the coordinator. The coordinator refuses only after the
- * team has quit it, which happens once no member and no message is left. */
+/* Counts a message and sends it to the coordinator; TW_EQUIT once the team
+ * has quit. Counting and the quit check are one CAS on `pending`, so a
+ * message is either counted before tw_team_quit closed it — then the final
+ * step waits for it, and the coordinator, which the team quits only in that
+ * step, takes it — or refused. A quit flag read first and a count added after
+ * would leave a window in which the final step saw no message and quit the
+ * coordinator under a message it had just been given. Relaxed: the message
+ * itself travels through the coordinator's submit, which orders it. */
 static int post(tw_team *t, tw_task *msg)
 {
+    size_t v;
     int rc;
-    __atomic_fetch_add(&t->pending, 1, __ATOMIC_RELAXED);
+    probe(TW__TEAM_AT_POST, msg);
+    v = __atomic_load_n(&t->pending, __ATOMIC_RELAXED);
+    do {
+        if (v & CLOSED)
+            return TW_EQUIT;
+    } while (!__atomic_compare_exchange_n(&t->pending, &v, v + 1, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
     rc = t->coord->ops->submit(t->coord, msg);
-    if (rc != 0)
+    if (rc != 0) /* only a coordinator quit from outside the team refuses */
         __atomic_fetch_sub(&t->pending, 1, __ATOMIC_RELAXED);
     return rc;
 }
@@ -233,13 +293,13 @@ static void maybe_quit_coordinator(tw_team *t);
 
 /* Every counted message ends by calling this. While the team is not quitting,
  * the decrement is its last access to the team (quitting is read first).
- * While quitting, the message that brings pending to 0 may quit the
+ * While quitting, the message that brings the count to 0 may quit the
  * coordinator; destroy waits for that too. */
 static void message_done(tw_team *t)
 {
     bool quitting = t->quitting;
     /* release: destroy's acquire load sees everything the message did. */
-    if (__atomic_sub_fetch(&t->pending, 1, __ATOMIC_ACQ_REL) == 0 && quitting)
+    if ((__atomic_sub_fetch(&t->pending, 1, __ATOMIC_ACQ_REL) & ~CLOSED) == 0 && quitting)
         maybe_quit_coordinator(t);
 }
 
@@ -319,6 +379,26 @@ static tw_task *take_oldest(tw_team *t)
     return task;
 }
 
+/* [C] Takes every task in the ring back to the head of the backlog, oldest
+ * first (R1 holds: they are older than the backlog). Members may take from
+ * the ring at the same moment: what they win, they run, as if they had
+ * finished a moment earlier. */
+static void ring_unfill(tw_team *t)
+{
+    tw__fifo back = {NULL, NULL, 0};
+    tw_task *task;
+    while ((task = ring_take(t)))
+        tw__fifo_push(&back, task);
+    if (!back.head)
+        return;
+    back.tail->next = t->backlog.head;
+    t->backlog.head = back.head;
+    if (!t->backlog.tail)
+        t->backlog.tail = back.tail;
+    t->backlog.n += back.n;
+    set_count(&t->n_backlog, t->backlog.n);
+}
+
 /* ---- the incoming list (see the top of the file) --------------------------- */
 
 /* [C] Moves incoming into the backlog, oldest first (O3). After the
@@ -369,16 +449,38 @@ static void close_fast(tw_team *t)
         absorb(t);
 }
 
+/* [C] Members the factory allows now (SIZE_MAX for a team without hooks). */
+static size_t limit_of(tw_team *t)
+{
+    return t->fast ? t->hooks.limit(t->hooks.ctx) : SIZE_MAX;
+}
+
+/* [C] Members, idle and busy. */
+static size_t members(const tw_team *t)
+{
+    return t->n_idle + t->n_busy;
+}
+
+/* [C] A task waits while every member is busy at the limit. */
+static bool backed_up(tw_team *t)
+{
+    return t->fast && !t->coord_quit && waiting(t) > 0 && !t->idle && t->n_busy > 0 &&
+           members(t) >= limit_of(t);
+}
+
 /* [C] O1: opens the fast path when a new task could only wait in the backlog
- * and a busy member is certain to come back to it. seq_cst: a submitter's
- * seq_cst load that reads it is ordered before the store that closes it again
- * (see close_fast). */
+ * and a busy member is certain to come back to it; and tells the hooks that
+ * tasks wait behind busy members at the limit (also while quitting, when the
+ * fast path stays closed: a wedge then is a shutdown hang). seq_cst: a
+ * submitter's seq_cst load that reads it is ordered before the store that
+ * closes it again (see close_fast). */
 static void maybe_open(tw_team *t)
 {
-    if (!t->fast || t->quitting || t->coord_quit || waiting(t) == 0 || t->idle ||
-        t->n_busy == 0 || __atomic_load_n(&t->open, __ATOMIC_RELAXED))
+    if (!backed_up(t))
         return;
-    if (t->hooks.full(t->hooks.ctx))
+    if (t->hooks.saturated)
+        t->hooks.saturated(t->hooks.ctx);
+    if (!t->quitting && !__atomic_load_n(&t->open, __ATOMIC_RELAXED))
         __atomic_store_n(&t->open, 1, __ATOMIC_SEQ_CST);
 }
 
@@ -452,7 +554,7 @@ static void maybe_quit_coordinator(tw_team *t)
     tw_task *task;
     tw_worker *coord = t->coord;
     if (!t->quitting || t->coord_quit || t->n_busy != 0 || t->n_idle != 0 ||
-        __atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0)
+        (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) & ~CLOSED) != 0)
         return;
     if (waiting(t) > 0) {
         fill(t);
@@ -563,9 +665,6 @@ static void quit_idlers(tw_team *t, size_t n)
     maybe_quit_coordinator(t);
 }
 
-/* The dispatch message: the submitted task's own node. An incoming team
- * first takes in and dispatches what was pushed before (O3), and a task that
- * finds older ones still waiting queues behind them. */
 /* The node a synchronous dispatch refused, for the submitting thread. */
 static __thread tw_task *refused_task __attribute__((tls_model("initial-exec")));
 
@@ -581,27 +680,30 @@ void tw__team_refuse_unrunnable(tw_team *t)
     t->refuse_unrunnable = true;
 }
 
+/* The dispatch message: the submitted task's own node. */
 static int dispatch_msg(void *arg)
 {
     tw_task *task = arg;
     tw_team *t = task->owner;
     task->owner = NULL;
-    if (t->fast) {
-        absorb(t);
-        pump(t, true);
-        if (waiting(t) > 0) {
-            tw__fifo_push(&t->backlog, task);
-            set_count(&t->n_backlog, t->backlog.n);
-        } else {
-            dispatch(t, task);
-        }
-        maybe_open(t);
+    /* FIFO start: tasks already waiting go first — to idle members, then to
+     * new ones if the factory gives them again — and a task that still finds
+     * older ones waiting queues behind them. */
+    absorb(t); /* O3 */
+    pump(t, true);
+    if (waiting(t) > 0) {
+        tw__fifo_push(&t->backlog, task);
+        set_count(&t->n_backlog, t->backlog.n);
     } else {
         dispatch(t, task);
     }
-    if (t->refuse_unrunnable && t->n_busy + t->n_idle == 0 && t->backlog.tail == task) {
-        /* No member and none could be made: nobody would ever run it. It is
-         * the node this message just queued, so taking it back is exact. */
+    maybe_open(t);
+    if (t->refuse_unrunnable && members(t) == 0 && t->backlog.tail == task &&
+        limit_of(t) > 0) {
+        /* No member, and the factory failed to make one (it was not at its
+         * limit: a limit of 0 pauses, and the task waits): nobody would ever
+         * run it. It is the node this message just queued, so taking it back
+         * is exact. */
         unlink_task(&t->backlog, task, NULL);
         set_count(&t->n_backlog, t->backlog.n);
         restore(task);
@@ -611,11 +713,27 @@ static int dispatch_msg(void *arg)
     return 0;
 }
 
+/* Counts a finished task. A member counts after its own bookkeeping (it is
+ * idle, retired, or busy with the next task), and the count is released
+ * after it: tw_team_stats_get loads the counts first (acquire), so a snapshot
+ * that counts a task also sees its member no longer busy with it — for the
+ * pool, whose snapshot is taken under the coordinator's lock, the two are a
+ * single step anyway. completed before failed, loaded in the other order:
+ * failed never exceeds completed in a snapshot. */
+static void count_done(tw_team *t, int rc)
+{
+    __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELEASE);
+    if (rc != 0)
+        __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELEASE);
+}
+
 /* On the member's worker: the task, then the recycle message. A member of
  * an incoming team first takes its next task from the ready ring, as long
- * as there is one, without the coordinator: it stays busy, so nothing but
- * the counts changes (and those it updates itself). One task at a time
- * still: the next is taken only once the last has finished. */
+ * as there is one, without the coordinator: it stays busy, so only the counts
+ * change, and it updates those itself, once it holds the next task. The last
+ * task's result goes to the recycle, which counts it with the member's own
+ * change of state. One task at a time still: the next is taken only once the
+ * last has finished. */
 static int run_member_task(void *arg)
 {
     member *m = arg;
@@ -635,44 +753,43 @@ static int run_member_task(void *arg)
                 tw__task_failed("team task", rc);
         }
         m->result = rc;
-        if (!t->fast)
+        if (!t->fast || !(task = ring_take(t)))
             break;
-        __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
-        if (rc != 0)
-            __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
-        if (!(task = ring_take(t)))
-            break;
+        count_done(t, rc); /* busy with the next one: no state changes */
     }
+    probe(TW__TEAM_AT_RECYCLE, NULL);
     post_recycle(t, m); /* cannot be refused: the coordinator outlives members */
     return 0;
 }
 
 /* The recycle message: m finished a task. It takes the oldest waiting task
- * — on an incoming team, after moving incoming into an empty backlog, and,
- * before it stops being busy, after closing the fast path (O2) — and refills
- * the ready ring. (An incoming team's member counted its tasks itself.) */
+ * — on an incoming team, after moving incoming into an empty backlog — and
+ * refills the ready ring; a member above the factory's limit (it was lowered)
+ * takes none and retires. One that stops being busy first closes the fast
+ * path (O2). The task is counted after the member's change of state
+ * (count_done). */
 static int recycle(void *arg)
 {
     member *m = arg;
     tw_team *t = m->team;
-    tw_task *next;
-    if (!t->fast) {
-        __atomic_fetch_add(&t->completed, 1, __ATOMIC_RELAXED);
-        if (m->result != 0)
-            __atomic_fetch_add(&t->failed, 1, __ATOMIC_RELAXED);
-    }
-    next = take_oldest(t); /* backlog first, even when quitting */
-    if (!next && t->fast) {
-        /* Nothing waiting (members may empty the ring at any time, so only
-         * this answer counts): take in incoming; before stopping being
-         * busy, close the fast path (O2). */
-        absorb(t);
-        if (t->backlog.n == 0)
-            close_fast(t);
-        next = take_oldest(t);
+    int result = m->result;
+    bool over = t->fast && members(t) > limit_of(t);
+    tw_task *next = NULL;
+    if (!over) {
+        next = take_oldest(t); /* backlog first, even when quitting */
+        if (!next && t->fast) {
+            /* Nothing waiting (members may empty the ring at any time, so
+             * only this answer counts): take in incoming; before stopping
+             * being busy, close the fast path (O2). */
+            absorb(t);
+            if (t->backlog.n == 0)
+                close_fast(t);
+            next = take_oldest(t);
+        }
     }
     if (next) {
         hand(m, next); /* still busy: the count stays */
+        count_done(t, result);
         if (t->fast) {
             if (t->idle)
                 pump(t, false); /* absorbed tasks whose submitters are about to kick */
@@ -680,8 +797,14 @@ static int recycle(void *arg)
         }
         return 0;
     }
+    /* m stops being busy (the fast path is closed: O2). Over the limit, what
+     * closing finds waits for the members within it, or for a raised limit:
+     * there is no idle member over the limit (tw__team_limits_changed). */
+    if (over)
+        close_fast(t);
     set_count(&t->n_busy, t->n_busy - 1);
-    if (t->quitting || t->to_shrink > 0) {
+    count_done(t, result);
+    if (t->quitting || t->to_shrink > 0 || over) {
         if (t->to_shrink > 0)
             t->to_shrink--;
         retire(t, m);
@@ -777,20 +900,9 @@ static void fill(tw_team *t)
     }
 }
 
-void tw__team_fill(tw_team *t)
-{
-    absorb(t); /* O3 */
-    fill(t);
-}
-
 void tw__team_grow_now(tw_team *t, size_t n)
 {
     grow_now(t, n);
-}
-
-void tw__team_shrink_now(tw_team *t, size_t n)
-{
-    quit_idlers(t, n);
 }
 
 size_t tw__team_members(tw_team *t)
@@ -799,25 +911,15 @@ size_t tw__team_members(tw_team *t)
            __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
 }
 
-/* Tests: see tw__team_set_offer_pause. Written only by tests, before the
- * submitters it concerns start (or after they stopped). */
-static void (*offer_pause)(tw_task *task);
-
-void tw__team_set_offer_pause(void (*pause)(tw_task *task))
-{
-    __atomic_store_n(&offer_pause, pause, __ATOMIC_RELAXED);
-}
-
 void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks)
 {
     t->hooks = *hooks;
-    t->fast = hooks->full != NULL;
+    t->fast = hooks->limit != NULL;
 }
 
 int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket)
 {
     tw_task *head;
-    void (*pause)(tw_task *);
     if (!t->fast)
         return TW__TEAM_SLOW;
     if (__atomic_load_n(&t->quit, __ATOMIC_ACQUIRE))
@@ -825,8 +927,7 @@ int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket)
     /* relaxed: a hint; the seq_cst load below decides. */
     if (!__atomic_load_n(&t->open, __ATOMIC_RELAXED))
         return TW__TEAM_SLOW;
-    if (__builtin_expect((pause = __atomic_load_n(&offer_pause, __ATOMIC_RELAXED)) != NULL, 0))
-        pause(task); /* tests only: hold this submitter inside the race window */
+    probe(TW__TEAM_AT_OFFER, task); /* tests only: hold it inside the race window */
     task->inner_fn = task->fn;
     task->inner_arg = task->arg;
     task->flags = held ? TW__TASK_HELD : 0;
@@ -861,8 +962,10 @@ int tw__team_kick(tw_team *t, tw_task *task, void *ticket)
     }
     absorb(t);
     pump(t, true);
-    if (tw__team_members(t) == 0 && unlink_task(&t->backlog, task, ticket)) {
-        /* No worker exists or can be made: nothing would ever run it. */
+    if (members(t) == 0 && limit_of(t) > 0 && unlink_task(&t->backlog, task, ticket)) {
+        /* No worker exists, and the factory failed to make one (it was not
+         * at its limit: at a limit of 0 the task waits): nothing would ever
+         * run it. */
         set_count(&t->n_backlog, t->backlog.n);
         restore(task);
         rc = TW__TEAM_ALONE;
@@ -884,8 +987,32 @@ void tw__team_absorb(tw_team *t)
 
 void tw__team_limits_changed(tw_team *t)
 {
+    size_t limit;
+    if (!t->fast)
+        return;
     close_fast(t);
     absorb(t);
+    limit = limit_of(t);
+    if (members(t) > limit) {
+        /* Lowered: members above the limit start nothing new, not even what
+         * is lined up in the ring; idle ones go now, busy ones when their
+         * task ends (recycle). So no idle member is left over the limit. */
+        ring_unfill(t);
+        while (t->idle && members(t) > limit) {
+            member *m = t->idle;
+            t->idle = m->next_idle;
+            set_count(&t->n_idle, t->n_idle - 1);
+            retire(t, m);
+        }
+    }
+    pump(t, true); /* raised: the oldest waiting tasks get the new room */
+    maybe_open(t);
+    maybe_quit_coordinator(t);
+}
+
+bool tw__team_saturated(tw_team *t)
+{
+    return backed_up(t) || __atomic_load_n(&t->open, __ATOMIC_RELAXED);
 }
 
 /* ---- public API ----------------------------------------------------------- */
@@ -1009,8 +1136,12 @@ int tw_team_quit(tw_team *t)
         return TW_EINVAL;
     if (__atomic_exchange_n(&t->quit, 1, __ATOMIC_ACQ_REL))
         return TW_EQUIT;
-    if (post(t, &t->quit_msg) != 0)
+    /* Closes post and counts the quit message in one step (see `pending`). */
+    __atomic_fetch_add(&t->pending, CLOSED + 1, __ATOMIC_RELAXED);
+    if (t->coord->ops->submit(t->coord, &t->quit_msg) != 0) {
+        __atomic_fetch_sub(&t->pending, 1, __ATOMIC_RELAXED);
         return TW_EQUIT; /* the coordinator was quit from outside */
+    }
     return 0;
 }
 
@@ -1023,11 +1154,13 @@ int tw_team_stats_get(tw_team *t, tw_team_stats *out)
 {
     if (!t || !out)
         return TW_EINVAL;
+    /* acquire, counts first: pairs with count_done, so the members' state
+     * read after is at least as new as the completions counted. */
+    out->failed = __atomic_load_n(&t->failed, __ATOMIC_ACQUIRE);
+    out->completed = __atomic_load_n(&t->completed, __ATOMIC_ACQUIRE);
     out->idle = __atomic_load_n(&t->n_idle, __ATOMIC_RELAXED);
     out->busy = __atomic_load_n(&t->n_busy, __ATOMIC_RELAXED);
     out->backlog = __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) + ring_count(t);
-    out->completed = __atomic_load_n(&t->completed, __ATOMIC_RELAXED);
-    out->failed = __atomic_load_n(&t->failed, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -1036,7 +1169,8 @@ int tw_team_destroy(tw_team *t)
     if (!t)
         return TW_EINVAL;
     /* acquire: pairs with message_done, so nothing still touches the team. */
-    if (__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) != 0 || tw__team_members(t) != 0 ||
+    if ((__atomic_load_n(&t->pending, __ATOMIC_ACQUIRE) & ~CLOSED) != 0 ||
+        tw__team_members(t) != 0 ||
         __atomic_load_n(&t->n_backlog, __ATOMIC_RELAXED) != 0 ||
         __atomic_load_n(&t->incoming, __ATOMIC_ACQUIRE) != NULL || t->stranded.n != 0 ||
         ring_count(t) != 0)

@@ -12,17 +12,11 @@
  * retires it and returns true. */
 bool tw__team_retire_if_idle(tw_team *t, tw_worker *w, size_t keep);
 
-/* [C] Creates workers while the factory accepts and backlog is waiting
- * (used when a limit is raised). */
-void tw__team_fill(tw_team *t);
-
 /* Members (idle + busy), a snapshot. */
 size_t tw__team_members(tw_team *t);
 
-/* [C] Grow by up to n now / retire n now (idle first, busy ones as they
- * finish). */
+/* [C] Grows by up to n members now; they take waiting tasks at once. */
 void tw__team_grow_now(tw_team *t, size_t n);
-void tw__team_shrink_now(tw_team *t, size_t n);
 
 /* Makes a synchronous dispatch (the pool's lock-worker coordinator runs it
  * in the submitting thread) refuse a task instead of backlogging it when the
@@ -41,16 +35,22 @@ tw_task *tw__team_take_refused(void);
  * the top of team.c and in docs/worker.md. A team that has not opted in
  * behaves exactly as before: none of this runs. */
 typedef struct tw__team_hooks {
-    /* [C] True when the factory would refuse a new worker now because of a
-     * limit — not a transient failure. Required for the incoming list. */
-    bool (*full)(void *ctx);
+    /* [C] How many members the factory allows now: it refuses a new worker
+     * at that many because of its limit (a refusal below it is a failure).
+     * Required for the incoming list. The team holds to it: members above a
+     * lowered limit start no new task (see tw__team_limits_changed). */
+    size_t (*limit)(void *ctx);
+    /* [C] A task has been left waiting while every member is busy at the
+     * limit: the condition under which tasks can wedge (the pool starts its
+     * watch here). May be NULL. */
+    void (*saturated)(void *ctx);
     /* [C] Called once, just before the team quits its coordinator: the team
      * is finished (no member, no message, no backlog). May be NULL. */
     void (*finished)(void *ctx);
     void *ctx;
 } tw__team_hooks;
 
-/* Before the first task. With hooks->full set, enables the incoming list. */
+/* Before the first task. With hooks->limit set, enables the incoming list. */
 void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks);
 
 /* tw__team_offer's answers besides 0 (taken: a busy member will run it) and
@@ -66,11 +66,20 @@ void tw__team_set_hooks(tw_team *t, const tw__team_hooks *hooks);
  * node). */
 int tw__team_offer(tw_team *t, tw_task *task, bool held, void *ticket);
 
-/* Tests only: pause(task) is called by every tw__team_offer that found the
- * fast path open, just before its push, so a test can hold a submitter there
- * while the team closes the fast path, quits or finishes. NULL (the default)
- * turns it off. */
-void tw__team_set_offer_pause(void (*pause)(tw_task *task));
+/* ---- test probes -------------------------------------------------------------
+ * Tests only: probe(where, task) is called at each point below, so that a test
+ * can hold the calling thread inside a race window while it changes the team
+ * (or the pool) under it. NULL (the default) turns it off. Set it only while
+ * no thread it could concern is running. */
+enum tw__team_point {
+    TW__TEAM_AT_OFFER = 1, /* tw__team_offer found the fast path open; before its
+                              push (task: the submitted node) */
+    TW__TEAM_AT_POST,      /* a submit, grow or shrink passed the quit check; before
+                              its message is counted and posted (task: the message) */
+    TW__TEAM_AT_RECYCLE,   /* a member's worker has run its task(s); before it sends
+                              the recycle message (task: NULL) */
+};
+void tw__team_set_probe(void (*probe)(int where, tw_task *task));
 
 /* tw__team_kick's answer when no member exists and the task could only have
  * waited for one that cannot be made: it was taken back (node restored). */
@@ -87,9 +96,18 @@ int tw__team_kick(tw_team *t, tw_task *task, void *ticket);
  * wedge: neither may start threads). */
 void tw__team_absorb(tw_team *t);
 
-/* [C] A limit of the factory changed: closes the fast path (so that a task
- * that could now get a new worker is not left to wait for a busy one) and
- * moves the incoming list into the backlog. Call before tw__team_fill. */
+/* [C] hooks.limit's answer changed (raised or lowered). Closes the fast path
+ * (a task that could now get a new worker must not wait for a busy one) and
+ * moves the incoming list into the backlog. Over the limit: takes back the
+ * tasks lined up in the ready ring and retires idle members until the limit
+ * is met; busy ones retire when their task ends, whatever waits (so a lowered
+ * limit holds at once, and a limit of 0 pauses). Under it: recruits workers
+ * for the waiting tasks, oldest first. */
 void tw__team_limits_changed(tw_team *t);
+
+/* [C] Whether a wedge can form now: the fast path is open (every member busy
+ * at the limit, and new tasks may pile up without the coordinator), or a task
+ * waits while every member is busy at the limit. */
+bool tw__team_saturated(tw_team *t);
 
 #endif

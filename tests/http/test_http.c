@@ -493,6 +493,16 @@ static void test_refused(void **state)
     char u[128];
     snprintf(u, sizeof u, "http://127.0.0.1:%d/hello", ntohs(a.sin_port));
     expect_failure(fetch_get(u), TW_ECONNREFUSED, u, "onnect");
+
+    /* A URL's user:password@ never reaches a message (messages go to logs). */
+    char cred[160];
+    snprintf(cred, sizeof cred, "http://alice:s3cret@127.0.0.1:%d/hello", ntohs(a.sin_port));
+    tw_result r = fetch_get(cred);
+    assert_true(tw_result_is_failure(r));
+    const char *m = tw_failure_message(tw_result_as_failure(r));
+    if (strstr(m, "s3cret") || strstr(m, "alice"))
+        fail_msg("the message \"%s\" shows the URL's credentials", m);
+    expect_failure(r, TW_ECONNREFUSED, u, "onnect"); /* the URL without them */
 }
 
 static void test_dns_failure(void **state)
@@ -529,6 +539,71 @@ static void test_max_body(void **state)
     tw_result r = fetch(&rq3);
     expect_pattern(expect_response(r, 200), 1, 1000);
     tw_result_drop(r);
+}
+
+/* A HEAD has no body, whatever its Content-Length announces: the response is
+ * a result (not a body over max_body), its body is empty, and the
+ * announced size is not reserved. */
+static struct {
+    size_t largest; /* the largest block asked for */
+} H;
+
+static void *h_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    if (size > H.largest)
+        H.largest = size;
+    return malloc(size);
+}
+
+static void *h_realloc(void *ctx, void *ptr, size_t old_size, size_t new_size)
+{
+    (void)ctx;
+    (void)old_size;
+    if (new_size > H.largest)
+        H.largest = new_size;
+    return realloc(ptr, new_size);
+}
+
+static void h_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    (void)size;
+    free(ptr);
+}
+
+static void test_head_has_no_body(void **state)
+{
+    (void)state;
+    tw_http_request rq = {.method = "HEAD", .url = url("/bytes?n=100000"), .max_body = 1000};
+    tw_result r = fetch(&rq);
+    tw_http_response *resp = expect_response(r, 200);
+    assert_int_equal(resp->body_len, 0);
+    assert_string_equal(tw_http_response_header(resp, "Content-Length"), "100000");
+    tw_result_drop(r);
+    /* Measured with an allocator that notes the largest block: a HEAD of
+     * 50 MB takes nothing near it. */
+    tw_http_client_destroy(C);
+    C = NULL;
+    assert_rc(tw_reactor_destroy(R), 0);
+    R = NULL;
+    static const tw_allocator noting = {h_alloc, h_realloc, h_free, NULL};
+    assert_rc(tw_set_allocator(&noting), 0);
+    H.largest = 0;
+    assert_rc(tw_reactor_create(&R), 0);
+    assert_rc(tw_http_client_create(R, NULL, &C), 0);
+    tw_http_request big = {.method = "HEAD", .url = url("/bytes?n=50000000")};
+    r = fetch(&big);
+    resp = expect_response(r, 200);
+    assert_int_equal(resp->body_len, 0);
+    tw_result_drop(r);
+    tw_http_client_destroy(C);
+    C = NULL;
+    assert_rc(tw_reactor_destroy(R), 0);
+    R = NULL;
+    assert_rc(tw_set_allocator(NULL), 0);
+    if (H.largest >= 1000000)
+        fail_msg("a HEAD of 50 MB allocated a block of %zu bytes", H.largest);
 }
 
 /* ==== cancel ============================================================================ */
@@ -1044,6 +1119,7 @@ int main(void)
         T(test_dns_failure),
         T(test_tls_failure),
         T(test_max_body),
+        T(test_head_has_no_body),
         T(test_cancel_before_start),
         T(test_cancel_mid_body),
         T(test_many_concurrent),

@@ -1,0 +1,318 @@
+/* Coroutines over Deferreds: tw_async, tw_await, cancel, delivery.
+ *
+ * Waiting. tw_await(d) adds one callback to d, on_result, and drops the
+ * caller's reference. If d has a result ready, the deferred layer runs
+ * on_result before add_both returns (or, for an abandoned d, before the
+ * unref returns): the coroutine is still AWAITING, so on_result only leaves
+ * the result in the block and tw_await returns it, with no switch and no
+ * recursion, however many ready results follow one another (Twisted's
+ * `waiting` flag, without the need for one). Otherwise the coroutine marks
+ * itself SUSPENDED and switches out; when d fires, on_result runs on the
+ * firing stack, hands the result over and resumes the coroutine there.
+ * Nothing else holds d meanwhile, so a d whose producer lets go is
+ * abandoned and the coroutine wakes with TW_EABANDONED.
+ *
+ * The outer Deferred. tw_async's Deferred (`out`) gets the coroutine's
+ * result when fn returns. Its first entry is `relay`, added before anyone
+ * else sees it; relay turns a marker value back into a Deferred to wait on.
+ * That is how a Deferred fn returns reaches out (firing with a Deferred is
+ * not allowed), and how a cancel keeps out from failing: Twisted's
+ * inlineCallbacks does the same with an errback it puts first. The canceller
+ * (cancel_out) makes a fresh Deferred to take the coroutine's result, fires
+ * out with a marker for it (out then waits on it; its own callbacks do not
+ * run yet), and cancels what the coroutine awaits. Cancelling out again
+ * reaches the fresh one, whose canceller does the same.
+ *
+ * Delivery, in bounded stack. When fn returns, the resumer (on_result or
+ * tw_async) fires out, whose callbacks may resume another coroutine that
+ * finishes in turn, and so on: a chain of coroutines each awaiting the one
+ * before would nest one level per coroutine. So results are delivered by one
+ * loop per thread: a coroutine that finishes while a delivery is under way
+ * queues itself, and the loop below the delivery fires its Deferred next.
+ * A coroutine's stack goes back to the cache before its Deferred fires. */
+#include <stdio.h>
+
+#include "async/coro.h"
+
+static _Thread_local struct {
+    tw__co *head, *tail; /* finished coroutines whose results wait to be delivered */
+    bool delivering;     /* a delivery loop runs further up this thread's stack(s) */
+} q __attribute__((tls_model("initial-exec")));
+
+/* ---- the marker: a Deferred travelling as a value ------------------------- */
+
+static void marker_drop(void *d)
+{
+    tw_deferred_unref(d);
+}
+
+static tw_result relay(tw_result r, void *arg)
+{
+    (void)arg;
+    if (r.drop == marker_drop)
+        return tw_result_deferred(r.ptr);
+    return r;
+}
+
+static void cancel_out(tw_deferred *d, void *arg);
+
+/* A Deferred for co's result: relay first, cancel_out as canceller. Created
+ * at tw_async's call site, which an unhandled failure's report names. */
+static int new_out(tw__co *co, tw_deferred **out)
+{
+    int rc = tw_deferred_create_at(out, cancel_out, co, co->file, co->line);
+    if (rc)
+        return rc;
+    rc = tw_deferred_add_both(*out, relay, NULL);
+    if (rc) {
+        tw_deferred_unref(*out);
+        return rc;
+    }
+    return 0;
+}
+
+/* Fires out with the coroutine's result r (consumed). */
+static void fire(tw_deferred *out, tw_result r)
+{
+    bool failed = tw_result_is_failure(r);
+    int code = failed ? tw_failure_code(tw_result_as_failure(r)) : 0;
+    if (tw_result_is_deferred(r))
+        r = tw_result_value(r.ptr, marker_drop);
+    /* TW_EALREADY only if a cancel could not keep out (no memory for its
+     * successor) and failed it; the late result is dropped. */
+    if (tw_deferred_callback(out, r) == TW_EALREADY && failed)
+        tw_diag_report(TW_DIAG_UNHANDLED, code, "tw_async",
+                       "a coroutine's failure arrived after its Deferred had been cancelled");
+}
+
+/* ---- delivery ------------------------------------------------------------- */
+
+/* The await trace: a failure that came out of an await and is now the
+ * coroutine's result is wrapped with where it was awaited. */
+static tw_result traced(tw__co *co, tw_result r)
+{
+    tw_failure *f = tw_result_as_failure(r);
+    if (f && f == co->last_fail && co->fail_file)
+        r = tw_result_failure(tw_failure_wrap(f, tw_failure_code(f),
+                                              "awaited at %s:%d in the coroutine started at %s:%d",
+                                              co->fail_file, co->fail_line,
+                                              co->file ? co->file : "?", co->line));
+    if (co->last_fail) {
+        tw_failure_unref(co->last_fail);
+        co->last_fail = NULL;
+    }
+    return r;
+}
+
+static void deliver(tw__co *co)
+{
+    tw_deferred *out = co->out;
+    tw_result r = co->slot;
+    tw__co_free(co); /* the stack first: out's callbacks may start coroutines */
+    if (out) {       /* NULL: a cancel delivered it already */
+        fire(out, r);
+        tw_deferred_unref(out);
+    }
+}
+
+/* co's body has returned; we are on the stack that resumed it. */
+static void finish(tw__co *co)
+{
+    co->state = TW__CO_DONE;
+    co->slot = traced(co, co->slot);
+    co->next_done = NULL;
+    if (q.delivering) {
+        if (q.tail)
+            q.tail->next_done = co;
+        else
+            q.head = co;
+        q.tail = co;
+        return;
+    }
+    q.delivering = true;
+    deliver(co);
+    while ((co = q.head)) {
+        q.head = co->next_done;
+        if (!q.head)
+            q.tail = NULL;
+        deliver(co);
+    }
+    q.delivering = false;
+}
+
+/* Runs co until it waits or ends; delivers its result if it ended. */
+static void run(tw__co *co)
+{
+    co->state = TW__CO_RUNNING;
+    tw__co_resume_inline(co);
+    if (co->finished)
+        finish(co);
+}
+
+static void body(void *arg)
+{
+    tw__co *co = arg;
+    co->slot = co->fn(co->arg);
+}
+
+/* ---- starting ------------------------------------------------------------- */
+
+int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file, int line)
+{
+    tw__co *co;
+    tw_deferred *d;
+    int rc;
+
+    if (!fn || !out)
+        return TW_EINVAL;
+    co = tw__co_new(body, NULL, file, line);
+    if (!co)
+        return TW_ENOMEM;
+    rc = new_out(co, &d);
+    if (rc) {
+        tw__co_free(co);
+        return rc;
+    }
+    co->body_arg = co;
+    co->fn = fn;
+    co->arg = arg;
+    co->out = d; /* the coroutine's reference */
+    co->waiting_on = NULL;
+    co->slot = tw_result_none();
+    co->cancel_pending = false;
+    co->await_file = NULL;
+    co->await_line = 0;
+    co->last_fail = NULL;
+    co->fail_file = NULL;
+    co->fail_line = 0;
+    co->next_done = NULL;
+    *out = tw_deferred_ref(d);
+    run(co);
+    return 0;
+}
+
+bool tw_async_inside(void)
+{
+    return tw__co_current != NULL;
+}
+
+void tw_async_stats_get(tw_async_stats *out)
+{
+    if (!out)
+        return;
+    out->running = tw__co_live;
+    out->stacks_cached = tw__stack_cached();
+    out->stacks_mapped = tw__stack_mapped();
+}
+
+/* ---- awaiting ------------------------------------------------------------- */
+
+/* On the Deferred awaited: hands its result to the coroutine, which owns it
+ * now (d goes on with none), and resumes it unless it is still inside
+ * tw_await. Runs on the stack that fired d. */
+static tw_result on_result(tw_result r, void *arg)
+{
+    tw__co *co = arg;
+#ifdef TW_DEBUG
+    if (co->thread != tw__self()) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "a Deferred awaited at %s:%d by a coroutine of thread %u (started at %s:%d) "
+                 "fired on thread %u; the coroutine resumes on the firing thread (hand the "
+                 "result over with call_from_thread)",
+                 co->await_file ? co->await_file : "?", co->await_line, (unsigned)co->thread,
+                 co->file ? co->file : "?", co->line, (unsigned)tw__self());
+        tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await", msg);
+    }
+#endif
+    co->waiting_on = NULL;
+    co->slot = r;
+    if (co->state == TW__CO_AWAITING)
+        co->state = TW__CO_RUNNING; /* tw_await takes it: no switch */
+    else
+        run(co);
+    return tw_result_none();
+}
+
+tw_result tw_await_at(tw_deferred *d, const char *file, int line)
+{
+    tw__co *co = tw__co_current;
+    tw_result r;
+    int rc;
+
+    if (!co) {
+        tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await",
+                       "tw_await outside a coroutine: nothing to suspend (start one with "
+                       "tw_async)");
+        tw_deferred_unref(d);
+        return tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
+    }
+    if (!d)
+        return tw_result_fail(TW_EINVAL, "tw_await of NULL");
+    if (d == co->out) {
+        tw_deferred_unref(d);
+        return tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which "
+                                          "would wait forever");
+    }
+    co->await_file = file;
+    co->await_line = line;
+    co->state = TW__CO_AWAITING;
+    rc = tw_deferred_add_both(d, on_result, co);
+    if (rc) {
+        co->state = TW__CO_RUNNING;
+        tw_deferred_unref(d);
+        return tw_result_fail(rc, "no memory to await a Deferred");
+    }
+    /* d lives at least until on_result has run (a Deferred is freed with no
+     * entries left), so while we are AWAITING it may be used below. */
+    tw_deferred_unref(d);
+    if (co->state == TW__CO_AWAITING && co->cancel_pending) {
+        co->cancel_pending = false;
+        tw_deferred_cancel(d);
+    }
+    if (co->state == TW__CO_AWAITING) {
+        co->waiting_on = d;
+        co->state = TW__CO_SUSPENDED;
+        tw__co_suspend_inline(co); /* resumed by on_result, which set RUNNING */
+    }
+    r = co->slot;
+    co->slot = tw_result_none();
+    if (tw_result_is_failure(r)) {
+        if (co->last_fail)
+            tw_failure_unref(co->last_fail);
+        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
+        co->fail_file = file;
+        co->fail_line = line;
+    }
+    return r;
+}
+
+/* ---- cancelling ------------------------------------------------------------ */
+
+/* Canceller of the Deferred that takes co's result (d == co->out). */
+static void cancel_out(tw_deferred *d, void *arg)
+{
+    tw__co *co = arg;
+    tw_deferred *next;
+
+    if (co->state == TW__CO_DONE) { /* finished, delivery queued: deliver now */
+        tw_result r = co->slot;
+        co->slot = tw_result_none();
+        co->out = NULL;
+        fire(d, r);
+        tw_deferred_unref(d);
+        return;
+    }
+    /* Keep d from failing: it waits on `next`, which takes the result. With
+     * no memory for next, d fails with TW_ECANCELED below us (fire() then
+     * drops the coroutine's late result). */
+    if (new_out(co, &next) == 0) {
+        co->out = next;
+        tw_deferred_callback(d, tw_result_value(tw_deferred_ref(next), marker_drop));
+        tw_deferred_unref(d); /* the coroutine's; next's chain holds d now */
+    }
+    if (co->state == TW__CO_SUSPENDED)
+        tw_deferred_cancel(co->waiting_on); /* may resume co, even to its end */
+    else
+        co->cancel_pending = true;
+}

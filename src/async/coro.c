@@ -1,0 +1,84 @@
+/* The coroutine core: a body on a stack of its own, resumed and suspended in
+ * strict nesting, like calls. resume() switches from whatever runs (the
+ * thread's own stack or another coroutine) into a coroutine, and returns
+ * when that coroutine suspends or its body returns; suspend() switches back
+ * to the context that resumed it. So the chain of contexts waiting in
+ * resume() is a stack, and each coroutine knows only the one below it.
+ *
+ * Every switch is bracketed by the sanitizers' fiber annotations (coro.h,
+ * sanitize.h). The last switch out of a finished coroutine passes no
+ * fake-stack slot to ASan, which frees the coroutine's fake frames.
+ *
+ * Single-threaded: a coroutine is resumed only on the thread that created it
+ * (async.c checks that in TW_DEBUG builds). */
+#include "async/coro.h"
+
+_Thread_local tw__co *tw__co_current __attribute__((tls_model("initial-exec")));
+_Thread_local size_t tw__co_live __attribute__((tls_model("initial-exec")));
+
+/* The first code on a new stack. */
+static void entry(void *p)
+{
+    tw__co *co = p;
+
+    tw__asan_finish(NULL, &co->from_lo, &co->from_size);
+    co->body(co->body_arg);
+    co->finished = true;
+    tw__co_live--;
+    /* For good: ASan frees this stack's fake frames (no slot to keep them). */
+    tw__asan_start(NULL, co->from_lo, co->from_size);
+    tw__tsan_switch(co->tsan_resumer);
+    tw__ctx_switch(&co->ctx, &co->resumer);
+    __builtin_unreachable();
+}
+
+tw__co *tw__co_new(void (*body)(void *arg), void *arg, const char *file, int line)
+{
+    tw__co *co = tw__stack_take();
+
+    if (!co)
+        return NULL;
+    co->parent = NULL;
+    co->body = body;
+    co->body_arg = arg;
+    co->thread = tw__self();
+    co->finished = false;
+    co->file = file;
+    co->line = line;
+    co->asan_fake = NULL;
+    co->from_lo = NULL;
+    co->from_size = 0;
+    co->tsan_fiber = tw__tsan_create();
+    co->tsan_resumer = NULL;
+    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), entry, co);
+    tw__co_live++;
+    return co;
+}
+
+void tw__co_resume(tw__co *co)
+{
+    tw__co_resume_inline(co);
+}
+
+void tw__co_suspend(void)
+{
+    tw__co_suspend_inline(tw__co_current);
+}
+
+bool tw__co_finished(const tw__co *co)
+{
+    return co->finished;
+}
+
+void tw__co_free(tw__co *co)
+{
+    if (!co->finished)
+        tw__co_live--; /* never ran */
+    tw__tsan_destroy(co->tsan_fiber);
+    tw__stack_give(co);
+}
+
+const char *tw__co_switch_name(void)
+{
+    return TW__SWITCH_NAME;
+}

@@ -1,0 +1,138 @@
+/* Internal: a coroutine's block, shared by the core (coro.c), its stacks
+ * (stack.c) and the async layer (async.c, helpers.c).
+ *
+ * Each coroutine lives in one mapping, from low to high addresses:
+ *
+ *     [ guard page | stack, growing down ............ | struct tw__co ]
+ *
+ * The block sits at the top of its own stack's mapping, so starting a
+ * coroutine allocates nothing once the thread's cache holds a stack, and a
+ * cached stack keeps its block. Everything here belongs to the thread that
+ * created the coroutine. */
+#ifndef TW_ASYNC_CORO_H
+#define TW_ASYNC_CORO_H
+
+#include <stdint.h>
+
+#include <twine/async.h>
+
+#include "async/core.h"
+#include "async/sanitize.h"
+#include "async/switch.h"
+
+typedef struct tw__stack {
+    char *base;             /* the mapping; its first `guard` bytes are PROT_NONE */
+    size_t size;            /* of the whole mapping */
+    size_t guard;
+    unsigned vg_id;         /* Valgrind's name for the stack */
+    struct tw__stack *next; /* in a thread's cache */
+} tw__stack;
+
+/* States of a coroutine as the async layer drives it (async.c). */
+enum {
+    TW__CO_RUNNING = 0, /* its code runs (or has resumed another coroutine) */
+    TW__CO_AWAITING,    /* inside tw_await, not yet switched out: a result that
+                           arrives now is taken without a switch */
+    TW__CO_SUSPENDED,   /* switched out, waiting for waiting_on to fire */
+    TW__CO_DONE         /* fn returned; its result is being delivered */
+};
+
+struct tw__co {
+    tw__stack st;        /* first, and kept while the stack is cached */
+    tw__ctx ctx;         /* its context while it does not run */
+    tw__ctx resumer;     /* the context that resumed it, while it runs */
+    tw__co *parent;      /* the running coroutine when it was resumed (NULL: none) */
+    void (*body)(void *);
+    void *body_arg;
+    uint32_t thread;     /* tw__self() of its creator, the only thread it runs on */
+    bool finished;       /* body returned */
+    const char *file;    /* where it was started */
+    int line;
+    /* AddressSanitizer: its fake stack while switched out, and the bounds of
+     * the stack that resumed it (learnt at each resume). */
+    void *asan_fake;
+    const void *from_lo;
+    size_t from_size;
+    /* ThreadSanitizer: its fiber, and the one that resumed it. */
+    void *tsan_fiber;
+    void *tsan_resumer;
+
+    /* ---- the async layer (async.c) ---- */
+    tw_result_fn fn;
+    void *arg;
+    tw_deferred *out;        /* the Deferred its result goes to (one reference);
+                                NULL once delivered by a cancel */
+    tw_deferred *waiting_on; /* while SUSPENDED: the Deferred awaited (weak: it
+                                lives until our callback on it has run) */
+    tw_result slot;          /* a result handed in at an await; then the final result */
+    uint8_t state;
+    bool cancel_pending;     /* cancelled while running: cancel the next await */
+    const char *await_file;  /* the current (or last) await */
+    int await_line;
+    tw_failure *last_fail;   /* the last failure an await returned (a reference) */
+    const char *fail_file;   /* ... and where */
+    int fail_line;
+    tw__co *next_done;       /* in the thread's queue of results to deliver */
+};
+
+/* The coroutine whose stack the thread is on (NULL: the thread's own). */
+extern _Thread_local tw__co *tw__co_current __attribute__((tls_model("initial-exec")));
+
+/* Coroutines of the calling thread started and not finished. */
+extern _Thread_local size_t tw__co_live __attribute__((tls_model("initial-exec")));
+
+/* The usable stack below the block. */
+static inline char *tw__co_stack_lo(const tw__co *co)
+{
+    return co->st.base + co->st.guard;
+}
+static inline size_t tw__co_stack_size(const tw__co *co)
+{
+    return (size_t)(((uintptr_t)co & ~(uintptr_t)15) - (uintptr_t)tw__co_stack_lo(co));
+}
+
+/* ---- resume and suspend --------------------------------------------------
+ * Inline here for the async layer (core.h has them out of line). Every
+ * switch is bracketed by the sanitizers' fiber annotations, in the order
+ * their documentation asks: AddressSanitizer's start before and finish after,
+ * on the stack switched to; ThreadSanitizer's switch right before. */
+
+/* Runs co until it suspends or its body returns. */
+static inline __attribute__((always_inline)) void tw__co_resume_inline(tw__co *co)
+{
+    void *fake = NULL; /* this stack's fake frames while it waits here (ASan) */
+
+    co->parent = tw__co_current;
+    tw__co_current = co;
+    tw__asan_start(&fake, tw__co_stack_lo(co), tw__co_stack_size(co));
+    co->tsan_resumer = tw__tsan_current();
+    tw__tsan_switch(co->tsan_fiber);
+    tw__ctx_switch(&co->resumer, &co->ctx);
+    tw__asan_finish(fake, NULL, NULL);
+    tw__co_current = co->parent;
+}
+
+/* From inside co, the running coroutine: back to what resumed it. */
+static inline __attribute__((always_inline)) void tw__co_suspend_inline(tw__co *co)
+{
+    tw__asan_start(&co->asan_fake, co->from_lo, co->from_size);
+    tw__tsan_switch(co->tsan_resumer);
+    tw__ctx_switch(&co->ctx, &co->resumer);
+    /* Resumed, perhaps from another stack than last time. */
+    tw__asan_finish(co->asan_fake, &co->from_lo, &co->from_size);
+}
+
+/* ---- stack.c ---- */
+/* A stack of the current size with its block (only st is set), from the
+ * calling thread's cache or newly mapped; NULL when it cannot be mapped.
+ * The first call of a thread also prepares the overflow report (the SIGSEGV
+ * handler, once per process, and an alternate signal stack for the thread). */
+tw__co *tw__stack_take(void);
+/* Back to the calling thread's cache (or unmapped when the cache is full or
+ * the size setting has changed). */
+void tw__stack_give(tw__co *co);
+/* Stacks in the calling thread's cache; stacks mapped in the process. */
+size_t tw__stack_cached(void);
+size_t tw__stack_mapped(void);
+
+#endif
