@@ -369,6 +369,17 @@ def target_shown(r, peer, kind, md):
     return f"{r:.2f}{x}", peer
 
 
+def repetitions(data):
+    """How many repetitions the medians are of: "5", or "5-9" when workloads differ
+    (single counts, such as the net suite's strace row, left aside)."""
+    counts = {sum(1 for m in e if m.startswith("rep")) for impls in data.values()
+              for e in impls.values()} - {0, 1}
+    if not counts:
+        return "1"
+    lo, hi = min(counts), max(counts)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def print_text(data, order):
     against_twine = vs_twine(data)
     ww = max([24] + [len(w) for w in order])
@@ -390,10 +401,10 @@ def print_text(data, order):
         x = fmt(worst) if worst is not None else "-"
         print(f"{w:<{ww}} {impl:<{iw}} {fmt(median):>12} {b:>12} {x:>12} {unit:<13} {r:>16}")
     if against_twine:
-        print("(median of 5 repetitions; * = twine, the reference of the ratio column, so a")
+        print(f"(median of {repetitions(data)} repetitions; * = twine, the reference of the ratio column, so a")
         print(" Twisted row's ratio is Twisted / twine; ns/op: lower is better)")
     else:
-        print("(median of 5 repetitions; * = the fastest C peer of the workload;")
+        print(f"(median of {repetitions(data)} repetitions; * = the fastest C peer of the workload;")
         if any(suite(w) == "pool" for w in data):
             print(" tasks/s: higher is better, us/roundtrip: lower is better)")
         elif any(suite(w) == "reactor" for w in data):
