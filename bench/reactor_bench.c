@@ -21,6 +21,11 @@
  *                            costs when work is sparse; extra metric
  *                            `latency`, the median round trip after the
  *                            pool has been idle for the gap
+ *   call_from_thread_fresh   the same, each repetition in a fresh process
+ *                            (10 of them, unpinned): where the two threads
+ *                            land is decided per process, and the worst
+ *                            placement is the one a user meets; twine's two
+ *                            forms and libuv's preallocated queue
  *   defer_to_thread_floor    not a workload: what any pinned round trip
  *                            costs at least on this machine (below)
  *
@@ -66,14 +71,19 @@
 #include <gio/gio.h>
 #include <glib.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <sched.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <twine/reactor.h>
 #include <unistd.h>
 #include <uv.h>
+
+extern char **environ;
 
 #define N_CALLS 1000000L
 #define N_DEFER 100000L
@@ -673,13 +683,15 @@ struct workload {
     bool pin;
     long n;
     double gap; /* defer_to_thread: s from a completion to the next issue */
+    bool fresh; /* each repetition in a fresh process (FRESH_REPS of them) */
 };
 
 static const struct workload workloads[] = {
-    {"call_from_thread", "callbacks/s", true, false, false, N_CALLS, 0},
-    {"defer_to_thread_pinned", "us/roundtrip", false, true, true, N_DEFER, 0},
-    {"defer_to_thread_unpinned", "us/roundtrip", false, true, false, N_DEFER, 0},
-    {"defer_to_thread_sparse", "us CPU/roundtrip", false, true, false, N_SPARSE, 0.001},
+    {"call_from_thread", "callbacks/s", true, false, false, N_CALLS, 0, false},
+    {"call_from_thread_fresh", "callbacks/s", true, false, false, N_CALLS, 0, true},
+    {"defer_to_thread_pinned", "us/roundtrip", false, true, true, N_DEFER, 0, false},
+    {"defer_to_thread_unpinned", "us/roundtrip", false, true, false, N_DEFER, 0, false},
+    {"defer_to_thread_sparse", "us CPU/roundtrip", false, true, false, N_SPARSE, 0.001, false},
 };
 
 static const struct impl call_impls[] = {
@@ -696,8 +708,19 @@ static const struct impl defer_impls[] = {
     {"GLib GTask run_in_thread", K_GLIB},
 };
 
+/* The fresh-process runs: twine's two forms and libuv's fastest queue. */
+static const struct impl fresh_impls[] = {
+    {"twine call_from_thread", K_TWINE_CALL},
+    {"twine post", K_TWINE_POST},
+    {"libuv async+mutex prealloc", K_UV_PREALLOC},
+};
+
 static const struct impl *impls_of(const struct workload *w, int *count)
 {
+    if (w->fresh) {
+        *count = BENCH_COUNT_OF(fresh_impls);
+        return fresh_impls;
+    }
     if (w->roundtrip) {
         *count = BENCH_COUNT_OF(defer_impls);
         return defer_impls;
@@ -787,14 +810,95 @@ static void run_floor(void)
                  "us/roundtrip", false, samples, BENCH_REPS);
 }
 
+/* ==== fresh processes ===========================================================
+ * Where a figure depends on where the scheduler puts two threads, and that
+ * placement is decided once per process (call_from_thread unpinned: the
+ * poster and the loop on one CPU or on two), repetitions within one process
+ * all see the same placement. call_from_thread_fresh runs each repetition
+ * as this program with --child, in a new process; the table reports the
+ * worst of them. */
+#define FRESH_REPS 10
+
+static void run_child(const struct workload *w, const struct impl *im, long n, struct result *r)
+{
+    char nbuf[32], buf[256];
+    char *argv[] = {"twine_bench_reactor", "--child", (char *)w->name, (char *)im->name, nbuf,
+                    NULL};
+    posix_spawn_file_actions_t fa;
+    size_t len = 0;
+    ssize_t got;
+    int fds[2], status;
+    pid_t pid;
+
+    snprintf(nbuf, sizeof nbuf, "%ld", n);
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        bench_die("pipe2", strerror(errno));
+    bench_die_rc("posix_spawn_file_actions_init", posix_spawn_file_actions_init(&fa));
+    bench_die_rc("posix_spawn_file_actions_adddup2", posix_spawn_file_actions_adddup2(&fa, fds[1], 1));
+    bench_place_self(false); /* the child starts with the whole process mask */
+    fflush(stdout);
+    bench_die_rc("posix_spawn", posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ));
+    bench_watch_child(pid);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    while (len < sizeof buf - 1 && (got = read(fds[0], buf + len, sizeof buf - 1 - len)) != 0) {
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            bench_die("read", strerror(errno));
+        }
+        len += (size_t)got;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            bench_die("waitpid", strerror(errno));
+    bench_watch_child(0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench: %s / %s: the child process failed\n", w->name, im->name);
+        exit(WIFEXITED(status) && WEXITSTATUS(status) == 2 ? 2 : 1); /* a wrong count stays one */
+    }
+    memset(r, 0, sizeof *r);
+    if (sscanf(buf, "%lf %lf", &r->value, &r->post_ns) != 2)
+        bench_die("reading the child's figures", buf);
+}
+
+/* --child WORKLOAD IMPL N: one repetition, its figures on stdout. */
+static int child_main(int argc, char **argv)
+{
+    struct result r;
+    const struct workload *w = NULL;
+    const struct impl *im = NULL;
+    int count;
+
+    if (argc != 5)
+        return 2;
+    for (int i = 0; i < BENCH_COUNT_OF(workloads); i++)
+        if (strcmp(workloads[i].name, argv[2]) == 0)
+            w = &workloads[i];
+    if (!w)
+        return 2;
+    const struct impl *impls = impls_of(w, &count);
+    for (int i = 0; i < count; i++)
+        if (strcmp(impls[i].name, argv[3]) == 0)
+            im = &impls[i];
+    if (!im)
+        return 2;
+    bench_twine_diag_init();
+    run_here(w, im, atol(argv[4]), &r);
+    printf("%.9g %.9g\n", r.value, r.post_ns);
+    return 0;
+}
+
 /* ==== driver ================================================================= */
 static const char *impl_list; /* --impl */
 
 static void run_workload(const struct workload *w)
 {
     enum { MAX_IMPLS = 8 };
-    struct result res[MAX_IMPLS][BENCH_REPS];
-    double s[BENCH_REPS];
+    struct result res[MAX_IMPLS][FRESH_REPS];
+    double s[FRESH_REPS];
     const struct impl *impls;
     char p99name[64];
     long n = bench_scaled(w->n);
@@ -803,16 +907,21 @@ static void run_workload(const struct workload *w)
     impls = impls_of(w, &count);
     if (count > MAX_IMPLS)
         abort();
-    printf("%s: %ld %s, %d round-robin repetitions%s\n", w->name, n,
-           w->roundtrip ? "round trips" : "calls", BENCH_REPS,
+    int reps = w->fresh ? FRESH_REPS : BENCH_REPS;
+    printf("%s: %ld %s, %d round-robin repetitions%s%s\n", w->name, n,
+           w->roundtrip ? "round trips" : "calls", reps,
+           w->fresh ? ", each in a fresh process" : "",
            w->pin ? " (pinned: every thread on one CPU)" : "");
     fflush(stdout);
-    for (rep = 0; rep < BENCH_REPS; rep++) {
+    for (rep = 0; rep < reps; rep++) {
         for (i = 0; i < count; i++) {
             if (!bench_listed(impl_list, impls[i].name))
                 continue;
             bench_watch(impls[i].name);
-            run_here(w, &impls[i], n, &res[i][rep]);
+            if (w->fresh)
+                run_child(w, &impls[i], n, &res[i][rep]);
+            else
+                run_here(w, &impls[i], n, &res[i][rep]);
             bench_watch(NULL);
             bench_place_self(false);
         }
@@ -821,17 +930,17 @@ static void run_workload(const struct workload *w)
     for (i = 0; i < count; i++) {
         if (!bench_listed(impl_list, impls[i].name))
             continue;
-        for (k = 0; k < BENCH_REPS; k++)
+        for (k = 0; k < reps; k++)
             s[k] = res[i][k].value;
-        bench_record(w->name, impls[i].name, w->unit, w->higher_is_better, s, BENCH_REPS);
-        for (k = 0; k < BENCH_REPS; k++)
+        bench_record(w->name, impls[i].name, w->unit, w->higher_is_better, s, reps);
+        for (k = 0; k < reps; k++)
             s[k] = w->roundtrip ? res[i][k].mean : res[i][k].post_ns;
         if (w->gap > 0)
-            bench_record_extra(w->name, impls[i].name, "latency", "us/roundtrip", s, BENCH_REPS);
+            bench_record_extra(w->name, impls[i].name, "latency", "us/roundtrip", s, reps);
         else if (w->roundtrip)
-            bench_record_extra(w->name, impls[i].name, "mean", w->unit, s, BENCH_REPS);
+            bench_record_extra(w->name, impls[i].name, "mean", w->unit, s, reps);
         else
-            bench_record_extra(w->name, impls[i].name, "post", "ns/call", s, BENCH_REPS);
+            bench_record_extra(w->name, impls[i].name, "post", "ns/call", s, reps);
     }
     if (!w->roundtrip || w->gap > 0)
         return;
@@ -850,6 +959,8 @@ int main(int argc, char **argv)
     struct bench_args args;
     int i;
 
+    if (argc > 1 && strcmp(argv[1], "--child") == 0)
+        return child_main(argc, argv);
     bench_watchdog_init();
     if (!bench_parse_args(argc, argv, true, NULL,
                           "[--csv PATH] [--scale F] [--only WORKLOAD[,...]] [--impl NAME[,...]]",
