@@ -7,6 +7,7 @@
 #   async     async.csv (+ async.md)
 #   http      http.csv (+ http.md): libtwine-http, libcurl's multi interface on libuv
 #   redis     redis.csv (+ redis.md): libtwine-redis, hiredis, redis-py
+#   net       net.csv (+ net.md): servers driven over loopback by one client
 # and machine.txt for all of them. A suite whose component library was not
 # built (no libcurl or hiredis) is skipped with a message.
 #
@@ -26,7 +27,7 @@ build=$1
 shift
 
 # --suite is this script's own option; everything else is passed on.
-all_suites="sync pool deferred reactor async http redis"
+all_suites="sync pool deferred reactor async http redis net"
 suites=$all_suites
 n=$#
 i=0
@@ -106,7 +107,7 @@ idle=$(idle_pct)
     if [ -n "$twisted_python" ]; then
         echo "twisted: $("$twisted_python" -c 'import sys, twisted; print(f"Twisted {twisted.__version__} on Python {sys.version.split()[0]}")') ($twisted_python)"
     fi
-    echo "peers:   libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), GLib $(pkg-config --modversion glib-2.0 2>/dev/null || echo '?')"
+    echo "peers:   libuv $(pkg-config --modversion libuv 2>/dev/null || echo '?'), GLib $(pkg-config --modversion glib-2.0 2>/dev/null || echo '?'), libevent $(pkg-config --modversion libevent 2>/dev/null || echo '?')"
     echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min), ${idle}% idle in the second before the run"
     if [ "$idle" -lt 90 ]; then
         echo "WARNING: the machine was busy before the run; expect noisy figures"
@@ -206,6 +207,21 @@ for s in $suites; do
         http)
             echo "== C: twine HTTP client vs libcurl multi on libuv =="
             "$build/bench/twine_bench_http" --csv "$tmp/http-c.csv" "$@"
+            echo
+            ;;
+        net)
+            # One client drives every server; Twisted's is a server like the
+            # others, run by the interpreter itself (not a wrapper such as a
+            # pyenv shim, whose process would not be the one doing the work).
+            echo "== C client: epoll floor, libuv, libevent, twine and Twisted servers over loopback =="
+            if [ -n "$twisted_python" ]; then
+                py=$("$twisted_python" -c 'import sys; print(sys.executable)')
+                "$build/bench/twine_bench_net" --csv "$tmp/net-c.csv" \
+                    --server "python Twisted=$py $here/py_net_server.py" "$@"
+            else
+                echo "== (no interpreter here has Twisted (python3-twisted); Twisted rows skipped) =="
+                "$build/bench/twine_bench_net" --csv "$tmp/net-c.csv" "$@"
+            fi
             echo
             ;;
     esac

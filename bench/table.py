@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, async, http, redis, ...) as one table, with ratios and the targets.
+"""Prints a bench/results/*.csv (one suite: sync, pool, deferred, reactor, async, http, redis, net, ...) as one table, with ratios and the targets.
 
 usage: table.py CSV [--markdown]
 
@@ -19,11 +19,12 @@ frees, post) are listed under the table.
 import csv
 import sys
 
-HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
+HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s", "roundtrips/s", "MB/s", "conns/s"}
 
 # (description, workload, twine impl, peer, comparison, limit)
 #   peer: an impl name; None for the fastest C peer; "NAME*" for the best of
-#   the impls whose name starts with NAME (e.g. both libuv pool sizes)
+#   the impls whose name starts with NAME (e.g. both libuv pool sizes);
+#   "NAME|NAME..." for the best of the impls named
 #   comparison: "le" = ratio must be <= limit, "ge" = ratio must be >= limit,
 #   "speedup" = how many times faster twine is (peer / twine for times,
 #   twine / peer for throughputs) must be >= limit,
@@ -32,8 +33,8 @@ HIGHER_IS_BETTER = {"ops/s", "tasks/s", "callbacks/s"}
 #   allocs,allocs_cold), the largest of whose values must be <= limit
 # A target is listed when the CSV has any workload of its suite (pool_* is
 # the pool suite, deferred_* the deferred suite, call_from_thread* and
-# defer_to_thread* the reactor suite, async_* the async suite, the rest the
-# sync suite).
+# defer_to_thread* the reactor suite, async_* the async suite, tcp_* the net
+# suite, the rest the sync suite).
 TARGETS = [
     ("uncontended Lock <= 1.0x the fastest C peer",
      "lock_uncontended", "twine Lock", None, "le", 1.0),
@@ -101,6 +102,20 @@ TARGETS = [
      "async_network_counter", "twine await", "twine callbacks", "le", 1.3),
     ("NetworkCounter await >= 100x faster than Twisted inlineCallbacks",
      "async_network_counter", "twine await", "python Twisted inlineCallbacks", "speedup", 100.0),
+    ("ping-pong round trips/s >= 0.97x the epoll floor",
+     "tcp_pingpong", "twine net", "epoll floor", "ge", 0.97),
+    ("ping-pong server CPU per round trip <= libuv's",
+     "tcp_pingpong_cpu", "twine net", "libuv uv_tcp", "le", 1.0),
+    ("streaming MB/s >= the better of libuv and libevent",
+     "tcp_stream", "twine net", "libuv uv_tcp|libevent bufferevent", "ge", 1.0),
+    ("streaming server CPU per MB <= libuv's",
+     "tcp_stream_cpu", "twine net", "libuv uv_tcp", "le", 1.0),
+    ("accepting connections/s >= libuv's",
+     "tcp_accept", "twine net", "libuv uv_tcp", "ge", 1.0),
+    ("accepting server CPU per connection <= libuv's",
+     "tcp_accept_cpu", "twine net", "libuv uv_tcp", "le", 1.0),
+    ("write coalescing MB/s >= 2x libuv's (one uv_write each)",
+     "tcp_write_batch", "twine net", "libuv uv_tcp", "ge", 2.0),
 ]
 
 # A missed speedup target on a pinned workload also says how far the
@@ -122,6 +137,8 @@ def suite(workload):
         return "redis"
     if workload.startswith("async_"):
         return "async"
+    if workload.startswith("tcp_"):
+        return "net"
     return "sync"
 
 
@@ -203,6 +220,9 @@ PROBES = {
     # the two context switches any round trip between threads on one CPU costs
     "defer_to_thread_floor": "pinned floor, two threads on one CPU handing a word back and "
                              "forth with sched_yield (no pinned round trip can be faster)",
+    # ping-pong with no event loop at all: blocking send and recv in two threads
+    "tcp_pingpong_kernel": "kernel, the same ping-pong between two threads with blocking "
+                           "send and recv (no event loop)",
 }
 
 
@@ -251,6 +271,9 @@ def targets(data):
             peer, peer_val = fastest_peer(impls)
         elif peer.endswith("*"):
             peer, peer_val = fastest_peer(impls, peer[:-1])
+        elif "|" in peer:
+            named = {n: impls[n] for n in peer.split("|") if "median" in impls.get(n, {})}
+            peer, peer_val = fastest_peer(named) if named else (peer, None)
         else:
             peer_val = impls.get(peer, {}).get("median")
         if not peer_val:
@@ -304,7 +327,32 @@ EXTRAS = [
     ("client_cmds_per_acq", "commands the clients sent per acquisition"),
     ("server_calls_per_acq", "Redis calls per acquisition (INFO commandstats, script calls included)"),
     ("cpu", "the thread's CPU time per operation, without the time other processes had the CPU"),
+    ("server_busy", "server's CPU time over the run's wall time"),
+    ("client_busy", "load client's CPU time over the run's wall time"),
+    ("client", "the load client's own CPU per operation"),
+    ("user", "share of the server's CPU spent in user space (the rest is the kernel's)"),
+    ("syscw", "write and writev calls per 1000 messages in the timed runs (/proc/PID/io syscw; "
+              "not send, sendto, sendmsg)"),
 ]
+
+
+def twisted_lines(data, order):
+    """The net suite's twine rows against Twisted's on the same runs: how many
+    times more throughput, or how many times less CPU, twine has."""
+    lines = []
+    for w in order:
+        mine = data[w].get("twine net", {}).get("median")
+        theirs = data[w].get("python Twisted", {}).get("median")
+        if not mine or not theirs:
+            continue
+        unit = data[w]["twine net"]["unit"]
+        if unit in HIGHER_IS_BETTER:
+            lines.append(f"{w}: twine {fmt(mine)} vs Twisted {fmt(theirs)} {unit}: "
+                         f"{mine / theirs:.2f}x Twisted's")
+        else:
+            lines.append(f"{w}: twine {fmt(mine)} vs Twisted {fmt(theirs)} {unit}: "
+                         f"Twisted takes {theirs / mine:.2f}x twine's")
+    return lines
 
 
 def extra_lines(data, order):
@@ -332,6 +380,17 @@ def target_shown(r, peer, kind, md):
     return f"{r:.2f}{x}", peer
 
 
+def repetitions(data):
+    """How many repetitions the medians are of: "5", or "5-9" when workloads differ
+    (single counts, such as the net suite's strace row, left aside)."""
+    counts = {sum(1 for m in e if m.startswith("rep")) for impls in data.values()
+              for e in impls.values()} - {0, 1}
+    if not counts:
+        return "1"
+    lo, hi = min(counts), max(counts)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def print_text(data, order):
     against_twine = vs_twine(data)
     ww = max([24] + [len(w) for w in order])
@@ -353,21 +412,26 @@ def print_text(data, order):
         x = fmt(worst) if worst is not None else "-"
         print(f"{w:<{ww}} {impl:<{iw}} {fmt(median):>12} {b:>12} {x:>12} {unit:<13} {r:>16}")
     if against_twine:
-        print("(median of 5 repetitions; * = twine, the reference of the ratio column, so a")
+        print(f"(median of {repetitions(data)} repetitions; * = twine, the reference of the ratio column, so a")
         print(" Twisted row's ratio is Twisted / twine; ns/op: lower is better)")
     else:
-        print("(median of 5 repetitions; * = the fastest C peer of the workload;")
+        print(f"(median of {repetitions(data)} repetitions; * = the fastest C peer of the workload;")
         if any(suite(w) == "pool" for w in data):
             print(" tasks/s: higher is better, us/roundtrip: lower is better)")
         elif any(suite(w) == "reactor" for w in data):
             print(" callbacks/s: higher is better, us/roundtrip: lower is better)")
         elif any(suite(w) == "http" for w in data):
             print(" us/request: lower is better)")
+        elif any(suite(w) == "net" for w in data):
+            print(" roundtrips/s, MB/s, conns/s: higher is better; CPU and writes per operation:")
+            print(" lower is better)")
         else:
             print(" ops/s: higher is better, ns/op and us/roundtrip: lower is better)")
     for line in probe_lines(data):
         print(line)
     for line in extra_lines(data, order):
+        print(line)
+    for line in twisted_lines(data, order):
         print(line)
     print()
     print("targets:")
@@ -392,7 +456,7 @@ def print_markdown(data, order):
     print()
     for line in probe_lines(data):
         print(f"{line[0].upper()}{line[1:]}  ")
-    for line in extra_lines(data, order):
+    for line in extra_lines(data, order) + twisted_lines(data, order):
         print(f"{line}  ")
     print()
     print("| target | result | vs | verdict |" if against_twine else

@@ -6,6 +6,7 @@ set -eu
 
 PACKAGES="libnsync-dev libglib2.0-dev libuv1-dev python3-twisted pkg-config libcurl4-openssl-dev libevent-dev"
 PACKAGES="$PACKAGES libhiredis-dev redis-server redis-tools python3-redis"
+PACKAGES="$PACKAGES strace"
 
 missing=""
 for p in $PACKAGES; do
