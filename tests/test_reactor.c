@@ -1194,6 +1194,22 @@ static void check_fd_invalid(enum tw_poller p)
     assert_rc(tw_reactor_add_reader(r, pp[0], NULL, NULL), TW_EINVAL);
     assert_rc(tw_reactor_remove_reader(r, pp[0]), TW_EINVAL);
 
+    /* An fd that is not open: both pollers refuse it, and nothing is left
+     * watched (the same number, once open again, is watched normally). */
+    int gone = dup(pp[0]);
+    assert_true(gone >= 0);
+    close(gone);
+    assert_rc(tw_reactor_add_reader(r, gone, fd_record, &f), TW_EINVAL);
+    assert_rc(tw_reactor_add_writer(r, gone, fd_record, &f), TW_EINVAL);
+    assert_rc(tw_reactor_remove_reader(r, gone), TW_EINVAL);
+    assert_int_equal(dup2(pp[1], gone), gone);
+    assert_rc(tw_reactor_add_writer(r, gone, fd_record, &f), 0);
+    iterate_until(r, &f.calls, 1);
+    assert_rc(tw_reactor_remove_writer(r, gone), 0);
+    close(gone);
+    f.calls = 0;
+    f.all_events = 0;
+
     /* A regular file: epoll refuses it, poll(2) reports it always ready. */
     char path[] = "/tmp/tw_reactor_test_XXXXXX";
     int fd = mkstemp(path);

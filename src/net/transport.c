@@ -167,7 +167,10 @@ static int fail_errno(tw_transport *t, int err)
     if (code != TW_ECONNRESET && code != TW_ETIMEDOUT)
         code = TW_ECONNLOST;
     char buf[128];
-    finish(t, code, tw__sock_strerror(-err, buf, sizeof buf), false);
+    /* Only a lost connection's message carries the system's words: a reset
+     * or a timeout says it all (and strerror_r goes through gettext). */
+    finish(t, code, code == TW_ECONNLOST ? tw__sock_strerror(-err, buf, sizeof buf) : NULL,
+           false);
     return code == TW_ECONNLOST ? tw__from_errno(err) : code;
 }
 

@@ -2,6 +2,7 @@
  * its slot so that changing an fd's interest is O(1). Removing swaps the last
  * slot into the hole. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 
 #include "base/alloc.h"
@@ -56,6 +57,13 @@ static int pl_set(tw__poller *p, int fd, unsigned old, unsigned events)
         return 0;
     }
     if (i < 0) {
+        /* poll(2) would report a closed fd as POLLNVAL forever: refuse it
+         * now, as epoll_ctl does. */
+        int saved = errno;
+        int open = fcntl(fd, F_GETFD);
+        errno = saved;
+        if (open < 0)
+            return TW_EINVAL;
         if (p->n == p->cap) {
             size_t cap = p->cap ? p->cap * 2 : 16;
             struct pollfd *a = tw__realloc(p->pfd, p->cap * sizeof *a, cap * sizeof *a);
