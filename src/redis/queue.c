@@ -8,10 +8,14 @@
  *
  *   GROUP    XGROUP CREATE ... 0 MKSTREAM (again after a NOGROUP: a server
  *            that lost its data)
- *   PENDING  this consumer's own pending entries, re-read from the start
- *            (a script: XREADGROUP ... 0, with each entry's delivery count
- *            from XPENDING), at start and after any read whose reply was
- *            lost (its entries may be pending for us already)
+ *   PENDING  this consumer's own pending entries (a script: XREADGROUP
+ *            ... <cursor>, with each entry's delivery count from XPENDING):
+ *            from the start when the queue opens (an earlier run's), and
+ *            after a read whose reply was lost from the highest id this
+ *            queue has taken so far: the lost read can only have taken
+ *            newer entries, and the older ones pending for us are in hand
+ *            (handed to a get, or buffered), so re-reading them would
+ *            deliver them twice and count a delivery that never happened
  *   CLAIM    entries idle for claim_idle from any consumer (a script:
  *            XAUTOCLAIM), a full pass every claim_idle/2
  *   READ     new entries: XREADGROUP ... BLOCK ... > on the queue's own
@@ -116,7 +120,8 @@ struct tw_redis_queue {
     bool group_ready;
     bool fetching; /* a fetch command in flight */
     bool pending_done;
-    char pending_cursor[48];
+    char pending_cursor[48]; /* re-read our pending entries after this id */
+    char seen[48];           /* the highest id taken from any reply ("": none) */
     char claim_cursor[48];
     double next_claim;
     double retry_delay;
@@ -152,6 +157,46 @@ static char *dup_n(const char *s, size_t *len)
     if (p)
         memcpy(p, s, *len + 1);
     return p;
+}
+
+/* Stream ids ("<ms>-<seq>") in order; an id that does not parse counts as 0-0. */
+static void id_parse(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+    *ms = strtoull(s, &end, 10);
+    *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+static int id_cmp(const char *a, const char *b)
+{
+    uint64_t am, as, bm, bs;
+    id_parse(a, &am, &as);
+    id_parse(b, &bm, &bs);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+/* Notes an id taken from a reply (kept or not: either way it is no longer
+ * what a lost read may have taken). */
+static void note_seen(tw_redis_queue *q, const char *id, size_t len)
+{
+    if (len >= sizeof q->seen)
+        return;
+    if (!q->seen[0] || id_cmp(id, q->seen) > 0) {
+        memcpy(q->seen, id, len);
+        q->seen[len] = 0;
+    }
+}
+
+/* An entry of a reply could not be kept (no memory): it stays pending for
+ * us, and the pending pass goes back to just before it. */
+static void lost_in_hand(tw_redis_queue *q, const char *before)
+{
+    if (q->pending_done || id_cmp(before, q->pending_cursor) < 0) {
+        snprintf(q->pending_cursor, sizeof q->pending_cursor, "%s", before);
+        q->pending_done = false;
+    }
 }
 
 static void q_unref(tw_redis_queue *q)
@@ -272,9 +317,13 @@ static void fetch_failed(tw_redis_queue *q, tw_failure *f, int kind)
     }
     if (code == TW_ECONNLOST || code == TW_ETIMEDOUT || code == TW_ENOTCONN ||
         code == TW_ENOMEM || (code == TW_EREMOTE && strncmp(msg, "LOADING", 7) == 0)) {
-        if (kind == OP_READ || kind == OP_PENDING) {
+        /* A read that may have run took only entries newer than any we
+         * have; a pending pass that may have run goes on from its cursor
+         * (what it read again is pending for us still). */
+        if (kind == OP_READ) {
             q->pending_done = false;
-            snprintf(q->pending_cursor, sizeof q->pending_cursor, "0");
+            snprintf(q->pending_cursor, sizeof q->pending_cursor, "%s",
+                     q->seen[0] ? q->seen : "0");
         }
         double d = q->retry_delay;
         q->retry_delay = q->retry_delay * 2 > 1.0 ? 1.0 : q->retry_delay * 2;
@@ -286,14 +335,19 @@ static void fetch_failed(tw_redis_queue *q, tw_failure *f, int kind)
                                    msg));
 }
 
-/* (id, deliveries, payload) triples after the cursor. */
-static void take_triples(tw_redis_queue *q, const tw_redis_reply *rep, bool claimed)
+/* (id, deliveries, payload) triples after the cursor; `before`: the id the
+ * pass read after (a pending pass, in id order), or NULL (a claim). */
+static void take_triples(tw_redis_queue *q, const tw_redis_reply *rep, bool claimed,
+                         const char *before)
 {
+    char prev[48];
+    snprintf(prev, sizeof prev, "%s", before ? before : "");
     for (size_t i = 1; i + 2 < rep->len; i += 3) {
         const tw_redis_reply *id = &rep->element[i], *n = &rep->element[i + 1],
                              *data = &rep->element[i + 2];
         if (id->type != TW_REDIS_STRING || n->type != TW_REDIS_INTEGER)
             continue;
+        note_seen(q, id->str, id->len);
         if (n->integer < 0) {
             q->stats.dead++;
             continue;
@@ -301,13 +355,17 @@ static void take_triples(tw_redis_queue *q, const tw_redis_reply *rep, bool clai
         tw_redis_entry *e = entry_new(id->str, id->len, data->str ? data->str : "", data->len,
                                       (uint32_t)n->integer);
         if (!e || !buf_push(q, e)) {
-            /* no memory: it stays pending for us and is re-read */
+            /* no memory: it stays pending for us; a claimed one is claimed
+             * again after claim_idle, a re-read one is read again */
             tw_redis_entry_free(e);
-            q->pending_done = false;
+            if (before)
+                lost_in_hand(q, prev);
             continue;
         }
         if (claimed)
             q->stats.claimed++;
+        if (id->len < sizeof prev)
+            snprintf(prev, sizeof prev, "%s", id->str);
     }
 }
 
@@ -338,11 +396,14 @@ static void take_read(tw_redis_queue *q, const tw_redis_reply *rep)
                         len = fields->element[f + 1].len;
                     }
             }
+            char before[48];
+            snprintf(before, sizeof before, "%s", q->seen[0] ? q->seen : "0");
+            note_seen(q, en->element[0].str, en->element[0].len);
             tw_redis_entry *e =
                 entry_new(en->element[0].str, en->element[0].len, data, len, 1);
             if (!e || !buf_push(q, e)) {
                 tw_redis_entry_free(e);
-                q->pending_done = false;
+                lost_in_hand(q, before);
             }
         }
     }
@@ -375,12 +436,14 @@ static tw_result on_fetch_reply(tw_result r, void *arg)
         break;
     case OP_PENDING:
         if (rep->type == TW_REDIS_ARRAY && rep->len >= 1) {
+            char before[48];
+            memcpy(before, q->pending_cursor, sizeof before);
             if (rep->element[0].len == 0) {
                 q->pending_done = true;
             } else {
                 snprintf(q->pending_cursor, sizeof q->pending_cursor, "%s", rep->element[0].str);
             }
-            take_triples(q, rep, false);
+            take_triples(q, rep, false, before);
         } else {
             q->pending_done = true;
         }
@@ -389,7 +452,7 @@ static tw_result on_fetch_reply(tw_result r, void *arg)
         if (rep->type == TW_REDIS_ARRAY && rep->len >= 1 &&
             rep->element[0].type == TW_REDIS_STRING) {
             snprintf(q->claim_cursor, sizeof q->claim_cursor, "%s", rep->element[0].str);
-            take_triples(q, rep, true);
+            take_triples(q, rep, true, NULL);
         } else {
             snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
         }
