@@ -214,6 +214,7 @@ struct tw_redis_lock {
     double retry_delay; /* after a transient error */
     unsigned streak;    /* grants in a row passed within this process */
     bool grant_seen;    /* a grant message came while TRYING */
+    bool resync;        /* the wake channel was subscribed again while TRYING */
     uint64_t seen_token;
     double seen_deadline;
 
@@ -462,6 +463,10 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
         grant(l, (uint64_t)token, op->sent_at + (double)pttl / 1000.0, false);
     } else if (l->grant_seen) {
         grant(l, l->seen_token, l->seen_deadline, true);
+    } else if (l->resync) {
+        /* a grant made after this script ran may have been published
+         * while the wake channel was down: ask again */
+        try_acquire(l, true);
     } else {
         long long wait = elem_int(rep, 1);
         if (wait < 0)
@@ -479,6 +484,7 @@ static void try_acquire(tw_redis_lock *l, bool retry)
 {
     l->state = L_TRYING;
     l->grant_seen = false;
+    l->resync = false;
     l->attempt++;
     lock_op *op = op_new(l, l->attempt);
     tw_deferred *d;
@@ -634,11 +640,32 @@ static void grant(tw_redis_lock *l, uint64_t token, double deadline, bool by_mes
     tw_deferred_unref(d);
 }
 
-/* A grant announced on the wake channel: "owner token ttl_ms name". */
+/* The wake channel was subscribed again after its connection came back:
+ * grants published meanwhile were lost. A waiter asks now (the acquire
+ * script finds the lock its own if it was handed over) instead of at its
+ * retry, up to a TTL away, by when the lease it was handed would be over. */
+static void on_resubscribed(struct tw__lock_hub *hub)
+{
+    /* by timers: an acquire that cannot be sent fails its waiters, whose
+     * callbacks may destroy locks of this list */
+    for (tw_redis_lock *l = hub->locks; l; l = l->next) {
+        if (l->state == L_WAITING)
+            arm_timer(l, 0, retry_fired);
+        else if (l->state == L_TRYING)
+            l->resync = true;
+    }
+}
+
+/* A grant announced on the wake channel: "owner token ttl_ms name"; NULL
+ * after a gap in the subscription. */
 static void on_wake(void *arg, const char *payload, size_t len)
 {
     struct tw__lock_hub *hub = arg;
     char buf[64 + NAME_MAX_LEN + 80];
+    if (!payload) {
+        on_resubscribed(hub);
+        return;
+    }
     if (len >= sizeof buf)
         return;
     memcpy(buf, payload, len);
@@ -689,6 +716,14 @@ static void on_wake(void *arg, const char *payload, size_t len)
 
 /* ---- the hub -------------------------------------------------------------------- */
 
+static void kick_fired(void *arg)
+{
+    tw_redis_lock *l = arg;
+    tw_delayed_call_unref(l->timer);
+    l->timer = NULL;
+    kick(l);
+}
+
 static tw_result hub_ready(tw_result r, void *arg)
 {
     struct tw__lock_hub *hub = arg;
@@ -698,9 +733,10 @@ static tw_result hub_ready(tw_result r, void *arg)
         hub->ready_d = NULL;
     }
     hub->ready = true;
+    /* by timers, as on_resubscribed does */
     for (tw_redis_lock *l = hub->locks; l; l = l->next)
         if (l->state == L_WAIT_HUB)
-            kick(l);
+            arm_timer(l, 0, kick_fired);
     return tw_result_none();
 }
 

@@ -168,7 +168,9 @@ tw_reactor *tw__redis_queue_reactor(const tw_redis_queue *q);
 /* ---- pub/sub (pubsub.c) ------------------------------------------------------
  * One subscriber connection per tw_redis, made on first use, which
  * subscribes again to every channel after each reconnection. Messages sent
- * while it is down are lost: its users also poll (at the TTLs they know). */
+ * while it is down are lost: when the subscription is confirmed again, each
+ * listener is called with a NULL payload, and asks the server for what it
+ * was waiting to hear of. */
 typedef void (*tw__message_fn)(void *arg, const char *payload, size_t len);
 typedef struct tw__sub tw__sub;
 /* Subscribes fn(arg) to channel; *ready (may be NULL) fires with none once

@@ -497,7 +497,9 @@ static void try_acquire(tw_redis_sem *s)
     tw_deferred_unref(d);
 }
 
-/* A permit came back somewhere: the head tries again now. */
+/* A permit came back somewhere, or (a NULL payload) the wake channel was
+ * subscribed again after a gap in which releases may have gone unheard:
+ * the head tries again now. */
 static void on_wake(void *arg, const char *payload, size_t len)
 {
     tw_redis_sem *s = arg;

@@ -2,7 +2,8 @@
  * The distributed lock (twine/redis.h) against a real redis-server: grants
  * with strictly increasing fencing tokens, FIFO among one lock's waiters,
  * run() releasing on success and failure, hand-off to another "process"
- * (another connection, another process id) by pub/sub without polling, an
+ * (another connection, another process id) by pub/sub without polling, and
+ * found at once when its message was lost to a subscriber reconnecting, an
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
@@ -275,6 +276,66 @@ static void test_handoff_by_pubsub(void **state)
     assert_rc(tw_redis_lock_release(b, NULL), 0);
     iterate_for(r, 0.05);
     assert_false(key_exists("twine:lock:{handoff}"));
+    assert_rc(tw_redis_lock_destroy(a), 0);
+    assert_rc(tw_redis_lock_destroy(b), 0);
+    rt_close(r, ca);
+    rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
+/* The waiter's subscriber connection killed just before the holder's
+ * release hands the lock over: the grant message is published to nobody.
+ * When the subscriber comes back and has subscribed again, the waiter asks
+ * at once (the acquire script finds the lock its own) instead of sleeping
+ * until its retry, a TTL away, by which time the lease it was handed would
+ * have run out. A fake clock: the retry can only come if the test moves
+ * time 30 s on, and it moves it by less than 2 s. */
+static void test_handoff_lost_on_reconnect(void **state)
+{
+    (void)state;
+    rt_require_server();
+    tw_reactor *r = rt_reactor(true);
+    tw_redis_config cfg = rt_config(rt_server.port, 10.0);
+    tw_redis *ca = rt_connect_to(r, &cfg), *cb = rt_connect_to(r, &cfg);
+    tw_redis_lock *a, *b;
+    assert_rc(tw_redis_lock_create(ca, "resub", 30.0, &a), 0);
+    assert_rc(tw_redis_lock_create(cb, "resub", 30.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t ta = tw_redis_lock_token(a);
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(b, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{resub}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never queued");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    /* both subscribers go (the holder needs none); the release follows
+     * before either can come back, so the hand-off's message is lost */
+    assert_true(tw_test_redis_int(&rt_server, "CLIENT KILL TYPE pubsub") >= 1);
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    double moved = 0;
+    while (log.n < 1 && moved < 2.0) {
+        if (tw_test_now() > deadline + 10)
+            fail_msg("no grant after 10 s");
+        assert_rc(tw_reactor_iterate(r, 0.005), 0);
+        assert_rc(tw_reactor_advance(r, 0.01), 0);
+        moved += 0.01;
+    }
+    if (log.n < 1)
+        fail_msg("the lost hand-off was not noticed when the subscriber came back");
+    assert_true(tw_redis_lock_held(b));
+    assert_int_equal(tw_redis_lock_token(b), ta + 1);
+    assert_true(tw_redis_lock_time_left(b) > 25.0);
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(b, &st);
+    assert_int_equal(st.handoffs, 0); /* found by asking, not told */
+    assert_rc(tw_redis_lock_release(b, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
     assert_rc(tw_redis_lock_destroy(a), 0);
     assert_rc(tw_redis_lock_destroy(b), 0);
     rt_close(r, ca);
@@ -866,6 +927,7 @@ int main(int argc, char **argv)
         T(test_fifo_in_process),
         T(test_run),
         T(test_handoff_by_pubsub),
+        T(test_handoff_lost_on_reconnect),
         T(test_contended_counter),
         T(test_watchdog),
         T(test_lease_lost),

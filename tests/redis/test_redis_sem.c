@@ -1,7 +1,8 @@
 /*
  * The distributed semaphore (twine/redis.h) against a real redis-server:
  * permits as expiring ids in a sorted set, FIFO among one semaphore's
- * waiters, a release waking another process by pub/sub, a dead holder's
+ * waiters, a release waking another process by pub/sub (and a release
+ * missed while its subscriber reconnected noticed then), a dead holder's
  * permit expiring back into the pool, renewal by the watchdog and its stop
  * at release, a lost permit, run() on success and failure, the limit never
  * exceeded under contention from several connections (exact counts), and
@@ -132,6 +133,65 @@ static void test_wake_other_process(void **state)
     assert_rc(tw_redis_sem_release(a, p2, NULL), 0);
     iterate_for(r, 0.05);
     assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{two}"), 0);
+    assert_rc(tw_redis_sem_destroy(a), 0);
+    assert_rc(tw_redis_sem_destroy(b), 0);
+    rt_close(r, ca);
+    rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
+/* The waiter's subscriber connection killed just before a release: the
+ * release's message reaches nobody. When the subscriber is back and has
+ * subscribed again, the waiter tries at once instead of sleeping until the
+ * first permit would expire, 30 s away (a fake clock, moved by less than
+ * 2 s). */
+static void test_wake_lost_on_reconnect(void **state)
+{
+    (void)state;
+    rt_require_server();
+    tw_reactor *r = rt_reactor(true);
+    tw_redis_config cfg = rt_config(rt_server.port, 10.0);
+    tw_redis *ca = rt_connect_to(r, &cfg), *cb = rt_connect_to(r, &cfg);
+    tw_redis_sem *a, *b;
+    assert_rc(tw_redis_sem_create(ca, "resub", 1, 30.0, &a), 0);
+    assert_rc(tw_redis_sem_create(cb, "resub", 1, 30.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_sem_acquire(a, &d), 0);
+    tw_redis_permit *pa = take(r, d);
+    tw_redis_stats st;
+    tw_redis_stats_get(cb, &st);
+    uint64_t replies = st.replies;
+    tw_deferred *wb;
+    assert_rc(tw_redis_sem_acquire(b, &wb), 0);
+    tw_test_capture cap;
+    tw_test_capture_add(wb, &cap);
+    double deadline = tw_test_now() + 10;
+    do { /* the waiter's try has come back "none free" */
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter's try never came back");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+        tw_redis_stats_get(cb, &st);
+    } while (st.replies == replies || st.in_flight);
+    assert_int_equal(cap.calls, 0);
+    assert_true(tw_test_redis_int(&rt_server, "CLIENT KILL TYPE pubsub") >= 1);
+    assert_rc(tw_redis_sem_release(a, pa, NULL), 0);
+    double moved = 0;
+    while (!cap.calls && moved < 2.0) {
+        if (tw_test_now() > deadline + 10)
+            fail_msg("no permit after 10 s");
+        assert_rc(tw_reactor_iterate(r, 0.005), 0);
+        assert_rc(tw_reactor_advance(r, 0.01), 0);
+        moved += 0.01;
+    }
+    if (!cap.calls)
+        fail_msg("the lost release was not noticed when the subscriber came back");
+    assert_false(tw_result_is_failure(cap.r));
+    tw_redis_permit *pb = cap.r.ptr;
+    assert_int_equal(tw_redis_sem_held(b), 1);
+    tw_deferred_unref(wb);
+    assert_rc(tw_redis_sem_release(b, pb, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
     assert_rc(tw_redis_sem_destroy(a), 0);
     assert_rc(tw_redis_sem_destroy(b), 0);
     rt_close(r, ca);
@@ -379,6 +439,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_permits),
         T(test_wake_other_process),
+        T(test_wake_lost_on_reconnect),
         T(test_expired_permit_returns),
         T(test_renewal_and_loss),
         T(test_limit_under_contention),
