@@ -246,7 +246,9 @@ TW_API size_t tw_redis_lock_waiting(const tw_redis_lock *l);
 /* The holder's fencing token; 0 when not held. */
 TW_API uint64_t tw_redis_lock_token(const tw_redis_lock *l);
 /* Seconds the lease surely has left, on the reactor's clock (measured from
- * when the acquire or the last renewal was sent); 0 when not held or lost. */
+ * when the acquire or the last renewal was sent, or for a lease handed over
+ * by another process's release, from when the server granted it); 0 when
+ * not held or lost. */
 TW_API double tw_redis_lock_time_left(const tw_redis_lock *l);
 /* A Deferred that fails with TW_ELEASE if the current lease is lost, and
  * fires with none when the lock is released first. TW_EPERM if not held. */

@@ -66,18 +66,21 @@ enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
     "  unqueue(w)\n"                                                                   \
     "  return redis.call('INCR', F)\n"                                                 \
     "end\n"                                                                            \
-    "local function handoff(prefix, name)\n"                                           \
+    "local function handoff(prefix, name, now)\n"                                      \
     "  local head = redis.call('ZRANGE', Q, 0, 0)[1]\n"                                \
     "  if not head then return false end\n"                                            \
     "  local ttl = tonumber(redis.call('HGET', T, head)) or 1000\n"                    \
     "  local tok = grant(head, ttl)\n"                                                 \
     "  redis.call('PUBLISH', prefix .. string.match(head, '^[^:]*'),\n"                \
-    "             head .. ' ' .. tok .. ' ' .. ttl .. ' ' .. name)\n"                  \
+    "             head .. ' ' .. tok .. ' ' .. ttl .. ' ' .. string.format('%.0f', now)\n" \
+    "             .. ' ' .. name)\n"                                                   \
     "  return true\n"                                                                  \
     "end\n"
 
 /* ARGV: owner ttl_ms prefix name. {1, token, pttl} when granted; {0, wait
- * ms} when queued (the waiter retries after about `wait`). */
+ * ms, the server's time in ms} when queued (the waiter retries after about
+ * `wait`; a grant handed to it later says when it was made, on the same
+ * clock). */
 static tw__script acquire_script = {
     "lock acquire",
     PROLOGUE
@@ -95,14 +98,14 @@ static tw__script acquire_script = {
     "if not cur then\n"
     "  local head = redis.call('ZRANGE', Q, 0, 0)[1]\n"
     "  if not head or head == owner then return {1, grant(owner, ttl), ttl} end\n"
-    "  handoff(ARGV[3], ARGV[4])\n"
+    "  handoff(ARGV[3], ARGV[4], now)\n"
     "end\n"
     "local wait = redis.call('PTTL', L)\n"
     "if wait < 0 then wait = ttl end\n"
     "redis.call('ZADD', Q, 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), owner)\n"
     "redis.call('ZADD', E, now + 2 * math.max(wait, ttl) + 1000, owner)\n"
     "redis.call('HSET', T, owner, ttl)\n"
-    "return {0, wait}\n",
+    "return {0, wait, now}\n",
     TW__SCRIPT_LOCK_ACQUIRE,
     ""};
 
@@ -118,8 +121,8 @@ static tw__script release_script = {
     "  return 0\n"
     "end\n"
     "if redis.call('EXISTS', Q) == 1 then\n"
-    "  purge()\n"
-    "  if handoff(ARGV[2], ARGV[3]) then return 2 end\n"
+    "  local now = purge()\n"
+    "  if handoff(ARGV[2], ARGV[3], now) then return 2 end\n"
     "end\n"
     "redis.call('DEL', L)\n"
     "return 1\n",
@@ -141,8 +144,8 @@ static tw__script pass_script = {
     "  return {0}\n"
     "end\n"
     "if redis.call('EXISTS', Q) == 1 then\n"
-    "  purge()\n"
-    "  if tonumber(ARGV[4]) >= tonumber(ARGV[5]) and handoff(ARGV[6], ARGV[7]) then\n"
+    "  local now = purge()\n"
+    "  if tonumber(ARGV[4]) >= tonumber(ARGV[5]) and handoff(ARGV[6], ARGV[7], now) then\n"
     "    return {2}\n"
     "  end\n"
     "end\n"
@@ -216,7 +219,14 @@ struct tw_redis_lock {
     bool grant_seen;    /* a grant message came while TRYING */
     bool resync;        /* the wake channel was subscribed again while TRYING */
     uint64_t seen_token;
-    double seen_deadline;
+    long long seen_ttl, seen_at; /* its lease (ms) and when it was granted (server ms) */
+    /* The two clocks, tied by the last "queued" answer of this turn: the
+     * server's time when its script ran (ms), and when it was sent here.
+     * A hand-off granted at server time G started, here, no earlier than
+     * sync_local + (G - sync_server): its lease is measured from then. */
+    bool synced;
+    double sync_local;
+    long long sync_server;
 
     uint64_t token;
     double deadline; /* the lease surely lasts until then (reactor seconds) */
@@ -382,6 +392,7 @@ static double jitter(tw_redis_lock *l, double lo, double hi)
 
 static void new_owner(tw_redis_lock *l)
 {
+    l->synced = false;
     snprintf(l->owner, sizeof l->owner, "%s:%llu", l->hub->procid,
              (unsigned long long)++l->seq);
 }
@@ -420,6 +431,19 @@ static void retry_fired(void *arg)
     l->timer = NULL;
     if (l->state == L_WAITING)
         try_acquire(l, true);
+}
+
+/* The deadline of a lease of ttl_ms handed over at server time granted_ms,
+ * on the reactor's clock: false if the clocks have not been tied this turn. */
+static bool handoff_deadline(const tw_redis_lock *l, long long granted_ms, long long ttl_ms,
+                             double *out)
+{
+    if (!l->synced || granted_ms < 0 || ttl_ms < 0)
+        return false;
+    double d = l->sync_local + (double)(granted_ms - l->sync_server) / 1000.0 +
+               (double)ttl_ms / 1000.0;
+    *out = dmin(d, now_s(l) + (double)ttl_ms / 1000.0); /* granted by now, at the latest */
+    return true;
 }
 
 static tw_result on_acquire_reply(tw_result r, void *arg)
@@ -461,19 +485,27 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
         if (pttl < 0)
             pttl = 0;
         grant(l, (uint64_t)token, op->sent_at + (double)pttl / 1000.0, false);
-    } else if (l->grant_seen) {
-        grant(l, l->seen_token, l->seen_deadline, true);
-    } else if (l->resync) {
-        /* a grant made after this script ran may have been published
-         * while the wake channel was down: ask again */
-        try_acquire(l, true);
-    } else {
-        long long wait = elem_int(rep, 1);
-        if (wait < 0)
-            wait = (long long)(l->ttl * 1000);
-        l->state = L_WAITING;
-        /* just after the lease it waits behind would run out */
-        arm_timer(l, (double)wait / 1000.0 * jitter(l, 1.0, 1.1) + 0.001, retry_fired);
+    } else { /* queued */
+        long long at = elem_int(rep, 2);
+        l->synced = at >= 0;
+        l->sync_local = op->sent_at;
+        l->sync_server = at;
+        double deadline;
+        if (l->grant_seen && handoff_deadline(l, l->seen_at, l->seen_ttl, &deadline)) {
+            grant(l, l->seen_token, deadline, true);
+        } else if (l->grant_seen || l->resync) {
+            /* a grant made after this script ran, unreadable or published
+             * while the wake channel was down: ask, and the script reports
+             * the lease left */
+            try_acquire(l, true);
+        } else {
+            long long wait = elem_int(rep, 1);
+            if (wait < 0)
+                wait = (long long)(l->ttl * 1000);
+            l->state = L_WAITING;
+            /* just after the lease it waits behind would run out */
+            arm_timer(l, (double)wait / 1000.0 * jitter(l, 1.0, 1.1) + 0.001, retry_fired);
+        }
     }
     tw_result_drop(r);
     op_free(op);
@@ -656,8 +688,9 @@ static void on_resubscribed(struct tw__lock_hub *hub)
     }
 }
 
-/* A grant announced on the wake channel: "owner token ttl_ms name"; NULL
- * after a gap in the subscription. */
+/* A grant announced on the wake channel: "owner token ttl_ms granted_ms
+ * name" (granted_ms: the server's time of the grant); NULL after a gap in
+ * the subscription. */
 static void on_wake(void *arg, const char *payload, size_t len)
 {
     struct tw__lock_hub *hub = arg;
@@ -681,18 +714,26 @@ static void on_wake(void *arg, const char *payload, size_t len)
     long long ttl_ms = strtoll(end + 1, &end, 10);
     if (*end != ' ')
         return;
+    long long at = strtoll(end + 1, &end, 10);
+    if (*end != ' ')
+        return;
     const char *name = end + 1;
     size_t name_len = len - (size_t)(name - buf);
     for (tw_redis_lock *l = hub->locks; l; l = l->next) {
         if (strcmp(l->owner, owner) != 0)
             continue;
-        double deadline = now_s(l) + (double)ttl_ms / 1000.0;
-        if (l->state == L_WAITING) {
+        double deadline;
+        if (l->state == L_WAITING && handoff_deadline(l, at, ttl_ms, &deadline)) {
             grant(l, token, deadline, true);
+        } else if (l->state == L_WAITING) {
+            /* no "queued" answer this turn to measure the lease from (its
+             * acquires timed out): ask, and the script reports it */
+            try_acquire(l, true);
         } else if (l->state == L_TRYING) { /* the acquire's reply decides */
             l->grant_seen = true;
             l->seen_token = token;
-            l->seen_deadline = deadline;
+            l->seen_ttl = ttl_ms;
+            l->seen_at = at;
         }
         return;
     }

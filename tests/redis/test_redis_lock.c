@@ -3,7 +3,8 @@
  * with strictly increasing fencing tokens, FIFO among one lock's waiters,
  * run() releasing on success and failure, hand-off to another "process"
  * (another connection, another process id) by pub/sub without polling, and
- * found at once when its message was lost to a subscriber reconnecting, an
+ * found at once when its message was lost to a subscriber reconnecting, a
+ * handed-over lease measured from its grant, not from its message, an
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
@@ -341,6 +342,66 @@ static void test_handoff_lost_on_reconnect(void **state)
     rt_close(r, ca);
     rt_close(r, cb);
     rt_reactor_free(r);
+}
+
+/* The lease a hand-off grants starts when the releaser's script runs, not
+ * when the waiter reads the message: a waiter process that stalls in
+ * between (here: its reactor not run for a second of a 2 s lease) must not
+ * believe it has a whole TTL left, nor learn of a loss later than the
+ * server forgets it. Two reactors in one thread are the two processes. */
+static void test_handoff_time_left(void **state)
+{
+    (void)state;
+    tw_reactor *rh = rt_reactor(false), *rw = rt_reactor(false);
+    tw_redis *ch = rt_connect(rh), *cw = rt_connect(rw);
+    tw_redis_lock *h, *w;
+    assert_rc(tw_redis_lock_create(ch, "stall", 2.0, &h), 0);
+    assert_rc(tw_redis_lock_create(cw, "stall", 2.0, &w), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(h, &d), 0);
+    tw_result_drop(rt_wait(rh, d));
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(w, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{stall}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never queued");
+        assert_rc(tw_reactor_iterate(rw, 0.01), 0);
+    }
+    /* the release hands the lock over; the waiter's process stalls */
+    tw_deferred *rel;
+    assert_rc(tw_redis_lock_release(h, &rel), 0);
+    tw_result res = rt_wait(rh, rel);
+    assert_false(tw_result_is_failure(res));
+    while (tw_test_redis_int(&rt_server, "PTTL twine:lock:{stall}") > 1000) {
+        if (tw_test_now() > deadline)
+            fail_msg("the lease never ran down");
+        assert_rc(tw_reactor_iterate(rh, 0.01), 0);
+    }
+    /* and reads its grant (its retry is not due for another second) */
+    while (log.n < 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never got the lock");
+        assert_rc(tw_reactor_iterate(rw, 0.01), 0);
+    }
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(w, &st);
+    assert_int_equal(st.handoffs, 1);
+    double left = tw_redis_lock_time_left(w);
+    double server = (double)tw_test_redis_int(&rt_server, "PTTL twine:lock:{stall}") / 1000.0;
+    if (left > server + 0.05)
+        fail_msg("time_left says %.3f s, the server keeps the lease %.3f s", left, server);
+    assert_true(left > server - 0.3); /* sure, and not needlessly short */
+    assert_rc(tw_redis_lock_release(w, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(rw, 0.01), 0);
+    assert_rc(tw_redis_lock_destroy(h), 0);
+    assert_rc(tw_redis_lock_destroy(w), 0);
+    rt_close(rh, ch);
+    rt_close(rw, cw);
+    rt_reactor_free(rh);
+    rt_reactor_free(rw);
 }
 
 /* ---- contention: a read-modify-write under the lock from several connections */
@@ -928,6 +989,7 @@ int main(int argc, char **argv)
         T(test_run),
         T(test_handoff_by_pubsub),
         T(test_handoff_lost_on_reconnect),
+        T(test_handoff_time_left),
         T(test_contended_counter),
         T(test_watchdog),
         T(test_lease_lost),
