@@ -19,8 +19,10 @@
  * registration.
  *
  * In the process, per tw_redis_lock: a FIFO of acquire Deferreds, of which
- * only the head contends in Redis, under an owner id ("<process id>:<seq>")
- * that is kept across retries of one turn (an acquire that timed out and
+ * only the head contends in Redis, under an owner id ("<process id>:<seq>",
+ * seq counted by the hub: every lock on a connection shares its process id,
+ * and an id must name one turn of one lock) that is kept across retries of
+ * one turn (an acquire that timed out and
  * ran anyway is then recognised: the lock is already ours) and renewed for
  * every turn. States:
  *
@@ -193,6 +195,7 @@ struct tw__lock_hub {
     tw__sub *sub;
     tw_deferred *ready_d;
     bool ready; /* the wake channel is subscribed (or we stopped waiting for it) */
+    uint64_t seq; /* the last turn's number, across the hub's locks */
     tw_redis_lock *locks;
 };
 
@@ -212,7 +215,6 @@ struct tw_redis_lock {
 
     int state;
     char owner[48]; /* this turn's owner id; "" between turns */
-    uint64_t seq;
     uint64_t attempt;
     double retry_delay; /* after a transient error */
     unsigned streak;    /* grants in a row passed within this process */
@@ -394,7 +396,7 @@ static void new_owner(tw_redis_lock *l)
 {
     l->synced = false;
     snprintf(l->owner, sizeof l->owner, "%s:%llu", l->hub->procid,
-             (unsigned long long)++l->seq);
+             (unsigned long long)++l->hub->seq);
 }
 
 /* Ends this turn in Redis (dequeues the owner, gives back a grant not yet
@@ -720,7 +722,8 @@ static void on_wake(void *arg, const char *payload, size_t len)
     const char *name = end + 1;
     size_t name_len = len - (size_t)(name - buf);
     for (tw_redis_lock *l = hub->locks; l; l = l->next) {
-        if (strcmp(l->owner, owner) != 0)
+        if (strcmp(l->owner, owner) != 0 || l->name_len != name_len ||
+            memcmp(l->name, name, name_len) != 0)
             continue;
         double deadline;
         if (l->state == L_WAITING && handoff_deadline(l, at, ttl_ms, &deadline)) {
@@ -1050,13 +1053,14 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
         }
     }
     tw_deferred *d;
-    char old[sizeof l->owner];
+    char old[sizeof l->owner], next[sizeof l->owner];
     bool pass = l->qn > 0 && !l->lost;
     if (pass) {
-        /* the next waiter's turn starts in the same round trip */
+        /* the next waiter's turn starts in the same round trip, under an
+         * id taken now (sending may run callbacks that start other turns) */
         memcpy(old, l->owner, sizeof old);
-        char next[sizeof l->owner];
-        snprintf(next, sizeof next, "%s:%llu", l->hub->procid, (unsigned long long)(l->seq + 1));
+        snprintf(next, sizeof next, "%s:%llu", l->hub->procid,
+                 (unsigned long long)++l->hub->seq);
         char streak[16];
         snprintf(streak, sizeof streak, "%u", l->streak);
         const char *argv[K_COUNT + 7] = {l->keys[0], l->keys[1], l->keys[2], l->keys[3],
@@ -1093,7 +1097,8 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
         fire_watchers(l, NULL);
     l->lost = false;
     if (pass) {
-        new_owner(l); /* the name the pass script gave the next turn */
+        memcpy(l->owner, next, sizeof l->owner); /* the pass script's name for it */
+        l->synced = false;
         l->state = L_PASSING;
         l->retry_delay = 0.01;
         op->stamp = ++l->attempt;

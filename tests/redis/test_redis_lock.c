@@ -4,7 +4,9 @@
  * run() releasing on success and failure, hand-off to another "process"
  * (another connection, another process id) by pub/sub without polling, and
  * found at once when its message was lost to a subscriber reconnecting, a
- * handed-over lease measured from its grant, not from its message, an
+ * handed-over lease measured from its grant, not from its message, locks
+ * sharing one connection (two of one name exclude each other; a grant for
+ * one name is not taken by a waiter for another), an
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
@@ -402,6 +404,81 @@ static void test_handoff_time_left(void **state)
     rt_close(rw, cw);
     rt_reactor_free(rh);
     rt_reactor_free(rw);
+}
+
+/* Locks made on one connection share its process id: each turn must still
+ * have an owner id of its own. Two locks of one name exclude each other
+ * (they contend like two processes), and a grant handed to a waiter of
+ * lock "x" is not taken by a waiter of lock "y" on the same connection. */
+static void test_locks_on_one_connection(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r), *other = rt_connect(r);
+    tw_redis_lock *a, *b;
+    assert_rc(tw_redis_lock_create(c, "twin", 5.0, &a), 0);
+    assert_rc(tw_redis_lock_create(c, "twin", 5.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t ta = tw_redis_lock_token(a);
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(b, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    do { /* b's acquire has come back, queued or (wrongly) granted */
+        if (tw_test_now() > deadline)
+            fail_msg("b's acquire never came back");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    } while (!log.n && tw_test_redis_int(&rt_server, "ZCARD twine:lock:{twin}:queue") != 1);
+    if (log.n)
+        fail_msg("two locks of one name held at once (tokens %llu and %llu)",
+                 (unsigned long long)ta, (unsigned long long)tw_redis_lock_token(b));
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    until_count(r, &log.n, 1, 5);
+    assert_int_equal(tw_redis_lock_token(b), ta + 1);
+    assert_rc(tw_redis_lock_release(b, NULL), 0);
+
+    /* x and y held elsewhere; a waits for x, b2 for y, on one connection */
+    tw_redis_lock *x, *y, *ax, *by;
+    assert_rc(tw_redis_lock_create(other, "x", 5.0, &x), 0);
+    assert_rc(tw_redis_lock_create(other, "y", 5.0, &y), 0);
+    assert_rc(tw_redis_lock_create(c, "x", 5.0, &ax), 0);
+    assert_rc(tw_redis_lock_create(c, "y", 5.0, &by), 0);
+    assert_rc(tw_redis_lock_acquire(x, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_acquire(y, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    grant_log lx = {0}, ly = {0};
+    grant_ctx gx, gy;
+    acquire_logged(ax, &lx, &gx, 0);
+    acquire_logged(by, &ly, &gy, 0);
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{x}:queue") != 1 ||
+           tw_test_redis_int(&rt_server, "ZCARD twine:lock:{y}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiters never queued");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    assert_rc(tw_redis_lock_release(x, NULL), 0); /* hands x to ax */
+    until_count(r, &lx.n, 1, 5);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_true(tw_redis_lock_held(ax));
+    if (tw_redis_lock_held(by))
+        fail_msg("a waiter for y took the grant of x while y is held elsewhere");
+    assert_true(tw_redis_lock_held(y));
+    assert_rc(tw_redis_lock_release(ax, NULL), 0);
+    assert_rc(tw_redis_lock_release(y, NULL), 0);
+    until_count(r, &ly.n, 1, 5);
+    assert_rc(tw_redis_lock_release(by, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    tw_redis_lock *all_locks[] = {a, b, x, y, ax, by};
+    for (int i = 0; i < 6; i++)
+        assert_rc(tw_redis_lock_destroy(all_locks[i]), 0);
+    rt_close(r, c);
+    rt_close(r, other);
+    rt_reactor_free(r);
 }
 
 /* ---- contention: a read-modify-write under the lock from several connections */
@@ -990,6 +1067,7 @@ int main(int argc, char **argv)
         T(test_handoff_by_pubsub),
         T(test_handoff_lost_on_reconnect),
         T(test_handoff_time_left),
+        T(test_locks_on_one_connection),
         T(test_contended_counter),
         T(test_watchdog),
         T(test_lease_lost),
