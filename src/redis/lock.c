@@ -1093,8 +1093,7 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
     l->state = L_IDLE;
     l->owner[0] = 0;
     l->token = 0;
-    if (!l->lost)
-        fire_watchers(l, NULL);
+    bool was_lost = l->lost;
     l->lost = false;
     if (pass) {
         memcpy(l->owner, next, sizeof l->owner); /* the pass script's name for it */
@@ -1104,9 +1103,12 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
         op->stamp = ++l->attempt;
         tw_deferred_add_both(d, on_pass_reply, op);
         tw_deferred_unref(d);
-        return 0;
+    } else {
+        kick(l); /* the next waiter's acquire goes right behind the release */
     }
-    kick(l); /* the next waiter's acquire goes right behind the release */
+    /* last: the watchers' callbacks may acquire again */
+    if (!was_lost)
+        fire_watchers(l, NULL);
     return 0;
 }
 

@@ -6,7 +6,8 @@
  * found at once when its message was lost to a subscriber reconnecting, a
  * handed-over lease measured from its grant, not from its message, locks
  * sharing one connection (two of one name exclude each other; a grant for
- * one name is not taken by a waiter for another), an
+ * one name is not taken by a waiter for another), a release whose watcher
+ * acquires again, an
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
@@ -478,6 +479,65 @@ static void test_locks_on_one_connection(void **state)
         assert_rc(tw_redis_lock_destroy(all_locks[i]), 0);
     rt_close(r, c);
     rt_close(r, other);
+    rt_reactor_free(r);
+}
+
+/* A lease_lost watcher fires with none when the lock is released; its
+ * callback may acquire again. That acquire waits its turn behind the local
+ * waiter the release passes the lock to, and leaves nothing behind in
+ * Redis: no stray registration that a later release would hand the lock to
+ * (the fence counter counts the grants: exactly three). */
+typedef struct reacquire {
+    tw_redis_lock *l;
+    grant_log *log;
+    grant_ctx g;
+} reacquire;
+
+static tw_result watcher_acquires(tw_result r, void *arg)
+{
+    reacquire *ra = arg;
+    assert_false(tw_result_is_failure(r));
+    acquire_logged(ra->l, ra->log, &ra->g, 2);
+    return r;
+}
+
+static void test_release_watcher_acquires(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "watch", 5.0, &l), 0);
+    grant_log log = {0};
+    log.release = true;
+    grant_ctx g1;
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t t0 = tw_redis_lock_token(l);
+    acquire_logged(l, &log, &g1, 1); /* a local waiter */
+    reacquire ra = {l, &log, {0}};
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    assert_rc(tw_deferred_add_callback(lost, watcher_acquires, &ra), 0);
+    tw_deferred_unref(lost);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    until_count(r, &log.n, 2, 5);
+    assert_int_equal(log.order[0], 1);
+    assert_int_equal(log.order[1], 2);
+    assert_true(log.token[0] == t0 + 1 && log.token[1] == t0 + 2);
+    double deadline = tw_test_now() + 5;
+    while (key_exists("twine:lock:{watch}") && tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    iterate_for(r, 0.1);
+    assert_false(key_exists("twine:lock:{watch}"));
+    assert_false(key_exists("twine:lock:{watch}:queue"));
+    assert_int_equal(tw_test_redis_int(&rt_server, "GET twine:lock:{watch}:fence"),
+                     (long long)(t0 + 2));
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_int_equal(st.lost, 0);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
     rt_reactor_free(r);
 }
 
@@ -1068,6 +1128,7 @@ int main(int argc, char **argv)
         T(test_handoff_lost_on_reconnect),
         T(test_handoff_time_left),
         T(test_locks_on_one_connection),
+        T(test_release_watcher_acquires),
         T(test_contended_counter),
         T(test_watchdog),
         T(test_lease_lost),
