@@ -698,8 +698,6 @@ int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out)
     tw_deferred_unref(d);
     /* renewals stop here; one in flight finds the permit gone */
     permit_stop(p);
-    if (!p->lost)
-        permit_fire_watchers(p, NULL);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -707,6 +705,10 @@ int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out)
     if (p->next)
         p->next->prev = p->prev;
     s->held--;
+    /* last, the permit no longer held: the watchers' callbacks may call in
+     * again (a second release of p is then refused) */
+    if (!p->lost)
+        permit_fire_watchers(p, NULL);
     tw__free(p->watchers, p->capwatch * sizeof *p->watchers);
     TW__DELETE(p);
     return 0;

@@ -4,7 +4,8 @@
  * waiters, a release waking another process by pub/sub (and a release
  * missed while its subscriber reconnected noticed then), a dead holder's
  * permit expiring back into the pool, renewal by the watchdog and its stop
- * at release, a lost permit, run() on success and failure, the limit never
+ * at release, a lost permit, a watcher releasing the permit again from its
+ * callback (refused), run() on success and failure, the limit never
  * exceeded under contention from several connections (exact counts), and
  * bad input.
  */
@@ -275,6 +276,51 @@ static void test_renewal_and_loss(void **state)
     rt_reactor_free(r);
 }
 
+/* A permit_lost watcher fires with none at release, from inside it; a
+ * callback that releases the same permit again gets TW_EPERM (it is no
+ * longer held), and the semaphore's count stays right. */
+typedef struct again {
+    tw_redis_sem *s;
+    tw_redis_permit *p;
+    int rc;
+} again;
+
+static tw_result release_again(tw_result r, void *arg)
+{
+    again *a = arg;
+    assert_false(tw_result_is_failure(r));
+    a->rc = tw_redis_sem_release(a->s, a->p, NULL);
+    return r;
+}
+
+static void test_release_from_watcher(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_sem *s;
+    assert_rc(tw_redis_sem_create(c, "twice", 2, 5.0, &s), 0);
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p = take(r, d);
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p2 = take(r, d);
+    again a = {s, p, 1};
+    assert_rc(tw_redis_permit_lost(p, &lost), 0);
+    assert_rc(tw_deferred_add_callback(lost, release_again, &a), 0);
+    tw_deferred_unref(lost);
+    assert_rc(tw_redis_sem_release(s, p, NULL), 0);
+    assert_int_equal(a.rc, TW_EPERM);
+    assert_int_equal(tw_redis_sem_held(s), 1);
+    assert_rc(tw_redis_sem_release(s, p2, NULL), 0);
+    assert_int_equal(tw_redis_sem_held(s), 0);
+    iterate_for(r, 0.05);
+    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{twice}"), 0);
+    assert_rc(tw_redis_sem_destroy(s), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ---- run, and the limit under contention ------------------------------------------ */
 
 typedef struct section {
@@ -442,6 +488,7 @@ int main(void)
         T(test_wake_lost_on_reconnect),
         T(test_expired_permit_returns),
         T(test_renewal_and_loss),
+        T(test_release_from_watcher),
         T(test_limit_under_contention),
         T(test_run_failure_releases),
         T(test_bad_input),
