@@ -81,6 +81,8 @@ struct tw_redis_permit {
     tw_delayed_call *timer;
     tw_deferred **watchers;
     size_t nwatch, capwatch;
+    unsigned firing; /* watcher callbacks on the stack: the permit outlives them */
+    bool released;   /* given back (unlinked); freed when firing is 0 */
 };
 
 struct tw_redis_sem {
@@ -251,8 +253,17 @@ static void permit_stop(tw_redis_permit *p)
     }
 }
 
+static void permit_free(tw_redis_permit *p)
+{
+    tw__free(p->watchers, p->capwatch * sizeof *p->watchers);
+    TW__DELETE(p);
+}
+
+/* The callbacks may release p (the natural answer to a lost permit): it is
+ * then freed here, when the last of them has returned. */
 static void permit_fire_watchers(tw_redis_permit *p, tw_failure *f)
 {
+    p->firing++;
     while (p->nwatch) {
         tw_deferred *d = p->watchers[--p->nwatch];
         if (f)
@@ -261,8 +272,11 @@ static void permit_fire_watchers(tw_redis_permit *p, tw_failure *f)
             tw_deferred_callback(d, tw_result_none());
         tw_deferred_unref(d);
     }
+    p->firing--;
     if (f)
         tw_failure_unref(f);
+    if (p->released && !p->firing)
+        permit_free(p);
 }
 
 static void permit_lost(tw_redis_permit *p, const char *why)
@@ -707,10 +721,11 @@ int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out)
     s->held--;
     /* last, the permit no longer held: the watchers' callbacks may call in
      * again (a second release of p is then refused) */
+    p->released = true;
     if (!p->lost)
-        permit_fire_watchers(p, NULL);
-    tw__free(p->watchers, p->capwatch * sizeof *p->watchers);
-    TW__DELETE(p);
+        permit_fire_watchers(p, NULL); /* frees p */
+    else if (!p->firing)
+        permit_free(p);
     return 0;
 }
 

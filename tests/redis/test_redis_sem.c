@@ -278,7 +278,8 @@ static void test_renewal_and_loss(void **state)
 
 /* A permit_lost watcher fires with none at release, from inside it; a
  * callback that releases the same permit again gets TW_EPERM (it is no
- * longer held), and the semaphore's count stays right. */
+ * longer held), and the semaphore's count stays right. A permit lost gets
+ * its watchers' failures, and one of them may release it. */
 typedef struct again {
     tw_redis_sem *s;
     tw_redis_permit *p;
@@ -291,6 +292,15 @@ static tw_result release_again(tw_result r, void *arg)
     assert_false(tw_result_is_failure(r));
     a->rc = tw_redis_sem_release(a->s, a->p, NULL);
     return r;
+}
+
+static tw_result release_lost(tw_result r, void *arg)
+{
+    again *a = arg;
+    assert_true(tw_failure_check(tw_result_as_failure(r), TW_ELEASE));
+    a->rc = tw_redis_sem_release(a->s, a->p, NULL);
+    tw_result_drop(r);
+    return tw_result_none();
 }
 
 static void test_release_from_watcher(void **state)
@@ -312,7 +322,24 @@ static void test_release_from_watcher(void **state)
     assert_rc(tw_redis_sem_release(s, p, NULL), 0);
     assert_int_equal(a.rc, TW_EPERM);
     assert_int_equal(tw_redis_sem_held(s), 1);
-    assert_rc(tw_redis_sem_release(s, p2, NULL), 0);
+
+    /* the natural answer to a lost permit, giving it back from the
+     * callback, while the watchers are being told (two of them) */
+    again b = {s, p2, 1}, b2 = {s, p2, 1};
+    tw_deferred *lost2;
+    assert_rc(tw_redis_permit_lost(p2, &lost), 0);
+    assert_rc(tw_deferred_add_errback(lost, release_lost, &b), 0);
+    assert_rc(tw_redis_permit_lost(p2, &lost2), 0);
+    assert_rc(tw_deferred_add_errback(lost2, release_lost, &b2), 0);
+    char id[64];
+    snprintf(id, sizeof id, "%s", tw_redis_permit_id(p2));
+    assert_int_equal(tw_test_redis_int(&rt_server, "ZREM twine:sem:{twice} %s", id), 1);
+    double deadline = tw_test_now() + 10;
+    while ((b.rc == 1 || b2.rc == 1) && tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_true((b.rc == 0 && b2.rc == TW_EPERM) || (b.rc == TW_EPERM && b2.rc == 0));
+    tw_deferred_unref(lost);
+    tw_deferred_unref(lost2);
     assert_int_equal(tw_redis_sem_held(s), 0);
     iterate_for(r, 0.05);
     assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{twice}"), 0);
