@@ -288,6 +288,16 @@ void tw__redis_pubsub_close(tw_redis *c)
         ps->chans = ch->next;
         ch->prev = ch->next = NULL;
         ch->ps = NULL;
+        if (ch->delivering) {
+            /* closed from a listener's callback (a grant's user code): the
+             * delivery still walks the listeners, and sweeps them after */
+            for (tw__sub *s = ch->listeners; s; s = s->next)
+                if (s->fn) {
+                    s->fn = NULL;
+                    fire_ready(s, tw_result_fail(TW_ECANCELED, "unsubscribed"));
+                }
+            continue;
+        }
         while (ch->listeners)
             listener_free(ch->listeners);
         chan_check(ch);

@@ -7,7 +7,8 @@
  * handed-over lease measured from its grant, not from its message, locks
  * sharing one connection (two of one name exclude each other; a grant for
  * one name is not taken by a waiter for another), a release whose watcher
- * acquires again, an
+ * acquires again, a one-shot client closing its connection from the
+ * callback of a grant delivered by pub/sub, an
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
@@ -538,6 +539,63 @@ static void test_release_watcher_acquires(void **state)
     assert_int_equal(st.lost, 0);
     assert_rc(tw_redis_lock_destroy(l), 0);
     rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A one-shot client: the callback of a grant handed over by pub/sub
+ * releases the lock, destroys it and closes its connection, all from
+ * inside the subscriber connection's delivery of that grant. */
+typedef struct one_shot {
+    tw_redis *c;
+    tw_redis_lock *l;
+    tw_deferred *closed;
+    int granted;
+} one_shot;
+
+static tw_result grant_then_leave(tw_result r, void *arg)
+{
+    one_shot *o = arg;
+    assert_false(tw_result_is_failure(r));
+    o->granted++;
+    assert_rc(tw_redis_lock_release(o->l, NULL), 0);
+    assert_rc(tw_redis_lock_destroy(o->l), 0);
+    assert_rc(tw_redis_close(o->c, &o->closed), 0);
+    return tw_result_none();
+}
+
+static void test_close_from_handoff(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *ca = rt_connect(r);
+    one_shot o = {rt_connect(r), NULL, NULL, 0};
+    tw_redis_lock *a;
+    assert_rc(tw_redis_lock_create(ca, "bye", 5.0, &a), 0);
+    assert_rc(tw_redis_lock_create(o.c, "bye", 5.0, &o.l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_acquire(o.l, &d), 0);
+    assert_rc(tw_deferred_add_callback(d, grant_then_leave, &o), 0);
+    tw_deferred_unref(d);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{bye}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never queued");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    while (!o.closed || !tw_deferred_called(o.closed)) {
+        if (tw_test_now() > deadline)
+            fail_msg("the one-shot client never closed");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    tw_deferred_unref(o.closed);
+    assert_int_equal(o.granted, 1);
+    iterate_for(r, 0.05);
+    assert_false(key_exists("twine:lock:{bye}"));
+    assert_rc(tw_redis_lock_destroy(a), 0);
+    rt_close(r, ca);
     rt_reactor_free(r);
 }
 
@@ -1129,6 +1187,7 @@ int main(int argc, char **argv)
         T(test_handoff_time_left),
         T(test_locks_on_one_connection),
         T(test_release_watcher_acquires),
+        T(test_close_from_handoff),
         T(test_contended_counter),
         T(test_watchdog),
         T(test_lease_lost),
