@@ -460,10 +460,10 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
     tw_failure *f = tw_result_as_failure(r);
     if (f) {
         int code = tw_failure_code(f);
-        if (code == TW_ETIMEDOUT || code == TW_ECONNLOST || code == TW_ENOTCONN ||
-            code == TW_ENOMEM) {
+        if (tw__redis_transient(f)) {
             /* It may have run: the same owner tries again, and finds the
-             * lock already its own if it did. */
+             * lock already its own if it did. (Or the server is loading its
+             * data after a restart: it will answer soon.) */
             l->state = L_WAITING;
             double d = l->retry_delay;
             l->retry_delay = dmin(l->retry_delay * 2, dmax(l->ttl / 2, 0.05));

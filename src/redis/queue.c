@@ -315,8 +315,7 @@ static void fetch_failed(tw_redis_queue *q, tw_failure *f, int kind)
         fetch(q);
         return;
     }
-    if (code == TW_ECONNLOST || code == TW_ETIMEDOUT || code == TW_ENOTCONN ||
-        code == TW_ENOMEM || (code == TW_EREMOTE && strncmp(msg, "LOADING", 7) == 0)) {
+    if (tw__redis_transient(f)) {
         /* A read that may have run took only entries newer than any we
          * have; a pending pass that may have run goes on from its cursor
          * (what it read again is pending for us still). */

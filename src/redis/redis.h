@@ -159,6 +159,12 @@ void tw__redis_leave(tw_redis *c);
 tw_redis_reply *tw__redis_reply_copy(const struct redisReply *r);
 /* The reply as a value result, or a failure for an error reply. */
 tw_result tw__redis_reply_result(const struct redisReply *r);
+/* Whether a command's failure is one of the moment, worth the same command
+ * again later: it was not sent or its outcome is unknown (no connection, a
+ * timeout, a lost connection, no memory), or the server refused it for a
+ * passing state: LOADING (reading its data after a restart), BUSY (a
+ * script running too long), TRYAGAIN, MASTERDOWN. */
+bool tw__redis_transient(const tw_failure *f);
 /* A random 64-bit value for jitter and ids (per connection). */
 uint64_t tw__redis_random(tw_redis *c);
 

@@ -454,8 +454,7 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
     tw_failure *f = tw_result_as_failure(r);
     if (f) {
         int code = tw_failure_code(f);
-        if (code == TW_ETIMEDOUT || code == TW_ECONNLOST || code == TW_ENOTCONN ||
-            code == TW_ENOMEM) {
+        if (tw__redis_transient(f)) {
             double d = s->retry_delay;
             s->retry_delay = dmin(s->retry_delay * 2, s->ttl / 2 > 0.05 ? s->ttl / 2 : 0.05);
             arm_retry(s, d * jitter(s, 0.5, 1.0));

@@ -14,7 +14,8 @@
  * deleted, server paused) reported through lease_lost, time_left and run,
  * fenced writes refused with TW_ESTALE, a holder killed with SIGKILL (a
  * child process: the others proceed after the TTL and its late write is
- * refused), cancel and destroy, and bad input.
+ * refused), an acquire meeting a server still loading its data, cancel and
+ * destroy, and bad input.
  */
 #define _GNU_SOURCE
 #include "util.h"
@@ -1044,6 +1045,40 @@ static void test_holder_killed(void **state)
 
 /* The server restarted (no persistence) under a holder: its renewals come
  * back "not the owner", the lease is lost, and the lock works again. */
+/* A server still loading its data after a restart answers "LOADING": an
+ * acquire sent then is tried again until the server is ready, instead of
+ * failing every waiter with the server's passing state. */
+static void test_acquire_while_loading(void **state)
+{
+    (void)state;
+    tw_test_redis *own = rt_own_server(NULL);
+    tw_reactor *r = rt_reactor(false);
+    tw_redis_config cfg = rt_config(own->port, 5.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "loading", 5.0, &l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0); /* the wake channel, first */
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    iterate_for(r, 0.05);
+    redisContext *reload = rt_loading_begin(own, 0.6);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    if (tw_result_is_failure(res))
+        fail_msg("acquire failed: %s", tw_failure_message(tw_result_as_failure(res)));
+    assert_true(tw_redis_lock_held(l));
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_true(st.retries >= 1); /* it did meet the loading server */
+    rt_loading_end(reload);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    iterate_for(r, 0.05);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 static void test_server_restart_loses_lease(void **state)
 {
     (void)state;
@@ -1195,6 +1230,7 @@ int main(int argc, char **argv)
         T(test_lease_lost_server_paused),
         T(test_fenced_set),
         T(test_holder_killed),
+        T(test_acquire_while_loading),
         T(test_server_restart_loses_lease),
         T(test_cancel_and_destroy),
         T(test_bad_input),

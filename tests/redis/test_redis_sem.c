@@ -5,7 +5,8 @@
  * missed while its subscriber reconnected noticed then), a dead holder's
  * permit expiring back into the pool, renewal by the watchdog and its stop
  * at release, a lost permit, a watcher releasing the permit again from its
- * callback (refused), run() on success and failure, the limit never
+ * callback (refused), an acquire meeting a server still loading its data,
+ * run() on success and failure, the limit never
  * exceeded under contention from several connections (exact counts), and
  * bad input.
  */
@@ -348,6 +349,32 @@ static void test_release_from_watcher(void **state)
     rt_reactor_free(r);
 }
 
+/* A server still loading its data (after a restart) answers "LOADING": an
+ * acquire sent then is tried again until the server is ready. */
+static void test_acquire_while_loading(void **state)
+{
+    (void)state;
+    tw_test_redis *own = rt_own_server(NULL);
+    tw_reactor *r = rt_reactor(false);
+    tw_redis_config cfg = rt_config(own->port, 5.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_sem *s;
+    assert_rc(tw_redis_sem_create(c, "loading", 1, 5.0, &s), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_sem_acquire(s, &d), 0); /* the wake channel, first */
+    assert_rc(tw_redis_sem_release(s, take(r, d), NULL), 0);
+    iterate_for(r, 0.05);
+    redisContext *reload = rt_loading_begin(own, 0.6);
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p = take(r, d);
+    rt_loading_end(reload);
+    assert_rc(tw_redis_sem_release(s, p, NULL), 0);
+    iterate_for(r, 0.05);
+    assert_rc(tw_redis_sem_destroy(s), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ---- run, and the limit under contention ------------------------------------------ */
 
 typedef struct section {
@@ -516,6 +543,7 @@ int main(void)
         T(test_expired_permit_returns),
         T(test_renewal_and_loss),
         T(test_release_from_watcher),
+        T(test_acquire_while_loading),
         T(test_limit_under_contention),
         T(test_run_failure_releases),
         T(test_bad_input),
