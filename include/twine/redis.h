@@ -234,7 +234,10 @@ TW_API int tw_redis_lock_acquire(tw_redis_lock *l, tw_deferred **out);
 /* Gives the lock up: the watchdog is stopped now, the next waiter of this
  * tw_redis_lock starts its turn, and *out (may be NULL) fires with none once
  * the server has released it, or fails with TW_ELEASE if the lease had been
- * lost. TW_EPERM if the lock is not held. */
+ * lost, or with the command's failure (TW_ECONNLOST, ...) if its outcome is
+ * unknown: the release is then sent again in the background, while the
+ * lease could still be live, so that a broken connection does not leave the
+ * lock to a holder that let go. TW_EPERM if the lock is not held. */
 TW_API int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out);
 /* out may be NULL. The result is fn's (a value, a failure, or a Deferred's
  * result), delivered once the lock is released; TW_ELEASE instead of a

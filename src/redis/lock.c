@@ -294,6 +294,8 @@ typedef struct lock_op {
     double sent_at;
     tw_deferred *done; /* release's *out */
     bool was_lost;
+    double until;   /* a release: the lease it gives up lasts at most until then */
+    char owner[48]; /* ... and the owner id it gives up */
 } lock_op;
 
 static lock_op *op_new(tw_redis_lock *l, uint64_t stamp)
@@ -976,6 +978,52 @@ static void release_done(lock_op *op, tw_result r)
     }
 }
 
+/* A release whose outcome is unknown (its connection broke before the
+ * reply, no reply in time, not sent within its timeout) is sent again in
+ * the background while the lease it gives up could still be live: the
+ * script is owner-checked, so a second run is harmless, and without it the
+ * lock would stay with a holder that has let go until the lease ran out.
+ * The caller's Deferred has been told already what became of the first. */
+typedef struct resend {
+    tw_redis_lock *l;
+    double until;
+    char owner[48];
+} resend;
+
+static void resend_release(tw_redis_lock *l, const char *owner, double until);
+
+static tw_result on_resent(tw_result r, void *arg)
+{
+    resend *rs = arg;
+    tw_failure *f = tw_result_as_failure(r);
+    if (f && tw__redis_transient(f) && now_s(rs->l) < rs->until)
+        resend_release(rs->l, rs->owner, rs->until);
+    tw_result_drop(r);
+    lock_unref(rs->l);
+    TW__DELETE(rs);
+    return tw_result_none();
+}
+
+static void resend_release(tw_redis_lock *l, const char *owner, double until)
+{
+    if (now_s(l) >= until)
+        return; /* the lease is over: nothing is held to give back */
+    resend *rs = TW__NEW(resend);
+    if (!rs)
+        return;
+    rs->l = l;
+    rs->until = until;
+    snprintf(rs->owner, sizeof rs->owner, "%s", owner);
+    tw_deferred *d;
+    if (send_release(l->c, l->keys, l->key_len, rs->owner, l->name, l->name_len, &d) != 0) {
+        TW__DELETE(rs);
+        return;
+    }
+    l->refs++;
+    tw_deferred_add_both(d, on_resent, rs);
+    tw_deferred_unref(d);
+}
+
 static tw_result lease_was_lost(const tw_redis_lock *l)
 {
     return tw_result_fail(TW_ELEASE, "redis lock \"%s\": released after its lease was lost",
@@ -987,6 +1035,8 @@ static tw_result on_release_reply(tw_result r, void *arg)
     lock_op *op = arg;
     tw_redis_lock *l = op->l;
     if (tw_result_is_failure(r)) {
+        if (tw__redis_transient(tw_result_as_failure(r)))
+            resend_release(l, op->owner, op->until);
         release_done(op, r);
     } else {
         long long v = ((const tw_redis_reply *)r.ptr)->integer;
@@ -1005,8 +1055,12 @@ static tw_result on_pass_reply(tw_result r, void *arg)
     bool current = !l->dead && op->stamp == l->attempt && l->state == L_PASSING;
     tw_failure *f = tw_result_as_failure(r);
     if (f) {
+        /* it may not have run: the old owner lets go again first, then
+         * the new one finds out by acquiring whether it got the lock */
+        if (tw__redis_transient(f))
+            resend_release(l, op->owner, op->until);
         release_done(op, tw_result_failure(tw_failure_ref(f)));
-        if (current) { /* it may have run: the same owner finds out by acquiring */
+        if (current) {
             l->state = L_WAITING;
             arm_timer(l, l->retry_delay * jitter(l, 0.5, 1.0), retry_fired);
         }
@@ -1083,6 +1137,8 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
     if (out)
         *out = tw_deferred_ref(op->done);
     op->was_lost = l->lost;
+    op->until = l->lost ? 0 : l->deadline;
+    memcpy(op->owner, l->owner, sizeof op->owner);
     if (!pass) {
         tw_deferred_add_both(d, on_release_reply, op);
         tw_deferred_unref(d);

@@ -12,6 +12,8 @@
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
+ * a release lost with its connection sent again (the lock does not stay
+ * with a holder that let go),
  * fenced writes refused with TW_ESTALE, a holder killed with SIGKILL (a
  * child process: the others proceed after the TTL and its late write is
  * refused), an acquire meeting a server still loading its data, cancel and
@@ -895,6 +897,59 @@ static void test_lease_lost_server_paused(void **state)
     rt_reactor_free(r);
 }
 
+/* A release lost with its connection (written, then the connection killed
+ * before the server read it: CLIENT PAUSE WRITE holds it unread) says so,
+ * TW_ECONNLOST; but the lock does not stay with a holder that is gone for
+ * the rest of its 30 s lease: the release is sent again on the new
+ * connection (it is owner-checked, so a second run would be harmless).
+ * The same for a release that passes the lock to a local waiter. */
+static void release_lost_case(tw_reactor *r, tw_redis *c, tw_redis_lock *l, bool pass)
+{
+    long long id = rt_int(r, c, "CLIENT ID");
+    tw_deferred *d, *rel;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t t0 = tw_redis_lock_token(l);
+    grant_log log = {0};
+    grant_ctx g;
+    if (pass)
+        acquire_logged(l, &log, &g, 0);
+    redisReply *rep = tw_test_redis_cmd(&rt_server, "CLIENT PAUSE 5000 WRITE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_rc(tw_redis_lock_release(l, &rel), 0);
+    assert_int_equal(tw_test_redis_int(&rt_server, "CLIENT KILL ID %lld", id), 1);
+    rep = tw_test_redis_cmd(&rt_server, "CLIENT UNPAUSE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(rt_failure(r, rel, NULL, 0), TW_ECONNLOST);
+    double deadline = tw_test_now() + 3;
+    if (pass) { /* the waiter gets its turn, with the next token */
+        until_count(r, &log.n, 1, 3);
+        assert_int_equal(log.token[0], t0 + 1);
+        assert_rc(tw_redis_lock_release(l, NULL), 0);
+    }
+    while (key_exists("twine:lock:{gone}")) {
+        if (tw_test_now() > deadline)
+            fail_msg("the lock stayed with a released holder (%s)", pass ? "pass" : "release");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+}
+
+static void test_release_lost_in_flight(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "gone", 30.0, &l), 0);
+    release_lost_case(r, c, l, false);
+    release_lost_case(r, c, l, true);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ==== fencing ====================================================================== */
 
 static void test_fenced_set(void **state)
@@ -1228,6 +1283,7 @@ int main(int argc, char **argv)
         T(test_lease_lost),
         T(test_run_lease_lost),
         T(test_lease_lost_server_paused),
+        T(test_release_lost_in_flight),
         T(test_fenced_set),
         T(test_holder_killed),
         T(test_acquire_while_loading),
