@@ -301,7 +301,9 @@ TW_API int tw_redis_sem_destroy(tw_redis_sem *s);
 TW_API int tw_redis_sem_acquire(tw_redis_sem *s, tw_deferred **out);
 /* Gives p back (p is freed): its renewals stop now; *out (may be NULL)
  * fires with none once the server has taken it back, or fails with
- * TW_ELEASE if it had expired. TW_EPERM if p is not a permit s holds. */
+ * TW_ELEASE if it had expired, or with the command's failure if its
+ * outcome is unknown (it is then sent again in the background while the
+ * permit could still be live). TW_EPERM if p is not a permit s holds. */
 TW_API int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out);
 TW_API int tw_redis_sem_run(tw_redis_sem *s, tw_result_fn fn, void *arg, tw_deferred **out);
 /* Permits this tw_redis_sem holds, and acquires waiting. */

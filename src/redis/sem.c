@@ -167,6 +167,8 @@ typedef struct sem_op {
     double sent_at;
     tw_deferred *done;
     bool was_lost;
+    double until;  /* a release: the permit lasts at most until then */
+    char id[48];   /* ... and its id */
 } sem_op;
 
 static sem_op *op_new(tw_redis_sem *s, uint64_t stamp)
@@ -659,11 +661,37 @@ int tw_redis_sem_acquire(tw_redis_sem *s, tw_deferred **out)
     return 0;
 }
 
+/* A release whose outcome is unknown is sent again in the background
+ * while the permit could still be live (owner-checked by its id, so a
+ * second run is harmless); else the permit would stay taken by a holder
+ * that let go until it expired. */
+static tw_result on_release_reply(tw_result r, void *arg);
+
+static void resend_release(tw_redis_sem *s, const char *id, double until)
+{
+    if (now_s(s) >= until)
+        return;
+    sem_op *op = op_new(s, 0);
+    if (!op)
+        return;
+    op->until = until;
+    snprintf(op->id, sizeof op->id, "%s", id);
+    tw_deferred *d;
+    if (send_release(s, op->id, &d) != 0) {
+        op_free(op);
+        return;
+    }
+    tw_deferred_add_both(d, on_release_reply, op);
+    tw_deferred_unref(d);
+}
+
 static tw_result on_release_reply(tw_result r, void *arg)
 {
     sem_op *op = arg;
     tw_result out;
     if (tw_result_is_failure(r)) {
+        if (tw__redis_transient(tw_result_as_failure(r)))
+            resend_release(op->s, op->id, op->until);
         out = r;
     } else {
         long long v = ((const tw_redis_reply *)r.ptr)->integer;
@@ -707,6 +735,8 @@ int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out)
     if (out)
         *out = tw_deferred_ref(op->done);
     op->was_lost = p->lost;
+    op->until = p->lost ? 0 : p->deadline;
+    snprintf(op->id, sizeof op->id, "%s", p->id);
     tw_deferred_add_both(d, on_release_reply, op);
     tw_deferred_unref(d);
     /* renewals stop here; one in flight finds the permit gone */

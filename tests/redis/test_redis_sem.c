@@ -6,6 +6,7 @@
  * permit expiring back into the pool, renewal by the watchdog and its stop
  * at release, a lost permit, a watcher releasing the permit again from its
  * callback (refused), an acquire meeting a server still loading its data,
+ * a release lost with its connection sent again,
  * run() on success and failure, the limit never
  * exceeded under contention from several connections (exact counts), and
  * bad input.
@@ -375,6 +376,41 @@ static void test_acquire_while_loading(void **state)
     rt_reactor_free(r);
 }
 
+/* A permit's release lost with its connection (held unread by CLIENT
+ * PAUSE WRITE, then the connection killed) fails with TW_ECONNLOST, and is
+ * sent again on the new connection: the permit does not stay taken for the
+ * rest of its 30 s. */
+static void test_release_lost_in_flight(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_sem *s;
+    assert_rc(tw_redis_sem_create(c, "gone", 1, 30.0, &s), 0);
+    long long id = rt_int(r, c, "CLIENT ID");
+    tw_deferred *d, *rel;
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p = take(r, d);
+    redisReply *rep = tw_test_redis_cmd(&rt_server, "CLIENT PAUSE 5000 WRITE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_rc(tw_redis_sem_release(s, p, &rel), 0);
+    assert_int_equal(tw_test_redis_int(&rt_server, "CLIENT KILL ID %lld", id), 1);
+    rep = tw_test_redis_cmd(&rt_server, "CLIENT UNPAUSE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(rt_failure(r, rel, NULL, 0), TW_ECONNLOST);
+    double deadline = tw_test_now() + 3;
+    while (tw_test_redis_int(&rt_server, "EXISTS twine:sem:{gone}") != 0) {
+        if (tw_test_now() > deadline)
+            fail_msg("the permit stayed taken after its release");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    assert_rc(tw_redis_sem_destroy(s), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ---- run, and the limit under contention ------------------------------------------ */
 
 typedef struct section {
@@ -544,6 +580,7 @@ int main(void)
         T(test_renewal_and_loss),
         T(test_release_from_watcher),
         T(test_acquire_while_loading),
+        T(test_release_lost_in_flight),
         T(test_limit_under_contention),
         T(test_run_failure_releases),
         T(test_bad_input),
