@@ -109,7 +109,7 @@ static tw__script acquire_script = {
     "redis.call('HSET', T, owner, ttl)\n"
     "return {0, wait, now}\n",
     TW__SCRIPT_LOCK_ACQUIRE,
-    ""};
+    "", false};
 
 /* ARGV: owner prefix name. 1: released; 2: released and handed over; 0:
  * the owner did not hold it (its lease was lost). A waiter withdraws with
@@ -129,7 +129,7 @@ static tw__script release_script = {
     "redis.call('DEL', L)\n"
     "return 1\n",
     TW__SCRIPT_LOCK_RELEASE,
-    ""};
+    "", false};
 
 /* A release that passes the lock to the next waiter of the same process in
  * one round trip: no wake-up of another process, a new token all the same.
@@ -154,7 +154,7 @@ static tw__script pass_script = {
     "redis.call('SET', L, new, 'PX', ttl)\n"
     "return {1, redis.call('INCR', F), ttl}\n",
     TW__SCRIPT_LOCK_PASS,
-    ""};
+    "", false};
 
 /* Passes in a row while another process waits: 4 turns in all. */
 #define PASS_MAX "3"
@@ -168,7 +168,7 @@ static tw__script extend_script = {
     "end\n"
     "return 0\n",
     TW__SCRIPT_LOCK_EXTEND,
-    ""};
+    "", false};
 
 /* KEYS: fence target. ARGV: token value. */
 static tw__script fenced_set_script = {
@@ -184,7 +184,7 @@ static tw__script fenced_set_script = {
     "end\n"
     "return redis.call('SET', KEYS[2], ARGV[2])\n",
     TW__SCRIPT_FENCED_SET,
-    ""};
+    "", false};
 
 /* ---- state ------------------------------------------------------------------- */
 

@@ -79,7 +79,7 @@ static tw__script pending_script = {
     "end\n"
     "return out\n",
     TW__SCRIPT_QUEUE_PENDING,
-    ""};
+    "", false};
 
 /* ARGV: group consumer max min_idle_ms cursor count. out[1]: the next cursor
  * ("0-0": the pass is over). */
@@ -92,7 +92,7 @@ static tw__script claim_script = {
     "for _, e in ipairs(r[2]) do take(e[1], e[2]) end\n"
     "return out\n",
     TW__SCRIPT_QUEUE_CLAIM,
-    ""};
+    "", false};
 
 /* KEYS: stream. ARGV: group id. */
 static tw__script ack_script = {
@@ -101,7 +101,7 @@ static tw__script ack_script = {
     "if n == 1 then redis.call('XDEL', KEYS[1], ARGV[2]) end\n"
     "return n\n",
     TW__SCRIPT_QUEUE_ACK,
-    ""};
+    "", false};
 
 enum { OP_GROUP = 1, OP_PENDING, OP_CLAIM, OP_READ };
 

@@ -24,7 +24,8 @@ typedef struct tw__script {
     const char *name; /* for messages */
     const char *text;
     int id;           /* bit in tw_redis.scripts_sent; < 32 */
-    char sha[41];     /* filled on first use */
+    char sha[41];     /* filled on first use, by whichever loop thread sends it first */
+    bool ready;       /* sha is filled: stored with release after it, loaded with acquire */
 } tw__script;
 
 /* Script ids (bits of tw_redis.scripts_sent), one per script of the layer. */

@@ -39,7 +39,7 @@ static tw__script acquire_script = {
     "local first = redis.call('ZRANGE', Z, 0, 0, 'WITHSCORES')\n"
     "return {0, tonumber(first[2]) - now}\n",
     TW__SCRIPT_SEM_ACQUIRE,
-    ""};
+    "", false};
 
 /* KEYS: set. ARGV: id channel. 1: given back; 0: it had expired (or was
  * never held). A waiter withdraws with it too. */
@@ -54,7 +54,7 @@ static tw__script release_script = {
     "if tonumber(score) > now then return 1 end\n"
     "return 0\n",
     TW__SCRIPT_SEM_RELEASE,
-    ""};
+    "", false};
 
 /* KEYS: set. ARGV: id ttl_ms. 1: renewed; 0: it had expired (now gone). */
 static tw__script renew_script = {
@@ -69,7 +69,7 @@ static tw__script renew_script = {
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "return 0\n",
     TW__SCRIPT_SEM_RENEW,
-    ""};
+    "", false};
 
 struct tw_redis_permit {
     tw_redis_sem *s;

@@ -1,5 +1,6 @@
 /*
- * The distributed lock (twine/redis.h) against a real redis-server: grants
+ * The distributed lock (twine/redis.h) against a real redis-server: first
+ * use from two loops on two threads at once (no data race), grants
  * with strictly increasing fencing tokens, FIFO among one lock's waiters,
  * run() releasing on success and failure, hand-off to another "process"
  * (another connection, another process id) by pub/sub without polling, and
@@ -93,6 +94,73 @@ static void iterate_for(tw_reactor *r, double seconds)
 static bool key_exists(const char *key)
 {
     return tw_test_redis_int(&rt_server, "EXISTS %s", key) == 1;
+}
+
+/* ==== two loops ==================================================================== */
+
+/* Two reactors on two threads, each with its own connection, use the lock
+ * for the first time in the process at the same moment: the scripts'
+ * digests, computed on first use and shared by all connections, are
+ * computed once, with no data race (ThreadSanitizer checks). This is the
+ * first test of the program, so that nothing has used a script before. */
+typedef struct loop_user {
+    int port;
+    char name[16];
+    tw_test_tally *start;
+    int rc;
+    bool granted;
+} loop_user;
+
+static void *use_lock_on_own_loop(void *arg)
+{
+    loop_user *u = arg;
+    tw_reactor *r;
+    tw_redis *c;
+    tw_redis_lock *l;
+    tw_deferred *d;
+    tw_redis_config cfg = rt_config(u->port, 10.0);
+    if ((u->rc = tw_reactor_create(&r)))
+        return NULL;
+    if ((u->rc = tw_redis_connect(r, &cfg, &c)) ||
+        (u->rc = tw_redis_lock_create(c, u->name, 5.0, &l)))
+        return NULL;
+    tw_test_tally_add(u->start);
+    tw_test_tally_wait(u->start, 2, 10);
+    if ((u->rc = tw_redis_lock_acquire(l, &d)))
+        return NULL;
+    double deadline = tw_test_now() + 10;
+    while (!tw_deferred_called(d) && tw_test_now() < deadline)
+        tw_reactor_iterate(r, 0.01);
+    tw_result res;
+    u->granted = tw_deferred_peek(d, &res) && !tw_result_is_failure(res);
+    tw_deferred_unref(d);
+    if (u->granted)
+        tw_redis_lock_release(l, NULL);
+    for (int i = 0; i < 5; i++)
+        tw_reactor_iterate(r, 0.01);
+    tw_redis_lock_destroy(l);
+    tw_redis_close(c, &d);
+    while (!tw_deferred_called(d) && tw_test_now() < deadline + 10)
+        tw_reactor_iterate(r, 0.01);
+    tw_deferred_unref(d);
+    u->rc = tw_reactor_destroy(r);
+    return NULL;
+}
+
+static void test_first_use_on_two_loops(void **state)
+{
+    (void)state;
+    rt_require_server();
+    tw_test_tally start;
+    tw_test_tally_init(&start);
+    loop_user u[2] = {{rt_server.port, "loop0", &start, -1, false},
+                      {rt_server.port, "loop1", &start, -1, false}};
+    tw_test_run_threads(2, use_lock_on_own_loop, u, sizeof u[0]);
+    tw_test_tally_destroy(&start);
+    for (int i = 0; i < 2; i++) {
+        assert_rc(u[i].rc, 0);
+        assert_true(u[i].granted);
+    }
 }
 
 /* ==== basics ======================================================================= */
@@ -1269,6 +1337,7 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--hold") == 0)
         return child_hold(atoi(argv[2]));
     const struct CMUnitTest tests[] = {
+        T(test_first_use_on_two_loops),
         T(test_acquire_release),
         T(test_fifo_in_process),
         T(test_run),
