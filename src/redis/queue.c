@@ -573,22 +573,25 @@ int tw_redis_queue_open(tw_redis *c, const tw_redis_queue_config *cfg, tw_redis_
     snprintf(q->batch_s, sizeof q->batch_s, "%u", (unsigned)cfg->batch);
     snprintf(q->pending_cursor, sizeof q->pending_cursor, "0");
     snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
-    char name[128], dead[1024];
-    if (cfg->consumer) {
-        snprintf(name, sizeof name, "%s", cfg->consumer);
-    } else {
+    char name[128];
+    if (!cfg->consumer) {
         char host[64] = "host";
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = 0;
-        snprintf(name, sizeof name, "%s-%d-%04x", host, (int)getpid(),
-                 (unsigned)(tw__redis_random(c) & 0xffff));
+        snprintf(name, sizeof name, "%s-%d-%08x", host, (int)getpid(),
+                 (unsigned)(tw__redis_random(c) & 0xffffffffu));
     }
-    snprintf(dead, sizeof dead, "%s%s", cfg->dead_letter ? cfg->dead_letter : cfg->stream,
-             cfg->dead_letter ? "" : ":dead");
     q->stream = dup_n(cfg->stream, &q->stream_len);
     q->group = dup_n(cfg->group, &q->group_len);
     q->consumer = dup_n(cfg->consumer ? cfg->consumer : name, &q->consumer_len);
-    q->dlq = dup_n(dead, &q->dlq_len);
+    if (cfg->dead_letter) {
+        q->dlq = dup_n(cfg->dead_letter, &q->dlq_len);
+    } else { /* "<stream>:dead", however long the stream's name */
+        q->dlq_len = strlen(cfg->stream) + strlen(":dead");
+        q->dlq = tw__alloc(q->dlq_len + 1);
+        if (q->dlq)
+            snprintf(q->dlq, q->dlq_len + 1, "%s:dead", cfg->stream);
+    }
     int rc = q->stream && q->group && q->consumer && q->dlq ? 0 : TW_ENOMEM;
     if (!rc)
         rc = tw__redis_clone(c, &q->reader);

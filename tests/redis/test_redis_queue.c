@@ -5,7 +5,8 @@
  * its own pending entries first; entries of a dead consumer claimed after
  * claim_idle; dead-lettering after max_deliveries; a read lost on its way (the
  * reader killed, a reply past its timeout) re-reading only what it may have
- * taken, never an entry in hand; a consumer process killed
+ * taken, never an entry in hand; a 2000-byte stream name and its dead-letter
+ * stream; a consumer process killed
  * with SIGKILL in the middle of an entry (delivered again, none lost); a
  * server killed and restarted with appendfsync always (nothing put is lost);
  * close; bad input and payloads of several MiB.
@@ -422,6 +423,41 @@ static void test_lost_read_rereads_only_its_own(void **state)
     rt_reactor_free(r);
 }
 
+/* A long stream name (2000 bytes): its dead-letter stream is exactly
+ * "<stream>:dead", not a name cut short. */
+static void test_long_stream_name(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    char name[2001], dead[2006];
+    memset(name, 'q', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    snprintf(dead, sizeof dead, "%s:dead", name);
+    tw_redis_queue_config cfg = qcfg(name, "w");
+    cfg.claim_idle = 0.1;
+    cfg.max_deliveries = 1;
+    tw_redis_queue *q;
+    assert_rc(tw_redis_queue_open(c, &cfg, &q), 0);
+    put(r, q, "once", 4);
+    tw_redis_entry *e = get(r, q); /* not acknowledged: dead-lettered when claimed */
+    tw_redis_entry_free(e);
+    tw_deferred *d;
+    assert_rc(tw_redis_queue_get(q, &d), 0);
+    double deadline = tw_test_now() + 10;
+    tw_redis_queue_stats st;
+    do {
+        assert_rc(tw_reactor_iterate(r, 0.02), 0);
+        tw_redis_queue_stats_get(q, &st);
+    } while (st.dead < 1 && tw_test_now() < deadline);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(tw_test_redis_int(&rt_server, "XLEN %s", dead), 1);
+    assert_rc(tw_redis_queue_close(q), 0);
+    assert_int_equal(rt_failure(r, d, NULL, 0), TW_ESHUTDOWN);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ---- a consumer killed in the middle of an entry ----------------------------------- */
 
 /* The child: consumer "doomed", one entry at a time; takes one entry, says
@@ -705,6 +741,7 @@ int main(int argc, char **argv)
         T(test_claim_from_dead_consumer),
         T(test_dead_letter),
         T(test_lost_read_rereads_only_its_own),
+        T(test_long_stream_name),
         T(test_consumer_killed),
         T(test_restart_keeps_entries),
         T(test_close_and_bad_input),
