@@ -217,7 +217,9 @@ TW_API int tw_redis_close(tw_redis *c, tw_deferred **out);
  * one tw_redis_lock are served in FIFO order, and processes in the order
  * they began to wait; a release with a waiter of its own lock object passes
  * it on in the same round trip (a new token all the same), at most 4 times
- * in a row while another process waits. A tw_redis_lock belongs to its
+ * in a row while another process waits. To bound a wait (Redisson's
+ * tryLock), add a timeout to the acquire's Deferred: cancelling an acquire
+ * withdraws it from the server's queue. A tw_redis_lock belongs to its
  * connection's loop thread. */
 
 typedef struct tw_redis_lock tw_redis_lock;
