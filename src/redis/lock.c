@@ -48,18 +48,25 @@ enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
 
 /* ---- scripts ----------------------------------------------------------------- */
 
-/* Shared prologue (definitions only: the common case, a free lock nobody
- * waits for, runs four commands and never reads the clock). KEYS: lock
- * fence queue expiry ttl. purge() drops the waiters whose registration
- * lapsed, at the server's time in ms, which it returns. */
-#define PROLOGUE                                                                       \
+/* Each script starts with its common case, written with KEYS and ARGV
+ * directly: a free lock nobody waits for (acquire: three commands), a
+ * release nobody waits for (three), a pass to the next local turn (three
+ * or four). Only when that does not apply does it define the helpers
+ * below (building closures costs the server on every call) and go on.
+ * KEYS: lock fence queue expiry ttl. clock() is the server's time in ms
+ * (and TIME's answer); purge() also drops the waiters whose registration
+ * lapsed, which a script does before it grants the lock to a waiter. */
+#define HELPERS                                                                        \
     "local L, F, Q, E, T = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"              \
     "local function unqueue(w)\n"                                                      \
     "  redis.call('ZREM', Q, w); redis.call('ZREM', E, w); redis.call('HDEL', T, w)\n" \
     "end\n"                                                                            \
-    "local function purge()\n"                                                         \
+    "local function clock()\n"                                                         \
     "  local t = redis.call('TIME')\n"                                                 \
-    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"        \
+    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t\n"          \
+    "end\n"                                                                            \
+    "local function purge()\n"                                                         \
+    "  local now, t = clock()\n"                                                       \
     "  for _, w in ipairs(redis.call('ZRANGEBYSCORE', E, '-inf', now)) do unqueue(w) end\n" \
     "  return now, t\n"                                                                \
     "end\n"                                                                            \
@@ -82,25 +89,29 @@ enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
 /* ARGV: owner ttl_ms prefix name. {1, token, pttl} when granted; {0, wait
  * ms, the server's time in ms} when queued (the waiter retries after about
  * `wait`; a grant handed to it later says when it was made, on the same
- * clock). */
+ * clock). A free lock with waiters goes to the first of them (and the
+ * caller queues); a held one needs no purge, since nothing is granted. */
 static tw__script acquire_script = {
     "lock acquire",
-    PROLOGUE
     "local owner, ttl = ARGV[1], tonumber(ARGV[2])\n"
+    "if redis.call('EXISTS', KEYS[3]) == 0 and\n"
+    "   redis.call('SET', KEYS[1], owner, 'NX', 'PX', ARGV[2]) then\n"
+    "  return {1, redis.call('INCR', KEYS[2]), ttl}\n"
+    "end\n"
+    HELPERS
     "local cur = redis.call('GET', L)\n"
     "if cur == owner then\n"
     "  unqueue(owner)\n"
     "  return {1, tonumber(redis.call('GET', F)), redis.call('PTTL', L)}\n"
     "end\n"
-    "if not cur and redis.call('EXISTS', Q) == 0 then\n"
-    "  redis.call('SET', L, owner, 'PX', ttl)\n"
-    "  return {1, redis.call('INCR', F), ttl}\n"
-    "end\n"
-    "local now, t = purge()\n"
+    "local now, t\n"
     "if not cur then\n"
+    "  now, t = purge()\n"
     "  local head = redis.call('ZRANGE', Q, 0, 0)[1]\n"
     "  if not head or head == owner then return {1, grant(owner, ttl), ttl} end\n"
     "  handoff(ARGV[3], ARGV[4], now)\n"
+    "else\n"
+    "  now, t = clock()\n"
     "end\n"
     "local wait = redis.call('PTTL', L)\n"
     "if wait < 0 then wait = ttl end\n"
@@ -116,16 +127,19 @@ static tw__script acquire_script = {
  * it too (and gives back a grant it has not seen yet). */
 static tw__script release_script = {
     "lock release",
-    PROLOGUE
     "local owner = ARGV[1]\n"
-    "if redis.call('GET', L) ~= owner then\n"
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == owner and redis.call('EXISTS', KEYS[3]) == 0 then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  return 1\n"
+    "end\n"
+    HELPERS
+    "if cur ~= owner then\n"
     "  unqueue(owner)\n"
     "  return 0\n"
     "end\n"
-    "if redis.call('EXISTS', Q) == 1 then\n"
-    "  local now = purge()\n"
-    "  if handoff(ARGV[2], ARGV[3], now) then return 2 end\n"
-    "end\n"
+    "local now = purge()\n"
+    "if handoff(ARGV[2], ARGV[3], now) then return 2 end\n"
     "redis.call('DEL', L)\n"
     "return 1\n",
     TW__SCRIPT_LOCK_RELEASE,
@@ -139,18 +153,20 @@ static tw__script release_script = {
  * ttl}: passed; {2}: handed to another process; {0}: old did not hold it. */
 static tw__script pass_script = {
     "lock pass",
-    PROLOGUE
     "local old, new, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-    "if redis.call('GET', L) ~= old then\n"
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == old and (tonumber(ARGV[4]) < tonumber(ARGV[5]) or\n"
+    "                   redis.call('EXISTS', KEYS[3]) == 0) then\n"
+    "  redis.call('SET', KEYS[1], new, 'PX', ARGV[3])\n"
+    "  return {1, redis.call('INCR', KEYS[2]), ttl}\n"
+    "end\n"
+    HELPERS
+    "if cur ~= old then\n"
     "  unqueue(old)\n"
     "  return {0}\n"
     "end\n"
-    "if redis.call('EXISTS', Q) == 1 then\n"
-    "  local now = purge()\n"
-    "  if tonumber(ARGV[4]) >= tonumber(ARGV[5]) and handoff(ARGV[6], ARGV[7], now) then\n"
-    "    return {2}\n"
-    "  end\n"
-    "end\n"
+    "local now = purge()\n"
+    "if handoff(ARGV[6], ARGV[7], now) then return {2} end\n"
     "redis.call('SET', L, new, 'PX', ttl)\n"
     "return {1, redis.call('INCR', F), ttl}\n",
     TW__SCRIPT_LOCK_PASS,
