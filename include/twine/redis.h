@@ -217,7 +217,9 @@ TW_API int tw_redis_close(tw_redis *c, tw_deferred **out);
  * one tw_redis_lock are served in FIFO order, and processes in the order
  * they began to wait; a release with a waiter of its own lock object passes
  * it on in the same round trip (a new token all the same), at most 4 times
- * in a row while another process waits. A tw_redis_lock belongs to its
+ * in a row while another process waits. To bound a wait (Redisson's
+ * tryLock), add a timeout to the acquire's Deferred: cancelling an acquire
+ * withdraws it from the server's queue. A tw_redis_lock belongs to its
  * connection's loop thread. */
 
 typedef struct tw_redis_lock tw_redis_lock;
@@ -234,7 +236,10 @@ TW_API int tw_redis_lock_acquire(tw_redis_lock *l, tw_deferred **out);
 /* Gives the lock up: the watchdog is stopped now, the next waiter of this
  * tw_redis_lock starts its turn, and *out (may be NULL) fires with none once
  * the server has released it, or fails with TW_ELEASE if the lease had been
- * lost. TW_EPERM if the lock is not held. */
+ * lost, or with the command's failure (TW_ECONNLOST, ...) if its outcome is
+ * unknown: the release is then sent again in the background, while the
+ * lease could still be live, so that a broken connection does not leave the
+ * lock to a holder that let go. TW_EPERM if the lock is not held. */
 TW_API int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out);
 /* out may be NULL. The result is fn's (a value, a failure, or a Deferred's
  * result), delivered once the lock is released; TW_ELEASE instead of a
@@ -246,7 +251,9 @@ TW_API size_t tw_redis_lock_waiting(const tw_redis_lock *l);
 /* The holder's fencing token; 0 when not held. */
 TW_API uint64_t tw_redis_lock_token(const tw_redis_lock *l);
 /* Seconds the lease surely has left, on the reactor's clock (measured from
- * when the acquire or the last renewal was sent); 0 when not held or lost. */
+ * when the acquire or the last renewal was sent, or for a lease handed over
+ * by another process's release, from when the server granted it); 0 when
+ * not held or lost. */
 TW_API double tw_redis_lock_time_left(const tw_redis_lock *l);
 /* A Deferred that fails with TW_ELEASE if the current lease is lost, and
  * fires with none when the lock is released first. TW_EPERM if not held. */
@@ -296,7 +303,9 @@ TW_API int tw_redis_sem_destroy(tw_redis_sem *s);
 TW_API int tw_redis_sem_acquire(tw_redis_sem *s, tw_deferred **out);
 /* Gives p back (p is freed): its renewals stop now; *out (may be NULL)
  * fires with none once the server has taken it back, or fails with
- * TW_ELEASE if it had expired. TW_EPERM if p is not a permit s holds. */
+ * TW_ELEASE if it had expired, or with the command's failure if its
+ * outcome is unknown (it is then sent again in the background while the
+ * permit could still be live). TW_EPERM if p is not a permit s holds. */
 TW_API int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out);
 TW_API int tw_redis_sem_run(tw_redis_sem *s, tw_result_fn fn, void *arg, tw_deferred **out);
 /* Permits this tw_redis_sem holds, and acquires waiting. */

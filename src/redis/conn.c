@@ -43,6 +43,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <twine/sync.h>
+
 #include "redis/redis.h"
 
 /* ---- lists --------------------------------------------------------------------- */
@@ -1003,6 +1005,27 @@ int tw_redis_command_argv(tw_redis *c, int argc, const char *const *argv, const 
     return tw_redis_command_argv_timeout(c, c->command_timeout, argc, argv, lens, out);
 }
 
+/* The scripts are shared by every connection of the process, and loops on
+ * several threads may send one for the first time at once: its digest is
+ * computed under sha_lock, then published by the release store of `ready`,
+ * which the acquire load here pairs with. */
+static tw_lock sha_lock = TW_LOCK_INIT;
+
+static int script_digest(tw__script *script)
+{
+    if (__atomic_load_n(&script->ready, __ATOMIC_ACQUIRE))
+        return 0;
+    int rc = 0;
+    tw_lock_acquire(&sha_lock);
+    if (!__atomic_load_n(&script->ready, __ATOMIC_RELAXED)) { /* sha_lock orders it */
+        rc = tw__sha1_hex(script->text, strlen(script->text), script->sha);
+        if (rc == 0)
+            __atomic_store_n(&script->ready, true, __ATOMIC_RELEASE);
+    }
+    tw_lock_release(&sha_lock);
+    return rc;
+}
+
 int tw__redis_eval(tw_redis *c, tw__script *script, int nkeys, int argc,
                    const char *const *argv, const size_t *lens, tw_deferred **out)
 {
@@ -1012,8 +1035,9 @@ int tw__redis_eval(tw_redis *c, tw__script *script, int nkeys, int argc,
     char nk[16];
     if (argc > MAX || nkeys > argc)
         return TW_EINVAL;
-    if (!script->sha[0] && tw__sha1_hex(script->text, strlen(script->text), script->sha) != 0)
-        return TW_ENOMEM;
+    int rc = script_digest(script);
+    if (rc)
+        return rc;
     snprintf(nk, sizeof nk, "%d", nkeys);
     a[0] = "EVALSHA";
     l[0] = 7;

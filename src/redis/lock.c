@@ -19,8 +19,10 @@
  * registration.
  *
  * In the process, per tw_redis_lock: a FIFO of acquire Deferreds, of which
- * only the head contends in Redis, under an owner id ("<process id>:<seq>")
- * that is kept across retries of one turn (an acquire that timed out and
+ * only the head contends in Redis, under an owner id ("<process id>:<seq>",
+ * seq counted by the hub: every lock on a connection shares its process id,
+ * and an id must name one turn of one lock) that is kept across retries of
+ * one turn (an acquire that timed out and
  * ran anyway is then recognised: the lock is already ours) and renewed for
  * every turn. States:
  *
@@ -46,18 +48,25 @@ enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
 
 /* ---- scripts ----------------------------------------------------------------- */
 
-/* Shared prologue (definitions only: the common case, a free lock nobody
- * waits for, runs four commands and never reads the clock). KEYS: lock
- * fence queue expiry ttl. purge() drops the waiters whose registration
- * lapsed, at the server's time in ms, which it returns. */
-#define PROLOGUE                                                                       \
+/* Each script starts with its common case, written with KEYS and ARGV
+ * directly: a free lock nobody waits for (acquire: three commands), a
+ * release nobody waits for (three), a pass to the next local turn (three
+ * or four). Only when that does not apply does it define the helpers
+ * below (building closures costs the server on every call) and go on.
+ * KEYS: lock fence queue expiry ttl. clock() is the server's time in ms
+ * (and TIME's answer); purge() also drops the waiters whose registration
+ * lapsed, which a script does before it grants the lock to a waiter. */
+#define HELPERS                                                                        \
     "local L, F, Q, E, T = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"              \
     "local function unqueue(w)\n"                                                      \
     "  redis.call('ZREM', Q, w); redis.call('ZREM', E, w); redis.call('HDEL', T, w)\n" \
     "end\n"                                                                            \
-    "local function purge()\n"                                                         \
+    "local function clock()\n"                                                         \
     "  local t = redis.call('TIME')\n"                                                 \
-    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"        \
+    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t\n"          \
+    "end\n"                                                                            \
+    "local function purge()\n"                                                         \
+    "  local now, t = clock()\n"                                                       \
     "  for _, w in ipairs(redis.call('ZRANGEBYSCORE', E, '-inf', now)) do unqueue(w) end\n" \
     "  return now, t\n"                                                                \
     "end\n"                                                                            \
@@ -66,65 +75,75 @@ enum { K_LOCK = 0, K_FENCE, K_QUEUE, K_EXPIRY, K_TTL, K_COUNT };
     "  unqueue(w)\n"                                                                   \
     "  return redis.call('INCR', F)\n"                                                 \
     "end\n"                                                                            \
-    "local function handoff(prefix, name)\n"                                           \
+    "local function handoff(prefix, name, now)\n"                                      \
     "  local head = redis.call('ZRANGE', Q, 0, 0)[1]\n"                                \
     "  if not head then return false end\n"                                            \
     "  local ttl = tonumber(redis.call('HGET', T, head)) or 1000\n"                    \
     "  local tok = grant(head, ttl)\n"                                                 \
     "  redis.call('PUBLISH', prefix .. string.match(head, '^[^:]*'),\n"                \
-    "             head .. ' ' .. tok .. ' ' .. ttl .. ' ' .. name)\n"                  \
+    "             head .. ' ' .. tok .. ' ' .. ttl .. ' ' .. string.format('%.0f', now)\n" \
+    "             .. ' ' .. name)\n"                                                   \
     "  return true\n"                                                                  \
     "end\n"
 
 /* ARGV: owner ttl_ms prefix name. {1, token, pttl} when granted; {0, wait
- * ms} when queued (the waiter retries after about `wait`). */
+ * ms, the server's time in ms} when queued (the waiter retries after about
+ * `wait`; a grant handed to it later says when it was made, on the same
+ * clock). A free lock with waiters goes to the first of them (and the
+ * caller queues); a held one needs no purge, since nothing is granted. */
 static tw__script acquire_script = {
     "lock acquire",
-    PROLOGUE
     "local owner, ttl = ARGV[1], tonumber(ARGV[2])\n"
+    "if redis.call('EXISTS', KEYS[3]) == 0 and\n"
+    "   redis.call('SET', KEYS[1], owner, 'NX', 'PX', ARGV[2]) then\n"
+    "  return {1, redis.call('INCR', KEYS[2]), ttl}\n"
+    "end\n"
+    HELPERS
     "local cur = redis.call('GET', L)\n"
     "if cur == owner then\n"
     "  unqueue(owner)\n"
     "  return {1, tonumber(redis.call('GET', F)), redis.call('PTTL', L)}\n"
     "end\n"
-    "if not cur and redis.call('EXISTS', Q) == 0 then\n"
-    "  redis.call('SET', L, owner, 'PX', ttl)\n"
-    "  return {1, redis.call('INCR', F), ttl}\n"
-    "end\n"
-    "local now, t = purge()\n"
+    "local now, t\n"
     "if not cur then\n"
+    "  now, t = purge()\n"
     "  local head = redis.call('ZRANGE', Q, 0, 0)[1]\n"
     "  if not head or head == owner then return {1, grant(owner, ttl), ttl} end\n"
-    "  handoff(ARGV[3], ARGV[4])\n"
+    "  handoff(ARGV[3], ARGV[4], now)\n"
+    "else\n"
+    "  now, t = clock()\n"
     "end\n"
     "local wait = redis.call('PTTL', L)\n"
     "if wait < 0 then wait = ttl end\n"
     "redis.call('ZADD', Q, 'NX', tonumber(t[1]) * 1000000 + tonumber(t[2]), owner)\n"
     "redis.call('ZADD', E, now + 2 * math.max(wait, ttl) + 1000, owner)\n"
     "redis.call('HSET', T, owner, ttl)\n"
-    "return {0, wait}\n",
+    "return {0, wait, now}\n",
     TW__SCRIPT_LOCK_ACQUIRE,
-    ""};
+    "", false};
 
 /* ARGV: owner prefix name. 1: released; 2: released and handed over; 0:
  * the owner did not hold it (its lease was lost). A waiter withdraws with
  * it too (and gives back a grant it has not seen yet). */
 static tw__script release_script = {
     "lock release",
-    PROLOGUE
     "local owner = ARGV[1]\n"
-    "if redis.call('GET', L) ~= owner then\n"
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == owner and redis.call('EXISTS', KEYS[3]) == 0 then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  return 1\n"
+    "end\n"
+    HELPERS
+    "if cur ~= owner then\n"
     "  unqueue(owner)\n"
     "  return 0\n"
     "end\n"
-    "if redis.call('EXISTS', Q) == 1 then\n"
-    "  purge()\n"
-    "  if handoff(ARGV[2], ARGV[3]) then return 2 end\n"
-    "end\n"
+    "local now = purge()\n"
+    "if handoff(ARGV[2], ARGV[3], now) then return 2 end\n"
     "redis.call('DEL', L)\n"
     "return 1\n",
     TW__SCRIPT_LOCK_RELEASE,
-    ""};
+    "", false};
 
 /* A release that passes the lock to the next waiter of the same process in
  * one round trip: no wake-up of another process, a new token all the same.
@@ -134,22 +153,24 @@ static tw__script release_script = {
  * ttl}: passed; {2}: handed to another process; {0}: old did not hold it. */
 static tw__script pass_script = {
     "lock pass",
-    PROLOGUE
     "local old, new, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-    "if redis.call('GET', L) ~= old then\n"
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == old and (tonumber(ARGV[4]) < tonumber(ARGV[5]) or\n"
+    "                   redis.call('EXISTS', KEYS[3]) == 0) then\n"
+    "  redis.call('SET', KEYS[1], new, 'PX', ARGV[3])\n"
+    "  return {1, redis.call('INCR', KEYS[2]), ttl}\n"
+    "end\n"
+    HELPERS
+    "if cur ~= old then\n"
     "  unqueue(old)\n"
     "  return {0}\n"
     "end\n"
-    "if redis.call('EXISTS', Q) == 1 then\n"
-    "  purge()\n"
-    "  if tonumber(ARGV[4]) >= tonumber(ARGV[5]) and handoff(ARGV[6], ARGV[7]) then\n"
-    "    return {2}\n"
-    "  end\n"
-    "end\n"
+    "local now = purge()\n"
+    "if handoff(ARGV[6], ARGV[7], now) then return {2} end\n"
     "redis.call('SET', L, new, 'PX', ttl)\n"
     "return {1, redis.call('INCR', F), ttl}\n",
     TW__SCRIPT_LOCK_PASS,
-    ""};
+    "", false};
 
 /* Passes in a row while another process waits: 4 turns in all. */
 #define PASS_MAX "3"
@@ -163,7 +184,7 @@ static tw__script extend_script = {
     "end\n"
     "return 0\n",
     TW__SCRIPT_LOCK_EXTEND,
-    ""};
+    "", false};
 
 /* KEYS: fence target. ARGV: token value. */
 static tw__script fenced_set_script = {
@@ -179,7 +200,7 @@ static tw__script fenced_set_script = {
     "end\n"
     "return redis.call('SET', KEYS[2], ARGV[2])\n",
     TW__SCRIPT_FENCED_SET,
-    ""};
+    "", false};
 
 /* ---- state ------------------------------------------------------------------- */
 
@@ -190,6 +211,7 @@ struct tw__lock_hub {
     tw__sub *sub;
     tw_deferred *ready_d;
     bool ready; /* the wake channel is subscribed (or we stopped waiting for it) */
+    uint64_t seq; /* the last turn's number, across the hub's locks */
     tw_redis_lock *locks;
 };
 
@@ -209,13 +231,20 @@ struct tw_redis_lock {
 
     int state;
     char owner[48]; /* this turn's owner id; "" between turns */
-    uint64_t seq;
     uint64_t attempt;
     double retry_delay; /* after a transient error */
     unsigned streak;    /* grants in a row passed within this process */
     bool grant_seen;    /* a grant message came while TRYING */
+    bool resync;        /* the wake channel was subscribed again while TRYING */
     uint64_t seen_token;
-    double seen_deadline;
+    long long seen_ttl, seen_at; /* its lease (ms) and when it was granted (server ms) */
+    /* The two clocks, tied by the last "queued" answer of this turn: the
+     * server's time when its script ran (ms), and when it was sent here.
+     * A hand-off granted at server time G started, here, no earlier than
+     * sync_local + (G - sync_server): its lease is measured from then. */
+    bool synced;
+    double sync_local;
+    long long sync_server;
 
     uint64_t token;
     double deadline; /* the lease surely lasts until then (reactor seconds) */
@@ -281,6 +310,8 @@ typedef struct lock_op {
     double sent_at;
     tw_deferred *done; /* release's *out */
     bool was_lost;
+    double until;   /* a release: the lease it gives up lasts at most until then */
+    char owner[48]; /* ... and the owner id it gives up */
 } lock_op;
 
 static lock_op *op_new(tw_redis_lock *l, uint64_t stamp)
@@ -381,8 +412,9 @@ static double jitter(tw_redis_lock *l, double lo, double hi)
 
 static void new_owner(tw_redis_lock *l)
 {
+    l->synced = false;
     snprintf(l->owner, sizeof l->owner, "%s:%llu", l->hub->procid,
-             (unsigned long long)++l->seq);
+             (unsigned long long)++l->hub->seq);
 }
 
 /* Ends this turn in Redis (dequeues the owner, gives back a grant not yet
@@ -421,6 +453,19 @@ static void retry_fired(void *arg)
         try_acquire(l, true);
 }
 
+/* The deadline of a lease of ttl_ms handed over at server time granted_ms,
+ * on the reactor's clock: false if the clocks have not been tied this turn. */
+static bool handoff_deadline(const tw_redis_lock *l, long long granted_ms, long long ttl_ms,
+                             double *out)
+{
+    if (!l->synced || granted_ms < 0 || ttl_ms < 0)
+        return false;
+    double d = l->sync_local + (double)(granted_ms - l->sync_server) / 1000.0 +
+               (double)ttl_ms / 1000.0;
+    *out = dmin(d, now_s(l) + (double)ttl_ms / 1000.0); /* granted by now, at the latest */
+    return true;
+}
+
 static tw_result on_acquire_reply(tw_result r, void *arg)
 {
     lock_op *op = arg;
@@ -433,10 +478,10 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
     tw_failure *f = tw_result_as_failure(r);
     if (f) {
         int code = tw_failure_code(f);
-        if (code == TW_ETIMEDOUT || code == TW_ECONNLOST || code == TW_ENOTCONN ||
-            code == TW_ENOMEM) {
+        if (tw__redis_transient(f)) {
             /* It may have run: the same owner tries again, and finds the
-             * lock already its own if it did. */
+             * lock already its own if it did. (Or the server is loading its
+             * data after a restart: it will answer soon.) */
             l->state = L_WAITING;
             double d = l->retry_delay;
             l->retry_delay = dmin(l->retry_delay * 2, dmax(l->ttl / 2, 0.05));
@@ -460,15 +505,27 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
         if (pttl < 0)
             pttl = 0;
         grant(l, (uint64_t)token, op->sent_at + (double)pttl / 1000.0, false);
-    } else if (l->grant_seen) {
-        grant(l, l->seen_token, l->seen_deadline, true);
-    } else {
-        long long wait = elem_int(rep, 1);
-        if (wait < 0)
-            wait = (long long)(l->ttl * 1000);
-        l->state = L_WAITING;
-        /* just after the lease it waits behind would run out */
-        arm_timer(l, (double)wait / 1000.0 * jitter(l, 1.0, 1.1) + 0.001, retry_fired);
+    } else { /* queued */
+        long long at = elem_int(rep, 2);
+        l->synced = at >= 0;
+        l->sync_local = op->sent_at;
+        l->sync_server = at;
+        double deadline;
+        if (l->grant_seen && handoff_deadline(l, l->seen_at, l->seen_ttl, &deadline)) {
+            grant(l, l->seen_token, deadline, true);
+        } else if (l->grant_seen || l->resync) {
+            /* a grant made after this script ran, unreadable or published
+             * while the wake channel was down: ask, and the script reports
+             * the lease left */
+            try_acquire(l, true);
+        } else {
+            long long wait = elem_int(rep, 1);
+            if (wait < 0)
+                wait = (long long)(l->ttl * 1000);
+            l->state = L_WAITING;
+            /* just after the lease it waits behind would run out */
+            arm_timer(l, (double)wait / 1000.0 * jitter(l, 1.0, 1.1) + 0.001, retry_fired);
+        }
     }
     tw_result_drop(r);
     op_free(op);
@@ -479,6 +536,7 @@ static void try_acquire(tw_redis_lock *l, bool retry)
 {
     l->state = L_TRYING;
     l->grant_seen = false;
+    l->resync = false;
     l->attempt++;
     lock_op *op = op_new(l, l->attempt);
     tw_deferred *d;
@@ -634,11 +692,33 @@ static void grant(tw_redis_lock *l, uint64_t token, double deadline, bool by_mes
     tw_deferred_unref(d);
 }
 
-/* A grant announced on the wake channel: "owner token ttl_ms name". */
+/* The wake channel was subscribed again after its connection came back:
+ * grants published meanwhile were lost. A waiter asks now (the acquire
+ * script finds the lock its own if it was handed over) instead of at its
+ * retry, up to a TTL away, by when the lease it was handed would be over. */
+static void on_resubscribed(struct tw__lock_hub *hub)
+{
+    /* by timers: an acquire that cannot be sent fails its waiters, whose
+     * callbacks may destroy locks of this list */
+    for (tw_redis_lock *l = hub->locks; l; l = l->next) {
+        if (l->state == L_WAITING)
+            arm_timer(l, 0, retry_fired);
+        else if (l->state == L_TRYING)
+            l->resync = true;
+    }
+}
+
+/* A grant announced on the wake channel: "owner token ttl_ms granted_ms
+ * name" (granted_ms: the server's time of the grant); NULL after a gap in
+ * the subscription. */
 static void on_wake(void *arg, const char *payload, size_t len)
 {
     struct tw__lock_hub *hub = arg;
     char buf[64 + NAME_MAX_LEN + 80];
+    if (!payload) {
+        on_resubscribed(hub);
+        return;
+    }
     if (len >= sizeof buf)
         return;
     memcpy(buf, payload, len);
@@ -654,18 +734,27 @@ static void on_wake(void *arg, const char *payload, size_t len)
     long long ttl_ms = strtoll(end + 1, &end, 10);
     if (*end != ' ')
         return;
+    long long at = strtoll(end + 1, &end, 10);
+    if (*end != ' ')
+        return;
     const char *name = end + 1;
     size_t name_len = len - (size_t)(name - buf);
     for (tw_redis_lock *l = hub->locks; l; l = l->next) {
-        if (strcmp(l->owner, owner) != 0)
+        if (strcmp(l->owner, owner) != 0 || l->name_len != name_len ||
+            memcmp(l->name, name, name_len) != 0)
             continue;
-        double deadline = now_s(l) + (double)ttl_ms / 1000.0;
-        if (l->state == L_WAITING) {
+        double deadline;
+        if (l->state == L_WAITING && handoff_deadline(l, at, ttl_ms, &deadline)) {
             grant(l, token, deadline, true);
+        } else if (l->state == L_WAITING) {
+            /* no "queued" answer this turn to measure the lease from (its
+             * acquires timed out): ask, and the script reports it */
+            try_acquire(l, true);
         } else if (l->state == L_TRYING) { /* the acquire's reply decides */
             l->grant_seen = true;
             l->seen_token = token;
-            l->seen_deadline = deadline;
+            l->seen_ttl = ttl_ms;
+            l->seen_at = at;
         }
         return;
     }
@@ -689,6 +778,14 @@ static void on_wake(void *arg, const char *payload, size_t len)
 
 /* ---- the hub -------------------------------------------------------------------- */
 
+static void kick_fired(void *arg)
+{
+    tw_redis_lock *l = arg;
+    tw_delayed_call_unref(l->timer);
+    l->timer = NULL;
+    kick(l);
+}
+
 static tw_result hub_ready(tw_result r, void *arg)
 {
     struct tw__lock_hub *hub = arg;
@@ -698,9 +795,10 @@ static tw_result hub_ready(tw_result r, void *arg)
         hub->ready_d = NULL;
     }
     hub->ready = true;
+    /* by timers, as on_resubscribed does */
     for (tw_redis_lock *l = hub->locks; l; l = l->next)
         if (l->state == L_WAIT_HUB)
-            kick(l);
+            arm_timer(l, 0, kick_fired);
     return tw_result_none();
 }
 
@@ -896,6 +994,52 @@ static void release_done(lock_op *op, tw_result r)
     }
 }
 
+/* A release whose outcome is unknown (its connection broke before the
+ * reply, no reply in time, not sent within its timeout) is sent again in
+ * the background while the lease it gives up could still be live: the
+ * script is owner-checked, so a second run is harmless, and without it the
+ * lock would stay with a holder that has let go until the lease ran out.
+ * The caller's Deferred has been told already what became of the first. */
+typedef struct resend {
+    tw_redis_lock *l;
+    double until;
+    char owner[48];
+} resend;
+
+static void resend_release(tw_redis_lock *l, const char *owner, double until);
+
+static tw_result on_resent(tw_result r, void *arg)
+{
+    resend *rs = arg;
+    tw_failure *f = tw_result_as_failure(r);
+    if (f && tw__redis_transient(f) && now_s(rs->l) < rs->until)
+        resend_release(rs->l, rs->owner, rs->until);
+    tw_result_drop(r);
+    lock_unref(rs->l);
+    TW__DELETE(rs);
+    return tw_result_none();
+}
+
+static void resend_release(tw_redis_lock *l, const char *owner, double until)
+{
+    if (now_s(l) >= until)
+        return; /* the lease is over: nothing is held to give back */
+    resend *rs = TW__NEW(resend);
+    if (!rs)
+        return;
+    rs->l = l;
+    rs->until = until;
+    snprintf(rs->owner, sizeof rs->owner, "%s", owner);
+    tw_deferred *d;
+    if (send_release(l->c, l->keys, l->key_len, rs->owner, l->name, l->name_len, &d) != 0) {
+        TW__DELETE(rs);
+        return;
+    }
+    l->refs++;
+    tw_deferred_add_both(d, on_resent, rs);
+    tw_deferred_unref(d);
+}
+
 static tw_result lease_was_lost(const tw_redis_lock *l)
 {
     return tw_result_fail(TW_ELEASE, "redis lock \"%s\": released after its lease was lost",
@@ -907,6 +1051,8 @@ static tw_result on_release_reply(tw_result r, void *arg)
     lock_op *op = arg;
     tw_redis_lock *l = op->l;
     if (tw_result_is_failure(r)) {
+        if (tw__redis_transient(tw_result_as_failure(r)))
+            resend_release(l, op->owner, op->until);
         release_done(op, r);
     } else {
         long long v = ((const tw_redis_reply *)r.ptr)->integer;
@@ -925,8 +1071,12 @@ static tw_result on_pass_reply(tw_result r, void *arg)
     bool current = !l->dead && op->stamp == l->attempt && l->state == L_PASSING;
     tw_failure *f = tw_result_as_failure(r);
     if (f) {
+        /* it may not have run: the old owner lets go again first, then
+         * the new one finds out by acquiring whether it got the lock */
+        if (tw__redis_transient(f))
+            resend_release(l, op->owner, op->until);
         release_done(op, tw_result_failure(tw_failure_ref(f)));
-        if (current) { /* it may have run: the same owner finds out by acquiring */
+        if (current) {
             l->state = L_WAITING;
             arm_timer(l, l->retry_delay * jitter(l, 0.5, 1.0), retry_fired);
         }
@@ -973,13 +1123,14 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
         }
     }
     tw_deferred *d;
-    char old[sizeof l->owner];
+    char old[sizeof l->owner], next[sizeof l->owner];
     bool pass = l->qn > 0 && !l->lost;
     if (pass) {
-        /* the next waiter's turn starts in the same round trip */
+        /* the next waiter's turn starts in the same round trip, under an
+         * id taken now (sending may run callbacks that start other turns) */
         memcpy(old, l->owner, sizeof old);
-        char next[sizeof l->owner];
-        snprintf(next, sizeof next, "%s:%llu", l->hub->procid, (unsigned long long)(l->seq + 1));
+        snprintf(next, sizeof next, "%s:%llu", l->hub->procid,
+                 (unsigned long long)++l->hub->seq);
         char streak[16];
         snprintf(streak, sizeof streak, "%u", l->streak);
         const char *argv[K_COUNT + 7] = {l->keys[0], l->keys[1], l->keys[2], l->keys[3],
@@ -1002,6 +1153,8 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
     if (out)
         *out = tw_deferred_ref(op->done);
     op->was_lost = l->lost;
+    op->until = l->lost ? 0 : l->deadline;
+    memcpy(op->owner, l->owner, sizeof op->owner);
     if (!pass) {
         tw_deferred_add_both(d, on_release_reply, op);
         tw_deferred_unref(d);
@@ -1012,19 +1165,22 @@ int tw_redis_lock_release(tw_redis_lock *l, tw_deferred **out)
     l->state = L_IDLE;
     l->owner[0] = 0;
     l->token = 0;
-    if (!l->lost)
-        fire_watchers(l, NULL);
+    bool was_lost = l->lost;
     l->lost = false;
     if (pass) {
-        new_owner(l); /* the name the pass script gave the next turn */
+        memcpy(l->owner, next, sizeof l->owner); /* the pass script's name for it */
+        l->synced = false;
         l->state = L_PASSING;
         l->retry_delay = 0.01;
         op->stamp = ++l->attempt;
         tw_deferred_add_both(d, on_pass_reply, op);
         tw_deferred_unref(d);
-        return 0;
+    } else {
+        kick(l); /* the next waiter's acquire goes right behind the release */
     }
-    kick(l); /* the next waiter's acquire goes right behind the release */
+    /* last: the watchers' callbacks may acquire again */
+    if (!was_lost)
+        fire_watchers(l, NULL);
     return 0;
 }
 

@@ -7,7 +7,9 @@
  * every message, with the unsubscribe confirmation, and with NULL when the
  * context goes away; a record is freed only when hiredis has let go
  * (in_hiredis false) and no listener is left. After every reconnection the
- * channels with listeners are subscribed again.
+ * channels with listeners are subscribed again, and when the server has
+ * confirmed it the listeners are told (a NULL payload) that messages may
+ * have been missed meanwhile, so that they can ask for what they waited for.
  *
  * Listeners removed while a message is being delivered (a listener's code
  * may drop others) are only marked, and freed when the delivery ends. */
@@ -27,6 +29,7 @@ typedef struct chan {
     unsigned delivering; /* deliveries on the stack */
     bool in_hiredis;     /* SUBSCRIBE sent on the current context, not yet given back */
     bool confirmed;      /* the server confirmed it on the current context */
+    bool ever;           /* ... or on an earlier one: a confirmation now ends a gap */
     bool unsubscribing;  /* UNSUBSCRIBE sent: never twice (hiredis 0.14 would hand an
                             unknown channel's reply to the previous callback) */
 } chan;
@@ -146,11 +149,15 @@ static void on_chan_reply(struct redisAsyncContext *ac, void *reply, void *privd
             chan_release(ch);
         }
     } else if (strcmp(kind, "subscribe") == 0) {
-        ch->confirmed = true;
+        bool gap = ch->ever;
+        ch->confirmed = ch->ever = true;
         ch->delivering++;
-        for (tw__sub *s = ch->listeners; s; s = s->next)
+        for (tw__sub *s = ch->listeners; s; s = s->next) {
             if (s->fn)
                 fire_ready(s, tw_result_none());
+            if (s->fn && gap)
+                s->fn(s->arg, NULL, 0);
+        }
         ch->delivering--;
         if (!ch->delivering) {
             sweep(ch);
@@ -281,6 +288,16 @@ void tw__redis_pubsub_close(tw_redis *c)
         ps->chans = ch->next;
         ch->prev = ch->next = NULL;
         ch->ps = NULL;
+        if (ch->delivering) {
+            /* closed from a listener's callback (a grant's user code): the
+             * delivery still walks the listeners, and sweeps them after */
+            for (tw__sub *s = ch->listeners; s; s = s->next)
+                if (s->fn) {
+                    s->fn = NULL;
+                    fire_ready(s, tw_result_fail(TW_ECANCELED, "unsubscribed"));
+                }
+            continue;
+        }
         while (ch->listeners)
             listener_free(ch->listeners);
         chan_check(ch);

@@ -8,10 +8,14 @@
  *
  *   GROUP    XGROUP CREATE ... 0 MKSTREAM (again after a NOGROUP: a server
  *            that lost its data)
- *   PENDING  this consumer's own pending entries, re-read from the start
- *            (a script: XREADGROUP ... 0, with each entry's delivery count
- *            from XPENDING), at start and after any read whose reply was
- *            lost (its entries may be pending for us already)
+ *   PENDING  this consumer's own pending entries (a script: XREADGROUP
+ *            ... <cursor>, with each entry's delivery count from XPENDING):
+ *            from the start when the queue opens (an earlier run's), and
+ *            after a read whose reply was lost from the highest id this
+ *            queue has taken so far: the lost read can only have taken
+ *            newer entries, and the older ones pending for us are in hand
+ *            (handed to a get, or buffered), so re-reading them would
+ *            deliver them twice and count a delivery that never happened
  *   CLAIM    entries idle for claim_idle from any consumer (a script:
  *            XAUTOCLAIM), a full pass every claim_idle/2
  *   READ     new entries: XREADGROUP ... BLOCK ... > on the queue's own
@@ -75,7 +79,7 @@ static tw__script pending_script = {
     "end\n"
     "return out\n",
     TW__SCRIPT_QUEUE_PENDING,
-    ""};
+    "", false};
 
 /* ARGV: group consumer max min_idle_ms cursor count. out[1]: the next cursor
  * ("0-0": the pass is over). */
@@ -88,7 +92,7 @@ static tw__script claim_script = {
     "for _, e in ipairs(r[2]) do take(e[1], e[2]) end\n"
     "return out\n",
     TW__SCRIPT_QUEUE_CLAIM,
-    ""};
+    "", false};
 
 /* KEYS: stream. ARGV: group id. */
 static tw__script ack_script = {
@@ -97,7 +101,7 @@ static tw__script ack_script = {
     "if n == 1 then redis.call('XDEL', KEYS[1], ARGV[2]) end\n"
     "return n\n",
     TW__SCRIPT_QUEUE_ACK,
-    ""};
+    "", false};
 
 enum { OP_GROUP = 1, OP_PENDING, OP_CLAIM, OP_READ };
 
@@ -116,7 +120,8 @@ struct tw_redis_queue {
     bool group_ready;
     bool fetching; /* a fetch command in flight */
     bool pending_done;
-    char pending_cursor[48];
+    char pending_cursor[48]; /* re-read our pending entries after this id */
+    char seen[48];           /* the highest id taken from any reply ("": none) */
     char claim_cursor[48];
     double next_claim;
     double retry_delay;
@@ -152,6 +157,46 @@ static char *dup_n(const char *s, size_t *len)
     if (p)
         memcpy(p, s, *len + 1);
     return p;
+}
+
+/* Stream ids ("<ms>-<seq>") in order; an id that does not parse counts as 0-0. */
+static void id_parse(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+    *ms = strtoull(s, &end, 10);
+    *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+static int id_cmp(const char *a, const char *b)
+{
+    uint64_t am, as, bm, bs;
+    id_parse(a, &am, &as);
+    id_parse(b, &bm, &bs);
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+/* Notes an id taken from a reply (kept or not: either way it is no longer
+ * what a lost read may have taken). */
+static void note_seen(tw_redis_queue *q, const char *id, size_t len)
+{
+    if (len >= sizeof q->seen)
+        return;
+    if (!q->seen[0] || id_cmp(id, q->seen) > 0) {
+        memcpy(q->seen, id, len);
+        q->seen[len] = 0;
+    }
+}
+
+/* An entry of a reply could not be kept (no memory): it stays pending for
+ * us, and the pending pass goes back to just before it. */
+static void lost_in_hand(tw_redis_queue *q, const char *before)
+{
+    if (q->pending_done || id_cmp(before, q->pending_cursor) < 0) {
+        snprintf(q->pending_cursor, sizeof q->pending_cursor, "%s", before);
+        q->pending_done = false;
+    }
 }
 
 static void q_unref(tw_redis_queue *q)
@@ -270,11 +315,14 @@ static void fetch_failed(tw_redis_queue *q, tw_failure *f, int kind)
         fetch(q);
         return;
     }
-    if (code == TW_ECONNLOST || code == TW_ETIMEDOUT || code == TW_ENOTCONN ||
-        code == TW_ENOMEM || (code == TW_EREMOTE && strncmp(msg, "LOADING", 7) == 0)) {
-        if (kind == OP_READ || kind == OP_PENDING) {
+    if (tw__redis_transient(f)) {
+        /* A read that may have run took only entries newer than any we
+         * have; a pending pass that may have run goes on from its cursor
+         * (what it read again is pending for us still). */
+        if (kind == OP_READ) {
             q->pending_done = false;
-            snprintf(q->pending_cursor, sizeof q->pending_cursor, "0");
+            snprintf(q->pending_cursor, sizeof q->pending_cursor, "%s",
+                     q->seen[0] ? q->seen : "0");
         }
         double d = q->retry_delay;
         q->retry_delay = q->retry_delay * 2 > 1.0 ? 1.0 : q->retry_delay * 2;
@@ -286,14 +334,19 @@ static void fetch_failed(tw_redis_queue *q, tw_failure *f, int kind)
                                    msg));
 }
 
-/* (id, deliveries, payload) triples after the cursor. */
-static void take_triples(tw_redis_queue *q, const tw_redis_reply *rep, bool claimed)
+/* (id, deliveries, payload) triples after the cursor; `before`: the id the
+ * pass read after (a pending pass, in id order), or NULL (a claim). */
+static void take_triples(tw_redis_queue *q, const tw_redis_reply *rep, bool claimed,
+                         const char *before)
 {
+    char prev[48];
+    snprintf(prev, sizeof prev, "%s", before ? before : "");
     for (size_t i = 1; i + 2 < rep->len; i += 3) {
         const tw_redis_reply *id = &rep->element[i], *n = &rep->element[i + 1],
                              *data = &rep->element[i + 2];
         if (id->type != TW_REDIS_STRING || n->type != TW_REDIS_INTEGER)
             continue;
+        note_seen(q, id->str, id->len);
         if (n->integer < 0) {
             q->stats.dead++;
             continue;
@@ -301,13 +354,17 @@ static void take_triples(tw_redis_queue *q, const tw_redis_reply *rep, bool clai
         tw_redis_entry *e = entry_new(id->str, id->len, data->str ? data->str : "", data->len,
                                       (uint32_t)n->integer);
         if (!e || !buf_push(q, e)) {
-            /* no memory: it stays pending for us and is re-read */
+            /* no memory: it stays pending for us; a claimed one is claimed
+             * again after claim_idle, a re-read one is read again */
             tw_redis_entry_free(e);
-            q->pending_done = false;
+            if (before)
+                lost_in_hand(q, prev);
             continue;
         }
         if (claimed)
             q->stats.claimed++;
+        if (id->len < sizeof prev)
+            snprintf(prev, sizeof prev, "%s", id->str);
     }
 }
 
@@ -338,11 +395,14 @@ static void take_read(tw_redis_queue *q, const tw_redis_reply *rep)
                         len = fields->element[f + 1].len;
                     }
             }
+            char before[48];
+            snprintf(before, sizeof before, "%s", q->seen[0] ? q->seen : "0");
+            note_seen(q, en->element[0].str, en->element[0].len);
             tw_redis_entry *e =
                 entry_new(en->element[0].str, en->element[0].len, data, len, 1);
             if (!e || !buf_push(q, e)) {
                 tw_redis_entry_free(e);
-                q->pending_done = false;
+                lost_in_hand(q, before);
             }
         }
     }
@@ -375,12 +435,14 @@ static tw_result on_fetch_reply(tw_result r, void *arg)
         break;
     case OP_PENDING:
         if (rep->type == TW_REDIS_ARRAY && rep->len >= 1) {
+            char before[48];
+            memcpy(before, q->pending_cursor, sizeof before);
             if (rep->element[0].len == 0) {
                 q->pending_done = true;
             } else {
                 snprintf(q->pending_cursor, sizeof q->pending_cursor, "%s", rep->element[0].str);
             }
-            take_triples(q, rep, false);
+            take_triples(q, rep, false, before);
         } else {
             q->pending_done = true;
         }
@@ -389,7 +451,7 @@ static tw_result on_fetch_reply(tw_result r, void *arg)
         if (rep->type == TW_REDIS_ARRAY && rep->len >= 1 &&
             rep->element[0].type == TW_REDIS_STRING) {
             snprintf(q->claim_cursor, sizeof q->claim_cursor, "%s", rep->element[0].str);
-            take_triples(q, rep, true);
+            take_triples(q, rep, true, NULL);
         } else {
             snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
         }
@@ -511,22 +573,25 @@ int tw_redis_queue_open(tw_redis *c, const tw_redis_queue_config *cfg, tw_redis_
     snprintf(q->batch_s, sizeof q->batch_s, "%u", (unsigned)cfg->batch);
     snprintf(q->pending_cursor, sizeof q->pending_cursor, "0");
     snprintf(q->claim_cursor, sizeof q->claim_cursor, "0-0");
-    char name[128], dead[1024];
-    if (cfg->consumer) {
-        snprintf(name, sizeof name, "%s", cfg->consumer);
-    } else {
+    char name[128];
+    if (!cfg->consumer) {
         char host[64] = "host";
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = 0;
-        snprintf(name, sizeof name, "%s-%d-%04x", host, (int)getpid(),
-                 (unsigned)(tw__redis_random(c) & 0xffff));
+        snprintf(name, sizeof name, "%s-%d-%08x", host, (int)getpid(),
+                 (unsigned)(tw__redis_random(c) & 0xffffffffu));
     }
-    snprintf(dead, sizeof dead, "%s%s", cfg->dead_letter ? cfg->dead_letter : cfg->stream,
-             cfg->dead_letter ? "" : ":dead");
     q->stream = dup_n(cfg->stream, &q->stream_len);
     q->group = dup_n(cfg->group, &q->group_len);
     q->consumer = dup_n(cfg->consumer ? cfg->consumer : name, &q->consumer_len);
-    q->dlq = dup_n(dead, &q->dlq_len);
+    if (cfg->dead_letter) {
+        q->dlq = dup_n(cfg->dead_letter, &q->dlq_len);
+    } else { /* "<stream>:dead", however long the stream's name */
+        q->dlq_len = strlen(cfg->stream) + strlen(":dead");
+        q->dlq = tw__alloc(q->dlq_len + 1);
+        if (q->dlq)
+            snprintf(q->dlq, q->dlq_len + 1, "%s:dead", cfg->stream);
+    }
     int rc = q->stream && q->group && q->consumer && q->dlq ? 0 : TW_ENOMEM;
     if (!rc)
         rc = tw__redis_clone(c, &q->reader);

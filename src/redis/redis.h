@@ -24,7 +24,8 @@ typedef struct tw__script {
     const char *name; /* for messages */
     const char *text;
     int id;           /* bit in tw_redis.scripts_sent; < 32 */
-    char sha[41];     /* filled on first use */
+    char sha[41];     /* filled on first use, by whichever loop thread sends it first */
+    bool ready;       /* sha is filled: stored with release after it, loaded with acquire */
 } tw__script;
 
 /* Script ids (bits of tw_redis.scripts_sent), one per script of the layer. */
@@ -159,6 +160,12 @@ void tw__redis_leave(tw_redis *c);
 tw_redis_reply *tw__redis_reply_copy(const struct redisReply *r);
 /* The reply as a value result, or a failure for an error reply. */
 tw_result tw__redis_reply_result(const struct redisReply *r);
+/* Whether a command's failure is one of the moment, worth the same command
+ * again later: it was not sent or its outcome is unknown (no connection, a
+ * timeout, a lost connection, no memory), or the server refused it for a
+ * passing state: LOADING (reading its data after a restart), BUSY (a
+ * script running too long), TRYAGAIN, MASTERDOWN. */
+bool tw__redis_transient(const tw_failure *f);
 /* A random 64-bit value for jitter and ids (per connection). */
 uint64_t tw__redis_random(tw_redis *c);
 
@@ -168,7 +175,9 @@ tw_reactor *tw__redis_queue_reactor(const tw_redis_queue *q);
 /* ---- pub/sub (pubsub.c) ------------------------------------------------------
  * One subscriber connection per tw_redis, made on first use, which
  * subscribes again to every channel after each reconnection. Messages sent
- * while it is down are lost: its users also poll (at the TTLs they know). */
+ * while it is down are lost: when the subscription is confirmed again, each
+ * listener is called with a NULL payload, and asks the server for what it
+ * was waiting to hear of. */
 typedef void (*tw__message_fn)(void *arg, const char *payload, size_t len);
 typedef struct tw__sub tw__sub;
 /* Subscribes fn(arg) to channel; *ready (may be NULL) fires with none once

@@ -127,3 +127,22 @@ tw_result tw__redis_reply_result(const redisReply *r)
         return tw_result_fail(TW_ENOMEM, "no memory for a Redis reply");
     return tw_result_value(copy, tw_redis_reply_free);
 }
+
+bool tw__redis_transient(const tw_failure *f)
+{
+    static const char *const passing[] = {"LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN "};
+    switch (tw_failure_code(f)) {
+    case TW_ETIMEDOUT:
+    case TW_ECONNLOST:
+    case TW_ENOTCONN:
+    case TW_ENOMEM:
+        return true;
+    case TW_EREMOTE:
+        for (size_t i = 0; i < sizeof passing / sizeof *passing; i++)
+            if (strncmp(tw_failure_message(f), passing[i], strlen(passing[i])) == 0)
+                return true;
+        return false;
+    default:
+        return false;
+    }
+}

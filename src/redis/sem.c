@@ -39,7 +39,7 @@ static tw__script acquire_script = {
     "local first = redis.call('ZRANGE', Z, 0, 0, 'WITHSCORES')\n"
     "return {0, tonumber(first[2]) - now}\n",
     TW__SCRIPT_SEM_ACQUIRE,
-    ""};
+    "", false};
 
 /* KEYS: set. ARGV: id channel. 1: given back; 0: it had expired (or was
  * never held). A waiter withdraws with it too. */
@@ -54,7 +54,7 @@ static tw__script release_script = {
     "if tonumber(score) > now then return 1 end\n"
     "return 0\n",
     TW__SCRIPT_SEM_RELEASE,
-    ""};
+    "", false};
 
 /* KEYS: set. ARGV: id ttl_ms. 1: renewed; 0: it had expired (now gone). */
 static tw__script renew_script = {
@@ -69,7 +69,7 @@ static tw__script renew_script = {
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "return 0\n",
     TW__SCRIPT_SEM_RENEW,
-    ""};
+    "", false};
 
 struct tw_redis_permit {
     tw_redis_sem *s;
@@ -81,6 +81,8 @@ struct tw_redis_permit {
     tw_delayed_call *timer;
     tw_deferred **watchers;
     size_t nwatch, capwatch;
+    unsigned firing; /* watcher callbacks on the stack: the permit outlives them */
+    bool released;   /* given back (unlinked); freed when firing is 0 */
 };
 
 struct tw_redis_sem {
@@ -165,6 +167,8 @@ typedef struct sem_op {
     double sent_at;
     tw_deferred *done;
     bool was_lost;
+    double until;  /* a release: the permit lasts at most until then */
+    char id[48];   /* ... and its id */
 } sem_op;
 
 static sem_op *op_new(tw_redis_sem *s, uint64_t stamp)
@@ -251,8 +255,17 @@ static void permit_stop(tw_redis_permit *p)
     }
 }
 
+static void permit_free(tw_redis_permit *p)
+{
+    tw__free(p->watchers, p->capwatch * sizeof *p->watchers);
+    TW__DELETE(p);
+}
+
+/* The callbacks may release p (the natural answer to a lost permit): it is
+ * then freed here, when the last of them has returned. */
 static void permit_fire_watchers(tw_redis_permit *p, tw_failure *f)
 {
+    p->firing++;
     while (p->nwatch) {
         tw_deferred *d = p->watchers[--p->nwatch];
         if (f)
@@ -261,8 +274,11 @@ static void permit_fire_watchers(tw_redis_permit *p, tw_failure *f)
             tw_deferred_callback(d, tw_result_none());
         tw_deferred_unref(d);
     }
+    p->firing--;
     if (f)
         tw_failure_unref(f);
+    if (p->released && !p->firing)
+        permit_free(p);
 }
 
 static void permit_lost(tw_redis_permit *p, const char *why)
@@ -440,8 +456,7 @@ static tw_result on_acquire_reply(tw_result r, void *arg)
     tw_failure *f = tw_result_as_failure(r);
     if (f) {
         int code = tw_failure_code(f);
-        if (code == TW_ETIMEDOUT || code == TW_ECONNLOST || code == TW_ENOTCONN ||
-            code == TW_ENOMEM) {
+        if (tw__redis_transient(f)) {
             double d = s->retry_delay;
             s->retry_delay = dmin(s->retry_delay * 2, s->ttl / 2 > 0.05 ? s->ttl / 2 : 0.05);
             arm_retry(s, d * jitter(s, 0.5, 1.0));
@@ -497,7 +512,9 @@ static void try_acquire(tw_redis_sem *s)
     tw_deferred_unref(d);
 }
 
-/* A permit came back somewhere: the head tries again now. */
+/* A permit came back somewhere, or (a NULL payload) the wake channel was
+ * subscribed again after a gap in which releases may have gone unheard:
+ * the head tries again now. */
 static void on_wake(void *arg, const char *payload, size_t len)
 {
     tw_redis_sem *s = arg;
@@ -644,11 +661,37 @@ int tw_redis_sem_acquire(tw_redis_sem *s, tw_deferred **out)
     return 0;
 }
 
+/* A release whose outcome is unknown is sent again in the background
+ * while the permit could still be live (owner-checked by its id, so a
+ * second run is harmless); else the permit would stay taken by a holder
+ * that let go until it expired. */
+static tw_result on_release_reply(tw_result r, void *arg);
+
+static void resend_release(tw_redis_sem *s, const char *id, double until)
+{
+    if (now_s(s) >= until)
+        return;
+    sem_op *op = op_new(s, 0);
+    if (!op)
+        return;
+    op->until = until;
+    snprintf(op->id, sizeof op->id, "%s", id);
+    tw_deferred *d;
+    if (send_release(s, op->id, &d) != 0) {
+        op_free(op);
+        return;
+    }
+    tw_deferred_add_both(d, on_release_reply, op);
+    tw_deferred_unref(d);
+}
+
 static tw_result on_release_reply(tw_result r, void *arg)
 {
     sem_op *op = arg;
     tw_result out;
     if (tw_result_is_failure(r)) {
+        if (tw__redis_transient(tw_result_as_failure(r)))
+            resend_release(op->s, op->id, op->until);
         out = r;
     } else {
         long long v = ((const tw_redis_reply *)r.ptr)->integer;
@@ -692,12 +735,12 @@ int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out)
     if (out)
         *out = tw_deferred_ref(op->done);
     op->was_lost = p->lost;
+    op->until = p->lost ? 0 : p->deadline;
+    snprintf(op->id, sizeof op->id, "%s", p->id);
     tw_deferred_add_both(d, on_release_reply, op);
     tw_deferred_unref(d);
     /* renewals stop here; one in flight finds the permit gone */
     permit_stop(p);
-    if (!p->lost)
-        permit_fire_watchers(p, NULL);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -705,8 +748,13 @@ int tw_redis_sem_release(tw_redis_sem *s, tw_redis_permit *p, tw_deferred **out)
     if (p->next)
         p->next->prev = p->prev;
     s->held--;
-    tw__free(p->watchers, p->capwatch * sizeof *p->watchers);
-    TW__DELETE(p);
+    /* last, the permit no longer held: the watchers' callbacks may call in
+     * again (a second release of p is then refused) */
+    p->released = true;
+    if (!p->lost)
+        permit_fire_watchers(p, NULL); /* frees p */
+    else if (!p->firing)
+        permit_free(p);
     return 0;
 }
 

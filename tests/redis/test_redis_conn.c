@@ -635,7 +635,7 @@ static void test_large_payload(void **state)
 /* ==== scripts ========================================================================= */
 
 static tw__script test_script = {"test", "return {KEYS[1], ARGV[1], redis.call('INCR', KEYS[1])}",
-                                 7, ""};
+                                 7, "", false};
 
 static long long eval_once(tw_reactor *r, tw_redis *c)
 {

@@ -1,14 +1,24 @@
 /*
- * The distributed lock (twine/redis.h) against a real redis-server: grants
+ * The distributed lock (twine/redis.h) against a real redis-server: first
+ * use from two loops on two threads at once (no data race), grants
  * with strictly increasing fencing tokens, FIFO among one lock's waiters,
  * run() releasing on success and failure, hand-off to another "process"
- * (another connection, another process id) by pub/sub without polling, an
+ * (another connection, another process id) by pub/sub without polling, and
+ * found at once when its message was lost to a subscriber reconnecting, a
+ * handed-over lease measured from its grant, not from its message, locks
+ * sharing one connection (two of one name exclude each other; a grant for
+ * one name is not taken by a waiter for another), a release whose watcher
+ * acquires again, a one-shot client closing its connection from the
+ * callback of a grant delivered by pub/sub, an
  * exact counter under contention from several connections, the watchdog
  * keeping a short lease alive and stopping at release, leases lost (key
  * deleted, server paused) reported through lease_lost, time_left and run,
+ * a release lost with its connection sent again (the lock does not stay
+ * with a holder that let go),
  * fenced writes refused with TW_ESTALE, a holder killed with SIGKILL (a
  * child process: the others proceed after the TTL and its late write is
- * refused), cancel and destroy, and bad input.
+ * refused), an acquire meeting a server still loading its data, cancel and
+ * destroy, and bad input.
  */
 #define _GNU_SOURCE
 #include "util.h"
@@ -84,6 +94,73 @@ static void iterate_for(tw_reactor *r, double seconds)
 static bool key_exists(const char *key)
 {
     return tw_test_redis_int(&rt_server, "EXISTS %s", key) == 1;
+}
+
+/* ==== two loops ==================================================================== */
+
+/* Two reactors on two threads, each with its own connection, use the lock
+ * for the first time in the process at the same moment: the scripts'
+ * digests, computed on first use and shared by all connections, are
+ * computed once, with no data race (ThreadSanitizer checks). This is the
+ * first test of the program, so that nothing has used a script before. */
+typedef struct loop_user {
+    int port;
+    char name[16];
+    tw_test_tally *start;
+    int rc;
+    bool granted;
+} loop_user;
+
+static void *use_lock_on_own_loop(void *arg)
+{
+    loop_user *u = arg;
+    tw_reactor *r;
+    tw_redis *c;
+    tw_redis_lock *l;
+    tw_deferred *d;
+    tw_redis_config cfg = rt_config(u->port, 10.0);
+    if ((u->rc = tw_reactor_create(&r)))
+        return NULL;
+    if ((u->rc = tw_redis_connect(r, &cfg, &c)) ||
+        (u->rc = tw_redis_lock_create(c, u->name, 5.0, &l)))
+        return NULL;
+    tw_test_tally_add(u->start);
+    tw_test_tally_wait(u->start, 2, 10);
+    if ((u->rc = tw_redis_lock_acquire(l, &d)))
+        return NULL;
+    double deadline = tw_test_now() + 10;
+    while (!tw_deferred_called(d) && tw_test_now() < deadline)
+        tw_reactor_iterate(r, 0.01);
+    tw_result res;
+    u->granted = tw_deferred_peek(d, &res) && !tw_result_is_failure(res);
+    tw_deferred_unref(d);
+    if (u->granted)
+        tw_redis_lock_release(l, NULL);
+    for (int i = 0; i < 5; i++)
+        tw_reactor_iterate(r, 0.01);
+    tw_redis_lock_destroy(l);
+    tw_redis_close(c, &d);
+    while (!tw_deferred_called(d) && tw_test_now() < deadline + 10)
+        tw_reactor_iterate(r, 0.01);
+    tw_deferred_unref(d);
+    u->rc = tw_reactor_destroy(r);
+    return NULL;
+}
+
+static void test_first_use_on_two_loops(void **state)
+{
+    (void)state;
+    rt_require_server();
+    tw_test_tally start;
+    tw_test_tally_init(&start);
+    loop_user u[2] = {{rt_server.port, "loop0", &start, -1, false},
+                      {rt_server.port, "loop1", &start, -1, false}};
+    tw_test_run_threads(2, use_lock_on_own_loop, u, sizeof u[0]);
+    tw_test_tally_destroy(&start);
+    for (int i = 0; i < 2; i++) {
+        assert_rc(u[i].rc, 0);
+        assert_true(u[i].granted);
+    }
 }
 
 /* ==== basics ======================================================================= */
@@ -279,6 +356,317 @@ static void test_handoff_by_pubsub(void **state)
     assert_rc(tw_redis_lock_destroy(b), 0);
     rt_close(r, ca);
     rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
+/* The waiter's subscriber connection killed just before the holder's
+ * release hands the lock over: the grant message is published to nobody.
+ * When the subscriber comes back and has subscribed again, the waiter asks
+ * at once (the acquire script finds the lock its own) instead of sleeping
+ * until its retry, a TTL away, by which time the lease it was handed would
+ * have run out. A fake clock: the retry can only come if the test moves
+ * time 30 s on, and it moves it by less than 2 s. */
+static void test_handoff_lost_on_reconnect(void **state)
+{
+    (void)state;
+    rt_require_server();
+    tw_reactor *r = rt_reactor(true);
+    tw_redis_config cfg = rt_config(rt_server.port, 10.0);
+    tw_redis *ca = rt_connect_to(r, &cfg), *cb = rt_connect_to(r, &cfg);
+    tw_redis_lock *a, *b;
+    assert_rc(tw_redis_lock_create(ca, "resub", 30.0, &a), 0);
+    assert_rc(tw_redis_lock_create(cb, "resub", 30.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t ta = tw_redis_lock_token(a);
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(b, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{resub}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never queued");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    /* both subscribers go (the holder needs none); the release follows
+     * before either can come back, so the hand-off's message is lost */
+    assert_true(tw_test_redis_int(&rt_server, "CLIENT KILL TYPE pubsub") >= 1);
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    double moved = 0;
+    while (log.n < 1 && moved < 2.0) {
+        if (tw_test_now() > deadline + 10)
+            fail_msg("no grant after 10 s");
+        assert_rc(tw_reactor_iterate(r, 0.005), 0);
+        assert_rc(tw_reactor_advance(r, 0.01), 0);
+        moved += 0.01;
+    }
+    if (log.n < 1)
+        fail_msg("the lost hand-off was not noticed when the subscriber came back");
+    assert_true(tw_redis_lock_held(b));
+    assert_int_equal(tw_redis_lock_token(b), ta + 1);
+    assert_true(tw_redis_lock_time_left(b) > 25.0);
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(b, &st);
+    assert_int_equal(st.handoffs, 0); /* found by asking, not told */
+    assert_rc(tw_redis_lock_release(b, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_rc(tw_redis_lock_destroy(a), 0);
+    assert_rc(tw_redis_lock_destroy(b), 0);
+    rt_close(r, ca);
+    rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
+/* The lease a hand-off grants starts when the releaser's script runs, not
+ * when the waiter reads the message: a waiter process that stalls in
+ * between (here: its reactor not run for a second of a 2 s lease) must not
+ * believe it has a whole TTL left, nor learn of a loss later than the
+ * server forgets it. Two reactors in one thread are the two processes. */
+static void test_handoff_time_left(void **state)
+{
+    (void)state;
+    tw_reactor *rh = rt_reactor(false), *rw = rt_reactor(false);
+    tw_redis *ch = rt_connect(rh), *cw = rt_connect(rw);
+    tw_redis_lock *h, *w;
+    assert_rc(tw_redis_lock_create(ch, "stall", 2.0, &h), 0);
+    assert_rc(tw_redis_lock_create(cw, "stall", 2.0, &w), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(h, &d), 0);
+    tw_result_drop(rt_wait(rh, d));
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(w, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{stall}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never queued");
+        assert_rc(tw_reactor_iterate(rw, 0.01), 0);
+    }
+    /* the release hands the lock over; the waiter's process stalls */
+    tw_deferred *rel;
+    assert_rc(tw_redis_lock_release(h, &rel), 0);
+    tw_result res = rt_wait(rh, rel);
+    assert_false(tw_result_is_failure(res));
+    while (tw_test_redis_int(&rt_server, "PTTL twine:lock:{stall}") > 1000) {
+        if (tw_test_now() > deadline)
+            fail_msg("the lease never ran down");
+        assert_rc(tw_reactor_iterate(rh, 0.01), 0);
+    }
+    /* and reads its grant (its retry is not due for another second) */
+    while (log.n < 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never got the lock");
+        assert_rc(tw_reactor_iterate(rw, 0.01), 0);
+    }
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(w, &st);
+    assert_int_equal(st.handoffs, 1);
+    double left = tw_redis_lock_time_left(w);
+    double server = (double)tw_test_redis_int(&rt_server, "PTTL twine:lock:{stall}") / 1000.0;
+    if (left > server + 0.05)
+        fail_msg("time_left says %.3f s, the server keeps the lease %.3f s", left, server);
+    assert_true(left > server - 0.3); /* sure, and not needlessly short */
+    assert_rc(tw_redis_lock_release(w, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(rw, 0.01), 0);
+    assert_rc(tw_redis_lock_destroy(h), 0);
+    assert_rc(tw_redis_lock_destroy(w), 0);
+    rt_close(rh, ch);
+    rt_close(rw, cw);
+    rt_reactor_free(rh);
+    rt_reactor_free(rw);
+}
+
+/* Locks made on one connection share its process id: each turn must still
+ * have an owner id of its own. Two locks of one name exclude each other
+ * (they contend like two processes), and a grant handed to a waiter of
+ * lock "x" is not taken by a waiter of lock "y" on the same connection. */
+static void test_locks_on_one_connection(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r), *other = rt_connect(r);
+    tw_redis_lock *a, *b;
+    assert_rc(tw_redis_lock_create(c, "twin", 5.0, &a), 0);
+    assert_rc(tw_redis_lock_create(c, "twin", 5.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t ta = tw_redis_lock_token(a);
+    grant_log log = {0};
+    grant_ctx g;
+    acquire_logged(b, &log, &g, 0);
+    double deadline = tw_test_now() + 10;
+    do { /* b's acquire has come back, queued or (wrongly) granted */
+        if (tw_test_now() > deadline)
+            fail_msg("b's acquire never came back");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    } while (!log.n && tw_test_redis_int(&rt_server, "ZCARD twine:lock:{twin}:queue") != 1);
+    if (log.n)
+        fail_msg("two locks of one name held at once (tokens %llu and %llu)",
+                 (unsigned long long)ta, (unsigned long long)tw_redis_lock_token(b));
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    until_count(r, &log.n, 1, 5);
+    assert_int_equal(tw_redis_lock_token(b), ta + 1);
+    assert_rc(tw_redis_lock_release(b, NULL), 0);
+
+    /* x and y held elsewhere; a waits for x, b2 for y, on one connection */
+    tw_redis_lock *x, *y, *ax, *by;
+    assert_rc(tw_redis_lock_create(other, "x", 5.0, &x), 0);
+    assert_rc(tw_redis_lock_create(other, "y", 5.0, &y), 0);
+    assert_rc(tw_redis_lock_create(c, "x", 5.0, &ax), 0);
+    assert_rc(tw_redis_lock_create(c, "y", 5.0, &by), 0);
+    assert_rc(tw_redis_lock_acquire(x, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_acquire(y, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    grant_log lx = {0}, ly = {0};
+    grant_ctx gx, gy;
+    acquire_logged(ax, &lx, &gx, 0);
+    acquire_logged(by, &ly, &gy, 0);
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{x}:queue") != 1 ||
+           tw_test_redis_int(&rt_server, "ZCARD twine:lock:{y}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiters never queued");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    assert_rc(tw_redis_lock_release(x, NULL), 0); /* hands x to ax */
+    until_count(r, &lx.n, 1, 5);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_true(tw_redis_lock_held(ax));
+    if (tw_redis_lock_held(by))
+        fail_msg("a waiter for y took the grant of x while y is held elsewhere");
+    assert_true(tw_redis_lock_held(y));
+    assert_rc(tw_redis_lock_release(ax, NULL), 0);
+    assert_rc(tw_redis_lock_release(y, NULL), 0);
+    until_count(r, &ly.n, 1, 5);
+    assert_rc(tw_redis_lock_release(by, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    tw_redis_lock *all_locks[] = {a, b, x, y, ax, by};
+    for (int i = 0; i < 6; i++)
+        assert_rc(tw_redis_lock_destroy(all_locks[i]), 0);
+    rt_close(r, c);
+    rt_close(r, other);
+    rt_reactor_free(r);
+}
+
+/* A lease_lost watcher fires with none when the lock is released; its
+ * callback may acquire again. That acquire waits its turn behind the local
+ * waiter the release passes the lock to, and leaves nothing behind in
+ * Redis: no stray registration that a later release would hand the lock to
+ * (the fence counter counts the grants: exactly three). */
+typedef struct reacquire {
+    tw_redis_lock *l;
+    grant_log *log;
+    grant_ctx g;
+} reacquire;
+
+static tw_result watcher_acquires(tw_result r, void *arg)
+{
+    reacquire *ra = arg;
+    assert_false(tw_result_is_failure(r));
+    acquire_logged(ra->l, ra->log, &ra->g, 2);
+    return r;
+}
+
+static void test_release_watcher_acquires(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "watch", 5.0, &l), 0);
+    grant_log log = {0};
+    log.release = true;
+    grant_ctx g1;
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t t0 = tw_redis_lock_token(l);
+    acquire_logged(l, &log, &g1, 1); /* a local waiter */
+    reacquire ra = {l, &log, {0}};
+    assert_rc(tw_redis_lock_lease_lost(l, &lost), 0);
+    assert_rc(tw_deferred_add_callback(lost, watcher_acquires, &ra), 0);
+    tw_deferred_unref(lost);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    until_count(r, &log.n, 2, 5);
+    assert_int_equal(log.order[0], 1);
+    assert_int_equal(log.order[1], 2);
+    assert_true(log.token[0] == t0 + 1 && log.token[1] == t0 + 2);
+    double deadline = tw_test_now() + 5;
+    while (key_exists("twine:lock:{watch}") && tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    iterate_for(r, 0.1);
+    assert_false(key_exists("twine:lock:{watch}"));
+    assert_false(key_exists("twine:lock:{watch}:queue"));
+    assert_int_equal(tw_test_redis_int(&rt_server, "GET twine:lock:{watch}:fence"),
+                     (long long)(t0 + 2));
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_int_equal(st.lost, 0);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A one-shot client: the callback of a grant handed over by pub/sub
+ * releases the lock, destroys it and closes its connection, all from
+ * inside the subscriber connection's delivery of that grant. */
+typedef struct one_shot {
+    tw_redis *c;
+    tw_redis_lock *l;
+    tw_deferred *closed;
+    int granted;
+} one_shot;
+
+static tw_result grant_then_leave(tw_result r, void *arg)
+{
+    one_shot *o = arg;
+    assert_false(tw_result_is_failure(r));
+    o->granted++;
+    assert_rc(tw_redis_lock_release(o->l, NULL), 0);
+    assert_rc(tw_redis_lock_destroy(o->l), 0);
+    assert_rc(tw_redis_close(o->c, &o->closed), 0);
+    return tw_result_none();
+}
+
+static void test_close_from_handoff(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *ca = rt_connect(r);
+    one_shot o = {rt_connect(r), NULL, NULL, 0};
+    tw_redis_lock *a;
+    assert_rc(tw_redis_lock_create(ca, "bye", 5.0, &a), 0);
+    assert_rc(tw_redis_lock_create(o.c, "bye", 5.0, &o.l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(a, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_acquire(o.l, &d), 0);
+    assert_rc(tw_deferred_add_callback(d, grant_then_leave, &o), 0);
+    tw_deferred_unref(d);
+    double deadline = tw_test_now() + 10;
+    while (tw_test_redis_int(&rt_server, "ZCARD twine:lock:{bye}:queue") != 1) {
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter never queued");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    assert_rc(tw_redis_lock_release(a, NULL), 0);
+    while (!o.closed || !tw_deferred_called(o.closed)) {
+        if (tw_test_now() > deadline)
+            fail_msg("the one-shot client never closed");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    tw_deferred_unref(o.closed);
+    assert_int_equal(o.granted, 1);
+    iterate_for(r, 0.05);
+    assert_false(key_exists("twine:lock:{bye}"));
+    assert_rc(tw_redis_lock_destroy(a), 0);
+    rt_close(r, ca);
     rt_reactor_free(r);
 }
 
@@ -577,6 +965,59 @@ static void test_lease_lost_server_paused(void **state)
     rt_reactor_free(r);
 }
 
+/* A release lost with its connection (written, then the connection killed
+ * before the server read it: CLIENT PAUSE WRITE holds it unread) says so,
+ * TW_ECONNLOST; but the lock does not stay with a holder that is gone for
+ * the rest of its 30 s lease: the release is sent again on the new
+ * connection (it is owner-checked, so a second run would be harmless).
+ * The same for a release that passes the lock to a local waiter. */
+static void release_lost_case(tw_reactor *r, tw_redis *c, tw_redis_lock *l, bool pass)
+{
+    long long id = rt_int(r, c, "CLIENT ID");
+    tw_deferred *d, *rel;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result_drop(rt_wait(r, d));
+    uint64_t t0 = tw_redis_lock_token(l);
+    grant_log log = {0};
+    grant_ctx g;
+    if (pass)
+        acquire_logged(l, &log, &g, 0);
+    redisReply *rep = tw_test_redis_cmd(&rt_server, "CLIENT PAUSE 5000 WRITE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_rc(tw_redis_lock_release(l, &rel), 0);
+    assert_int_equal(tw_test_redis_int(&rt_server, "CLIENT KILL ID %lld", id), 1);
+    rep = tw_test_redis_cmd(&rt_server, "CLIENT UNPAUSE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(rt_failure(r, rel, NULL, 0), TW_ECONNLOST);
+    double deadline = tw_test_now() + 3;
+    if (pass) { /* the waiter gets its turn, with the next token */
+        until_count(r, &log.n, 1, 3);
+        assert_int_equal(log.token[0], t0 + 1);
+        assert_rc(tw_redis_lock_release(l, NULL), 0);
+    }
+    while (key_exists("twine:lock:{gone}")) {
+        if (tw_test_now() > deadline)
+            fail_msg("the lock stayed with a released holder (%s)", pass ? "pass" : "release");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+}
+
+static void test_release_lost_in_flight(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "gone", 30.0, &l), 0);
+    release_lost_case(r, c, l, false);
+    release_lost_case(r, c, l, true);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ==== fencing ====================================================================== */
 
 static void test_fenced_set(void **state)
@@ -727,6 +1168,40 @@ static void test_holder_killed(void **state)
 
 /* The server restarted (no persistence) under a holder: its renewals come
  * back "not the owner", the lease is lost, and the lock works again. */
+/* A server still loading its data after a restart answers "LOADING": an
+ * acquire sent then is tried again until the server is ready, instead of
+ * failing every waiter with the server's passing state. */
+static void test_acquire_while_loading(void **state)
+{
+    (void)state;
+    tw_test_redis *own = rt_own_server(NULL);
+    tw_reactor *r = rt_reactor(false);
+    tw_redis_config cfg = rt_config(own->port, 5.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_lock *l;
+    assert_rc(tw_redis_lock_create(c, "loading", 5.0, &l), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_lock_acquire(l, &d), 0); /* the wake channel, first */
+    tw_result_drop(rt_wait(r, d));
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    iterate_for(r, 0.05);
+    redisContext *reload = rt_loading_begin(own, 0.6);
+    assert_rc(tw_redis_lock_acquire(l, &d), 0);
+    tw_result res = rt_wait(r, d);
+    if (tw_result_is_failure(res))
+        fail_msg("acquire failed: %s", tw_failure_message(tw_result_as_failure(res)));
+    assert_true(tw_redis_lock_held(l));
+    tw_redis_lock_stats st;
+    tw_redis_lock_stats_get(l, &st);
+    assert_true(st.retries >= 1); /* it did meet the loading server */
+    rt_loading_end(reload);
+    assert_rc(tw_redis_lock_release(l, NULL), 0);
+    iterate_for(r, 0.05);
+    assert_rc(tw_redis_lock_destroy(l), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 static void test_server_restart_loses_lease(void **state)
 {
     (void)state;
@@ -862,17 +1337,25 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--hold") == 0)
         return child_hold(atoi(argv[2]));
     const struct CMUnitTest tests[] = {
+        T(test_first_use_on_two_loops),
         T(test_acquire_release),
         T(test_fifo_in_process),
         T(test_run),
         T(test_handoff_by_pubsub),
+        T(test_handoff_lost_on_reconnect),
+        T(test_handoff_time_left),
+        T(test_locks_on_one_connection),
+        T(test_release_watcher_acquires),
+        T(test_close_from_handoff),
         T(test_contended_counter),
         T(test_watchdog),
         T(test_lease_lost),
         T(test_run_lease_lost),
         T(test_lease_lost_server_paused),
+        T(test_release_lost_in_flight),
         T(test_fenced_set),
         T(test_holder_killed),
+        T(test_acquire_while_loading),
         T(test_server_restart_loses_lease),
         T(test_cancel_and_destroy),
         T(test_bad_input),

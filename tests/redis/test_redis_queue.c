@@ -3,7 +3,10 @@
  * redis-server: put, get and ack in order with binary payloads; a get
  * waiting for a later put; reads in batches; a restarted consumer re-reading
  * its own pending entries first; entries of a dead consumer claimed after
- * claim_idle; dead-lettering after max_deliveries; a consumer process killed
+ * claim_idle; dead-lettering after max_deliveries; a read lost on its way (the
+ * reader killed, a reply past its timeout) re-reading only what it may have
+ * taken, never an entry in hand; a 2000-byte stream name and its dead-letter
+ * stream; a consumer process killed
  * with SIGKILL in the middle of an entry (delivered again, none lost); a
  * server killed and restarted with appendfsync always (nothing put is lost);
  * close; bad input and payloads of several MiB.
@@ -305,6 +308,156 @@ static void test_dead_letter(void **state)
     rt_reactor_free(r);
 }
 
+/* ---- a read lost on its way ------------------------------------------------------ */
+
+/* The id of the server's client blocked in `cmd` (from CLIENT LIST), or -1. */
+static long long blocked_client(const tw_test_redis *srv, const char *cmd)
+{
+    redisReply *list = tw_test_redis_cmd(srv, "CLIENT LIST");
+    long long id = -1;
+    char want[64];
+    snprintf(want, sizeof want, " cmd=%s", cmd);
+    for (const char *line = list ? list->str : NULL; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%.*s", (int)(n < sizeof buf ? n : sizeof buf - 1), line);
+        if (strstr(buf, want) && strstr(buf, " flags=b"))
+            id = strtoll(buf + 3, NULL, 10); /* "id=N ..." */
+        line = end ? end + 1 : NULL;
+    }
+    if (list)
+        freeReplyObject(list);
+    return id;
+}
+
+static void until_blocked(tw_reactor *r, long long *id)
+{
+    double deadline = tw_test_now() + 10;
+    while ((*id = blocked_client(&rt_server, "xreadgroup")) < 0) {
+        if (tw_test_now() > deadline)
+            fail_msg("the queue's read never blocked on the server");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+}
+
+/* A blocking read whose reply is lost (its connection killed, or its reply
+ * late past its timeout) may have delivered entries, so the queue re-reads
+ * its own pending entries; but only those the lost read may have taken. An
+ * entry already handed to a get and still being processed is neither
+ * delivered again nor counted as a delivery (which with max_deliveries 2
+ * would dead-letter it on the next miss), and an entry the lost reply
+ * carried is delivered, once. */
+static void test_lost_read_rereads_only_its_own(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(true); /* the timeouts are the queue's timers */
+    tw_redis_config ccfg = rt_config(rt_server.port, 1.0);
+    rt_require_server();
+    tw_redis *c = rt_connect_to(r, &ccfg);
+    tw_redis_queue_config cfg = qcfg("lost", "w");
+    cfg.max_deliveries = 2;
+    cfg.block = 5.0;
+    tw_redis_queue *q;
+    assert_rc(tw_redis_queue_open(c, &cfg, &q), 0);
+    put(r, q, "in hand", 7);
+    tw_redis_entry *held = get(r, q); /* being processed: not acknowledged yet */
+    assert_string_equal(held->data, "in hand");
+    assert_int_equal(held->deliveries, 1);
+
+    /* 1. the reader's connection killed while its read blocks */
+    tw_deferred *d;
+    assert_rc(tw_redis_queue_get(q, &d), 0);
+    tw_test_capture cap;
+    tw_test_capture_add(d, &cap);
+    long long id;
+    until_blocked(r, &id);
+    assert_int_equal(tw_test_redis_int(&rt_server, "CLIENT KILL ID %lld", id), 1);
+    /* the queue notices, re-reads, and blocks again on a new connection */
+    long long id2 = -1;
+    double deadline = tw_test_now() + 10;
+    while (!cap.calls && ((id2 = blocked_client(&rt_server, "xreadgroup")) < 0 || id2 == id)) {
+        if (tw_test_now() > deadline)
+            fail_msg("the queue never read again");
+        assert_rc(tw_reactor_iterate(r, 0.005), 0);
+        assert_rc(tw_reactor_advance(r, 0.01), 0);
+    }
+    if (cap.calls) /* nothing new: "in hand" must not be given again */
+        fail_msg("a get was given %s after the read was lost",
+                 tw_result_is_failure(cap.r) ? "a failure"
+                                             : ((const tw_redis_entry *)cap.r.ptr)->data);
+
+    /* 2. a read served on the server whose reply comes after its timeout:
+     * the entry is pending for us, and only the re-read can deliver it */
+    redisReply *added = tw_test_redis_cmd(&rt_server, "XADD lost * d carried");
+    assert_non_null(added);
+    char carried[64];
+    snprintf(carried, sizeof carried, "%s", added->str);
+    freeReplyObject(added);
+    assert_rc(tw_reactor_advance(r, cfg.block + 1.0 + 0.01), 0); /* before any reading */
+    deadline = tw_test_now() + 10;
+    while (!cap.calls) {
+        if (tw_test_now() > deadline)
+            fail_msg("the carried entry was never delivered");
+        assert_rc(tw_reactor_iterate(r, 0.005), 0);
+        assert_rc(tw_reactor_advance(r, 0.01), 0);
+    }
+    assert_false(tw_result_is_failure(cap.r));
+    const tw_redis_entry *e = cap.r.ptr;
+    assert_string_equal(e->data, "carried");
+    assert_string_equal(e->id, carried);
+    assert_int_equal(e->deliveries, 2); /* the lost read counted as one */
+    ack(r, q, e->id, 1);
+    tw_test_capture_release(&cap);
+    tw_deferred_unref(d);
+
+    ack(r, q, held->id, 1); /* still pending, never dead-lettered */
+    tw_redis_entry_free(held);
+    assert_int_equal(tw_test_redis_int(&rt_server, "XLEN lost:dead"), 0);
+    tw_redis_queue_stats st;
+    tw_redis_queue_stats_get(q, &st);
+    assert_int_equal(st.delivered, 2);
+    assert_int_equal(st.dead, 0);
+    assert_rc(tw_redis_queue_close(q), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A long stream name (2000 bytes): its dead-letter stream is exactly
+ * "<stream>:dead", not a name cut short. */
+static void test_long_stream_name(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    char name[2001], dead[2006];
+    memset(name, 'q', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    snprintf(dead, sizeof dead, "%s:dead", name);
+    tw_redis_queue_config cfg = qcfg(name, "w");
+    cfg.claim_idle = 0.1;
+    cfg.max_deliveries = 1;
+    tw_redis_queue *q;
+    assert_rc(tw_redis_queue_open(c, &cfg, &q), 0);
+    put(r, q, "once", 4);
+    tw_redis_entry *e = get(r, q); /* not acknowledged: dead-lettered when claimed */
+    tw_redis_entry_free(e);
+    tw_deferred *d;
+    assert_rc(tw_redis_queue_get(q, &d), 0);
+    double deadline = tw_test_now() + 10;
+    tw_redis_queue_stats st;
+    do {
+        assert_rc(tw_reactor_iterate(r, 0.02), 0);
+        tw_redis_queue_stats_get(q, &st);
+    } while (st.dead < 1 && tw_test_now() < deadline);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(tw_test_redis_int(&rt_server, "XLEN %s", dead), 1);
+    assert_rc(tw_redis_queue_close(q), 0);
+    assert_int_equal(rt_failure(r, d, NULL, 0), TW_ESHUTDOWN);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
 /* ---- a consumer killed in the middle of an entry ----------------------------------- */
 
 /* The child: consumer "doomed", one entry at a time; takes one entry, says
@@ -587,6 +740,8 @@ int main(int argc, char **argv)
         T(test_restart_rereads_pending),
         T(test_claim_from_dead_consumer),
         T(test_dead_letter),
+        T(test_lost_read_rereads_only_its_own),
+        T(test_long_stream_name),
         T(test_consumer_killed),
         T(test_restart_keeps_entries),
         T(test_close_and_bad_input),

@@ -1,9 +1,13 @@
 /*
  * The distributed semaphore (twine/redis.h) against a real redis-server:
  * permits as expiring ids in a sorted set, FIFO among one semaphore's
- * waiters, a release waking another process by pub/sub, a dead holder's
+ * waiters, a release waking another process by pub/sub (and a release
+ * missed while its subscriber reconnected noticed then), a dead holder's
  * permit expiring back into the pool, renewal by the watchdog and its stop
- * at release, a lost permit, run() on success and failure, the limit never
+ * at release, a lost permit, a watcher releasing the permit again from its
+ * callback (refused), an acquire meeting a server still loading its data,
+ * a release lost with its connection sent again,
+ * run() on success and failure, the limit never
  * exceeded under contention from several connections (exact counts), and
  * bad input.
  */
@@ -139,6 +143,65 @@ static void test_wake_other_process(void **state)
     rt_reactor_free(r);
 }
 
+/* The waiter's subscriber connection killed just before a release: the
+ * release's message reaches nobody. When the subscriber is back and has
+ * subscribed again, the waiter tries at once instead of sleeping until the
+ * first permit would expire, 30 s away (a fake clock, moved by less than
+ * 2 s). */
+static void test_wake_lost_on_reconnect(void **state)
+{
+    (void)state;
+    rt_require_server();
+    tw_reactor *r = rt_reactor(true);
+    tw_redis_config cfg = rt_config(rt_server.port, 10.0);
+    tw_redis *ca = rt_connect_to(r, &cfg), *cb = rt_connect_to(r, &cfg);
+    tw_redis_sem *a, *b;
+    assert_rc(tw_redis_sem_create(ca, "resub", 1, 30.0, &a), 0);
+    assert_rc(tw_redis_sem_create(cb, "resub", 1, 30.0, &b), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_sem_acquire(a, &d), 0);
+    tw_redis_permit *pa = take(r, d);
+    tw_redis_stats st;
+    tw_redis_stats_get(cb, &st);
+    uint64_t replies = st.replies;
+    tw_deferred *wb;
+    assert_rc(tw_redis_sem_acquire(b, &wb), 0);
+    tw_test_capture cap;
+    tw_test_capture_add(wb, &cap);
+    double deadline = tw_test_now() + 10;
+    do { /* the waiter's try has come back "none free" */
+        if (tw_test_now() > deadline)
+            fail_msg("the waiter's try never came back");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+        tw_redis_stats_get(cb, &st);
+    } while (st.replies == replies || st.in_flight);
+    assert_int_equal(cap.calls, 0);
+    assert_true(tw_test_redis_int(&rt_server, "CLIENT KILL TYPE pubsub") >= 1);
+    assert_rc(tw_redis_sem_release(a, pa, NULL), 0);
+    double moved = 0;
+    while (!cap.calls && moved < 2.0) {
+        if (tw_test_now() > deadline + 10)
+            fail_msg("no permit after 10 s");
+        assert_rc(tw_reactor_iterate(r, 0.005), 0);
+        assert_rc(tw_reactor_advance(r, 0.01), 0);
+        moved += 0.01;
+    }
+    if (!cap.calls)
+        fail_msg("the lost release was not noticed when the subscriber came back");
+    assert_false(tw_result_is_failure(cap.r));
+    tw_redis_permit *pb = cap.r.ptr;
+    assert_int_equal(tw_redis_sem_held(b), 1);
+    tw_deferred_unref(wb);
+    assert_rc(tw_redis_sem_release(b, pb, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_rc(tw_redis_sem_destroy(a), 0);
+    assert_rc(tw_redis_sem_destroy(b), 0);
+    rt_close(r, ca);
+    rt_close(r, cb);
+    rt_reactor_free(r);
+}
+
 /* A permit whose holder died (an id put there by hand, expiring in 0.5 s)
  * returns to the pool: the waiter gets it when it expires, without any
  * release to wake it. */
@@ -210,6 +273,139 @@ static void test_renewal_and_loss(void **state)
     assert_true(tw_redis_permit_time_left(p) == 0);
     assert_rc(tw_redis_sem_release(s, p, &d), 0);
     assert_int_equal(rt_failure(r, d, NULL, 0), TW_ELEASE);
+    assert_rc(tw_redis_sem_destroy(s), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A permit_lost watcher fires with none at release, from inside it; a
+ * callback that releases the same permit again gets TW_EPERM (it is no
+ * longer held), and the semaphore's count stays right. A permit lost gets
+ * its watchers' failures, and one of them may release it. */
+typedef struct again {
+    tw_redis_sem *s;
+    tw_redis_permit *p;
+    int rc;
+} again;
+
+static tw_result release_again(tw_result r, void *arg)
+{
+    again *a = arg;
+    assert_false(tw_result_is_failure(r));
+    a->rc = tw_redis_sem_release(a->s, a->p, NULL);
+    return r;
+}
+
+static tw_result release_lost(tw_result r, void *arg)
+{
+    again *a = arg;
+    assert_true(tw_failure_check(tw_result_as_failure(r), TW_ELEASE));
+    a->rc = tw_redis_sem_release(a->s, a->p, NULL);
+    tw_result_drop(r);
+    return tw_result_none();
+}
+
+static void test_release_from_watcher(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_sem *s;
+    assert_rc(tw_redis_sem_create(c, "twice", 2, 5.0, &s), 0);
+    tw_deferred *d, *lost;
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p = take(r, d);
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p2 = take(r, d);
+    again a = {s, p, 1};
+    assert_rc(tw_redis_permit_lost(p, &lost), 0);
+    assert_rc(tw_deferred_add_callback(lost, release_again, &a), 0);
+    tw_deferred_unref(lost);
+    assert_rc(tw_redis_sem_release(s, p, NULL), 0);
+    assert_int_equal(a.rc, TW_EPERM);
+    assert_int_equal(tw_redis_sem_held(s), 1);
+
+    /* the natural answer to a lost permit, giving it back from the
+     * callback, while the watchers are being told (two of them) */
+    again b = {s, p2, 1}, b2 = {s, p2, 1};
+    tw_deferred *lost2;
+    assert_rc(tw_redis_permit_lost(p2, &lost), 0);
+    assert_rc(tw_deferred_add_errback(lost, release_lost, &b), 0);
+    assert_rc(tw_redis_permit_lost(p2, &lost2), 0);
+    assert_rc(tw_deferred_add_errback(lost2, release_lost, &b2), 0);
+    char id[64];
+    snprintf(id, sizeof id, "%s", tw_redis_permit_id(p2));
+    assert_int_equal(tw_test_redis_int(&rt_server, "ZREM twine:sem:{twice} %s", id), 1);
+    double deadline = tw_test_now() + 10;
+    while ((b.rc == 1 || b2.rc == 1) && tw_test_now() < deadline)
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    assert_true((b.rc == 0 && b2.rc == TW_EPERM) || (b.rc == TW_EPERM && b2.rc == 0));
+    tw_deferred_unref(lost);
+    tw_deferred_unref(lost2);
+    assert_int_equal(tw_redis_sem_held(s), 0);
+    iterate_for(r, 0.05);
+    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{twice}"), 0);
+    assert_rc(tw_redis_sem_destroy(s), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A server still loading its data (after a restart) answers "LOADING": an
+ * acquire sent then is tried again until the server is ready. */
+static void test_acquire_while_loading(void **state)
+{
+    (void)state;
+    tw_test_redis *own = rt_own_server(NULL);
+    tw_reactor *r = rt_reactor(false);
+    tw_redis_config cfg = rt_config(own->port, 5.0);
+    tw_redis *c = rt_connect_to(r, &cfg);
+    tw_redis_sem *s;
+    assert_rc(tw_redis_sem_create(c, "loading", 1, 5.0, &s), 0);
+    tw_deferred *d;
+    assert_rc(tw_redis_sem_acquire(s, &d), 0); /* the wake channel, first */
+    assert_rc(tw_redis_sem_release(s, take(r, d), NULL), 0);
+    iterate_for(r, 0.05);
+    redisContext *reload = rt_loading_begin(own, 0.6);
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p = take(r, d);
+    rt_loading_end(reload);
+    assert_rc(tw_redis_sem_release(s, p, NULL), 0);
+    iterate_for(r, 0.05);
+    assert_rc(tw_redis_sem_destroy(s), 0);
+    rt_close(r, c);
+    rt_reactor_free(r);
+}
+
+/* A permit's release lost with its connection (held unread by CLIENT
+ * PAUSE WRITE, then the connection killed) fails with TW_ECONNLOST, and is
+ * sent again on the new connection: the permit does not stay taken for the
+ * rest of its 30 s. */
+static void test_release_lost_in_flight(void **state)
+{
+    (void)state;
+    tw_reactor *r = rt_reactor(false);
+    tw_redis *c = rt_connect(r);
+    tw_redis_sem *s;
+    assert_rc(tw_redis_sem_create(c, "gone", 1, 30.0, &s), 0);
+    long long id = rt_int(r, c, "CLIENT ID");
+    tw_deferred *d, *rel;
+    assert_rc(tw_redis_sem_acquire(s, &d), 0);
+    tw_redis_permit *p = take(r, d);
+    redisReply *rep = tw_test_redis_cmd(&rt_server, "CLIENT PAUSE 5000 WRITE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_rc(tw_redis_sem_release(s, p, &rel), 0);
+    assert_int_equal(tw_test_redis_int(&rt_server, "CLIENT KILL ID %lld", id), 1);
+    rep = tw_test_redis_cmd(&rt_server, "CLIENT UNPAUSE");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(rt_failure(r, rel, NULL, 0), TW_ECONNLOST);
+    double deadline = tw_test_now() + 3;
+    while (tw_test_redis_int(&rt_server, "EXISTS twine:sem:{gone}") != 0) {
+        if (tw_test_now() > deadline)
+            fail_msg("the permit stayed taken after its release");
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
     assert_rc(tw_redis_sem_destroy(s), 0);
     rt_close(r, c);
     rt_reactor_free(r);
@@ -379,8 +575,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_permits),
         T(test_wake_other_process),
+        T(test_wake_lost_on_reconnect),
         T(test_expired_permit_returns),
         T(test_renewal_and_loss),
+        T(test_release_from_watcher),
+        T(test_acquire_while_loading),
+        T(test_release_lost_in_flight),
         T(test_limit_under_contention),
         T(test_run_failure_releases),
         T(test_bad_input),

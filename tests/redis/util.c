@@ -67,6 +67,51 @@ int rt_teardown(void **state)
     return tw_test_twine_teardown(TW_TEST_DIAGS_NONE);
 }
 
+static bool loading(const tw_test_redis *s)
+{
+    redisReply *info = tw_test_redis_cmd(s, "INFO persistence");
+    bool yes = info && info->type == REDIS_REPLY_STRING && strstr(info->str, "loading:1");
+    if (info)
+        freeReplyObject(info);
+    return yes;
+}
+
+redisContext *rt_loading_begin(const tw_test_redis *s, double seconds)
+{
+    enum { KEYS = 2000 };
+    long long delay_us = (long long)(seconds * 1e6 / KEYS);
+    redisReply *rep = tw_test_redis_cmd(s, "DEBUG POPULATE %d rt:loading", KEYS);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    rep = tw_test_redis_cmd(s, "CONFIG SET key-load-delay %lld", delay_us);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    rep = tw_test_redis_cmd(s, "CONFIG SET loading-process-events-interval-bytes 1024");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    /* sent, its reply read at the end: the server blocks this connection */
+    redisContext *reload = tw_test_redis_connect(s);
+    assert_non_null(reload);
+    assert_int_equal(redisAppendCommand(reload, "DEBUG RELOAD"), REDIS_OK);
+    int done = 0;
+    while (!done)
+        assert_int_equal(redisBufferWrite(reload, &done), REDIS_OK);
+    double deadline = tw_test_now() + 10;
+    while (!loading(s)) {
+        if (tw_test_now() > deadline)
+            fail_msg("the server never started loading");
+    }
+    return reload;
+}
+
+void rt_loading_end(redisContext *reload)
+{
+    void *rep = NULL;
+    assert_int_equal(redisGetReply(reload, &rep), REDIS_OK);
+    freeReplyObject(rep);
+    redisFree(reload);
+}
+
 tw_reactor *rt_reactor(bool fake_clock)
 {
     tw_reactor_config cfg = TW_REACTOR_CONFIG_INIT;

@@ -30,6 +30,13 @@ void rt_require_server(void);
  * failed half-way. */
 tw_test_redis *rt_own_server(const char *const *extra);
 
+/* Makes s reload its data (DEBUG RELOAD of 2000 keys, each delayed by
+ * key-load-delay) so that for about `seconds` it answers every command
+ * but a few with "LOADING", as a restarted server does while it reads its
+ * AOF; returns once it does. rt_loading_end waits until it is done. */
+redisContext *rt_loading_begin(const tw_test_redis *s, double seconds);
+void rt_loading_end(redisContext *reload);
+
 tw_reactor *rt_reactor(bool fake_clock);
 /* Destroys r (every connection must be closed). */
 void rt_reactor_free(tw_reactor *r);
