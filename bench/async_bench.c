@@ -56,7 +56,7 @@
 #include <twine/async.h>
 #include <ucontext.h>
 
-#include "async/core.h" /* the coroutine core's resume and suspend, for async_switch */
+#include "async/coro.h" /* the coroutine core's resume and suspend, for async_switch */
 
 #define N_SWITCH 10000000L
 #define N_SWAPCONTEXT 1000000L
@@ -82,7 +82,7 @@ static void sw_body(void *arg)
     (void)arg;
     for (;;) {
         ops++;
-        tw__co_suspend();
+        tw__co_suspend(tw__co_current);
         if (sw_stop)
             return;
     }

@@ -144,7 +144,7 @@ static void finish(tw__co *co)
 static void run(tw__co *co)
 {
     co->state = TW__CO_RUNNING;
-    tw__co_resume_inline(co);
+    tw__co_resume(co);
     if (co->finished)
         finish(co);
 }
@@ -273,7 +273,7 @@ tw_result tw_await_at(tw_deferred *d, const char *file, int line)
     if (co->state == TW__CO_AWAITING) {
         co->waiting_on = d;
         co->state = TW__CO_SUSPENDED;
-        tw__co_suspend_inline(co); /* resumed by on_result, which set RUNNING */
+        tw__co_suspend(co); /* resumed by on_result, which set RUNNING */
     }
     r = co->slot;
     co->slot = tw_result_none();

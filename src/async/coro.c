@@ -55,16 +55,6 @@ tw__co *tw__co_new(void (*body)(void *arg), void *arg, const char *file, int lin
     return co;
 }
 
-void tw__co_resume(tw__co *co)
-{
-    tw__co_resume_inline(co);
-}
-
-void tw__co_suspend(void)
-{
-    tw__co_suspend_inline(tw__co_current);
-}
-
 bool tw__co_finished(const tw__co *co)
 {
     return co->finished;

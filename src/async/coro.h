@@ -92,13 +92,16 @@ static inline size_t tw__co_stack_size(const tw__co *co)
 }
 
 /* ---- resume and suspend --------------------------------------------------
- * Inline here for the async layer (core.h has them out of line). Every
- * switch is bracketed by the sanitizers' fiber annotations, in the order
- * their documentation asks: AddressSanitizer's start before and finish after,
- * on the stack switched to; ThreadSanitizer's switch right before. */
+ * Inline, as the switch under them (switch.h): where they are inlined into a
+ * function that returns right after, that return is the one a return-stack
+ * predictor gets wrong. Every switch is bracketed by the sanitizers' fiber
+ * annotations, in the order their documentation asks: AddressSanitizer's
+ * start before and finish after, on the stack switched to;
+ * ThreadSanitizer's switch right before. */
 
-/* Runs co until it suspends or its body returns. */
-static inline __attribute__((always_inline)) void tw__co_resume_inline(tw__co *co)
+/* Runs co until it suspends or its body returns. Only on co's thread, and
+ * only while co is not running. */
+static inline __attribute__((always_inline)) void tw__co_resume(tw__co *co)
 {
     void *fake = NULL; /* this stack's fake frames while it waits here (ASan) */
 
@@ -112,8 +115,9 @@ static inline __attribute__((always_inline)) void tw__co_resume_inline(tw__co *c
     tw__co_current = co->parent;
 }
 
-/* From inside co, the running coroutine: back to what resumed it. */
-static inline __attribute__((always_inline)) void tw__co_suspend_inline(tw__co *co)
+/* From inside co, the running coroutine: back to what resumed it; returns
+ * when it is resumed again. */
+static inline __attribute__((always_inline)) void tw__co_suspend(tw__co *co)
 {
     tw__asan_start(&co->asan_fake, co->from_lo, co->from_size);
     tw__tsan_switch(co->tsan_resumer);
