@@ -58,13 +58,18 @@ struct tw_deferred {
     uint32_t head, count, cap;
     uint32_t refs;
     uint32_t flags;
-    uint32_t paused;           /* user pauses only; waiting on a chain is F_WAITING */
     tw_deferred *stack_next;   /* run-loop stack link, while F_ON_STACK */
     tw_canceller_fn canceller;
     void *canceller_arg;
     tw_deferred *wprev, *wnext; /* waiter list of a DeferredLock/Semaphore/Queue */
     const char *file;           /* creation site (may be NULL) */
     int line;
+    /* User pauses only; waiting on a chain is F_WAITING. Not next to flags:
+     * the two are tested together (tw__deferred_ready) right after a store to
+     * flags, and a compiler merges adjacent fields into one 8-byte load,
+     * which the 4-byte store cannot be forwarded to (a stall of a dozen
+     * cycles or so on every fire). */
+    uint32_t paused;
     /* The wait path's shortcut (deferred.c, "Finding the innermost"). With
      * F_HINT (only while F_WAITING): a Deferred further along the path than
      * result.ptr, pinned; it holds while hint->cuts == hint_cuts. */
