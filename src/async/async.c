@@ -1,27 +1,28 @@
 /* Coroutines over Deferreds: tw_async, tw_await, cancel, delivery.
  *
- * Waiting. tw_await(d) adds one callback to d, on_result, and drops the
- * caller's reference. If d has a result ready, the deferred layer runs
- * on_result before add_both returns (or, for an abandoned d, before the
- * unref returns): the coroutine is still AWAITING, so on_result only leaves
- * the result in the block and tw_await returns it, with no switch and no
- * recursion, however many ready results follow one another (Twisted's
- * `waiting` flag, without the need for one). Otherwise the coroutine marks
- * itself SUSPENDED and switches out; when d fires, on_result runs on the
- * firing stack, hands the result over and resumes the coroutine there.
+ * Waiting. tw_await(d) on a d whose chain has run to its end takes d's
+ * result and returns it: no callback, no switch, no recursion, however many
+ * ready results follow one another (Twisted's `waiting` flag, without the
+ * need for one). Otherwise it adds one entry to d, on_result, and drops the
+ * caller's reference. If that makes d run its chain (d had fired with
+ * entries still to run) or abandons d (the caller's reference was the last),
+ * on_result runs before we get back: the coroutine is still AWAITING, so
+ * on_result only leaves the result in the block. Otherwise the coroutine
+ * marks itself SUSPENDED and switches out; when d fires, on_result runs on
+ * the firing stack, hands the result over and resumes the coroutine there.
  * Nothing else holds d meanwhile, so a d whose producer lets go is
  * abandoned and the coroutine wakes with TW_EABANDONED.
  *
  * The outer Deferred. tw_async's Deferred (`out`) gets the coroutine's
- * result when fn returns. Its first entry is `relay`, added before anyone
- * else sees it; relay turns a marker value back into a Deferred to wait on.
- * That is how a Deferred fn returns reaches out (firing with a Deferred is
- * not allowed), and how a cancel keeps out from failing: Twisted's
- * inlineCallbacks does the same with an errback it puts first. The canceller
+ * result when fn returns. A Deferred that fn returns is not a result a
+ * Deferred can fire with: out is fired to wait on it instead
+ * (tw__deferred_fire_chained), as a chain waits on a Deferred one of its
+ * callbacks returned. The same keeps a cancel from failing out, as Twisted's
+ * inlineCallbacks does with an errback it puts first: the canceller
  * (cancel_out) makes a fresh Deferred to take the coroutine's result, fires
- * out with a marker for it (out then waits on it; its own callbacks do not
- * run yet), and cancels what the coroutine awaits. Cancelling out again
- * reaches the fresh one, whose canceller does the same.
+ * out to wait on it (out's own callbacks do not run yet), and cancels what
+ * the coroutine awaits. Cancelling out again reaches the fresh one, whose
+ * canceller does the same.
  *
  * Delivery, in bounded stack. When fn returns, the resumer (on_result or
  * tw_async) fires out, whose callbacks may resume another coroutine that
@@ -29,58 +30,59 @@
  * before would nest one level per coroutine. So results are delivered by one
  * loop per thread: a coroutine that finishes while a delivery is under way
  * queues itself, and the loop below the delivery fires its Deferred next.
- * A coroutine's stack goes back to the cache before its Deferred fires. */
+ * A coroutine's stack goes back to the cache before its Deferred fires.
+ *
+ * Return prediction. A return right after a switch goes where the
+ * return-stack predictor cannot know (it holds the other stack's callers),
+ * so each function that a switch lands in and that then returns costs one
+ * misprediction. Each side has exactly one such function: tw_await's
+ * waiting path (wait_for, reached by a tail call) on the coroutine's side,
+ * on_result or tw_async on the resumer's. Deeper calls would add one each. */
 #include <stdio.h>
 
 #include "async/coro.h"
+#include "deferred/deferred.h"
 
 static _Thread_local struct {
     tw__co *head, *tail; /* finished coroutines whose results wait to be delivered */
     bool delivering;     /* a delivery loop runs further up this thread's stack(s) */
 } q __attribute__((tls_model("initial-exec")));
 
-/* ---- the marker: a Deferred travelling as a value ------------------------- */
-
-static void marker_drop(void *d)
+/* tw_deferred_unref, with the common case (another reference is left)
+ * inline. */
+static inline void unref(tw_deferred *d)
 {
+#ifndef TW_DEBUG
+    if (d->refs > 1) {
+        d->refs--;
+        return;
+    }
+#endif
     tw_deferred_unref(d);
 }
 
-static tw_result relay(tw_result r, void *arg)
-{
-    (void)arg;
-    if (r.drop == marker_drop)
-        return tw_result_deferred(r.ptr);
-    return r;
-}
+/* ---- the outer Deferred ---------------------------------------------------- */
 
 static void cancel_out(tw_deferred *d, void *arg);
 
-/* A Deferred for co's result: relay first, cancel_out as canceller. Created
- * at tw_async's call site, which an unhandled failure's report names. */
+/* A Deferred for co's result, cancel_out as canceller. Created at tw_async's
+ * call site, which an unhandled failure's report names. */
 static int new_out(tw__co *co, tw_deferred **out)
 {
-    int rc = tw_deferred_create_at(out, cancel_out, co, co->file, co->line);
-    if (rc)
-        return rc;
-    rc = tw_deferred_add_both(*out, relay, NULL);
-    if (rc) {
-        tw_deferred_unref(*out);
-        return rc;
-    }
-    return 0;
+    return tw__deferred_new(out, cancel_out, co, co->file, co->line);
 }
 
-/* Fires out with the coroutine's result r (consumed). */
+/* Fires out with the coroutine's result r (consumed): a value or failure,
+ * or a Deferred for out to wait on. */
 static void fire(tw_deferred *out, tw_result r)
 {
     bool failed = tw_result_is_failure(r);
     int code = failed ? tw_failure_code(tw_result_as_failure(r)) : 0;
-    if (tw_result_is_deferred(r))
-        r = tw_result_value(r.ptr, marker_drop);
+    int rc = tw_result_is_deferred(r) ? tw__deferred_fire_chained(out, r)
+                                      : tw__deferred_fire(out, r);
     /* TW_EALREADY only if a cancel could not keep out (no memory for its
      * successor) and failed it; the late result is dropped. */
-    if (tw_deferred_callback(out, r) == TW_EALREADY && failed)
+    if (rc == TW_EALREADY && failed)
         tw_diag_report(TW_DIAG_UNHANDLED, code, "tw_async",
                        "a coroutine's failure arrived after its Deferred had been cancelled");
 }
@@ -111,15 +113,16 @@ static void deliver(tw__co *co)
     tw__co_free(co); /* the stack first: out's callbacks may start coroutines */
     if (out) {       /* NULL: a cancel delivered it already */
         fire(out, r);
-        tw_deferred_unref(out);
+        unref(out);
     }
 }
 
 /* co's body has returned; we are on the stack that resumed it. */
-static void finish(tw__co *co)
+static __attribute__((noinline)) void finish(tw__co *co)
 {
     co->state = TW__CO_DONE;
-    co->slot = traced(co, co->slot);
+    if (__builtin_expect(co->last_fail != NULL, 0))
+        co->slot = traced(co, co->slot);
     co->next_done = NULL;
     if (q.delivering) {
         if (q.tail)
@@ -141,7 +144,7 @@ static void finish(tw__co *co)
 }
 
 /* Runs co until it waits or ends; delivers its result if it ended. */
-static void run(tw__co *co)
+static inline __attribute__((always_inline)) void run(tw__co *co)
 {
     co->state = TW__CO_RUNNING;
     tw__co_resume(co);
@@ -161,22 +164,21 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
 {
     tw__co *co;
     tw_deferred *d;
-    int rc;
 
     if (!fn || !out)
         return TW_EINVAL;
     co = tw__co_new(body, NULL, file, line);
     if (!co)
         return TW_ENOMEM;
-    rc = new_out(co, &d);
-    if (rc) {
+    if (new_out(co, &d) != 0) {
         tw__co_free(co);
-        return rc;
+        return TW_ENOMEM;
     }
+    d->refs = 2; /* the caller's and the coroutine's */
     co->body_arg = co;
     co->fn = fn;
     co->arg = arg;
-    co->out = d; /* the coroutine's reference */
+    co->out = d;
     co->waiting_on = NULL;
     co->slot = tw_result_none();
     co->cancel_pending = false;
@@ -186,7 +188,7 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
     co->fail_file = NULL;
     co->fail_line = 0;
     co->next_done = NULL;
-    *out = tw_deferred_ref(d);
+    *out = d;
     run(co);
     return 0;
 }
@@ -234,38 +236,38 @@ static tw_result on_result(tw_result r, void *arg)
     return tw_result_none();
 }
 
-tw_result tw_await_at(tw_deferred *d, const char *file, int line)
+/* The result an await returns: a failure is kept, with the await's site,
+ * for the trace (traced). */
+static inline tw_result got(tw__co *co, tw_result r)
 {
-    tw__co *co = tw__co_current;
-    tw_result r;
-    int rc;
+    if (__builtin_expect(tw_result_is_failure(r), 0)) {
+        if (co->last_fail)
+            tw_failure_unref(co->last_fail);
+        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
+        co->fail_file = co->await_file;
+        co->fail_line = co->await_line;
+    }
+    return r;
+}
 
-    if (!co) {
-        tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await",
-                       "tw_await outside a coroutine: nothing to suspend (start one with "
-                       "tw_async)");
-        tw_deferred_unref(d);
-        return tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
-    }
-    if (!d)
-        return tw_result_fail(TW_EINVAL, "tw_await of NULL");
-    if (d == co->out) {
-        tw_deferred_unref(d);
-        return tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which "
-                                          "would wait forever");
-    }
-    co->await_file = file;
-    co->await_line = line;
+/* tw_await of a d that has no result ready: one entry on d, then (unless
+ * that entry ran at once) a switch out until d fires. */
+static __attribute__((noinline)) tw_result wait_for(tw__co *co, tw_deferred *d)
+{
+    tw_result r;
+
     co->state = TW__CO_AWAITING;
-    rc = tw_deferred_add_both(d, on_result, co);
-    if (rc) {
+    if (d->head + d->count >= d->cap && tw__deferred_reserve(d, 1) != 0) {
         co->state = TW__CO_RUNNING;
         tw_deferred_unref(d);
-        return tw_result_fail(rc, "no memory to await a Deferred");
+        return tw_result_fail(TW_ENOMEM, "no memory to await a Deferred");
     }
+    tw__deferred_push(d, (tw__fnptr)on_result, co, E_BOTH);
+    if (d->flags & F_CALLED) /* paused, or entries still to run: they run now */
+        tw__deferred_run(d);
     /* d lives at least until on_result has run (a Deferred is freed with no
      * entries left), so while we are AWAITING it may be used below. */
-    tw_deferred_unref(d);
+    unref(d);
     if (co->state == TW__CO_AWAITING && co->cancel_pending) {
         co->cancel_pending = false;
         tw_deferred_cancel(d);
@@ -277,14 +279,37 @@ tw_result tw_await_at(tw_deferred *d, const char *file, int line)
     }
     r = co->slot;
     co->slot = tw_result_none();
-    if (tw_result_is_failure(r)) {
-        if (co->last_fail)
-            tw_failure_unref(co->last_fail);
-        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
-        co->fail_file = file;
-        co->fail_line = line;
+    return got(co, r);
+}
+
+tw_result tw_await_at(tw_deferred *d, const char *file, int line)
+{
+    tw__co *co = tw__co_current;
+
+    if (!co) {
+        tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await",
+                       "tw_await outside a coroutine: nothing to suspend (start one with "
+                       "tw_async)");
+        tw_deferred_unref(d);
+        return tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
     }
-    return r;
+    if (!d)
+        return tw_result_fail(TW_EINVAL, "tw_await of NULL");
+    TW__CHECK_THREAD(d, "tw_await");
+    if (d == co->out) {
+        tw_deferred_unref(d);
+        return tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which "
+                                          "would wait forever");
+    }
+    co->await_file = file;
+    co->await_line = line;
+    if (tw__deferred_finished(d)) { /* ready: taken as it is, d goes on with none */
+        tw_result r = d->result;
+        d->result = tw_result_none();
+        unref(d);
+        return got(co, r);
+    }
+    return wait_for(co, d); /* a tail call: wait_for is the frame the switch lands in */
 }
 
 /* ---- cancelling ------------------------------------------------------------ */
@@ -308,7 +333,7 @@ static void cancel_out(tw_deferred *d, void *arg)
      * drops the coroutine's late result). */
     if (new_out(co, &next) == 0) {
         co->out = next;
-        tw_deferred_callback(d, tw_result_value(tw_deferred_ref(next), marker_drop));
+        tw__deferred_fire_chained(d, tw_result_deferred(tw_deferred_ref(next)));
         tw_deferred_unref(d); /* the coroutine's; next's chain holds d now */
     }
     if (co->state == TW__CO_SUSPENDED)

@@ -8,6 +8,7 @@
 
 #include "async/coro.h"
 #include "base/alloc.h"
+#include "deferred/deferred.h"
 
 /* ---- a producer's code and Deferred ------------------------------------------ */
 
@@ -269,28 +270,17 @@ static tw__guard enter(tw_result r, void *obj, int (*release)(void *), int *rc)
     return g;
 }
 
-/* A grant made at once comes as a Deferred that has already fired with the
- * primitive as its value (no drop function): dropping that Deferred takes
- * the grant without the await's callback. */
-static bool granted_at_once(tw_deferred *d, void *obj)
-{
-    tw_result r;
-    if (!tw_deferred_peek(d, &r) || tw_deferred_paused(d) || !tw_result_is_value(r) ||
-        r.ptr != obj)
-        return false;
-    tw_deferred_unref(d);
-    return true;
-}
-
+/* A grant that can be made at once is taken without a Deferred: the lock
+ * or token is the guard's before the block, as TW_WITH's is. */
 tw__guard tw__await_guard_dlock(tw_dlock *l, int *rc, const char *file, int line)
 {
     tw_deferred *d = NULL;
     int code;
     if (!tw__co_current)
         return enter(tw_await_at(NULL, file, line), l, release_dlock, rc);
-    code = tw_dlock_acquire(l, &d);
-    if (code == 0 && granted_at_once(d, l))
+    if (tw__dlock_try_acquire(l))
         return enter(tw_result_none(), l, release_dlock, rc);
+    code = tw_dlock_acquire(l, &d);
     return enter(tw_await_call_at(code, &d, file, line), l, release_dlock, rc);
 }
 
@@ -300,8 +290,8 @@ tw__guard tw__await_guard_dsem(tw_dsem *s, int *rc, const char *file, int line)
     int code;
     if (!tw__co_current)
         return enter(tw_await_at(NULL, file, line), s, release_dsem, rc);
-    code = tw_dsem_acquire(s, &d);
-    if (code == 0 && granted_at_once(d, s))
+    if (tw__dsem_try_acquire(s))
         return enter(tw_result_none(), s, release_dsem, rc);
+    code = tw_dsem_acquire(s, &d);
     return enter(tw_await_call_at(code, &d, file, line), s, release_dsem, rc);
 }
