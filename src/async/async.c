@@ -109,7 +109,7 @@ static tw_result traced(tw__co *co, tw_result r)
 static void deliver(tw__co *co)
 {
     tw_deferred *out = co->out;
-    tw_result r = co->slot;
+    tw_result r = co->result;
     tw__co_free(co); /* the stack first: out's callbacks may start coroutines */
     if (out) {       /* NULL: a cancel delivered it already */
         fire(out, r);
@@ -122,7 +122,7 @@ static __attribute__((noinline)) void finish(tw__co *co)
 {
     co->state = TW__CO_DONE;
     if (__builtin_expect(co->last_fail != NULL, 0))
-        co->slot = traced(co, co->slot);
+        co->result = traced(co, co->result);
     co->next_done = NULL;
     if (q.delivering) {
         if (q.tail)
@@ -152,12 +152,6 @@ static inline __attribute__((always_inline)) void run(tw__co *co)
         finish(co);
 }
 
-static void body(void *arg)
-{
-    tw__co *co = arg;
-    co->slot = co->fn(co->arg);
-}
-
 /* ---- starting ------------------------------------------------------------- */
 
 int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file, int line)
@@ -167,7 +161,7 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
 
     if (!fn || !out)
         return TW_EINVAL;
-    co = tw__co_new(body, NULL, file, line);
+    co = tw__co_new(fn, arg, file, line);
     if (!co)
         return TW_ENOMEM;
     if (new_out(co, &d) != 0) {
@@ -175,9 +169,6 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
         return TW_ENOMEM;
     }
     d->refs = 2; /* the caller's and the coroutine's */
-    co->body_arg = co;
-    co->fn = fn;
-    co->arg = arg;
     co->out = d;
     co->waiting_on = NULL;
     co->slot = tw_result_none();
@@ -189,7 +180,10 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
     co->fail_line = 0;
     co->next_done = NULL;
     *out = d;
-    run(co);
+    co->state = TW__CO_RUNNING;
+    tw__co_start(co);
+    if (co->finished)
+        finish(co);
     return 0;
 }
 
@@ -250,17 +244,66 @@ static inline tw_result got(tw__co *co, tw_result r)
     return r;
 }
 
-/* tw_await of a d that has no result ready: one entry on d, then (unless
- * that entry ran at once) a switch out until d fires. */
-static __attribute__((noinline)) tw_result wait_for(tw__co *co, tw_deferred *d)
+/* The result on_result handed over. */
+static inline tw_result take_slot(tw__co *co)
 {
-    tw_result r;
+    tw_result r = co->slot;
+    co->slot = tw_result_none();
+    return got(co, r);
+}
 
+/* An await up to the point where it would wait: 1 with *cop set when d has
+ * no result ready, else 0 with the await's result in *r (d's, or a failure
+ * of the await's own). Takes the caller's reference to d either way. */
+static inline int start_await(tw_deferred *d, const char *file, int line, tw__co **cop,
+                              tw_result *r)
+{
+    tw__co *co = tw__co_current;
+
+    if (!co) {
+        tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await",
+                       "tw_await outside a coroutine: nothing to suspend (start one with "
+                       "tw_async)");
+        tw_deferred_unref(d);
+        *r = tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
+        return 0;
+    }
+    if (!d) {
+        *r = tw_result_fail(TW_EINVAL, "tw_await of NULL");
+        return 0;
+    }
+    TW__CHECK_THREAD(d, "tw_await");
+    if (d == co->out) {
+        tw_deferred_unref(d);
+        *r = tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which would "
+                                        "wait forever");
+        return 0;
+    }
+    co->await_file = file;
+    co->await_line = line;
+    if (tw__deferred_finished(d)) { /* ready: taken as it is, d goes on with none */
+        *r = d->result;
+        d->result = tw_result_none();
+        unref(d);
+        *r = got(co, *r);
+        return 0;
+    }
+    *cop = co;
+    return 1;
+}
+
+/* Puts one entry on d (which has no result ready) and drops the caller's
+ * reference: true when co must now switch out until d fires, false when the
+ * entry ran at once (d ran its chain, or was abandoned) or could not be
+ * added, with the await's result in *r. */
+static bool park(tw__co *co, tw_deferred *d, tw_result *r)
+{
     co->state = TW__CO_AWAITING;
     if (d->head + d->count >= d->cap && tw__deferred_reserve(d, 1) != 0) {
         co->state = TW__CO_RUNNING;
         tw_deferred_unref(d);
-        return tw_result_fail(TW_ENOMEM, "no memory to await a Deferred");
+        *r = tw_result_fail(TW_ENOMEM, "no memory to await a Deferred");
+        return false;
     }
     tw__deferred_push(d, (tw__fnptr)on_result, co, E_BOTH);
     if (d->flags & F_CALLED) /* paused, or entries still to run: they run now */
@@ -272,44 +315,58 @@ static __attribute__((noinline)) tw_result wait_for(tw__co *co, tw_deferred *d)
         co->cancel_pending = false;
         tw_deferred_cancel(d);
     }
-    if (co->state == TW__CO_AWAITING) {
-        co->waiting_on = d;
-        co->state = TW__CO_SUSPENDED;
-        tw__co_suspend(co); /* resumed by on_result, which set RUNNING */
+    if (co->state != TW__CO_AWAITING) {
+        *r = take_slot(co);
+        return false;
     }
-    r = co->slot;
-    co->slot = tw_result_none();
-    return got(co, r);
+    co->waiting_on = d;
+    co->state = TW__CO_SUSPENDED; /* until on_result, which sets RUNNING and resumes */
+    return true;
+}
+
+/* tw_await of a d that has no result ready, switching here. */
+static __attribute__((noinline)) tw_result wait_for(tw__co *co, tw_deferred *d)
+{
+    tw_result r;
+    if (!park(co, d, &r))
+        return r;
+    tw__co_suspend(co);
+    return take_slot(co);
 }
 
 tw_result tw_await_at(tw_deferred *d, const char *file, int line)
 {
-    tw__co *co = tw__co_current;
-
-    if (!co) {
-        tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await",
-                       "tw_await outside a coroutine: nothing to suspend (start one with "
-                       "tw_async)");
-        tw_deferred_unref(d);
-        return tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
-    }
-    if (!d)
-        return tw_result_fail(TW_EINVAL, "tw_await of NULL");
-    TW__CHECK_THREAD(d, "tw_await");
-    if (d == co->out) {
-        tw_deferred_unref(d);
-        return tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which "
-                                          "would wait forever");
-    }
-    co->await_file = file;
-    co->await_line = line;
-    if (tw__deferred_finished(d)) { /* ready: taken as it is, d goes on with none */
-        tw_result r = d->result;
-        d->result = tw_result_none();
-        unref(d);
-        return got(co, r);
-    }
+    tw__co *co;
+    tw_result r;
+    if (!start_await(d, file, line, &co, &r))
+        return r;
     return wait_for(co, d); /* a tail call: wait_for is the frame the switch lands in */
+}
+
+/* twine/async.h's inline tw_await. A caller that gets 1 switches from
+ * a->from to a->to itself: possible where the switch is the x86-64 one and
+ * no sanitizer needs telling (its annotations bracket every switch, here). */
+#if defined(TW__SWITCH_X86_64) && !defined(TW__ASAN) && !defined(TW__TSAN)
+int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a)
+{
+    tw__co *co;
+    if (!start_await(d, file, line, &co, &a->r) || !park(co, d, &a->r))
+        return 0;
+    a->from = &co->ctx;
+    a->to = &co->resumer;
+    return 1;
+}
+#else
+int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a)
+{
+    a->r = tw_await_at(d, file, line);
+    return 0;
+}
+#endif
+
+tw_result tw__await_end(void)
+{
+    return take_slot(tw__co_current);
 }
 
 /* ---- cancelling ------------------------------------------------------------ */
@@ -321,8 +378,8 @@ static void cancel_out(tw_deferred *d, void *arg)
     tw_deferred *next;
 
     if (co->state == TW__CO_DONE) { /* finished, delivery queued: deliver now */
-        tw_result r = co->slot;
-        co->slot = tw_result_none();
+        tw_result r = co->result;
+        co->result = tw_result_none();
         co->out = NULL;
         fire(d, r);
         tw_deferred_unref(d);

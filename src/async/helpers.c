@@ -271,27 +271,51 @@ static tw__guard enter(tw_result r, void *obj, int (*release)(void *), int *rc)
 }
 
 /* A grant that can be made at once is taken without a Deferred: the lock
- * or token is the guard's before the block, as TW_WITH's is. */
-tw__guard tw__await_guard_dlock(tw_dlock *l, int *rc, const char *file, int line)
+ * or token is the guard's before the block, as TW_WITH's is. Otherwise the
+ * Deferred acquire gives is awaited as tw_await awaits (twine/async.h has
+ * the inline side, tw__await_guard_inline). */
+int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__await *a)
 {
     tw_deferred *d = NULL;
     int code;
-    if (!tw__co_current)
-        return enter(tw_await_at(NULL, file, line), l, release_dlock, rc);
-    if (tw__dlock_try_acquire(l))
-        return enter(tw_result_none(), l, release_dlock, rc);
-    code = tw_dlock_acquire(l, &d);
-    return enter(tw_await_call_at(code, &d, file, line), l, release_dlock, rc);
+    if (!tw__co_current) {
+        a->r = tw_await_at(NULL, file, line); /* the misuse report and TW_EPERM */
+        return 0;
+    }
+    if (sem ? tw__dsem_try_acquire(p) : tw__dlock_try_acquire(p)) {
+        a->r = tw_result_none();
+        return 0;
+    }
+    code = sem ? tw_dsem_acquire(p, &d) : tw_dlock_acquire(p, &d);
+    if (code) {
+        a->r = tw_await_call_at(code, &d, file, line);
+        return 0;
+    }
+    return tw__await_begin(d, file, line, a);
+}
+
+tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r)
+{
+    return enter(r, p, sem ? release_dsem : release_dlock, rc);
+}
+
+/* For compilers without the inline switch. */
+static tw__guard guard(void *p, int sem, int *rc, const char *file, int line)
+{
+    tw__await a;
+    if (tw__await_guard_begin(p, sem, file, line, &a)) {
+        tw__ctx_suspend(a.from, a.to);
+        a.r = tw__await_end();
+    }
+    return tw__await_guard_end(p, sem, rc, a.r);
+}
+
+tw__guard tw__await_guard_dlock(tw_dlock *l, int *rc, const char *file, int line)
+{
+    return guard(l, 0, rc, file, line);
 }
 
 tw__guard tw__await_guard_dsem(tw_dsem *s, int *rc, const char *file, int line)
 {
-    tw_deferred *d = NULL;
-    int code;
-    if (!tw__co_current)
-        return enter(tw_await_at(NULL, file, line), s, release_dsem, rc);
-    if (tw__dsem_try_acquire(s))
-        return enter(tw_result_none(), s, release_dsem, rc);
-    code = tw_dsem_acquire(s, &d);
-    return enter(tw_await_call_at(code, &d, file, line), s, release_dsem, rc);
+    return guard(s, 1, rc, file, line);
 }

@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 
+#include <twine/async.h>
+
 #if defined(TW_ASYNC_UCONTEXT) && TW_ASYNC_UCONTEXT
 #define TW__SWITCH_UCONTEXT 1
 #elif defined(__CET__)
@@ -64,63 +66,107 @@ typedef struct tw__ctx {
 #define TW__SWITCH_NAME "aarch64"
 #endif
 
+struct tw__co;
+/* The core's (coro.c): where a context made by tw__ctx_make goes when its
+ * function returns r, on its own stack; it ends with tw__ctx_exit. */
+__attribute__((noreturn)) void tw__co_returned(struct tw__co *co, void *ptr, tw_drop_fn drop);
+
+/* Prepares *ctx so that the first switch to it (tw__ctx_resume_first) calls
+ * fn(arg) on the stack [lo, lo + size) (lo and size 16-byte aligned); when
+ * fn returns, tw__co_returned(co, its result) runs there. */
+void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
+                  struct tw__co *co);
+
+/* The four switches, always in this pattern: a resumer calls
+ * tw__ctx_resume(from, to), which returns when the context `to` switches
+ * back with tw__ctx_suspend(to, from), or ends with tw__ctx_exit(to, from).
+ * The first switch to a context made by tw__ctx_make is
+ * tw__ctx_resume_first. */
 #ifdef TW__SWITCH_X86_64
-/* Saves the running context in *from and continues *to (made by
- * tw__ctx_make, or saved by an earlier switch). Returns when something
- * switches back to *from.
- *
- * Inline, with no call and no return around the change of stack: a return
- * right after a switch goes to an address the return-stack predictor does
- * not hold (it holds the other context's callers), and each such return is
- * mispredicted. Inline, the switch adds none of its own; and each place that
- * switches has its own indirect jump, whose target the predictor learns.
- *
- * What a call preserves is declared clobbered, so the compiler saves only
- * the registers that hold something across the switch, in the frame of the
- * function that switches; rbp is saved here, as it may be the frame pointer.
- * Nothing is pushed: the code around may use the red zone below rsp. The
- * signal mask is not touched. */
-#ifdef __AVX512F__
-#define TW__CLOBBER_AVX512                                                                 \
-    "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24",       \
-        "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k0", "k1", "k2",   \
-        "k3", "k4", "k5", "k6", "k7",
-#else
-#define TW__CLOBBER_AVX512
-#endif
-static inline __attribute__((always_inline)) void tw__ctx_switch(tw__ctx *from, tw__ctx *to)
+/* A return right after a switch goes to an address the return-stack
+ * predictor does not hold (it holds the other context's callers), and is
+ * mispredicted; so is a return that pops an address another context pushed.
+ * So:
+ *  - the switches are inline: no call and no return around a change of
+ *    stack. Each place that switches has its own indirect jump, whose
+ *    target the predictor learns. TW__SWITCH_ASM_X86_64 (twine/async.h, also
+ *    inlined by tw_await into a coroutine's own function) saves rsp, where
+ *    to continue, rbp, MXCSR and the x87 control word in *from; declares the
+ *    other callee-saved registers clobbered, so that the compiler keeps what
+ *    it needs of them in the switching function's frame; and continues *to.
+ *    Nothing is pushed below rsp (the red zone may be in use). The signal
+ *    mask is not touched.
+ *  - a resume, though, is a call, to tw__ctx_resume_asm (switch_x86_64.c),
+ *    which calls once more before saving the resumer, so that the
+ *    predictor's top entry is T, the address after that inner call. A
+ *    coroutine that suspends from its own function (tw_await inlined) has
+ *    returned from nothing and called nothing that is still open, so the
+ *    resumer, resumed, finds T on top: it returns to T, then out of
+ *    tw__ctx_resume_asm, both predicted. And a new context's function is
+ *    entered with T as its return address: when it returns, T is on top
+ *    again, and that return is predicted too. At T, a word of the stack
+ *    tells the two apart. The end (tw__ctx_exit) then lands the resumer
+ *    past its own return to T, which the function's return consumed. */
+_Static_assert(offsetof(tw__ctx, sp) == 0 && offsetof(tw__ctx, pc) == 8 &&
+                   offsetof(tw__ctx, fp) == 16 && offsetof(tw__ctx, mxcsr) == 24 &&
+                   offsetof(tw__ctx, fpucw) == 28,
+               "the layout TW__SWITCH_ASM_X86_64 reads and writes");
+
+/* The call skips the red zone of the function it is inlined in. */
+#define TW__CTX_CALL(target)                                                               \
+    "leaq -128(%%rsp), %%rsp\n\t"                                                          \
+    "call " target "\n\t"                                                                  \
+    "leaq 128(%%rsp), %%rsp"
+
+static inline __attribute__((always_inline)) void tw__ctx_resume(tw__ctx *from, tw__ctx *to)
 {
-    __asm__ __volatile__("leaq 1f(%%rip), %%rax\n\t"
-                         "movq %%rsp, 0(%%rdi)\n\t"
-                         "movq %%rax, 8(%%rdi)\n\t"
-                         "movq %%rbp, 16(%%rdi)\n\t"
-                         "stmxcsr 24(%%rdi)\n\t"
-                         "fnstcw 28(%%rdi)\n\t"
-                         "ldmxcsr 24(%%rsi)\n\t"
-                         "fldcw 28(%%rsi)\n\t"
-                         "movq 16(%%rsi), %%rbp\n\t"
-                         "movq 0(%%rsi), %%rsp\n\t" /* from here on, the other stack */
-                         "jmpq *8(%%rsi)\n"
-                         "1:"
-                         : "+D"(from), "+S"(to)
-                         :
-                         : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13",
-                           "r14", "r15", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-                           "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
-                           "xmm15", TW__CLOBBER_AVX512 "st", "st(1)", "st(2)", "st(3)", "st(4)",
-                           "st(5)", "st(6)", "st(7)", "mm0", "mm1", "mm2", "mm3", "mm4", "mm5",
-                           "mm6", "mm7", "cc", "memory");
+    TW__SWITCH_X86_64_ASM(TW__CTX_CALL("tw__ctx_resume_asm"), from, to);
+}
+/* A new context starts with the floating-point modes of its first resumer,
+ * which are left as they are (reading MXCSR, stmxcsr, is the slow part of a
+ * switch; loading it after reading is slower still). */
+static inline __attribute__((always_inline)) void tw__ctx_resume_first(tw__ctx *from,
+                                                                       tw__ctx *to)
+{
+    TW__SWITCH_X86_64_ASM(TW__CTX_CALL("tw__ctx_resume_first_asm"), from, to);
+}
+static inline __attribute__((always_inline)) void tw__ctx_suspend(tw__ctx *from, tw__ctx *to)
+{
+    TW__SWITCH_ASM_X86_64(from, to);
+}
+/* Nothing of the ending context is saved. */
+static inline __attribute__((always_inline, noreturn)) void tw__ctx_exit(tw__ctx *from,
+                                                                         tw__ctx *to)
+{
+    (void)from;
+    TW__SWITCH_X86_64_ASM(TW__SWITCH_X86_64_LOAD_FP "movq 16(%%rsi), %%rbp\n\t"
+                                                    "movq 0(%%rsi), %%rsp\n\t"
+                                                    "jmp tw__ctx_exited",
+                          NULL, to);
+    __builtin_unreachable();
 }
 #else
-/* Saves the running context in *from and continues *to (made by
- * tw__ctx_make, or saved by an earlier switch). Returns when something
- * switches back to *from. */
+/* Saves the running context in *from and continues *to. Returns when
+ * something switches back to *from. */
 void tw__ctx_switch(tw__ctx *from, tw__ctx *to);
+static inline void tw__ctx_resume(tw__ctx *from, tw__ctx *to)
+{
+    tw__ctx_switch(from, to);
+}
+/* A new context starts with its creator's floating-point modes. */
+static inline void tw__ctx_resume_first(tw__ctx *from, tw__ctx *to)
+{
+    tw__ctx_switch(from, to);
+}
+static inline void tw__ctx_suspend(tw__ctx *from, tw__ctx *to)
+{
+    tw__ctx_switch(from, to);
+}
+static inline __attribute__((noreturn)) void tw__ctx_exit(tw__ctx *from, tw__ctx *to)
+{
+    tw__ctx_switch(from, to);
+    __builtin_unreachable();
+}
 #endif
-
-/* Prepares *ctx so that the first switch to it calls entry(arg) on the stack
- * [lo, lo + size) (lo and size 16-byte aligned). entry must never return: it
- * ends by switching away for good. */
-void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, void (*entry)(void *), void *arg);
 
 #endif
