@@ -56,7 +56,7 @@
 #include <twine/async.h>
 #include <ucontext.h>
 
-#include "async/core.h" /* the coroutine core's resume and suspend, for async_switch */
+#include "async/coro.h" /* the coroutine core's resume and suspend, for async_switch */
 
 #define N_SWITCH 10000000L
 #define N_SWAPCONTEXT 1000000L
@@ -77,14 +77,14 @@ static long hits; /* ... that saw the value they had to */
 
 static volatile bool sw_stop;
 
-static void sw_body(void *arg)
+static tw_result sw_body(void *arg)
 {
     (void)arg;
     for (;;) {
         ops++;
-        tw__co_suspend();
+        tw__co_suspend(tw__co_current);
         if (sw_stop)
-            return;
+            return tw_result_none();
     }
 }
 
@@ -95,7 +95,7 @@ static double run_switch_twine(long n)
     if (!co)
         bench_die("tw__co_new", "no stack");
     sw_stop = false;
-    tw__co_resume(co); /* starts it: it suspends at once */
+    tw__co_start(co); /* it suspends at once */
     ops = 0;
     t0 = bench_now();
     for (long i = 0; i < n; i++)

@@ -111,13 +111,13 @@ TW_API int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char
  * TW_EPERM outside a coroutine, TW_EDEADLK for the coroutine's own
  * Deferred, TW_ENOMEM. */
 TW_API tw_result tw_await_at(tw_deferred *d, const char *file, int line);
-#define tw_await(d) tw_await_at((d), __FILE__, __LINE__)
+#define tw_await(d) TW__AWAIT((d), __FILE__, __LINE__)
 
 /* For the common shape of producer, int f(..., tw_deferred **out): awaits
  * *d if rc is 0, else returns a failure with code rc (*d is not read):
  *     tw_result r = tw_await_call(tw_dlock_acquire(&lock, &d), &d);       */
 TW_API tw_result tw_await_call_at(int rc, tw_deferred **d, const char *file, int line);
-#define tw_await_call(rc, d) tw_await_call_at((rc), (d), __FILE__, __LINE__)
+#define tw_await_call(rc, d) TW__AWAIT_CALL((rc), (d), __FILE__, __LINE__)
 
 /* Suspends the coroutine for `seconds` (>= 0, finite) on `clock` (a
  * tw_reactor_clock, or a tw_fake_clock's). 0 when the time has passed,
@@ -163,8 +163,8 @@ TW_API tw__guard tw__await_guard_dsem(tw_dsem *s, int *rc, const char *file, int
 
 #define TW__AWAIT_GUARD_ENTER(p, rc)                                                   \
     _Generic((p),                                                                      \
-        tw_dlock *: tw__await_guard_dlock,                                             \
-        tw_dsem *: tw__await_guard_dsem)((p), (rc), __FILE__, __LINE__)
+        tw_dlock *: TW__AWAIT_GUARD_DLOCK,                                             \
+        tw_dsem *: TW__AWAIT_GUARD_DSEM)((p), (rc), __FILE__, __LINE__)
 #define TW__AWAIT_WITH(p, rc, g)                                                       \
     for (tw__guard g __attribute__((cleanup(tw__guard_exit))) =                        \
              TW__AWAIT_GUARD_ENTER(p, rc);                                             \
@@ -185,6 +185,131 @@ typedef struct tw_async_stats {
     size_t stacks_mapped; /* stacks mapped in the process (running, suspended or cached) */
 } tw_async_stats;
 TW_API void tw_async_stats_get(tw_async_stats *out);
+
+/* ==== how tw_await switches (not API) =====================================
+ * A return right after a switch of stacks goes where the return-stack
+ * predictor cannot know: it holds the other stack's callers. So where the
+ * compiler allows, the switch of an await is inline in the coroutine's own
+ * function: tw__await_begin does everything before it (and returns 0 with
+ * the result when there is no switch to make, or when the library switches
+ * itself: sanitizer builds, the ucontext and aarch64 switches), the
+ * coroutine's function switches from a->from to a->to, and tw__await_end
+ * takes the result it was resumed with. Anywhere else tw_await is
+ * tw_await_at. TW__SWITCH_ASM_X86_64 is the library's x86-64 switch
+ * (src/async/switch.h): it saves rsp, where to continue, rbp, MXCSR and the
+ * x87 control word in *from, declares the other callee-saved registers
+ * clobbered (the compiler keeps what it needs of them in the frame), and
+ * continues *to, with no push and no call. */
+typedef struct tw__await {
+    tw_result r;     /* when tw__await_begin returns 0 */
+    void *from, *to; /* when it returns 1: the contexts to switch between */
+} tw__await;
+TW_API int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a);
+TW_API tw_result tw__await_end(void);
+TW_API int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__await *a);
+TW_API tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r);
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(__CET__) &&  \
+    !defined(__APX_F__) && !defined(TW_ASYNC_UCONTEXT)
+#ifdef __AVX512F__
+#define TW__CLOBBER_AVX512                                                                 \
+    "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24",       \
+        "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k0", "k1", "k2",   \
+        "k3", "k4", "k5", "k6", "k7",
+#else
+#define TW__CLOBBER_AVX512
+#endif
+/* The parts: SAVE stores the running context in *from (rdi), LOAD continues
+ * *to (rsi); LOAD_FP restores *to's floating-point control state. */
+#define TW__SWITCH_X86_64_SAVE                                                             \
+    "leaq 1f(%%rip), %%rax\n\t"                                                            \
+    "movq %%rsp, 0(%%rdi)\n\t"                                                             \
+    "movq %%rax, 8(%%rdi)\n\t"                                                             \
+    "movq %%rbp, 16(%%rdi)\n\t"                                                            \
+    "stmxcsr 24(%%rdi)\n\t"                                                                \
+    "fnstcw 28(%%rdi)\n\t"
+#define TW__SWITCH_X86_64_LOAD_FP                                                          \
+    "ldmxcsr 24(%%rsi)\n\t"                                                                \
+    "fldcw 28(%%rsi)\n\t"
+#define TW__SWITCH_X86_64_LOAD                                                             \
+    "movq 16(%%rsi), %%rbp\n\t"                                                            \
+    "movq 0(%%rsi), %%rsp\n\t"                                                             \
+    "jmpq *8(%%rsi)\n"                                                                     \
+    "1:"
+#define TW__SWITCH_X86_64_ASM(code, from, to)                                              \
+    do {                                                                                   \
+        void *tw__from = (from), *tw__to = (to);                                           \
+        __asm__ __volatile__(code                                                          \
+                             : "+D"(tw__from), "+S"(tw__to)                                \
+                             :                                                             \
+                             : "rax", "rbx", "rcx", "rdx", "r8", "r9", "r10", "r11",       \
+                               "r12", "r13", "r14", "r15", "xmm0", "xmm1", "xmm2",         \
+                               "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",     \
+                               "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",       \
+                               TW__CLOBBER_AVX512 "st", "st(1)", "st(2)", "st(3)",         \
+                               "st(4)", "st(5)", "st(6)", "st(7)", "mm0", "mm1", "mm2",    \
+                               "mm3", "mm4", "mm5", "mm6", "mm7", "cc", "memory");         \
+    } while (0)
+#define TW__SWITCH_ASM_X86_64(from, to)                                                    \
+    TW__SWITCH_X86_64_ASM(TW__SWITCH_X86_64_SAVE TW__SWITCH_X86_64_LOAD_FP                 \
+                              TW__SWITCH_X86_64_LOAD,                                      \
+                          from, to)
+
+static inline __attribute__((always_inline)) tw_result tw__await_inline(tw_deferred *d,
+                                                                         const char *file,
+                                                                         int line)
+{
+    tw__await a;
+    if (tw__await_begin(d, file, line, &a)) {
+        TW__SWITCH_ASM_X86_64(a.from, a.to);
+        return tw__await_end();
+    }
+    return a.r;
+}
+static inline __attribute__((always_inline)) tw_result tw__await_call_inline(int rc,
+                                                                              tw_deferred **d,
+                                                                              const char *file,
+                                                                              int line)
+{
+    if (rc || !d)
+        return tw_await_call_at(rc, d, file, line);
+    return tw__await_inline(*d, file, line);
+}
+static inline __attribute__((always_inline)) tw__guard tw__await_guard_inline(void *p, int sem,
+                                                                              int *rc,
+                                                                              const char *file,
+                                                                              int line)
+{
+    tw__await a;
+    tw_result r;
+    if (tw__await_guard_begin(p, sem, file, line, &a)) {
+        TW__SWITCH_ASM_X86_64(a.from, a.to);
+        r = tw__await_end();
+    } else {
+        r = a.r;
+    }
+    return tw__await_guard_end(p, sem, rc, r);
+}
+static inline __attribute__((always_inline)) tw__guard tw__await_guard_dlock_inline(
+    tw_dlock *l, int *rc, const char *file, int line)
+{
+    return tw__await_guard_inline(l, 0, rc, file, line);
+}
+static inline __attribute__((always_inline)) tw__guard tw__await_guard_dsem_inline(
+    tw_dsem *s, int *rc, const char *file, int line)
+{
+    return tw__await_guard_inline(s, 1, rc, file, line);
+}
+#define TW__AWAIT tw__await_inline
+#define TW__AWAIT_CALL tw__await_call_inline
+#define TW__AWAIT_GUARD_DLOCK tw__await_guard_dlock_inline
+#define TW__AWAIT_GUARD_DSEM tw__await_guard_dsem_inline
+#else
+#define TW__AWAIT tw_await_at
+#define TW__AWAIT_CALL tw_await_call_at
+#define TW__AWAIT_GUARD_DLOCK tw__await_guard_dlock
+#define TW__AWAIT_GUARD_DSEM tw__await_guard_dsem
+#endif
 
 #ifdef __cplusplus
 }

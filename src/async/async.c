@@ -1,27 +1,28 @@
 /* Coroutines over Deferreds: tw_async, tw_await, cancel, delivery.
  *
- * Waiting. tw_await(d) adds one callback to d, on_result, and drops the
- * caller's reference. If d has a result ready, the deferred layer runs
- * on_result before add_both returns (or, for an abandoned d, before the
- * unref returns): the coroutine is still AWAITING, so on_result only leaves
- * the result in the block and tw_await returns it, with no switch and no
- * recursion, however many ready results follow one another (Twisted's
- * `waiting` flag, without the need for one). Otherwise the coroutine marks
- * itself SUSPENDED and switches out; when d fires, on_result runs on the
- * firing stack, hands the result over and resumes the coroutine there.
+ * Waiting. tw_await(d) on a d whose chain has run to its end takes d's
+ * result and returns it: no callback, no switch, no recursion, however many
+ * ready results follow one another (Twisted's `waiting` flag, without the
+ * need for one). Otherwise it adds one entry to d, on_result, and drops the
+ * caller's reference. If that makes d run its chain (d had fired with
+ * entries still to run) or abandons d (the caller's reference was the last),
+ * on_result runs before we get back: the coroutine is still AWAITING, so
+ * on_result only leaves the result in the block. Otherwise the coroutine
+ * marks itself SUSPENDED and switches out; when d fires, on_result runs on
+ * the firing stack, hands the result over and resumes the coroutine there.
  * Nothing else holds d meanwhile, so a d whose producer lets go is
  * abandoned and the coroutine wakes with TW_EABANDONED.
  *
  * The outer Deferred. tw_async's Deferred (`out`) gets the coroutine's
- * result when fn returns. Its first entry is `relay`, added before anyone
- * else sees it; relay turns a marker value back into a Deferred to wait on.
- * That is how a Deferred fn returns reaches out (firing with a Deferred is
- * not allowed), and how a cancel keeps out from failing: Twisted's
- * inlineCallbacks does the same with an errback it puts first. The canceller
+ * result when fn returns. A Deferred that fn returns is not a result a
+ * Deferred can fire with: out is fired to wait on it instead
+ * (tw__deferred_fire_chained), as a chain waits on a Deferred one of its
+ * callbacks returned. The same keeps a cancel from failing out, as Twisted's
+ * inlineCallbacks does with an errback it puts first: the canceller
  * (cancel_out) makes a fresh Deferred to take the coroutine's result, fires
- * out with a marker for it (out then waits on it; its own callbacks do not
- * run yet), and cancels what the coroutine awaits. Cancelling out again
- * reaches the fresh one, whose canceller does the same.
+ * out to wait on it (out's own callbacks do not run yet), and cancels what
+ * the coroutine awaits. Cancelling out again reaches the fresh one, whose
+ * canceller does the same.
  *
  * Delivery, in bounded stack. When fn returns, the resumer (on_result or
  * tw_async) fires out, whose callbacks may resume another coroutine that
@@ -29,58 +30,59 @@
  * before would nest one level per coroutine. So results are delivered by one
  * loop per thread: a coroutine that finishes while a delivery is under way
  * queues itself, and the loop below the delivery fires its Deferred next.
- * A coroutine's stack goes back to the cache before its Deferred fires. */
+ * A coroutine's stack goes back to the cache before its Deferred fires.
+ *
+ * Return prediction. A return right after a switch goes where the
+ * return-stack predictor cannot know (it holds the other stack's callers),
+ * so each function that a switch lands in and that then returns costs one
+ * misprediction. Each side has exactly one such function: tw_await's
+ * waiting path (wait_for, reached by a tail call) on the coroutine's side,
+ * on_result or tw_async on the resumer's. Deeper calls would add one each. */
 #include <stdio.h>
 
 #include "async/coro.h"
+#include "deferred/deferred.h"
 
 static _Thread_local struct {
     tw__co *head, *tail; /* finished coroutines whose results wait to be delivered */
     bool delivering;     /* a delivery loop runs further up this thread's stack(s) */
 } q __attribute__((tls_model("initial-exec")));
 
-/* ---- the marker: a Deferred travelling as a value ------------------------- */
-
-static void marker_drop(void *d)
+/* tw_deferred_unref, with the common case (another reference is left)
+ * inline. */
+static inline void unref(tw_deferred *d)
 {
+#ifndef TW_DEBUG
+    if (d->refs > 1) {
+        d->refs--;
+        return;
+    }
+#endif
     tw_deferred_unref(d);
 }
 
-static tw_result relay(tw_result r, void *arg)
-{
-    (void)arg;
-    if (r.drop == marker_drop)
-        return tw_result_deferred(r.ptr);
-    return r;
-}
+/* ---- the outer Deferred ---------------------------------------------------- */
 
 static void cancel_out(tw_deferred *d, void *arg);
 
-/* A Deferred for co's result: relay first, cancel_out as canceller. Created
- * at tw_async's call site, which an unhandled failure's report names. */
+/* A Deferred for co's result, cancel_out as canceller. Created at tw_async's
+ * call site, which an unhandled failure's report names. */
 static int new_out(tw__co *co, tw_deferred **out)
 {
-    int rc = tw_deferred_create_at(out, cancel_out, co, co->file, co->line);
-    if (rc)
-        return rc;
-    rc = tw_deferred_add_both(*out, relay, NULL);
-    if (rc) {
-        tw_deferred_unref(*out);
-        return rc;
-    }
-    return 0;
+    return tw__deferred_new(out, cancel_out, co, co->file, co->line);
 }
 
-/* Fires out with the coroutine's result r (consumed). */
+/* Fires out with the coroutine's result r (consumed): a value or failure,
+ * or a Deferred for out to wait on. */
 static void fire(tw_deferred *out, tw_result r)
 {
     bool failed = tw_result_is_failure(r);
     int code = failed ? tw_failure_code(tw_result_as_failure(r)) : 0;
-    if (tw_result_is_deferred(r))
-        r = tw_result_value(r.ptr, marker_drop);
+    int rc = tw_result_is_deferred(r) ? tw__deferred_fire_chained(out, r)
+                                      : tw__deferred_fire(out, r);
     /* TW_EALREADY only if a cancel could not keep out (no memory for its
      * successor) and failed it; the late result is dropped. */
-    if (tw_deferred_callback(out, r) == TW_EALREADY && failed)
+    if (rc == TW_EALREADY && failed)
         tw_diag_report(TW_DIAG_UNHANDLED, code, "tw_async",
                        "a coroutine's failure arrived after its Deferred had been cancelled");
 }
@@ -107,19 +109,20 @@ static tw_result traced(tw__co *co, tw_result r)
 static void deliver(tw__co *co)
 {
     tw_deferred *out = co->out;
-    tw_result r = co->slot;
+    tw_result r = co->result;
     tw__co_free(co); /* the stack first: out's callbacks may start coroutines */
     if (out) {       /* NULL: a cancel delivered it already */
         fire(out, r);
-        tw_deferred_unref(out);
+        unref(out);
     }
 }
 
 /* co's body has returned; we are on the stack that resumed it. */
-static void finish(tw__co *co)
+static __attribute__((noinline)) void finish(tw__co *co)
 {
     co->state = TW__CO_DONE;
-    co->slot = traced(co, co->slot);
+    if (__builtin_expect(co->last_fail != NULL, 0))
+        co->result = traced(co, co->result);
     co->next_done = NULL;
     if (q.delivering) {
         if (q.tail)
@@ -141,18 +144,12 @@ static void finish(tw__co *co)
 }
 
 /* Runs co until it waits or ends; delivers its result if it ended. */
-static void run(tw__co *co)
+static inline __attribute__((always_inline)) void run(tw__co *co)
 {
     co->state = TW__CO_RUNNING;
-    tw__co_resume_inline(co);
+    tw__co_resume(co);
     if (co->finished)
         finish(co);
-}
-
-static void body(void *arg)
-{
-    tw__co *co = arg;
-    co->slot = co->fn(co->arg);
 }
 
 /* ---- starting ------------------------------------------------------------- */
@@ -161,22 +158,18 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
 {
     tw__co *co;
     tw_deferred *d;
-    int rc;
 
     if (!fn || !out)
         return TW_EINVAL;
-    co = tw__co_new(body, NULL, file, line);
+    co = tw__co_new(fn, arg, file, line);
     if (!co)
         return TW_ENOMEM;
-    rc = new_out(co, &d);
-    if (rc) {
+    if (new_out(co, &d) != 0) {
         tw__co_free(co);
-        return rc;
+        return TW_ENOMEM;
     }
-    co->body_arg = co;
-    co->fn = fn;
-    co->arg = arg;
-    co->out = d; /* the coroutine's reference */
+    d->refs = 2; /* the caller's and the coroutine's */
+    co->out = d;
     co->waiting_on = NULL;
     co->slot = tw_result_none();
     co->cancel_pending = false;
@@ -186,8 +179,11 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
     co->fail_file = NULL;
     co->fail_line = 0;
     co->next_done = NULL;
-    *out = tw_deferred_ref(d);
-    run(co);
+    *out = d;
+    co->state = TW__CO_RUNNING;
+    tw__co_start(co);
+    if (co->finished)
+        finish(co);
     return 0;
 }
 
@@ -234,57 +230,143 @@ static tw_result on_result(tw_result r, void *arg)
     return tw_result_none();
 }
 
-tw_result tw_await_at(tw_deferred *d, const char *file, int line)
+/* The result an await returns: a failure is kept, with the await's site,
+ * for the trace (traced). */
+static inline tw_result got(tw__co *co, tw_result r)
+{
+    if (__builtin_expect(tw_result_is_failure(r), 0)) {
+        if (co->last_fail)
+            tw_failure_unref(co->last_fail);
+        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
+        co->fail_file = co->await_file;
+        co->fail_line = co->await_line;
+    }
+    return r;
+}
+
+/* The result on_result handed over. */
+static inline tw_result take_slot(tw__co *co)
+{
+    tw_result r = co->slot;
+    co->slot = tw_result_none();
+    return got(co, r);
+}
+
+/* An await up to the point where it would wait: 1 with *cop set when d has
+ * no result ready, else 0 with the await's result in *r (d's, or a failure
+ * of the await's own). Takes the caller's reference to d either way. */
+static inline int start_await(tw_deferred *d, const char *file, int line, tw__co **cop,
+                              tw_result *r)
 {
     tw__co *co = tw__co_current;
-    tw_result r;
-    int rc;
 
     if (!co) {
         tw_diag_report(TW_DIAG_MISUSE, TW_EPERM, "tw_await",
                        "tw_await outside a coroutine: nothing to suspend (start one with "
                        "tw_async)");
         tw_deferred_unref(d);
-        return tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
+        *r = tw_result_fail(TW_EPERM, "tw_await outside a coroutine");
+        return 0;
     }
-    if (!d)
-        return tw_result_fail(TW_EINVAL, "tw_await of NULL");
+    if (!d) {
+        *r = tw_result_fail(TW_EINVAL, "tw_await of NULL");
+        return 0;
+    }
+    TW__CHECK_THREAD(d, "tw_await");
     if (d == co->out) {
         tw_deferred_unref(d);
-        return tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which "
-                                          "would wait forever");
+        *r = tw_result_fail(TW_EDEADLK, "a coroutine awaited its own Deferred, which would "
+                                        "wait forever");
+        return 0;
     }
     co->await_file = file;
     co->await_line = line;
+    if (tw__deferred_finished(d)) { /* ready: taken as it is, d goes on with none */
+        *r = d->result;
+        d->result = tw_result_none();
+        unref(d);
+        *r = got(co, *r);
+        return 0;
+    }
+    *cop = co;
+    return 1;
+}
+
+/* Puts one entry on d (which has no result ready) and drops the caller's
+ * reference: true when co must now switch out until d fires, false when the
+ * entry ran at once (d ran its chain, or was abandoned) or could not be
+ * added, with the await's result in *r. */
+static bool park(tw__co *co, tw_deferred *d, tw_result *r)
+{
     co->state = TW__CO_AWAITING;
-    rc = tw_deferred_add_both(d, on_result, co);
-    if (rc) {
+    if (d->head + d->count >= d->cap && tw__deferred_reserve(d, 1) != 0) {
         co->state = TW__CO_RUNNING;
         tw_deferred_unref(d);
-        return tw_result_fail(rc, "no memory to await a Deferred");
+        *r = tw_result_fail(TW_ENOMEM, "no memory to await a Deferred");
+        return false;
     }
+    tw__deferred_push(d, (tw__fnptr)on_result, co, E_BOTH);
+    if (d->flags & F_CALLED) /* paused, or entries still to run: they run now */
+        tw__deferred_run(d);
     /* d lives at least until on_result has run (a Deferred is freed with no
      * entries left), so while we are AWAITING it may be used below. */
-    tw_deferred_unref(d);
+    unref(d);
     if (co->state == TW__CO_AWAITING && co->cancel_pending) {
         co->cancel_pending = false;
         tw_deferred_cancel(d);
     }
-    if (co->state == TW__CO_AWAITING) {
-        co->waiting_on = d;
-        co->state = TW__CO_SUSPENDED;
-        tw__co_suspend_inline(co); /* resumed by on_result, which set RUNNING */
+    if (co->state != TW__CO_AWAITING) {
+        *r = take_slot(co);
+        return false;
     }
-    r = co->slot;
-    co->slot = tw_result_none();
-    if (tw_result_is_failure(r)) {
-        if (co->last_fail)
-            tw_failure_unref(co->last_fail);
-        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
-        co->fail_file = file;
-        co->fail_line = line;
-    }
-    return r;
+    co->waiting_on = d;
+    co->state = TW__CO_SUSPENDED; /* until on_result, which sets RUNNING and resumes */
+    return true;
+}
+
+/* tw_await of a d that has no result ready, switching here. */
+static __attribute__((noinline)) tw_result wait_for(tw__co *co, tw_deferred *d)
+{
+    tw_result r;
+    if (!park(co, d, &r))
+        return r;
+    tw__co_suspend(co);
+    return take_slot(co);
+}
+
+tw_result tw_await_at(tw_deferred *d, const char *file, int line)
+{
+    tw__co *co;
+    tw_result r;
+    if (!start_await(d, file, line, &co, &r))
+        return r;
+    return wait_for(co, d); /* a tail call: wait_for is the frame the switch lands in */
+}
+
+/* twine/async.h's inline tw_await. A caller that gets 1 switches from
+ * a->from to a->to itself: possible where the switch is the x86-64 one and
+ * no sanitizer needs telling (its annotations bracket every switch, here). */
+#if defined(TW__SWITCH_X86_64) && !defined(TW__ASAN) && !defined(TW__TSAN)
+int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a)
+{
+    tw__co *co;
+    if (!start_await(d, file, line, &co, &a->r) || !park(co, d, &a->r))
+        return 0;
+    a->from = &co->ctx;
+    a->to = &co->resumer;
+    return 1;
+}
+#else
+int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a)
+{
+    a->r = tw_await_at(d, file, line);
+    return 0;
+}
+#endif
+
+tw_result tw__await_end(void)
+{
+    return take_slot(tw__co_current);
 }
 
 /* ---- cancelling ------------------------------------------------------------ */
@@ -296,8 +378,8 @@ static void cancel_out(tw_deferred *d, void *arg)
     tw_deferred *next;
 
     if (co->state == TW__CO_DONE) { /* finished, delivery queued: deliver now */
-        tw_result r = co->slot;
-        co->slot = tw_result_none();
+        tw_result r = co->result;
+        co->result = tw_result_none();
         co->out = NULL;
         fire(d, r);
         tw_deferred_unref(d);
@@ -308,7 +390,7 @@ static void cancel_out(tw_deferred *d, void *arg)
      * drops the coroutine's late result). */
     if (new_out(co, &next) == 0) {
         co->out = next;
-        tw_deferred_callback(d, tw_result_value(tw_deferred_ref(next), marker_drop));
+        tw__deferred_fire_chained(d, tw_result_deferred(tw_deferred_ref(next)));
         tw_deferred_unref(d); /* the coroutine's; next's chain holds d now */
     }
     if (co->state == TW__CO_SUSPENDED)

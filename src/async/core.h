@@ -1,23 +1,22 @@
-/* Internal: the coroutine core (coro.c), as the async layer and the
- * benchmarks see it. A coroutine runs body(arg) on a stack of its own, on
- * the thread that created it; it knows nothing of Deferreds. */
+/* Internal: the coroutine core (coro.c). A coroutine runs body(arg) on a
+ * stack of its own, on the thread that created it, and keeps what body
+ * returns; it knows nothing of Deferreds. */
 #ifndef TW_ASYNC_CORE_H
 #define TW_ASYNC_CORE_H
 
 #include <stdbool.h>
 
+#include <twine/async.h>
+
 typedef struct tw__co tw__co;
 
-/* A coroutine that will run body(arg) when first resumed. file:line names it
- * in reports (a stack overflow). NULL when no stack can be had. */
-tw__co *tw__co_new(void (*body)(void *arg), void *arg, const char *file, int line);
-/* Runs co until it suspends or its body returns. Only on co's thread, and
- * only while co is not running. */
-void tw__co_resume(tw__co *co);
-/* From inside the running coroutine: switches back to whatever resumed it;
- * returns when it is resumed again. */
-void tw__co_suspend(void);
-/* Its body has returned. */
+/* A coroutine that will run body(arg) when first resumed (tw__co_start).
+ * file:line names it in reports (a stack overflow). NULL when no stack can
+ * be had. */
+tw__co *tw__co_new(tw_result_fn body, void *arg, const char *file, int line);
+/* tw__co_start, tw__co_resume and tw__co_suspend, the switches, are inline,
+ * in coro.h: a switch is cheapest inline in the code that switches. */
+/* Its body has returned (what it returned is the block's `result`). */
 bool tw__co_finished(const tw__co *co);
 /* Frees a coroutine that has finished or never ran: its stack goes back to
  * the thread's cache. */

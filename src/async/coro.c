@@ -16,23 +16,30 @@
 _Thread_local tw__co *tw__co_current __attribute__((tls_model("initial-exec")));
 _Thread_local size_t tw__co_live __attribute__((tls_model("initial-exec")));
 
-/* The first code on a new stack. */
-static void entry(void *p)
+/* A body's return lands here, on its own stack (the switch's start frame
+ * sees to that: switch.h); from here for good back to what resumed it. */
+void tw__co_returned(tw__co *co, void *ptr, tw_drop_fn drop)
 {
-    tw__co *co = p;
-
-    tw__asan_finish(NULL, &co->from_lo, &co->from_size);
-    co->body(co->body_arg);
+    co->result = tw_result_value(ptr, drop);
     co->finished = true;
     tw__co_live--;
     /* For good: ASan frees this stack's fake frames (no slot to keep them). */
     tw__asan_start(NULL, co->from_lo, co->from_size);
     tw__tsan_switch(co->tsan_resumer);
-    tw__ctx_switch(&co->ctx, &co->resumer);
-    __builtin_unreachable();
+    tw__ctx_exit(&co->ctx, &co->resumer);
 }
 
-tw__co *tw__co_new(void (*body)(void *arg), void *arg, const char *file, int line)
+#ifdef TW__ASAN
+/* The first code on a new stack tells ASan which stack it came from. */
+static tw_result begin(void *p)
+{
+    tw__co *co = p;
+    tw__asan_finish(NULL, &co->from_lo, &co->from_size);
+    return co->body(co->body_arg);
+}
+#endif
+
+tw__co *tw__co_new(tw_result_fn body, void *arg, const char *file, int line)
 {
     tw__co *co = tw__stack_take();
 
@@ -50,19 +57,13 @@ tw__co *tw__co_new(void (*body)(void *arg), void *arg, const char *file, int lin
     co->from_size = 0;
     co->tsan_fiber = tw__tsan_create();
     co->tsan_resumer = NULL;
-    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), entry, co);
+#ifdef TW__ASAN
+    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), begin, co, co);
+#else
+    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), body, arg, co);
+#endif
     tw__co_live++;
     return co;
-}
-
-void tw__co_resume(tw__co *co)
-{
-    tw__co_resume_inline(co);
-}
-
-void tw__co_suspend(void)
-{
-    tw__co_suspend_inline(tw__co_current);
 }
 
 bool tw__co_finished(const tw__co *co)

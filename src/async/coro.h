@@ -42,8 +42,9 @@ struct tw__co {
     tw__ctx ctx;         /* its context while it does not run */
     tw__ctx resumer;     /* the context that resumed it, while it runs */
     tw__co *parent;      /* the running coroutine when it was resumed (NULL: none) */
-    void (*body)(void *);
+    tw_result_fn body;
     void *body_arg;
+    tw_result result;    /* what body returned, once finished */
     uint32_t thread;     /* tw__self() of its creator, the only thread it runs on */
     bool finished;       /* body returned */
     const char *file;    /* where it was started */
@@ -58,13 +59,11 @@ struct tw__co {
     void *tsan_resumer;
 
     /* ---- the async layer (async.c) ---- */
-    tw_result_fn fn;
-    void *arg;
     tw_deferred *out;        /* the Deferred its result goes to (one reference);
                                 NULL once delivered by a cancel */
     tw_deferred *waiting_on; /* while SUSPENDED: the Deferred awaited (weak: it
                                 lives until our callback on it has run) */
-    tw_result slot;          /* a result handed in at an await; then the final result */
+    tw_result slot;          /* a result handed in at an await */
     uint8_t state;
     bool cancel_pending;     /* cancelled while running: cancel the next await */
     const char *await_file;  /* the current (or last) await */
@@ -92,32 +91,45 @@ static inline size_t tw__co_stack_size(const tw__co *co)
 }
 
 /* ---- resume and suspend --------------------------------------------------
- * Inline here for the async layer (core.h has them out of line). Every
- * switch is bracketed by the sanitizers' fiber annotations, in the order
- * their documentation asks: AddressSanitizer's start before and finish after,
- * on the stack switched to; ThreadSanitizer's switch right before. */
+ * Inline, as the switch under them (switch.h): where they are inlined into a
+ * function that returns right after, that return is the one a return-stack
+ * predictor gets wrong. Every switch is bracketed by the sanitizers' fiber
+ * annotations, in the order their documentation asks: AddressSanitizer's
+ * start before and finish after, on the stack switched to;
+ * ThreadSanitizer's switch right before. */
 
-/* Runs co until it suspends or its body returns. */
-static inline __attribute__((always_inline)) void tw__co_resume_inline(tw__co *co)
+/* Runs co until it suspends or its body returns. Only on co's thread, and
+ * only while co is not running; the first time, tw__co_start. */
+#define TW__CO_RESUME(co, SWITCH)                                                          \
+    do {                                                                                   \
+        void *fake_ = NULL; /* this stack's fake frames while it waits here (ASan) */      \
+        (co)->parent = tw__co_current;                                                     \
+        tw__co_current = (co);                                                             \
+        tw__asan_start(&fake_, tw__co_stack_lo(co), tw__co_stack_size(co));                \
+        (co)->tsan_resumer = tw__tsan_current();                                           \
+        tw__tsan_switch((co)->tsan_fiber);                                                 \
+        SWITCH(&(co)->resumer, &(co)->ctx);                                                \
+        tw__asan_finish(fake_, NULL, NULL);                                                \
+        tw__co_current = (co)->parent;                                                     \
+    } while (0)
+static inline __attribute__((always_inline)) void tw__co_resume(tw__co *co)
 {
-    void *fake = NULL; /* this stack's fake frames while it waits here (ASan) */
-
-    co->parent = tw__co_current;
-    tw__co_current = co;
-    tw__asan_start(&fake, tw__co_stack_lo(co), tw__co_stack_size(co));
-    co->tsan_resumer = tw__tsan_current();
-    tw__tsan_switch(co->tsan_fiber);
-    tw__ctx_switch(&co->resumer, &co->ctx);
-    tw__asan_finish(fake, NULL, NULL);
-    tw__co_current = co->parent;
+    TW__CO_RESUME(co, tw__ctx_resume);
+}
+/* The first resume of a coroutine tw__co_new made: it starts with the
+ * caller's floating-point modes. */
+static inline __attribute__((always_inline)) void tw__co_start(tw__co *co)
+{
+    TW__CO_RESUME(co, tw__ctx_resume_first);
 }
 
-/* From inside co, the running coroutine: back to what resumed it. */
-static inline __attribute__((always_inline)) void tw__co_suspend_inline(tw__co *co)
+/* From inside co, the running coroutine: back to what resumed it; returns
+ * when it is resumed again. */
+static inline __attribute__((always_inline)) void tw__co_suspend(tw__co *co)
 {
     tw__asan_start(&co->asan_fake, co->from_lo, co->from_size);
     tw__tsan_switch(co->tsan_resumer);
-    tw__ctx_switch(&co->ctx, &co->resumer);
+    tw__ctx_suspend(&co->ctx, &co->resumer);
     /* Resumed, perhaps from another stack than last time. */
     tw__asan_finish(co->asan_fake, &co->from_lo, &co->from_size);
 }

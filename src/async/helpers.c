@@ -8,6 +8,7 @@
 
 #include "async/coro.h"
 #include "base/alloc.h"
+#include "deferred/deferred.h"
 
 /* ---- a producer's code and Deferred ------------------------------------------ */
 
@@ -269,39 +270,52 @@ static tw__guard enter(tw_result r, void *obj, int (*release)(void *), int *rc)
     return g;
 }
 
-/* A grant made at once comes as a Deferred that has already fired with the
- * primitive as its value (no drop function): dropping that Deferred takes
- * the grant without the await's callback. */
-static bool granted_at_once(tw_deferred *d, void *obj)
+/* A grant that can be made at once is taken without a Deferred: the lock
+ * or token is the guard's before the block, as TW_WITH's is. Otherwise the
+ * Deferred acquire gives is awaited as tw_await awaits (twine/async.h has
+ * the inline side, tw__await_guard_inline). */
+int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__await *a)
 {
-    tw_result r;
-    if (!tw_deferred_peek(d, &r) || tw_deferred_paused(d) || !tw_result_is_value(r) ||
-        r.ptr != obj)
-        return false;
-    tw_deferred_unref(d);
-    return true;
+    tw_deferred *d = NULL;
+    int code;
+    if (!tw__co_current) {
+        a->r = tw_await_at(NULL, file, line); /* the misuse report and TW_EPERM */
+        return 0;
+    }
+    if (sem ? tw__dsem_try_acquire(p) : tw__dlock_try_acquire(p)) {
+        a->r = tw_result_none();
+        return 0;
+    }
+    code = sem ? tw_dsem_acquire(p, &d) : tw_dlock_acquire(p, &d);
+    if (code) {
+        a->r = tw_await_call_at(code, &d, file, line);
+        return 0;
+    }
+    return tw__await_begin(d, file, line, a);
+}
+
+tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r)
+{
+    return enter(r, p, sem ? release_dsem : release_dlock, rc);
+}
+
+/* For compilers without the inline switch. */
+static tw__guard guard(void *p, int sem, int *rc, const char *file, int line)
+{
+    tw__await a;
+    if (tw__await_guard_begin(p, sem, file, line, &a)) {
+        tw__ctx_suspend(a.from, a.to);
+        a.r = tw__await_end();
+    }
+    return tw__await_guard_end(p, sem, rc, a.r);
 }
 
 tw__guard tw__await_guard_dlock(tw_dlock *l, int *rc, const char *file, int line)
 {
-    tw_deferred *d = NULL;
-    int code;
-    if (!tw__co_current)
-        return enter(tw_await_at(NULL, file, line), l, release_dlock, rc);
-    code = tw_dlock_acquire(l, &d);
-    if (code == 0 && granted_at_once(d, l))
-        return enter(tw_result_none(), l, release_dlock, rc);
-    return enter(tw_await_call_at(code, &d, file, line), l, release_dlock, rc);
+    return guard(l, 0, rc, file, line);
 }
 
 tw__guard tw__await_guard_dsem(tw_dsem *s, int *rc, const char *file, int line)
 {
-    tw_deferred *d = NULL;
-    int code;
-    if (!tw__co_current)
-        return enter(tw_await_at(NULL, file, line), s, release_dsem, rc);
-    code = tw_dsem_acquire(s, &d);
-    if (code == 0 && granted_at_once(d, s))
-        return enter(tw_result_none(), s, release_dsem, rc);
-    return enter(tw_await_call_at(code, &d, file, line), s, release_dsem, rc);
+    return guard(s, 1, rc, file, line);
 }

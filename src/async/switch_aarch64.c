@@ -63,8 +63,9 @@ __asm__(".text\n\t"
         "ret\n\t"
         ".cfi_endproc\n\t"
         ".size tw__ctx_switch, .-tw__ctx_switch\n\t"
-        /* A new context "returns" here with x19 = arg and x20 = entry.
-         * entry never returns. Backtraces stop here: there is no caller. */
+        /* A new context "returns" here with x19 = arg, x20 = fn and x21 =
+         * co; fn's result (x0, x1) goes to tw__co_returned, which never
+         * returns. Backtraces stop here: there is no caller. */
         ".p2align 4\n\t"
         ".globl tw__ctx_start\n\t"
         ".hidden tw__ctx_start\n\t"
@@ -75,11 +76,16 @@ __asm__(".text\n\t"
         "hint #34\n\t"
         "mov x0, x19\n\t"
         "blr x20\n\t"
+        "mov x2, x1\n\t"
+        "mov x1, x0\n\t"
+        "mov x0, x21\n\t"
+        "bl tw__co_returned\n\t"
         "brk #0\n\t"
         ".cfi_endproc\n\t"
         ".size tw__ctx_start, .-tw__ctx_start\n\t");
 
-void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, void (*entry)(void *), void *arg)
+void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
+                  struct tw__co *co)
 {
     uint64_t *sp = (uint64_t *)((char *)lo + size - 176);
     uint64_t fpcr;
@@ -88,8 +94,9 @@ void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, void (*entry)(void *), vo
     __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
     memset(sp, 0, 176);
     sp[20] = fpcr;
-    sp[0] = (uint64_t)(uintptr_t)arg;   /* x19 */
-    sp[1] = (uint64_t)(uintptr_t)entry; /* x20 */
+    sp[0] = (uint64_t)(uintptr_t)arg; /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)fn;  /* x20 */
+    sp[2] = (uint64_t)(uintptr_t)co;  /* x21 */
     sp[10] = 0;                         /* x29: the end of the frame chain */
     sp[11] = (uint64_t)(uintptr_t)tw__ctx_start; /* x30 */
     ctx->sp = sp;

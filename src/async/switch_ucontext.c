@@ -8,27 +8,33 @@
 #ifdef TW__SWITCH_UCONTEXT
 
 #include <stdint.h>
-#include <stdlib.h>
 
 /* makecontext passes int arguments only: each pointer travels as two halves. */
-static void start(unsigned e_hi, unsigned e_lo, unsigned a_hi, unsigned a_lo)
+static void *join(unsigned hi, unsigned lo)
 {
-    uintptr_t e = ((uintptr_t)(((uint64_t)e_hi << 32) | e_lo));
-    uintptr_t a = ((uintptr_t)(((uint64_t)a_hi << 32) | a_lo));
-    ((void (*)(void *))e)((void *)a);
-    abort(); /* entry never returns */
+    return (void *)(uintptr_t)(((uint64_t)hi << 32) | lo);
 }
 
-void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, void (*entry)(void *), void *arg)
+static void start(unsigned f_hi, unsigned f_lo, unsigned a_hi, unsigned a_lo, unsigned c_hi,
+                  unsigned c_lo)
 {
-    uint64_t e = (uint64_t)(uintptr_t)entry, a = (uint64_t)(uintptr_t)arg;
+    tw_result (*fn)(void *) = (tw_result(*)(void *))(uintptr_t)join(f_hi, f_lo);
+    tw_result r = fn(join(a_hi, a_lo));
+    tw__co_returned(join(c_hi, c_lo), r.ptr, r.drop); /* never returns */
+}
+
+void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
+                  struct tw__co *co)
+{
+    uint64_t f = (uint64_t)(uintptr_t)fn, a = (uint64_t)(uintptr_t)arg;
+    uint64_t c = (uint64_t)(uintptr_t)co;
 
     getcontext(&ctx->uc);
     ctx->uc.uc_stack.ss_sp = lo;
     ctx->uc.uc_stack.ss_size = size;
     ctx->uc.uc_link = NULL;
-    makecontext(&ctx->uc, (void (*)(void))start, 4, (unsigned)(e >> 32), (unsigned)e,
-                (unsigned)(a >> 32), (unsigned)a);
+    makecontext(&ctx->uc, (void (*)(void))start, 6, (unsigned)(f >> 32), (unsigned)f,
+                (unsigned)(a >> 32), (unsigned)a, (unsigned)(c >> 32), (unsigned)c);
 }
 
 void tw__ctx_switch(tw__ctx *from, tw__ctx *to)

@@ -1,95 +1,126 @@
-/* The context switch for x86-64 (System V ABI, ELF), selected by switch.h.
+/* The context switch for x86-64 (System V ABI, ELF), selected by switch.h,
+ * where the switches themselves are, inline, with why a resume is a call.
  *
- * A context that is not running is its stack pointer; below it, on its own
- * stack, lie what a function call must preserve and the callee-clobbered
- * registers need not: rbp, rbx, r12-r15, the control bits of MXCSR and the
- * x87 control word (rounding modes and exception masks belong to the context
- * that set them), and the return address. The layout, from the saved sp up:
+ * A context that is not running is a tw__ctx: where it continues, rsp, rbp,
+ * MXCSR and the x87 control word (rounding modes and exception masks belong
+ * to the context that set them). The other registers a call must preserve
+ * (rbx, r12-r15) every switch declares clobbered: the compiler keeps what it
+ * needs of them in the switching function's frame, on that context's own
+ * stack. The signal mask is not touched.
  *
- *     sp+0   MXCSR (4 bytes), x87 control word (2), padding (2)
- *     sp+8   r15, r14, r13, r12, rbx, rbp        (6 x 8 bytes)
- *     sp+56  return address
+ * This file has the resumer's side of a switch and the start of a new
+ * context. tw__ctx_resume_asm(from = rdi, to = rsi) is called from
+ * tw__ctx_resume's inline asm, which declares every register but rsp and
+ * rbp clobbered, so nothing here needs keeping. Its stack, from the saved
+ * rsp up, while the resumer waits:
  *
- * The saved sp is 16-byte aligned (a call leaves rsp at 8 mod 16; six pushes
- * and the 8-byte slot bring it back to 0). The signal mask is not touched.
- * Loading MXCSR and the control word is about a fifth of a switch's cost;
- * testing whether they changed, to skip the loads, costs more than them. */
+ *     T               pushed by the inner call: where the resumer returns
+ *                     first, and what the return-stack predictor holds
+ *     caller's return back into tw__ctx_resume's caller
+ *
+ * A context made by tw__ctx_make starts in tw__ctx_begin with this frame,
+ * from rsp up, so that its function is entered as if called from T:
+ *
+ *     T, 0, fn, arg, co
+ *
+ * The 0 is how T tells a returning function (the word above its return
+ * address is that 0) from the resumer (the word is its caller's return
+ * address). */
 #include "async/switch.h"
 
 #ifdef TW__SWITCH_X86_64
 
-#include <stdint.h>
-
-void tw__ctx_start(void); /* the first "return" of a new context; never called */
+void tw__ctx_begin(void); /* where a new context starts; never called */
+void tw__ctx_ret(void);   /* T; never called */
 
 __asm__(".text\n\t"
         ".p2align 4\n\t"
-        ".globl tw__ctx_switch\n\t"
-        ".hidden tw__ctx_switch\n\t"
-        ".type tw__ctx_switch, @function\n"
-        "tw__ctx_switch:\n\t"
+        ".globl tw__ctx_resume_first_asm\n\t"
+        ".hidden tw__ctx_resume_first_asm\n\t"
+        ".type tw__ctx_resume_first_asm, @function\n"
+        "tw__ctx_resume_first_asm:\n\t"
         ".cfi_startproc\n\t"
-        "pushq %rbp\n\t"
-        "pushq %rbx\n\t"
-        "pushq %r12\n\t"
-        "pushq %r13\n\t"
-        "pushq %r14\n\t"
-        "pushq %r15\n\t"
-        "subq $8, %rsp\n\t"
-        "stmxcsr (%rsp)\n\t"
-        "fnstcw 4(%rsp)\n\t"
-        "movq %rsp, (%rdi)\n\t" /* from->sp */
-        "movq (%rsi), %rsp\n\t" /* to->sp: from here on, the other stack */
-        "ldmxcsr (%rsp)\n\t"
-        "fldcw 4(%rsp)\n\t"
+        "xorl %eax, %eax\n\t" /* a new context: keep the floating-point modes */
+        "jmp 0f\n\t"
+        ".globl tw__ctx_resume_asm\n\t"
+        ".hidden tw__ctx_resume_asm\n\t"
+        ".type tw__ctx_resume_asm, @function\n"
+        "tw__ctx_resume_asm:\n\t"
+        "movl $1, %eax\n"
+        "0:\n\t"
+        "call 1f\n\t"
+        ".globl tw__ctx_ret\n\t"
+        ".hidden tw__ctx_ret\n"
+        "tw__ctx_ret:\n\t"
+        "cmpq $0, (%rsp)\n\t"
+        "je 3f\n\t"
+        "ret\n" /* the resumer, back to its caller */
+        "3:\n\t"
+        /* A context's function returned its result (rax, rdx) here, on its
+         * own stack: rsp points at the 0, co is 24 bytes above. The core
+         * ends the context; it is jumped to with a return address of 0 (no
+         * call: a call would leave an address for the resumer to pop). */
+        "movq 24(%rsp), %rdi\n\t"
+        "movq %rax, %rsi\n\t"
+        "pushq $0\n\t"
+        "jmp tw__co_returned\n"
+        "1:\n\t"
+        ".cfi_adjust_cfa_offset 8\n\t"
+        "leaq 4f(%rip), %rcx\n\t"
+        "movq %rsp, 0(%rdi)\n\t"
+        "movq %rcx, 8(%rdi)\n\t"
+        "movq %rbp, 16(%rdi)\n\t"
+        "stmxcsr 24(%rdi)\n\t"
+        "fnstcw 28(%rdi)\n\t"
+        "testl %eax, %eax\n\t"
+        "jz 2f\n\t"
+        "ldmxcsr 24(%rsi)\n\t"
+        "fldcw 28(%rsi)\n"
+        "2:\n\t"
+        "movq 16(%rsi), %rbp\n\t"
+        "movq 0(%rsi), %rsp\n\t" /* from here on, the other stack */
+        "jmpq *8(%rsi)\n"
+        "4:\n\t"
+        "ret\n\t" /* suspended back to us: to T, the predicted return */
+        /* The context ended (tw__ctx_exit): its function's return took T
+         * off the predictor, so the resumer skips it. */
+        ".globl tw__ctx_exited\n\t"
+        ".hidden tw__ctx_exited\n"
+        "tw__ctx_exited:\n\t"
         "addq $8, %rsp\n\t"
-        "popq %r15\n\t"
-        "popq %r14\n\t"
-        "popq %r13\n\t"
-        "popq %r12\n\t"
-        "popq %rbx\n\t"
-        "popq %rbp\n\t"
-        /* Not ret: the return-stack predictor holds our own caller, never
-         * the other context's, so a ret would be mispredicted every time;
-         * the indirect-branch predictor learns a jump's targets. */
-        "popq %r8\n\t"
-        "jmp *%r8\n\t"
+        ".cfi_adjust_cfa_offset -8\n\t"
+        "ret\n\t"
         ".cfi_endproc\n\t"
-        ".size tw__ctx_switch, .-tw__ctx_switch\n\t"
-        /* A new context "returns" here with r12 = arg and r13 = entry, and
-         * rsp 16-byte aligned, so the call below meets the ABI. entry never
-         * returns. Backtraces stop here: there is no caller. */
+        ".size tw__ctx_resume_first_asm, .-tw__ctx_resume_first_asm\n\t"
+        /* A new context: its function is entered with rsp at T (8 mod 16,
+         * as after a call). Backtraces stop at the 0 above T. */
         ".p2align 4\n\t"
-        ".globl tw__ctx_start\n\t"
-        ".hidden tw__ctx_start\n\t"
-        ".type tw__ctx_start, @function\n"
-        "tw__ctx_start:\n\t"
+        ".globl tw__ctx_begin\n\t"
+        ".hidden tw__ctx_begin\n\t"
+        ".type tw__ctx_begin, @function\n"
+        "tw__ctx_begin:\n\t"
         ".cfi_startproc\n\t"
         ".cfi_undefined rip\n\t"
-        "movq %r12, %rdi\n\t"
-        "callq *%r13\n\t"
-        "ud2\n\t"
+        "movq 24(%rsp), %rdi\n\t"
+        "jmpq *16(%rsp)\n\t"
         ".cfi_endproc\n\t"
-        ".size tw__ctx_start, .-tw__ctx_start\n\t");
+        ".size tw__ctx_begin, .-tw__ctx_begin\n\t");
 
-void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, void (*entry)(void *), void *arg)
+void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
+                  struct tw__co *co)
 {
-    uint64_t *sp = (uint64_t *)((char *)lo + size) - 10; /* 8 frame words, 16 bytes spare */
-    uint32_t mxcsr;
-    uint16_t fpucw;
+    void **sp = (void **)((char *)lo + size) - 5; /* 8 mod 16 */
 
-    /* A new context starts with the creator's floating-point modes. */
-    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ __volatile__("fnstcw %0" : "=m"(fpucw));
-    sp[0] = (uint64_t)mxcsr | (uint64_t)fpucw << 32;
-    sp[1] = 0;                          /* r15 */
-    sp[2] = 0;                          /* r14 */
-    sp[3] = (uint64_t)(uintptr_t)entry; /* r13 */
-    sp[4] = (uint64_t)(uintptr_t)arg;   /* r12 */
-    sp[5] = 0;                          /* rbx */
-    sp[6] = 0;                          /* rbp: the end of the frame chain */
-    sp[7] = (uint64_t)(uintptr_t)tw__ctx_start;
+    sp[0] = (void *)tw__ctx_ret;
+    sp[1] = NULL;
+    sp[2] = (void *)fn;
+    sp[3] = arg;
+    sp[4] = co;
     ctx->sp = sp;
+    ctx->pc = (void *)tw__ctx_begin;
+    ctx->fp = NULL; /* the end of the frame chain */
+    /* No floating-point modes: tw__ctx_resume_first leaves it those of the
+     * resumer. */
 }
 
 #endif

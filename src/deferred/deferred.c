@@ -402,26 +402,51 @@ static __attribute__((noinline)) void fire_dropping(tw_deferred *d)
     tw_deferred_unref(d);
 }
 
+/* d has fired already: r is dropped. A late result after a cancel without
+ * canceller is swallowed once. */
+static int fired_twice(tw_deferred *d, tw_result r)
+{
+    tw_result_drop(r);
+    if (d->flags & F_SUPPRESS) {
+        d->flags &= ~F_SUPPRESS;
+        return 0;
+    }
+    return TW_EALREADY;
+}
+
 int tw__deferred_fire(tw_deferred *d, tw_result r)
 {
     if (tw_result_is_deferred(r)) {
         tw_result_drop(r);
         return TW_EINVAL;
     }
-    if (d->flags & F_CALLED) {
-        tw_result_drop(r);
-        if (d->flags & F_SUPPRESS) {
-            d->flags &= ~F_SUPPRESS;
-            return 0;
-        }
-        return TW_EALREADY;
-    }
+    if (d->flags & F_CALLED)
+        return fired_twice(d, r);
     d->flags |= F_CALLED;
     d->result = r;
     if (__builtin_expect(d->flags & F_CANCELLER_DROP, 0))
         fire_dropping(d);
     else
         tw__deferred_run(d);
+    return 0;
+}
+
+int tw__deferred_fire_chained(tw_deferred *d, tw_result r)
+{
+    if (d->flags & F_CALLED)
+        return fired_twice(d, r);
+    /* As run_one: the chain is on no loop's stack, and d is marked so while
+     * settle runs, since settle may hand d a result at once (an abandoned
+     * r) and d's entries then run below, in order. */
+    d->flags |= F_CALLED | F_ON_STACK;
+    d->refs++;
+    settle(d, r);
+    d->flags &= ~F_ON_STACK;
+    if (__builtin_expect(d->flags & F_CANCELLER_DROP, 0))
+        fire_dropping(d);
+    else
+        tw__deferred_run(d);
+    tw_deferred_unref(d);
     return 0;
 }
 

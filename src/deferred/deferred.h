@@ -58,13 +58,18 @@ struct tw_deferred {
     uint32_t head, count, cap;
     uint32_t refs;
     uint32_t flags;
-    uint32_t paused;           /* user pauses only; waiting on a chain is F_WAITING */
     tw_deferred *stack_next;   /* run-loop stack link, while F_ON_STACK */
     tw_canceller_fn canceller;
     void *canceller_arg;
     tw_deferred *wprev, *wnext; /* waiter list of a DeferredLock/Semaphore/Queue */
     const char *file;           /* creation site (may be NULL) */
     int line;
+    /* User pauses only; waiting on a chain is F_WAITING. Not next to flags:
+     * the two are tested together (tw__deferred_ready) right after a store to
+     * flags, and a compiler merges adjacent fields into one 8-byte load,
+     * which the 4-byte store cannot be forwarded to (a stall of a dozen
+     * cycles or so on every fire). */
+    uint32_t paused;
     /* The wait path's shortcut (deferred.c, "Finding the innermost"). With
      * F_HINT (only while F_WAITING): a Deferred further along the path than
      * result.ptr, pinned; it holds while hint->cuts == hint_cuts. */
@@ -112,6 +117,14 @@ void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind);
 void tw__deferred_run(tw_deferred *d);
 /* Fires without the thread check: the internal paths of lock, queue and list. */
 int tw__deferred_fire(tw_deferred *d, tw_result r);
+/* Fires d with r, which carries a Deferred (its reference is consumed): d
+ * waits on it, as a chain waits on a Deferred one of its callbacks returned
+ * (the cycle check included), and its callbacks run with that Deferred's
+ * result. What async's coroutines fire their Deferred with when their
+ * function returns a Deferred, or when a cancel hands their result on. If d
+ * has fired, r is dropped: TW_EALREADY (0 when a cancel without canceller
+ * swallows it). */
+int tw__deferred_fire_chained(tw_deferred *d, tw_result r);
 /* The innermost Deferred of d's wait path: d itself unless d waits; the one
  * a cancel reaches and the one whose result d will get. Amortised constant
  * time (path compression). */
@@ -143,6 +156,12 @@ void tw__failure_set_index(tw_failure *f, size_t index);
 
 /* prim.c: the E_RUN entry. r is the granted value (the primitive). */
 tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg);
+/* prim.c: takes the lock, or a token of the semaphore, if acquire would
+ * grant it at once, without the already-fired Deferred acquire makes for
+ * that; false when the caller would have to wait, and for what acquire
+ * refuses (NULL, the wrong kind). */
+bool tw__dlock_try_acquire(tw_dlock *l);
+bool tw__dsem_try_acquire(tw_dsem *s);
 
 /* ---- waiter lists (prim.c, dqueue.c) -------------------------------------
  * Intrusive FIFO through wprev/wnext; the list holds one reference to each

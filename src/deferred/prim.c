@@ -56,6 +56,16 @@ static void cancel_waiter(tw_deferred *d, void *arg)
     tw_deferred_unref(d); /* the list's reference; the canceller's caller holds one */
 }
 
+static bool try_acquire(tw__dprim *p, const char *function)
+{
+    check_thread(p, function);
+    if (p->held < lim(p) && !p->head) {
+        p->held++;
+        return true;
+    }
+    return false;
+}
+
 static int acquire(tw__dprim *p, tw_deferred **out)
 {
     if (p->held < lim(p) && !p->head) { /* granted at once: nothing to cancel */
@@ -221,6 +231,11 @@ int tw_dlock_run_full(tw_dlock *l, tw_result_fn fn, void *arg, tw_drop_fn drop,
     return run(&l->p, fn, arg, drop, out);
 }
 
+bool tw__dlock_try_acquire(tw_dlock *l)
+{
+    return l && l->p.limit <= 1 && try_acquire(&l->p, "tw_dlock_acquire");
+}
+
 bool tw_dlock_locked(const tw_dlock *l)
 {
     return l && l->p.held > 0;
@@ -250,6 +265,11 @@ int tw_dsem_acquire(tw_dsem *s, tw_deferred **out)
         return TW_EINVAL;
     check_thread(&s->p, "tw_dsem_acquire");
     return acquire(&s->p, out);
+}
+
+bool tw__dsem_try_acquire(tw_dsem *s)
+{
+    return s && s->p.limit != 0 && try_acquire(&s->p, "tw_dsem_acquire");
 }
 
 int tw_dsem_release(tw_dsem *s)
