@@ -62,7 +62,7 @@ static void test_seen_while_watching_restores_budget(void **state)
     /* A watch stalled past its budget (a preempted vCPU) times out instead:
      * try a few times; one that never sees the answer fails every time. */
     bool seen = false;
-    for (int i = 0; i < 20 && !seen; i++) {
+    for (int i = 0; i < 200 && !seen; i++) {
         tw__spin_state st = {1, 3};
         script sc = {0, 10, 0};
         seen = tw__spin_wait(&st, scripted, &sc, -1);
@@ -78,11 +78,17 @@ static void test_seen_while_watching_restores_budget(void **state)
 }
 
 /* A partner on another thread: the watch sees its store. */
+typedef struct partner {
+    script sc;
+    unsigned running; /* atomic: the partner thread has started */
+} partner;
+
 static void *set_flag_later(void *arg)
 {
-    script *sc = arg;
+    partner *pt = arg;
+    __atomic_store_n(&pt->running, 1, __ATOMIC_RELEASE);
     sched_yield();
-    __atomic_store_n(&sc->flag, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&pt->sc.flag, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -91,13 +97,17 @@ static void test_sees_another_threads_store(void **state)
     (void)state;
     need_two_cpus();
     int seen = 0;
-    /* The partner may be slower than a whole budget (a stalled vCPU): try a
-     * few times; a watcher that never sees the store fails every time. */
-    for (int i = 0; i < 20 && !seen; i++) {
+    /* The watch starts once the partner runs (creating a thread can take
+     * longer than a budget under load). The partner may still be slower
+     * than a whole budget (a stalled vCPU): try again; a watcher that never
+     * sees the store fails every time. */
+    for (int i = 0; i < 200 && !seen; i++) {
         tw__spin_state st = {0, 0};
-        script sc = {0, 0, 0};
-        pthread_t t = tw_test_start(set_flag_later, &sc);
-        seen = tw__spin_wait(&st, scripted, &sc, -1);
+        partner pt = {{0, 0, 0}, 0};
+        pthread_t t = tw_test_start(set_flag_later, &pt);
+        while (!__atomic_load_n(&pt.running, __ATOMIC_ACQUIRE))
+            sched_yield();
+        seen = tw__spin_wait(&st, scripted, &pt.sc, -1);
         tw_test_join(t);
         if (seen)
             assert_int_equal(st.cut, 0);
