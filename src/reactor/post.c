@@ -2,11 +2,17 @@
  *
  * Two structures, one order.
  *  - The ring: a bounded multi-producer queue of (fn, arg) cells, each with
- *    a sequence number (Vyukov's design). A poster claims a slot with one CAS
- *    on `ring_tail`, writes the cell and publishes it by storing its
- *    sequence; the loop reads cells in order and gives each back. No
- *    allocation, no node: this is the path of nearly every call, from
- *    tw_reactor_call_from_thread and tw_reactor_post alike.
+ *    a sequence number. A poster claims a slot with one CAS on `ring_tail`,
+ *    writes the cell and publishes it by storing its position + 1 as the
+ *    cell's sequence; the loop reads cells in order and gives them back by
+ *    advancing `ring_head` (release), never by writing a cell: a cell's
+ *    line is written by posters only, so the loop reading one cell does not
+ *    pull back the line a poster is filling next (a poster and a loop on
+ *    two CPUs otherwise bounced the lines between their caches and ran at a
+ *    fifth of the speed, depending on where the scheduler put them). Posters
+ *    read `ring_head` only when the ring looks full by `head_seen`, their
+ *    own cached copy. No allocation, no node: this is the path of nearly
+ *    every call, from tw_reactor_call_from_thread and tw_reactor_post alike.
  *  - The overflow stack: when the ring is full, a call goes on a lock-free
  *    LIFO (a Treiber stack) of tw_call nodes — the caller's node for
  *    tw_reactor_post, an allocated one for call_from_thread — and `ovf`
@@ -43,19 +49,25 @@
 
 #define RING_CLOSED (UINT64_C(1) << 63)
 
+/* The allocator promises malloc's alignment only: the cells' 64 bytes more
+ * let the ring start on a cache line. */
+#define RING_BYTES (TW__RING_SIZE * sizeof(tw__cell) + 64)
+
 int tw__post_init(tw_reactor *r)
 {
-    r->ring = tw__alloc(TW__RING_SIZE * sizeof *r->ring);
-    if (!r->ring)
+    r->ring_mem = tw__alloc(RING_BYTES);
+    if (!r->ring_mem)
         return TW_ENOMEM;
+    r->ring = (tw__cell *)(((uintptr_t)r->ring_mem + 63) & ~(uintptr_t)63);
     for (uint64_t i = 0; i < TW__RING_SIZE; i++)
-        r->ring[i].seq = i;
+        r->ring[i].seq = 0; /* nothing published: slot i's first call is published as i + 1 */
     return 0;
 }
 
 void tw__post_destroy(tw_reactor *r)
 {
-    tw__free(r->ring, TW__RING_SIZE * sizeof *r->ring);
+    tw__free(r->ring_mem, RING_BYTES);
+    r->ring_mem = NULL;
     r->ring = NULL;
 }
 
@@ -80,25 +92,24 @@ static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
 {
     /* relaxed: only a starting guess; the CAS below decides. */
     uint64_t pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
-    tw__cell *c;
+    uint64_t head = __atomic_load_n(&r->head_seen, __ATOMIC_RELAXED);
     for (;;) {
         if (pos & RING_CLOSED)
             return TW_ESHUTDOWN;
-        c = &r->ring[pos & (TW__RING_SIZE - 1)];
-        /* acquire: the loop's reads of this cell's last call are done. */
-        uint64_t seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
-        int64_t diff = (int64_t)(seq - pos);
-        if (diff == 0) {
-            /* seq_cst: the claim comes before the wake-flag load (handshake). */
-            if (__atomic_compare_exchange_n(&r->ring_tail, &pos, pos + 1, true,
-                                            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-                break;
-        } else if (diff < 0) {
-            return TW_EFULL; /* the loop has not given this cell back yet */
-        } else {
-            pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
+        if (pos - head >= TW__RING_SIZE) {
+            /* acquire: pairs with the loop's release of ring_head, so its
+             * reads of the cells before head are done before we reuse one. */
+            head = __atomic_load_n(&r->ring_head, __ATOMIC_ACQUIRE);
+            if (pos - head >= TW__RING_SIZE)
+                return TW_EFULL; /* the loop has not run the call a lap ago yet */
+            __atomic_store_n(&r->head_seen, head, __ATOMIC_RELAXED);
         }
+        /* seq_cst: the claim comes before the wake-flag load (handshake). */
+        if (__atomic_compare_exchange_n(&r->ring_tail, &pos, pos + 1, true, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED))
+            break;
     }
+    tw__cell *c = &r->ring[pos & (TW__RING_SIZE - 1)];
     /* Wake before publishing: the loop cannot run the call before it is
      * published, so the poster is done with the reactor by then (the call
      * may be what lets the application destroy it). A loop that wakes early
@@ -245,6 +256,14 @@ int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg)
     return rc;
 }
 
+bool tw__posted_ready(const tw_reactor *r)
+{
+    const tw__cell *c = &r->ring[r->ring_head & (TW__RING_SIZE - 1)];
+    /* relaxed: a hint; ring_run's acquire load is what reads the call. */
+    return __atomic_load_n(&c->seq, __ATOMIC_RELAXED) == r->ring_head + 1 ||
+           __atomic_load_n(&r->ovf, __ATOMIC_RELAXED) != 0;
+}
+
 bool tw__posted_pending(const tw_reactor *r)
 {
     uint64_t tail = __atomic_load_n(&r->ring_tail, __ATOMIC_SEQ_CST) & ~RING_CLOSED;
@@ -273,10 +292,10 @@ static void ring_run(tw_reactor *r, uint64_t end, bool wait)
         }
         tw_call_fn fn = c->fn;
         void *arg = c->arg;
-        /* release: our reads of the cell before a poster reuses it. */
-        __atomic_store_n(&c->seq, r->ring_head + TW__RING_SIZE, __ATOMIC_RELEASE);
-        /* relaxed: only a progress hint for posters waiting on a full ring. */
-        __atomic_store_n(&r->ring_head, r->ring_head + 1, __ATOMIC_RELAXED);
+        /* release: our reads of the cell before a poster reuses it (its
+         * acquire load in ring_push). The loop never writes a cell, so a
+         * poster filling the next cells keeps their lines to itself. */
+        __atomic_store_n(&r->ring_head, r->ring_head + 1, __ATOMIC_RELEASE);
         fn(arg);
     }
 }

@@ -124,12 +124,15 @@ struct tw_reactor {
      * TW__POST_CLOSED once the reactor has shut down. atomic. */
     tw_call *posted;
     int wake_rfd, wake_wfd;
-    struct tw__cell *ring; /* TW__RING_SIZE cells */
+    struct tw__cell *ring; /* TW__RING_SIZE cells, from a cache line's start in ring_mem */
+    void *ring_mem;
     /* Each on its own cache line: what posters write (the tail), what the
      * loop writes per call (the head) or per iteration (the wake flag), and
      * what posters only read (ovf, rarely written), so that neither side
      * invalidates the other's lines on every call. */
     _Alignas(64) uint64_t ring_tail; /* atomic: next slot to claim; RING_CLOSED bit when closed */
+    uint64_t head_seen; /* atomic, posters': a recent ring_head, so that a claim
+                         * reads the loop's line only when the ring looks full */
     _Alignas(64) uint32_t ovf;       /* atomic: calls on the overflow stack not yet run */
     _Alignas(64) uint32_t wake_pending; /* atomic: a wake-up is written and not yet consumed */
     _Alignas(64) uint64_t ring_head;    /* the loop's: next cell to run */
@@ -212,15 +215,19 @@ void tw__io_destroy(tw_reactor *r);
 #define TW__RING_SIZE 4096  /* a power of two */
 #define TW__POST_BUDGET 4096 /* ring calls one iteration runs at most */
 typedef struct tw__cell {
-    uint64_t seq; /* atomic: Vyukov's sequence number */
+    uint64_t seq; /* atomic: the slot's position + 1 once its call is published */
     tw_call_fn fn;
     void *arg;
-} tw__cell;
+} __attribute__((aligned(32))) tw__cell; /* two a cache line, never straddling one */
 int tw__post_init(tw_reactor *r);
 void tw__post_destroy(tw_reactor *r);
 /* Runs the calls posted before now, in order; returns whether any ran. */
 bool tw__posted_run(tw_reactor *r);
 bool tw__posted_pending(const tw_reactor *r);
+/* A call the loop can run now: the next ring cell published, or calls on the
+ * stack. Reads neither the tail nor anything posters write per call but the
+ * cell itself; a call claimed and not yet published does not count. */
+bool tw__posted_ready(const tw_reactor *r);
 /* Runs every posted call until none is left, then refuses new ones. */
 void tw__posted_close(tw_reactor *r);
 /* Clears the coalescing flag before the loop decides how long to sleep. */
