@@ -20,7 +20,10 @@
 
 #include <twine/reactor.h>
 
+#include "reactor/reactor.h" /* TW__RING_SIZE */
+
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +232,85 @@ static void test_call_from_thread_fifo_per_thread(void **state)
         assert_int_equal(c->bad_rc[t], 0);
         assert_int_equal(c->next[t], FIFO_CALLS);
     }
+    assert_rc(tw_reactor_destroy(c->r), 0);
+    free(c);
+}
+
+/* The ring filled before the loop runs (the rest of that thread's calls go
+ * on the overflow stack), then laps of it posted while the loop runs: every
+ * call runs once, in the one thread's order, whichever way each went. */
+#define LAP_PRE (TW__RING_SIZE + 100)
+#define LAP_ALL (LAP_PRE + 3 * TW__RING_SIZE + 7)
+
+typedef struct lap_ctx {
+    tw_reactor *r;
+    int next, ran, out_of_order, wrong_thread, bad_rc;
+    int seqs[LAP_ALL];
+    pthread_t th;
+} lap_ctx;
+
+static lap_ctx *lap_of(int *seq)
+{
+    return (lap_ctx *)((char *)(seq - *seq) - offsetof(lap_ctx, seqs));
+}
+
+static void lap_call(void *arg)
+{
+    int *seq = arg;
+    lap_ctx *c = lap_of(seq);
+    c->ran++;
+    if (*seq != c->next)
+        c->out_of_order++;
+    c->next = *seq + 1;
+    if (!on_loop())
+        c->wrong_thread++;
+    if (*seq == LAP_ALL - 1)
+        tw_reactor_stop(c->r);
+}
+
+static void lap_post(lap_ctx *c, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        if (tw_reactor_call_from_thread(c->r, lap_call, &c->seqs[i]) != 0)
+            c->bad_rc++;
+}
+
+static void *lap_pre(void *arg)
+{
+    lap_post(arg, 0, LAP_PRE);
+    return NULL;
+}
+
+static void *lap_rest(void *arg)
+{
+    lap_post(arg, LAP_PRE, LAP_ALL);
+    return NULL;
+}
+
+static void lap_start(void *arg)
+{
+    lap_ctx *c = arg;
+    c->th = tw_test_start(lap_rest, c);
+}
+
+static void test_call_from_thread_ring_full_then_laps(void **state)
+{
+    (void)state;
+    lap_ctx *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    for (int i = 0; i < LAP_ALL; i++)
+        c->seqs[i] = i;
+    c->r = new_reactor();
+    tw_test_arm_watchdog(c->r, WATCHDOG);
+    tw_test_join(tw_test_start(lap_pre, c)); /* nothing runs yet: the ring fills */
+    assert_int_equal(c->ran, 0);
+    assert_rc(tw_reactor_call_when_running(c->r, lap_start, c), 0);
+    run_loop(c->r);
+    tw_test_join(c->th);
+    assert_int_equal(c->bad_rc, 0);
+    assert_int_equal(c->ran, LAP_ALL);
+    assert_int_equal(c->out_of_order, 0);
+    assert_int_equal(c->wrong_thread, 0);
     assert_rc(tw_reactor_destroy(c->r), 0);
     free(c);
 }
@@ -1856,6 +1938,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_call_from_thread_runs_on_loop),
         T(test_call_from_thread_fifo_per_thread),
+        T(test_call_from_thread_ring_full_then_laps),
         T(test_post_caller_nodes_freed_in_fn),
         T(test_post_node_reused),
         T(test_post_before_run_runs),
