@@ -204,6 +204,18 @@ for s in $suites; do
             fi
             echo
             ;;
+        async)
+            echo "== C: twine coroutines vs swapcontext, twine callbacks =="
+            "$build/bench/twine_bench_async" --csv "$tmp/async-c.csv" "$@"
+            echo
+            if [ -n "$twisted_python" ]; then
+                echo "== Python: Twisted inlineCallbacks ($twisted_python) =="
+                "$twisted_python" "$here/py_async.py" --csv "$tmp/async-py.csv" "$@"
+            else
+                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+            fi
+            echo
+            ;;
         http)
             echo "== C: twine HTTP client vs libcurl multi on libuv =="
             "$build/bench/twine_bench_http" --csv "$tmp/http-c.csv" "$@"
@@ -223,6 +235,10 @@ for s in $suites; do
                 "$build/bench/twine_bench_net" --csv "$tmp/net-c.csv" "$@"
             fi
             echo
+            ;;
+        *)
+            echo "run.sh: suite '$s' is listed but has no runner here" >&2
+            exit 1
             ;;
     esac
 done
