@@ -134,8 +134,7 @@ static void test_wake_other_process(void **state)
     tw_deferred_unref(wb);
     assert_rc(tw_redis_sem_release(b, pb, NULL), 0);
     assert_rc(tw_redis_sem_release(a, p2, NULL), 0);
-    iterate_for(r, 0.05);
-    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{two}"), 0);
+    rt_until_gone(r, "twine:sem:{two}", 10);
     assert_rc(tw_redis_sem_destroy(a), 0);
     assert_rc(tw_redis_sem_destroy(b), 0);
     rt_close(r, ca);
@@ -343,8 +342,7 @@ static void test_release_from_watcher(void **state)
     tw_deferred_unref(lost);
     tw_deferred_unref(lost2);
     assert_int_equal(tw_redis_sem_held(s), 0);
-    iterate_for(r, 0.05);
-    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{twice}"), 0);
+    rt_until_gone(r, "twine:sem:{twice}", 10);
     assert_rc(tw_redis_sem_destroy(s), 0);
     rt_close(r, c);
     rt_reactor_free(r);
