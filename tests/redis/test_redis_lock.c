@@ -304,7 +304,7 @@ static void test_run(void **state)
     double deadline = tw_test_now() + 10;
     while (tw_test_redis_int(&rt_server, "GET inside") != 2 && tw_test_now() < deadline)
         assert_rc(tw_reactor_iterate(r, 0.01), 0);
-    iterate_for(r, 0.05);
+    rt_until_gone(r, "twine:lock:{run}", 10); /* released when the section's reply came */
     assert_false(tw_redis_lock_held(l));
     assert_rc(tw_redis_lock_destroy(l), 0);
     rt_close(r, c);
@@ -350,8 +350,7 @@ static void test_handoff_by_pubsub(void **state)
     assert_int_equal(st.handoffs, 1);
     assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:lock:{handoff}:queue"), 0);
     assert_rc(tw_redis_lock_release(b, NULL), 0);
-    iterate_for(r, 0.05);
-    assert_false(key_exists("twine:lock:{handoff}"));
+    rt_until_gone(r, "twine:lock:{handoff}", 10);
     assert_rc(tw_redis_lock_destroy(a), 0);
     assert_rc(tw_redis_lock_destroy(b), 0);
     rt_close(r, ca);
@@ -597,11 +596,7 @@ static void test_release_watcher_acquires(void **state)
     assert_int_equal(log.order[0], 1);
     assert_int_equal(log.order[1], 2);
     assert_true(log.token[0] == t0 + 1 && log.token[1] == t0 + 2);
-    double deadline = tw_test_now() + 5;
-    while (key_exists("twine:lock:{watch}") && tw_test_now() < deadline)
-        assert_rc(tw_reactor_iterate(r, 0.01), 0);
-    iterate_for(r, 0.1);
-    assert_false(key_exists("twine:lock:{watch}"));
+    rt_until_gone(r, "twine:lock:{watch}", 5);
     assert_false(key_exists("twine:lock:{watch}:queue"));
     assert_int_equal(tw_test_redis_int(&rt_server, "GET twine:lock:{watch}:fence"),
                      (long long)(t0 + 2));
@@ -663,8 +658,7 @@ static void test_close_from_handoff(void **state)
     }
     tw_deferred_unref(o.closed);
     assert_int_equal(o.granted, 1);
-    iterate_for(r, 0.05);
-    assert_false(key_exists("twine:lock:{bye}"));
+    rt_until_gone(r, "twine:lock:{bye}", 10);
     assert_rc(tw_redis_lock_destroy(a), 0);
     rt_close(r, ca);
     rt_reactor_free(r);
@@ -1157,8 +1151,7 @@ static void test_holder_killed(void **state)
     tw_redis_reply *rep = rt_cmd(r, c, "GET guarded");
     assert_string_equal(rep->str, "child");
     tw_redis_reply_free(rep);
-    iterate_for(r, 0.05);
-    assert_false(key_exists("twine:lock:{killed}"));
+    rt_until_gone(r, "twine:lock:{killed}", 10);
     assert_rc(tw_redis_lock_destroy(l), 0);
     assert_rc(tw_redis_lock_destroy(l2), 0);
     rt_close(r, c);

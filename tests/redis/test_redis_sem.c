@@ -7,9 +7,9 @@
  * at release, a lost permit, a watcher releasing the permit again from its
  * callback (refused), an acquire meeting a server still loading its data,
  * a release lost with its connection sent again,
- * run() on success and failure, the limit never
- * exceeded under contention from several connections (exact counts), and
- * bad input.
+ * run() on success and failure, the limit reached (sections held inside
+ * until the test lets them go) and never exceeded under contention from
+ * several connections (exact counts), and bad input.
  */
 #include "util.h"
 
@@ -134,8 +134,7 @@ static void test_wake_other_process(void **state)
     tw_deferred_unref(wb);
     assert_rc(tw_redis_sem_release(b, pb, NULL), 0);
     assert_rc(tw_redis_sem_release(a, p2, NULL), 0);
-    iterate_for(r, 0.05);
-    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{two}"), 0);
+    rt_until_gone(r, "twine:sem:{two}", 10);
     assert_rc(tw_redis_sem_destroy(a), 0);
     assert_rc(tw_redis_sem_destroy(b), 0);
     rt_close(r, ca);
@@ -343,8 +342,7 @@ static void test_release_from_watcher(void **state)
     tw_deferred_unref(lost);
     tw_deferred_unref(lost2);
     assert_int_equal(tw_redis_sem_held(s), 0);
-    iterate_for(r, 0.05);
-    assert_int_equal(tw_test_redis_int(&rt_server, "EXISTS twine:sem:{twice}"), 0);
+    rt_until_gone(r, "twine:sem:{twice}", 10);
     assert_rc(tw_redis_sem_destroy(s), 0);
     rt_close(r, c);
     rt_reactor_free(r);
@@ -413,35 +411,65 @@ static void test_release_lost_in_flight(void **state)
 
 /* ---- run, and the limit under contention ------------------------------------------ */
 
+enum { K = 4, LIMIT = 2 };
+
+/* What the sections of every connection share. While `gated`, a section
+ * that enters waits for the test to open its gate (a Deferred) before its
+ * INCR: the test so holds LIMIT sections inside at once, which the timing
+ * of the replies alone does not promise (one connection's sections never
+ * overlap: its next grant is read after the INCR reply that ends the
+ * section before it). */
+typedef struct arena {
+    int inside, max_inside, done, failed;
+    bool gated;
+    int ngate;
+    tw_deferred *gate[LIMIT];
+} arena;
+
 typedef struct section {
     tw_redis *c;
-    int *inside, *max_inside, *done, *failed;
+    arena *a;
 } section;
 
 static tw_result leave_section(tw_result r, void *arg)
 {
     section *s = arg;
-    (*s->inside)--;
+    s->a->inside--;
     return r;
 }
 
-static tw_result enter_section(void *arg)
+static tw_result incr_section(tw_result r, void *arg)
 {
     section *s = arg;
-    if (++*s->inside > *s->max_inside)
-        *s->max_inside = *s->inside;
+    tw_result_drop(r);
     tw_deferred *d;
     assert_rc(tw_redis_command(s->c, &d, "INCR sections"), 0);
     tw_deferred_add_both(d, leave_section, s);
     return tw_result_deferred(d);
 }
 
+static tw_result enter_section(void *arg)
+{
+    section *s = arg;
+    arena *a = s->a;
+    if (++a->inside > a->max_inside)
+        a->max_inside = a->inside;
+    if (a->gated && a->ngate < LIMIT) {
+        tw_deferred *g;
+        assert_rc(tw_deferred_create(&g, NULL, NULL), 0);
+        assert_rc(tw_deferred_add_callback(g, incr_section, s), 0);
+        a->gate[a->ngate++] = tw_deferred_ref(g);
+        return tw_result_deferred(g);
+    }
+    return incr_section(tw_result_none(), s);
+}
+
 static tw_result count_done(tw_result r, void *arg)
 {
     section *s = arg;
     if (tw_result_is_failure(r))
-        (*s->failed)++;
-    (*s->done)++;
+        s->a->failed++;
+    s->a->done++;
     tw_result_drop(r);
     return tw_result_none();
 }
@@ -450,16 +478,15 @@ static void test_limit_under_contention(void **state)
 {
     (void)state;
     tw_reactor *r = rt_reactor(false);
-    enum { K = 4, LIMIT = 2 };
     int n = (int)tw_test_scaled(100, 20);
-    int inside = 0, max_inside = 0, done = 0, failed = 0;
+    arena a = {.gated = true};
     tw_redis *c[K];
     tw_redis_sem *s[K];
     section sec[K];
     for (int k = 0; k < K; k++) {
         c[k] = rt_connect(r);
         assert_rc(tw_redis_sem_create(c[k], "limit", LIMIT, 30.0, &s[k]), 0);
-        sec[k] = (section){c[k], &inside, &max_inside, &done, &failed};
+        sec[k] = (section){c[k], &a};
     }
     for (int i = 0; i < n; i++)
         for (int k = 0; k < K; k++) {
@@ -468,21 +495,43 @@ static void test_limit_under_contention(void **state)
             tw_deferred_add_both(d, count_done, &sec[k]);
             tw_deferred_unref(d);
         }
-    double deadline = tw_test_now() + 60;
-    while (done < K * n) {
+    /* LIMIT sections held inside: every other run waits, none is granted */
+    double deadline = tw_test_now() + 20;
+    while (a.ngate < LIMIT) {
         if (tw_test_now() > deadline)
-            fail_msg("%d of %d sections done", done, K * n);
+            fail_msg("%d of %d sections inside after 20 s", a.ngate, LIMIT);
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+    size_t held = 0, waiting = 0;
+    for (int k = 0; k < K; k++) {
+        held += tw_redis_sem_held(s[k]);
+        waiting += tw_redis_sem_waiting(s[k]);
+    }
+    assert_int_equal(a.inside, LIMIT);
+    assert_int_equal(held, LIMIT);
+    assert_int_equal(waiting, (size_t)(K * n - LIMIT));
+    assert_int_equal(tw_test_redis_int(&rt_server, "ZCARD twine:sem:{limit}"), LIMIT);
+    a.gated = false;
+    for (int i = 0; i < a.ngate; i++) {
+        assert_rc(tw_deferred_callback(a.gate[i], tw_result_none()), 0);
+        tw_deferred_unref(a.gate[i]);
+    }
+    deadline = tw_test_now() + 60;
+    while (a.done < K * n) {
+        if (tw_test_now() > deadline)
+            fail_msg("%d of %d sections done", a.done, K * n);
         assert_rc(tw_reactor_iterate(r, 0.05), 0);
         /* never more than LIMIT permits in the set */
-        if (done % 50 == 0)
+        if (a.done % 50 == 0)
             assert_true(tw_test_redis_int(&rt_server, "ZCARD twine:sem:{limit}") <= LIMIT);
     }
-    assert_int_equal(failed, 0);
+    assert_int_equal(a.failed, 0);
     assert_int_equal(tw_test_redis_int(&rt_server, "GET sections"), K * n);
-    assert_int_equal(max_inside, LIMIT);
-    iterate_for(r, 0.05);
+    assert_int_equal(a.max_inside, LIMIT);
+    assert_int_equal(a.inside, 0);
     for (int k = 0; k < K; k++) {
         assert_int_equal(tw_redis_sem_held(s[k]), 0);
+        assert_int_equal(tw_redis_sem_waiting(s[k]), 0);
         assert_rc(tw_redis_sem_destroy(s[k]), 0);
         rt_close(r, c[k]);
     }

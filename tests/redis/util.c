@@ -176,6 +176,16 @@ void rt_until(tw_reactor *r, const bool *flag, double limit)
     }
 }
 
+void rt_until_gone(tw_reactor *r, const char *key, double limit)
+{
+    double deadline = tw_test_now() + limit;
+    while (tw_test_redis_int(&rt_server, "EXISTS %s", key) != 0) {
+        if (tw_test_now() > deadline)
+            fail_msg("%s still exists after %g s", key, limit);
+        assert_rc(tw_reactor_iterate(r, 0.01), 0);
+    }
+}
+
 typedef struct waiter {
     bool done;
     tw_result r;

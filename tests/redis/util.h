@@ -52,6 +52,9 @@ void rt_close(tw_reactor *r, tw_redis *c);
 
 /* Iterates r until *flag is true; fails after `limit` seconds of real time. */
 void rt_until(tw_reactor *r, const bool *flag, double limit);
+/* Iterates r until `key` no longer exists on rt_server (a release sent
+ * has been run); fails after `limit` seconds of real time. */
+void rt_until_gone(tw_reactor *r, const char *key, double limit);
 /* Iterates r until d fires; returns its result (the caller owns it) and
  * gives back the caller's reference to d. Fails after 20 s. */
 tw_result rt_wait(tw_reactor *r, tw_deferred *d);
