@@ -169,16 +169,14 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
         return TW_ENOMEM;
     }
     d->refs = 2; /* the caller's and the coroutine's */
+    /* Only what is read before it is written: the await site and the
+     * failure's site are set by the await that makes them meaningful,
+     * next_done by finish(). */
     co->out = d;
     co->waiting_on = NULL;
     co->slot = tw_result_none();
     co->cancel_pending = false;
-    co->await_file = NULL;
-    co->await_line = 0;
     co->last_fail = NULL;
-    co->fail_file = NULL;
-    co->fail_line = 0;
-    co->next_done = NULL;
     *out = d;
     co->state = TW__CO_RUNNING;
     tw__co_start(co);

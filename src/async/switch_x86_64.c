@@ -30,9 +30,6 @@
 
 #ifdef TW__SWITCH_X86_64
 
-void tw__ctx_begin(void); /* where a new context starts; never called */
-void tw__ctx_ret(void);   /* T; never called */
-
 __asm__(".text\n\t"
         ".p2align 4\n\t"
         ".globl tw__ctx_resume_first_asm\n\t"
@@ -105,22 +102,5 @@ __asm__(".text\n\t"
         "jmpq *16(%rsp)\n\t"
         ".cfi_endproc\n\t"
         ".size tw__ctx_begin, .-tw__ctx_begin\n\t");
-
-void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
-                  struct tw__co *co)
-{
-    void **sp = (void **)((char *)lo + size) - 5; /* 8 mod 16 */
-
-    sp[0] = (void *)tw__ctx_ret;
-    sp[1] = NULL;
-    sp[2] = (void *)fn;
-    sp[3] = arg;
-    sp[4] = co;
-    ctx->sp = sp;
-    ctx->pc = (void *)tw__ctx_begin;
-    ctx->fp = NULL; /* the end of the frame chain */
-    /* No floating-point modes: tw__ctx_resume_first leaves it those of the
-     * resumer. */
-}
 
 #endif
