@@ -208,6 +208,9 @@ TW_API int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await
 TW_API tw_result tw__await_end(void);
 TW_API int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__await *a);
 TW_API tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r);
+/* A guard's release of a tw_dlock * or a tw_dsem *. */
+TW_API int tw__await_release_dlock(void *l);
+TW_API int tw__await_release_dsem(void *s);
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(__CET__) &&  \
     !defined(__APX_F__) && !defined(TW_ASYNC_UCONTEXT)
@@ -287,6 +290,15 @@ static inline __attribute__((always_inline)) tw__guard tw__await_guard_inline(vo
         r = tw__await_end();
     } else {
         r = a.r;
+    }
+    /* A grant is none (taken at once) or the primitive, a value without a
+     * drop; anything else (a failure: cancelled, abandoned) is
+     * tw__await_guard_end's to report. */
+    if (__builtin_expect(r.drop == NULL, 1)) {
+        tw__guard g = {p, sem ? tw__await_release_dsem : tw__await_release_dlock, 1};
+        if (rc)
+            *rc = 0;
+        return g;
     }
     return tw__await_guard_end(p, sem, rc, r);
 }

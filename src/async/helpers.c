@@ -242,12 +242,12 @@ tw_result tw_await_any_at(tw_deferred *const *ds, size_t n, size_t *index, const
 
 /* ---- guards --------------------------------------------------------------------- */
 
-static int release_dlock(void *l)
+int tw__await_release_dlock(void *l)
 {
     return tw_dlock_release(l);
 }
 
-static int release_dsem(void *s)
+int tw__await_release_dsem(void *s)
 {
     return tw_dsem_release(s);
 }
@@ -296,7 +296,7 @@ int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__awai
 
 tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r)
 {
-    return enter(r, p, sem ? release_dsem : release_dlock, rc);
+    return enter(r, p, sem ? tw__await_release_dsem : tw__await_release_dlock, rc);
 }
 
 /* For compilers without the inline switch. */
