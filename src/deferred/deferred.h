@@ -111,7 +111,13 @@ bool tw__deferred_take(tw_deferred *d, tw_result *out);
 /* Makes room for n more entries; TW_ENOMEM leaves d unchanged. */
 int tw__deferred_reserve(tw_deferred *d, uint32_t n);
 /* Appends an entry; room must have been reserved. Does not run the chain. */
-void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind);
+static inline void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind)
+{
+    struct tw__entry *e = &d->ent[d->head + d->count++];
+    e->fn = fn;
+    e->arg = arg;
+    e->kind = kind;
+}
 /* Runs d's chain if it can run (fired, not paused, not waiting, not already
  * being run by a loop further up the stack). */
 void tw__deferred_run(tw_deferred *d);
