@@ -115,12 +115,12 @@ _Static_assert(offsetof(tw__ctx, sp) == 0 && offsetof(tw__ctx, pc) == 8 &&
                    offsetof(tw__ctx, fpucw) == 28,
                "the layout TW__SWITCH_ASM_X86_64 reads and writes");
 
-/* switch_x86_64.c: where a new context starts, and T (both never called). */
-void tw__ctx_begin(void);
+/* switch_x86_64.c: T (never called). */
 void tw__ctx_ret(void);
 
 /* A new context's first frame, from its rsp up (switch_x86_64.c says why):
- * T, 0, fn, arg, co. No floating-point modes: tw__ctx_resume_first leaves it
+ * T, 0, fn, arg, co; tw__ctx_resume_first enters fn from there, so pc and
+ * fp are not read. No floating-point modes: tw__ctx_resume_first leaves it
  * those of its first resumer. */
 static inline __attribute__((always_inline)) void tw__ctx_make(tw__ctx *ctx, void *lo,
                                                                size_t size,
@@ -135,8 +135,6 @@ static inline __attribute__((always_inline)) void tw__ctx_make(tw__ctx *ctx, voi
     sp[3] = arg;
     sp[4] = co;
     ctx->sp = sp;
-    ctx->pc = (void *)tw__ctx_begin;
-    ctx->fp = NULL; /* the end of the frame chain */
 }
 
 /* The call skips the red zone of the function it is inlined in. */
