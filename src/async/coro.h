@@ -63,7 +63,8 @@ struct tw__co {
                                 NULL once delivered by a cancel */
     tw_deferred *waiting_on; /* while SUSPENDED: the Deferred awaited (weak: it
                                 lives until our callback on it has run) */
-    tw_result slot;          /* a result handed in at an await */
+    tw_result *dest;         /* while AWAITING or SUSPENDED: where on_result puts
+                                the await's result (in the awaiting frame) */
     uint8_t state;
     bool cancel_pending;     /* cancelled while running: cancel the next await */
     const char *await_file;  /* the current (or last) await */

@@ -303,10 +303,8 @@ tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r)
 static tw__guard guard(void *p, int sem, int *rc, const char *file, int line)
 {
     tw__await a;
-    if (tw__await_guard_begin(p, sem, file, line, &a)) {
-        tw__ctx_suspend(a.from, a.to);
-        a.r = tw__await_end();
-    }
+    if (tw__await_guard_begin(p, sem, file, line, &a))
+        tw__ctx_suspend(a.from, a.to); /* resumed with the result in a.r */
     return tw__await_guard_end(p, sem, rc, a.r);
 }
 
