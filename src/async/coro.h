@@ -45,7 +45,8 @@ struct tw__co {
     tw_result_fn body;
     void *body_arg;
     tw_result result;    /* what body returned, once finished */
-    uint32_t thread;     /* tw__self() of its creator, the only thread it runs on */
+    uint32_t thread;     /* TW_DEBUG builds: tw__self() of its creator, the only
+                            thread it runs on */
     bool finished;       /* body returned */
     const char *file;    /* where it was started */
     int line;
@@ -113,7 +114,9 @@ static inline __attribute__((always_inline)) tw__co *tw__co_new(tw_result_fn bod
         return NULL;
     co->body = body;
     co->body_arg = arg;
-    co->thread = tw__self();
+#ifdef TW_DEBUG
+    co->thread = tw__self(); /* read only by the wrong-thread report */
+#endif
     co->finished = false;
     co->file = file;
     co->line = line;
