@@ -193,21 +193,24 @@ TW_API void tw_async_stats_get(tw_async_stats *out);
  * function: tw__await_begin does everything before it (and returns 0 with
  * the result when there is no switch to make, or when the library switches
  * itself: sanitizer builds, the ucontext and aarch64 switches), the
- * coroutine's function switches from a->from to a->to, and tw__await_end
- * takes the result it was resumed with. Anywhere else tw_await is
+ * coroutine's function switches from a->from to a->to, and is resumed with
+ * the result in a->r (the callback that resumes it writes it there, into
+ * the suspended frame). Anywhere else tw_await is
  * tw_await_at. TW__SWITCH_ASM_X86_64 is the library's x86-64 switch
  * (src/async/switch.h): it saves rsp, where to continue, rbp, MXCSR and the
  * x87 control word in *from, declares the other callee-saved registers
  * clobbered (the compiler keeps what it needs of them in the frame), and
  * continues *to, with no push and no call. */
 typedef struct tw__await {
-    tw_result r;     /* when tw__await_begin returns 0 */
+    tw_result r;     /* the result: when tw__await_begin returns 0, or once resumed */
     void *from, *to; /* when it returns 1: the contexts to switch between */
 } tw__await;
 TW_API int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a);
-TW_API tw_result tw__await_end(void);
 TW_API int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__await *a);
 TW_API tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r);
+/* A guard's release of a tw_dlock * or a tw_dsem *. */
+TW_API int tw__await_release_dlock(void *l);
+TW_API int tw__await_release_dsem(void *s);
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(__CET__) &&  \
     !defined(__APX_F__) && !defined(TW_ASYNC_UCONTEXT)
@@ -260,10 +263,8 @@ static inline __attribute__((always_inline)) tw_result tw__await_inline(tw_defer
                                                                          int line)
 {
     tw__await a;
-    if (tw__await_begin(d, file, line, &a)) {
-        TW__SWITCH_ASM_X86_64(a.from, a.to);
-        return tw__await_end();
-    }
+    if (tw__await_begin(d, file, line, &a))
+        TW__SWITCH_ASM_X86_64(a.from, a.to); /* resumed with the result in a.r */
     return a.r;
 }
 static inline __attribute__((always_inline)) tw_result tw__await_call_inline(int rc,
@@ -282,11 +283,17 @@ static inline __attribute__((always_inline)) tw__guard tw__await_guard_inline(vo
 {
     tw__await a;
     tw_result r;
-    if (tw__await_guard_begin(p, sem, file, line, &a)) {
-        TW__SWITCH_ASM_X86_64(a.from, a.to);
-        r = tw__await_end();
-    } else {
-        r = a.r;
+    if (tw__await_guard_begin(p, sem, file, line, &a))
+        TW__SWITCH_ASM_X86_64(a.from, a.to); /* resumed with the result in a.r */
+    r = a.r;
+    /* A grant is none (taken at once) or the primitive, a value without a
+     * drop; anything else (a failure: cancelled, abandoned) is
+     * tw__await_guard_end's to report. */
+    if (__builtin_expect(r.drop == NULL, 1)) {
+        tw__guard g = {p, sem ? tw__await_release_dsem : tw__await_release_dlock, 1};
+        if (rc)
+            *rc = 0;
+        return g;
     }
     return tw__await_guard_end(p, sem, rc, r);
 }

@@ -169,16 +169,13 @@ int tw_async_at(tw_result_fn fn, void *arg, tw_deferred **out, const char *file,
         return TW_ENOMEM;
     }
     d->refs = 2; /* the caller's and the coroutine's */
+    /* Only what is read before it is written: the await site, the failure's
+     * site and dest are set by the await that makes them meaningful,
+     * next_done by finish(). */
     co->out = d;
     co->waiting_on = NULL;
-    co->slot = tw_result_none();
     co->cancel_pending = false;
-    co->await_file = NULL;
-    co->await_line = 0;
     co->last_fail = NULL;
-    co->fail_file = NULL;
-    co->fail_line = 0;
-    co->next_done = NULL;
     *out = d;
     co->state = TW__CO_RUNNING;
     tw__co_start(co);
@@ -203,9 +200,23 @@ void tw_async_stats_get(tw_async_stats *out)
 
 /* ---- awaiting ------------------------------------------------------------- */
 
+/* The result an await returns: a failure is kept, with the await's site,
+ * for the trace (traced). */
+static inline tw_result got(tw__co *co, tw_result r)
+{
+    if (__builtin_expect(tw_result_is_failure(r), 0)) {
+        if (co->last_fail)
+            tw_failure_unref(co->last_fail);
+        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
+        co->fail_file = co->await_file;
+        co->fail_line = co->await_line;
+    }
+    return r;
+}
+
 /* On the Deferred awaited: hands its result to the coroutine, which owns it
- * now (d goes on with none), and resumes it unless it is still inside
- * tw_await. Runs on the stack that fired d. */
+ * now (d goes on with none), straight into the awaiting frame, and resumes
+ * it unless it is still inside tw_await. Runs on the stack that fired d. */
 static tw_result on_result(tw_result r, void *arg)
 {
     tw__co *co = arg;
@@ -222,34 +233,12 @@ static tw_result on_result(tw_result r, void *arg)
     }
 #endif
     co->waiting_on = NULL;
-    co->slot = r;
+    *co->dest = got(co, r);
     if (co->state == TW__CO_AWAITING)
         co->state = TW__CO_RUNNING; /* tw_await takes it: no switch */
     else
         run(co);
     return tw_result_none();
-}
-
-/* The result an await returns: a failure is kept, with the await's site,
- * for the trace (traced). */
-static inline tw_result got(tw__co *co, tw_result r)
-{
-    if (__builtin_expect(tw_result_is_failure(r), 0)) {
-        if (co->last_fail)
-            tw_failure_unref(co->last_fail);
-        co->last_fail = tw_failure_ref(tw_result_as_failure(r));
-        co->fail_file = co->await_file;
-        co->fail_line = co->await_line;
-    }
-    return r;
-}
-
-/* The result on_result handed over. */
-static inline tw_result take_slot(tw__co *co)
-{
-    tw_result r = co->slot;
-    co->slot = tw_result_none();
-    return got(co, r);
 }
 
 /* An await up to the point where it would wait: 1 with *cop set when d has
@@ -295,10 +284,12 @@ static inline int start_await(tw_deferred *d, const char *file, int line, tw__co
 /* Puts one entry on d (which has no result ready) and drops the caller's
  * reference: true when co must now switch out until d fires, false when the
  * entry ran at once (d ran its chain, or was abandoned) or could not be
- * added, with the await's result in *r. */
+ * added. Either way the await's result arrives in *r: at once, or when d
+ * fires (on_result writes it there while the coroutine is switched out). */
 static bool park(tw__co *co, tw_deferred *d, tw_result *r)
 {
     co->state = TW__CO_AWAITING;
+    co->dest = r;
     if (d->head + d->count >= d->cap && tw__deferred_reserve(d, 1) != 0) {
         co->state = TW__CO_RUNNING;
         tw_deferred_unref(d);
@@ -315,10 +306,8 @@ static bool park(tw__co *co, tw_deferred *d, tw_result *r)
         co->cancel_pending = false;
         tw_deferred_cancel(d);
     }
-    if (co->state != TW__CO_AWAITING) {
-        *r = take_slot(co);
-        return false;
-    }
+    if (co->state != TW__CO_AWAITING)
+        return false; /* on_result has run: *r is set */
     co->waiting_on = d;
     co->state = TW__CO_SUSPENDED; /* until on_result, which sets RUNNING and resumes */
     return true;
@@ -328,10 +317,9 @@ static bool park(tw__co *co, tw_deferred *d, tw_result *r)
 static __attribute__((noinline)) tw_result wait_for(tw__co *co, tw_deferred *d)
 {
     tw_result r;
-    if (!park(co, d, &r))
-        return r;
-    tw__co_suspend(co);
-    return take_slot(co);
+    if (park(co, d, &r))
+        tw__co_suspend(co);
+    return r;
 }
 
 tw_result tw_await_at(tw_deferred *d, const char *file, int line)
@@ -363,11 +351,6 @@ int tw__await_begin(tw_deferred *d, const char *file, int line, tw__await *a)
     return 0;
 }
 #endif
-
-tw_result tw__await_end(void)
-{
-    return take_slot(tw__co_current);
-}
 
 /* ---- cancelling ------------------------------------------------------------ */
 

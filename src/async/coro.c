@@ -30,8 +30,7 @@ void tw__co_returned(tw__co *co, void *ptr, tw_drop_fn drop)
 }
 
 #ifdef TW__ASAN
-/* The first code on a new stack tells ASan which stack it came from. */
-static tw_result begin(void *p)
+tw_result tw__co_asan_begin(void *p)
 {
     tw__co *co = p;
     tw__asan_finish(NULL, &co->from_lo, &co->from_size);
@@ -39,44 +38,9 @@ static tw_result begin(void *p)
 }
 #endif
 
-tw__co *tw__co_new(tw_result_fn body, void *arg, const char *file, int line)
-{
-    tw__co *co = tw__stack_take();
-
-    if (!co)
-        return NULL;
-    co->parent = NULL;
-    co->body = body;
-    co->body_arg = arg;
-    co->thread = tw__self();
-    co->finished = false;
-    co->file = file;
-    co->line = line;
-    co->asan_fake = NULL;
-    co->from_lo = NULL;
-    co->from_size = 0;
-    co->tsan_fiber = tw__tsan_create();
-    co->tsan_resumer = NULL;
-#ifdef TW__ASAN
-    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), begin, co, co);
-#else
-    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), body, arg, co);
-#endif
-    tw__co_live++;
-    return co;
-}
-
 bool tw__co_finished(const tw__co *co)
 {
     return co->finished;
-}
-
-void tw__co_free(tw__co *co)
-{
-    if (!co->finished)
-        tw__co_live--; /* never ran */
-    tw__tsan_destroy(co->tsan_fiber);
-    tw__stack_give(co);
 }
 
 const char *tw__co_switch_name(void)

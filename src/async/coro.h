@@ -45,7 +45,8 @@ struct tw__co {
     tw_result_fn body;
     void *body_arg;
     tw_result result;    /* what body returned, once finished */
-    uint32_t thread;     /* tw__self() of its creator, the only thread it runs on */
+    uint32_t thread;     /* TW_DEBUG builds: tw__self() of its creator, the only
+                            thread it runs on */
     bool finished;       /* body returned */
     const char *file;    /* where it was started */
     int line;
@@ -63,7 +64,8 @@ struct tw__co {
                                 NULL once delivered by a cancel */
     tw_deferred *waiting_on; /* while SUSPENDED: the Deferred awaited (weak: it
                                 lives until our callback on it has run) */
-    tw_result slot;          /* a result handed in at an await */
+    tw_result *dest;         /* while AWAITING or SUSPENDED: where on_result puts
+                                the await's result (in the awaiting frame) */
     uint8_t state;
     bool cancel_pending;     /* cancelled while running: cancel the next await */
     const char *await_file;  /* the current (or last) await */
@@ -88,6 +90,57 @@ static inline char *tw__co_stack_lo(const tw__co *co)
 static inline size_t tw__co_stack_size(const tw__co *co)
 {
     return (size_t)(((uintptr_t)co & ~(uintptr_t)15) - (uintptr_t)tw__co_stack_lo(co));
+}
+
+/* ---- making and freeing (the stack functions are below) ---- */
+static inline tw__co *tw__stack_take(void);
+static inline void tw__stack_give(tw__co *co);
+#ifdef TW__ASAN
+/* coro.c: the first code on a new stack tells ASan which stack it came from,
+ * then runs the body. */
+tw_result tw__co_asan_begin(void *co);
+#endif
+
+/* A coroutine that will run body(arg) when first resumed (tw__co_start).
+ * file:line names it in reports (a stack overflow). NULL when no stack can
+ * be had. parent and tsan_resumer are set by each resume; the ASan fields
+ * by each switch. */
+static inline __attribute__((always_inline)) tw__co *tw__co_new(tw_result_fn body, void *arg,
+                                                                const char *file, int line)
+{
+    tw__co *co = tw__stack_take();
+
+    if (!co)
+        return NULL;
+    co->body = body;
+    co->body_arg = arg;
+#ifdef TW_DEBUG
+    co->thread = tw__self(); /* read only by the wrong-thread report */
+#endif
+    co->finished = false;
+    co->file = file;
+    co->line = line;
+#ifdef TW__ASAN
+    co->asan_fake = NULL;
+    co->from_lo = NULL;
+    co->from_size = 0;
+    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), tw__co_asan_begin, co, co);
+#else
+    tw__ctx_make(&co->ctx, tw__co_stack_lo(co), tw__co_stack_size(co), body, arg, co);
+#endif
+    co->tsan_fiber = tw__tsan_create();
+    tw__co_live++;
+    return co;
+}
+
+/* Frees a coroutine that has finished or never ran: its stack goes back to
+ * the thread's cache. */
+static inline __attribute__((always_inline)) void tw__co_free(tw__co *co)
+{
+    if (!co->finished)
+        tw__co_live--; /* never ran */
+    tw__tsan_destroy(co->tsan_fiber);
+    tw__stack_give(co);
 }
 
 /* ---- resume and suspend --------------------------------------------------
@@ -135,14 +188,66 @@ static inline __attribute__((always_inline)) void tw__co_suspend(tw__co *co)
 }
 
 /* ---- stack.c ---- */
+#define TW__GUARD (16 * 1024)   /* bytes of PROT_NONE below each stack */
+#define TW__STACK_CACHE 64      /* freed stacks a thread keeps */
+
+/* Bytes of stack (tw_async_stack_size), relaxed: read once per stack taken
+ * or given back. */
+extern size_t tw__stack_setting;
+
+/* The calling thread's freed stacks. A cached stack's block keeps st. */
+struct tw__stacks {
+    tw__stack *cache; /* all of the size current when cached */
+    size_t cached;
+    void *alt;        /* the alternate signal stack stack.c installed */
+    bool ready;       /* handler installed, alt stack checked, exit hook armed */
+};
+extern _Thread_local struct tw__stacks tw__stacks __attribute__((tls_model("initial-exec")));
+
+/* The size of a whole mapping (guard included) under the current setting. */
+static inline size_t tw__stack_want(void)
+{
+    return __atomic_load_n(&tw__stack_setting, __ATOMIC_RELAXED) + TW__GUARD;
+}
+
+/* The out-of-line halves of the two below: mapping, unmapping, the thread's
+ * first stack, stacks cached under an older size setting. */
+tw__co *tw__stack_take_slow(void);
+void tw__stack_give_slow(tw__co *co);
+
 /* A stack of the current size with its block (only st is set), from the
  * calling thread's cache or newly mapped; NULL when it cannot be mapped.
  * The first call of a thread also prepares the overflow report (the SIGSEGV
- * handler, once per process, and an alternate signal stack for the thread). */
-tw__co *tw__stack_take(void);
-/* Back to the calling thread's cache (or unmapped when the cache is full or
- * the size setting has changed). */
-void tw__stack_give(tw__co *co);
+ * handler, once per process, and an alternate signal stack for the thread).
+ * A non-empty cache implies that preparation was made: stacks are cached
+ * only once it has been. */
+static inline tw__co *tw__stack_take(void)
+{
+    tw__stack *s = tw__stacks.cache;
+    if (__builtin_expect(s != NULL && s->size == tw__stack_want(), 1)) {
+        tw__stacks.cache = s->next;
+        tw__stacks.cached--;
+        tw__co *co = (tw__co *)s; /* st is the block's first member */
+        tw__asan_unpoison(tw__co_stack_lo(co), tw__co_stack_size(co));
+        return co;
+    }
+    return tw__stack_take_slow();
+}
+/* Back to the calling thread's cache (or unmapped when the cache is full,
+ * the size setting has changed, or the thread is exiting). */
+static inline void tw__stack_give(tw__co *co)
+{
+    tw__stack *s = &co->st;
+    if (__builtin_expect(tw__stacks.cached < TW__STACK_CACHE && s->size == tw__stack_want() &&
+                             tw__stacks.ready,
+                         1)) {
+        s->next = tw__stacks.cache;
+        tw__stacks.cache = s;
+        tw__stacks.cached++;
+        return;
+    }
+    tw__stack_give_slow(co);
+}
 /* Stacks in the calling thread's cache; stacks mapped in the process. */
 size_t tw__stack_cached(void);
 size_t tw__stack_mapped(void);

@@ -242,12 +242,12 @@ tw_result tw_await_any_at(tw_deferred *const *ds, size_t n, size_t *index, const
 
 /* ---- guards --------------------------------------------------------------------- */
 
-static int release_dlock(void *l)
+int tw__await_release_dlock(void *l)
 {
     return tw_dlock_release(l);
 }
 
-static int release_dsem(void *s)
+int tw__await_release_dsem(void *s)
 {
     return tw_dsem_release(s);
 }
@@ -296,17 +296,15 @@ int tw__await_guard_begin(void *p, int sem, const char *file, int line, tw__awai
 
 tw__guard tw__await_guard_end(void *p, int sem, int *rc, tw_result r)
 {
-    return enter(r, p, sem ? release_dsem : release_dlock, rc);
+    return enter(r, p, sem ? tw__await_release_dsem : tw__await_release_dlock, rc);
 }
 
 /* For compilers without the inline switch. */
 static tw__guard guard(void *p, int sem, int *rc, const char *file, int line)
 {
     tw__await a;
-    if (tw__await_guard_begin(p, sem, file, line, &a)) {
-        tw__ctx_suspend(a.from, a.to);
-        a.r = tw__await_end();
-    }
+    if (tw__await_guard_begin(p, sem, file, line, &a))
+        tw__ctx_suspend(a.from, a.to); /* resumed with the result in a.r */
     return tw__await_guard_end(p, sem, rc, a.r);
 }
 

@@ -33,8 +33,6 @@
 #include "async/coro.h"
 #include "async/sanitize.h"
 
-#define TW__GUARD (16 * 1024)
-#define TW__STACK_CACHE 64
 #define TW__STACK_MIN (16 * 1024)
 #define TW__STACK_MAX ((size_t)1 << 30)
 #define TW__ALT_STACK (64 * 1024)
@@ -46,15 +44,11 @@
 #define TW__STACK_DEFAULT (64 * 1024)
 #endif
 
-static size_t stack_setting = TW__STACK_DEFAULT; /* relaxed: read once per new stack */
-static size_t mapped;                            /* process-wide count, relaxed */
+size_t tw__stack_setting = TW__STACK_DEFAULT; /* relaxed: read once per stack taken */
+static size_t mapped;                        /* process-wide count, relaxed */
 
-static _Thread_local struct {
-    tw__stack *cache; /* freed stacks, all of the size current when cached */
-    size_t cached;
-    void *alt;        /* the alternate signal stack this file installed */
-    bool ready;       /* handler installed, alt stack checked, exit hook armed */
-} me __attribute__((tls_model("initial-exec")));
+_Thread_local struct tw__stacks tw__stacks __attribute__((tls_model("initial-exec")));
+#define me tw__stacks
 
 static size_t page_size(void)
 {
@@ -74,13 +68,13 @@ int tw_async_set_stack_size(size_t bytes)
     if (bytes < TW__STACK_MIN || bytes > TW__STACK_MAX)
         return TW_EINVAL;
     bytes = (bytes + page - 1) & ~(page - 1);
-    __atomic_store_n(&stack_setting, bytes, __ATOMIC_RELAXED);
+    __atomic_store_n(&tw__stack_setting, bytes, __ATOMIC_RELAXED);
     return 0;
 }
 
 size_t tw_async_stack_size(void)
 {
-    return __atomic_load_n(&stack_setting, __ATOMIC_RELAXED);
+    return __atomic_load_n(&tw__stack_setting, __ATOMIC_RELAXED);
 }
 
 size_t tw__stack_cached(void)
@@ -259,9 +253,9 @@ static tw__co *map_stack(size_t bytes)
     return co;
 }
 
-tw__co *tw__stack_take(void)
+tw__co *tw__stack_take_slow(void)
 {
-    size_t size = tw_async_stack_size() + TW__GUARD;
+    size_t size = tw__stack_want();
     tw__co *co = NULL;
 
     if (__builtin_expect(!me.ready, 0))
@@ -286,15 +280,7 @@ tw__co *tw__stack_take(void)
     return co;
 }
 
-void tw__stack_give(tw__co *co)
+void tw__stack_give_slow(tw__co *co)
 {
-    tw__stack *s = &co->st;
-    if (me.cached >= TW__STACK_CACHE || s->size != tw_async_stack_size() + TW__GUARD ||
-        !me.ready) {
-        unmap(s);
-        return;
-    }
-    s->next = me.cache;
-    me.cache = s;
-    me.cached++;
+    unmap(&co->st);
 }

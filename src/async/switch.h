@@ -73,9 +73,12 @@ __attribute__((noreturn)) void tw__co_returned(struct tw__co *co, void *ptr, tw_
 
 /* Prepares *ctx so that the first switch to it (tw__ctx_resume_first) calls
  * fn(arg) on the stack [lo, lo + size) (lo and size 16-byte aligned); when
- * fn returns, tw__co_returned(co, its result) runs there. */
+ * fn returns, tw__co_returned(co, its result) runs there. Inline for x86-64
+ * (below). */
+#ifndef TW__SWITCH_X86_64
 void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
                   struct tw__co *co);
+#endif
 
 /* The four switches, always in this pattern: a resumer calls
  * tw__ctx_resume(from, to), which returns when the context `to` switches
@@ -111,6 +114,28 @@ _Static_assert(offsetof(tw__ctx, sp) == 0 && offsetof(tw__ctx, pc) == 8 &&
                    offsetof(tw__ctx, fp) == 16 && offsetof(tw__ctx, mxcsr) == 24 &&
                    offsetof(tw__ctx, fpucw) == 28,
                "the layout TW__SWITCH_ASM_X86_64 reads and writes");
+
+/* switch_x86_64.c: T (never called). */
+void tw__ctx_ret(void);
+
+/* A new context's first frame, from its rsp up (switch_x86_64.c says why):
+ * T, 0, fn, arg, co; tw__ctx_resume_first enters fn from there, so pc and
+ * fp are not read. No floating-point modes: tw__ctx_resume_first leaves it
+ * those of its first resumer. */
+static inline __attribute__((always_inline)) void tw__ctx_make(tw__ctx *ctx, void *lo,
+                                                               size_t size,
+                                                               tw_result (*fn)(void *),
+                                                               void *arg, struct tw__co *co)
+{
+    void **sp = (void **)((char *)lo + size) - 5; /* 8 mod 16 */
+
+    sp[0] = (void *)tw__ctx_ret;
+    sp[1] = NULL;
+    sp[2] = (void *)fn;
+    sp[3] = arg;
+    sp[4] = co;
+    ctx->sp = sp;
+}
 
 /* The call skips the red zone of the function it is inlined in. */
 #define TW__CTX_CALL(target)                                                               \

@@ -18,20 +18,21 @@
  *                     first, and what the return-stack predictor holds
  *     caller's return back into tw__ctx_resume's caller
  *
- * A context made by tw__ctx_make starts in tw__ctx_begin with this frame,
- * from rsp up, so that its function is entered as if called from T:
+ * A context made by tw__ctx_make has this frame, from rsp up, so that its
+ * function is entered as if called from T:
  *
  *     T, 0, fn, arg, co
  *
  * The 0 is how T tells a returning function (the word above its return
  * address is that 0) from the resumer (the word is its caller's return
- * address). */
+ * address); backtraces stop there too. The first switch to it
+ * (tw__ctx_resume_first_asm) jumps straight to fn: a jump of its own, apart
+ * from the resume's jump to where a context suspended, whose target changes
+ * with every await site and would be mispredicted all the more for a first
+ * entry in the mix. */
 #include "async/switch.h"
 
 #ifdef TW__SWITCH_X86_64
-
-void tw__ctx_begin(void); /* where a new context starts; never called */
-void tw__ctx_ret(void);   /* T; never called */
 
 __asm__(".text\n\t"
         ".p2align 4\n\t"
@@ -75,11 +76,17 @@ __asm__(".text\n\t"
         "testl %eax, %eax\n\t"
         "jz 2f\n\t"
         "ldmxcsr 24(%rsi)\n\t"
-        "fldcw 28(%rsi)\n"
-        "2:\n\t"
+        "fldcw 28(%rsi)\n\t"
         "movq 16(%rsi), %rbp\n\t"
         "movq 0(%rsi), %rsp\n\t" /* from here on, the other stack */
         "jmpq *8(%rsi)\n"
+        "2:\n\t"
+        /* A new context: fn(arg) with rsp at T (8 mod 16, as after a call),
+         * rbp 0 (the end of the frame chain). */
+        "movq 0(%rsi), %rsp\n\t"
+        "xorl %ebp, %ebp\n\t"
+        "movq 24(%rsp), %rdi\n\t"
+        "jmpq *16(%rsp)\n"
         "4:\n\t"
         "ret\n\t" /* suspended back to us: to T, the predicted return */
         /* The context ended (tw__ctx_exit): its function's return took T
@@ -91,36 +98,6 @@ __asm__(".text\n\t"
         ".cfi_adjust_cfa_offset -8\n\t"
         "ret\n\t"
         ".cfi_endproc\n\t"
-        ".size tw__ctx_resume_first_asm, .-tw__ctx_resume_first_asm\n\t"
-        /* A new context: its function is entered with rsp at T (8 mod 16,
-         * as after a call). Backtraces stop at the 0 above T. */
-        ".p2align 4\n\t"
-        ".globl tw__ctx_begin\n\t"
-        ".hidden tw__ctx_begin\n\t"
-        ".type tw__ctx_begin, @function\n"
-        "tw__ctx_begin:\n\t"
-        ".cfi_startproc\n\t"
-        ".cfi_undefined rip\n\t"
-        "movq 24(%rsp), %rdi\n\t"
-        "jmpq *16(%rsp)\n\t"
-        ".cfi_endproc\n\t"
-        ".size tw__ctx_begin, .-tw__ctx_begin\n\t");
-
-void tw__ctx_make(tw__ctx *ctx, void *lo, size_t size, tw_result (*fn)(void *), void *arg,
-                  struct tw__co *co)
-{
-    void **sp = (void **)((char *)lo + size) - 5; /* 8 mod 16 */
-
-    sp[0] = (void *)tw__ctx_ret;
-    sp[1] = NULL;
-    sp[2] = (void *)fn;
-    sp[3] = arg;
-    sp[4] = co;
-    ctx->sp = sp;
-    ctx->pc = (void *)tw__ctx_begin;
-    ctx->fp = NULL; /* the end of the frame chain */
-    /* No floating-point modes: tw__ctx_resume_first leaves it those of the
-     * resumer. */
-}
+        ".size tw__ctx_resume_first_asm, .-tw__ctx_resume_first_asm\n\t");
 
 #endif

@@ -161,14 +161,6 @@ int tw__deferred_reserve(tw_deferred *d, uint32_t n)
     return 0;
 }
 
-void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind)
-{
-    struct tw__entry *e = &d->ent[d->head + d->count++];
-    e->fn = fn;
-    e->arg = arg;
-    e->kind = kind;
-}
-
 /* ---- the run loop ---------------------------------------------------------- */
 
 /* Pops cur (the top of a loop's stack) and returns the new top. */

@@ -111,7 +111,13 @@ bool tw__deferred_take(tw_deferred *d, tw_result *out);
 /* Makes room for n more entries; TW_ENOMEM leaves d unchanged. */
 int tw__deferred_reserve(tw_deferred *d, uint32_t n);
 /* Appends an entry; room must have been reserved. Does not run the chain. */
-void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind);
+static inline void tw__deferred_push(tw_deferred *d, tw__fnptr fn, void *arg, uint32_t kind)
+{
+    struct tw__entry *e = &d->ent[d->head + d->count++];
+    e->fn = fn;
+    e->arg = arg;
+    e->kind = kind;
+}
 /* Runs d's chain if it can run (fired, not paused, not waiting, not already
  * being run by a loop further up the stack). */
 void tw__deferred_run(tw_deferred *d);
@@ -156,12 +162,34 @@ void tw__failure_set_index(tw_failure *f, size_t index);
 
 /* prim.c: the E_RUN entry. r is the granted value (the primitive). */
 tw_result tw__prim_run(tw_result r, tw_result_fn fn, void *arg);
-/* prim.c: takes the lock, or a token of the semaphore, if acquire would
- * grant it at once, without the already-fired Deferred acquire makes for
- * that; false when the caller would have to wait, and for what acquire
- * refuses (NULL, the wrong kind). */
+/* Takes a grant of p if acquire would grant it at once: one is free and
+ * nobody waits (a grant returned inside a hand-off is not taken ahead of
+ * the queue). */
+static inline bool tw__dprim_take_now(tw__dprim *p)
+{
+    if (p->held < (p->limit ? p->limit : 1) && !p->head) {
+        p->held++;
+        return true;
+    }
+    return false;
+}
+/* Takes the lock, or a token of the semaphore, if acquire would grant it at
+ * once, without the already-fired Deferred acquire makes for that; false
+ * when the caller would have to wait, and for what acquire refuses (NULL,
+ * the wrong kind). In prim.c for TW_DEBUG builds, which check the thread. */
+#ifdef TW_DEBUG
 bool tw__dlock_try_acquire(tw_dlock *l);
 bool tw__dsem_try_acquire(tw_dsem *s);
+#else
+static inline bool tw__dlock_try_acquire(tw_dlock *l)
+{
+    return l && l->p.limit <= 1 && tw__dprim_take_now(&l->p);
+}
+static inline bool tw__dsem_try_acquire(tw_dsem *s)
+{
+    return s && s->p.limit != 0 && tw__dprim_take_now(&s->p);
+}
+#endif
 
 /* ---- waiter lists (prim.c, dqueue.c) -------------------------------------
  * Intrusive FIFO through wprev/wnext; the list holds one reference to each

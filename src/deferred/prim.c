@@ -56,15 +56,13 @@ static void cancel_waiter(tw_deferred *d, void *arg)
     tw_deferred_unref(d); /* the list's reference; the canceller's caller holds one */
 }
 
+#ifdef TW_DEBUG
 static bool try_acquire(tw__dprim *p, const char *function)
 {
     check_thread(p, function);
-    if (p->held < lim(p) && !p->head) {
-        p->held++;
-        return true;
-    }
-    return false;
+    return tw__dprim_take_now(p);
 }
+#endif
 
 static int acquire(tw__dprim *p, tw_deferred **out)
 {
@@ -231,10 +229,12 @@ int tw_dlock_run_full(tw_dlock *l, tw_result_fn fn, void *arg, tw_drop_fn drop,
     return run(&l->p, fn, arg, drop, out);
 }
 
+#ifdef TW_DEBUG
 bool tw__dlock_try_acquire(tw_dlock *l)
 {
     return l && l->p.limit <= 1 && try_acquire(&l->p, "tw_dlock_acquire");
 }
+#endif
 
 bool tw_dlock_locked(const tw_dlock *l)
 {
@@ -267,10 +267,12 @@ int tw_dsem_acquire(tw_dsem *s, tw_deferred **out)
     return acquire(&s->p, out);
 }
 
+#ifdef TW_DEBUG
 bool tw__dsem_try_acquire(tw_dsem *s)
 {
     return s && s->p.limit != 0 && try_acquire(&s->p, "tw_dsem_acquire");
 }
+#endif
 
 int tw_dsem_release(tw_dsem *s)
 {
