@@ -139,6 +139,23 @@ publish() {
     echo
 }
 
+# A suite of a C program and a Twisted script: name, the C side's title, the
+# Python side's, the script; the rest goes to both.
+c_and_twisted() {
+    local name=$1 ctitle=$2 pytitle=$3 script=$4
+    shift 4
+    echo "== C: $ctitle =="
+    "$build/bench/twine_bench_$name" --csv "$tmp/$name-c.csv" "$@"
+    echo
+    if [ -n "$twisted_python" ]; then
+        echo "== Python: $pytitle ($twisted_python) =="
+        "$twisted_python" "$here/$script" --csv "$tmp/$name-py.csv" "$@"
+    else
+        echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
+    fi
+    echo
+}
+
 for s in $suites; do
     case $s in
         sync)
@@ -150,28 +167,10 @@ for s in $suites; do
             echo
             ;;
         pool)
-            echo "== C: twine pool vs libuv, GLib =="
-            "$build/bench/twine_bench_pool" --csv "$tmp/pool-c.csv" "$@"
-            echo
-            if [ -n "$twisted_python" ]; then
-                echo "== Python: Twisted ThreadPool, deferToThread ($twisted_python) =="
-                "$twisted_python" "$here/py_pool.py" --csv "$tmp/pool-py.csv" "$@"
-            else
-                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
-            fi
-            echo
+            c_and_twisted pool "twine pool vs libuv, GLib" "Twisted ThreadPool, deferToThread" py_pool.py "$@"
             ;;
         deferred)
-            echo "== C: twine Deferred, DeferredLock =="
-            "$build/bench/twine_bench_deferred" --csv "$tmp/deferred-c.csv" "$@"
-            echo
-            if [ -n "$twisted_python" ]; then
-                echo "== Python: Twisted Deferred, DeferredLock ($twisted_python) =="
-                "$twisted_python" "$here/py_deferred.py" --csv "$tmp/deferred-py.csv" "$@"
-            else
-                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
-            fi
-            echo
+            c_and_twisted deferred "twine Deferred, DeferredLock" "Twisted Deferred, DeferredLock" py_deferred.py "$@"
             ;;
         redis)
             echo "== C: twine Redis layer vs hiredis, redis-benchmark =="
@@ -193,28 +192,10 @@ for s in $suites; do
             echo
             ;;
         reactor)
-            echo "== C: twine reactor vs libuv, GLib =="
-            "$build/bench/twine_bench_reactor" --csv "$tmp/reactor-c.csv" "$@"
-            echo
-            if [ -n "$twisted_python" ]; then
-                echo "== Python: Twisted callFromThread, deferToThread ($twisted_python) =="
-                "$twisted_python" "$here/py_reactor.py" --csv "$tmp/reactor-py.csv" "$@"
-            else
-                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
-            fi
-            echo
+            c_and_twisted reactor "twine reactor vs libuv, GLib" "Twisted callFromThread, deferToThread" py_reactor.py "$@"
             ;;
         async)
-            echo "== C: twine coroutines vs swapcontext, twine callbacks =="
-            "$build/bench/twine_bench_async" --csv "$tmp/async-c.csv" "$@"
-            echo
-            if [ -n "$twisted_python" ]; then
-                echo "== Python: Twisted inlineCallbacks ($twisted_python) =="
-                "$twisted_python" "$here/py_async.py" --csv "$tmp/async-py.csv" "$@"
-            else
-                echo "== Python: no interpreter here has Twisted (python3-twisted); Twisted rows skipped =="
-            fi
-            echo
+            c_and_twisted async "twine coroutines vs swapcontext, twine callbacks" "Twisted inlineCallbacks" py_async.py "$@"
             ;;
         http)
             echo "== C: twine HTTP client vs libcurl multi on libuv =="
