@@ -11,18 +11,8 @@
 
 #include "base/alloc.h"
 
-struct cached {
-    struct cached *next;
-};
-
-/* initial-exec, as the library's other hot thread-locals: every Deferred's
- * allocation and free reads these, and the default model costs a
- * __tls_get_addr call in a shared library. */
-static _Thread_local struct slot {
-    struct cached *head;
-    uint32_t n;
-    uint32_t size;
-} slots[TW__CACHE_SLOTS] __attribute__((tls_model("initial-exec")));
+_Thread_local struct tw__cache_slot tw__cache_slots[TW__CACHE_SLOTS]
+    __attribute__((tls_model("initial-exec")));
 static _Thread_local bool armed __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t exit_key;
@@ -31,23 +21,23 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static void flush_mine(void)
 {
     for (int i = 0; i < TW__CACHE_SLOTS; i++) {
-        struct slot *s = &slots[i];
+        struct tw__cache_slot *s = &tw__cache_slots[i];
         while (s->head) {
-            struct cached *b = s->head;
+            struct tw__cache_block *b = s->head;
             s->head = b->next;
             tw__free(b, s->size);
         }
-        s->n = 0;
+        s->room = armed ? s->max : 0;
     }
 }
 
 static void on_thread_exit(void *unused)
 {
     (void)unused;
-    flush_mine();
     /* A later destructor may still free a Deferred: it re-arms the key,
      * which runs this again (up to PTHREAD_DESTRUCTOR_ITERATIONS). */
     armed = false;
+    flush_mine(); /* room 0: nothing is cached until then */
 }
 
 static void make_key(void)
@@ -61,37 +51,23 @@ void tw__caches_flush(void)
     flush_mine();
 }
 
-void tw__cache_free(const tw__block_cache *c, void *p)
+void tw__cache_free_slow(const tw__block_cache *c, void *p)
 {
-    struct slot *s = &slots[c->slot];
-    if (s->n >= c->max) {
-        tw__free(p, c->size);
-        return;
-    }
+    struct tw__cache_slot *s = &tw__cache_slots[c->slot];
+    /* Room is 0 when the list is full, or when the exit hook is not armed:
+     * without it the blocks would outlive the thread. */
     if (!armed) {
-        /* Without the exit hook the blocks would outlive the thread: cache nothing. */
         pthread_once(&key_once, make_key);
-        if (exit_key == (pthread_key_t)-1 || pthread_setspecific(exit_key, &armed) != 0) {
-            tw__free(p, c->size);
-            return;
+        if (exit_key != (pthread_key_t)-1 && pthread_setspecific(exit_key, &armed) == 0) {
+            armed = true;
+            s->max = c->max;
+            s->size = c->size;
+            s->room = c->max; /* the list is empty: flushed when the hook last ran */
+            if (s->room) {
+                tw__cache_free(c, p);
+                return;
+            }
         }
-        armed = true;
     }
-    struct cached *b = p;
-    b->next = s->head;
-    s->head = b;
-    s->size = (uint32_t)c->size;
-    s->n++;
-}
-
-void *tw__cache_alloc(const tw__block_cache *c)
-{
-    struct slot *s = &slots[c->slot];
-    struct cached *b = s->head;
-    if (b) {
-        s->head = b->next;
-        s->n--;
-        return b;
-    }
-    return tw__alloc(c->size);
+    tw__free(p, c->size);
 }
