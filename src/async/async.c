@@ -271,7 +271,14 @@ static inline int start_await(tw_deferred *d, const char *file, int line, tw__co
     co->await_file = file;
     co->await_line = line;
     if (tw__deferred_finished(d)) { /* ready: taken as it is, d goes on with none */
-        *r = d->result;
+        /* Field by field: a Deferred fired just before (most often) has its
+         * result written by two 8-byte stores, which a 16-byte load of the
+         * pair (the compiler's choice for a struct copy) cannot be forwarded
+         * from; the stall was most of an await of a ready Deferred. The
+         * barrier keeps the two loads apart. */
+        r->ptr = d->result.ptr;
+        __asm__ volatile("" ::: "memory");
+        r->drop = d->result.drop;
         d->result = tw_result_none();
         unref(d);
         *r = got(co, *r);
