@@ -1244,99 +1244,54 @@ void tw_redis_lock_stats_get(const tw_redis_lock *l, tw_redis_lock_stats *out)
 
 /* ---- run ----------------------------------------------------------------------- */
 
-typedef struct run_ctx {
-    tw_redis_lock *l;
-    tw_result_fn fn;
-    void *arg;
-    tw_result result; /* fn's, while the release is on its way */
-    uint64_t lease;   /* the grant fn ran under */
-    bool lost;
-} run_ctx;
-
-static tw_result run_released(tw_result r, void *arg)
+static const char *run_name(void *l)
 {
-    run_ctx *ctx = arg;
-    tw_result res = ctx->result;
-    tw_redis_lock *l = ctx->l;
-    bool lost = ctx->lost || (tw_result_is_failure(r) &&
-                                tw_failure_check(tw_result_as_failure(r), TW_ELEASE));
-    if (lost && !tw_result_is_failure(res)) {
-        tw_result_drop(res);
-        res = tw_result_fail(TW_ELEASE,
-                             "redis lock \"%s\": the lease was lost while the critical section "
-                             "ran; its result was dropped",
-                             l->name);
-    }
-    /* A release that failed otherwise (connection lost) leaves the lock to
-     * expire: the section's own result stands. */
-    tw_result_drop(r);
-    lock_unref(l);
-    TW__DELETE(ctx);
-    return res;
+    return ((tw_redis_lock *)l)->name;
 }
 
-static tw_result run_finish(tw_result r, void *arg)
+static int run_acquire(void *l, tw_deferred **out)
 {
-    run_ctx *ctx = arg;
-    tw_redis_lock *l = ctx->l;
-    tw_deferred *rd = NULL;
-    ctx->result = r;
+    return tw_redis_lock_acquire(l, out);
+}
+
+static uint64_t run_granted(void *l, tw_result r)
+{
+    tw_result_drop(r); /* the lock's address */
+    return ((tw_redis_lock *)l)->lease;
+}
+
+static bool run_release(void *p, uint64_t lease, bool *lost, tw_deferred **rd)
+{
+    tw_redis_lock *l = p;
     /* fn may have released it itself (and it may be held again since, by
      * another turn): then there is nothing to release or wait for */
-    if (l->dead || l->state != L_HELD || l->lease != ctx->lease)
-        return run_released(tw_result_none(), ctx);
-    ctx->lost = l->lost;
-    if (tw_redis_lock_release(l, &rd) != 0)
-        return run_released(tw_result_none(), ctx);
-    tw_deferred_add_both(rd, run_released, ctx);
-    return tw_result_deferred(rd);
+    if (l->dead || l->state != L_HELD || l->lease != lease)
+        return false;
+    *lost = l->lost;
+    return tw_redis_lock_release(l, rd) == 0;
 }
 
-static tw_result run_granted(tw_result r, void *arg)
+static void run_ref(void *l)
 {
-    run_ctx *ctx = arg;
-    tw_result_drop(r); /* the lock's address */
-    ctx->lease = ctx->l->lease;
-    tw_result res = ctx->fn(ctx->arg);
-    if (tw_result_is_deferred(res)) {
-        tw_deferred_add_both(res.ptr, run_finish, ctx);
-        return res;
-    }
-    return run_finish(res, ctx);
+    ((tw_redis_lock *)l)->refs++;
 }
 
-static tw_result run_not_granted(tw_result r, void *arg)
+static void run_unref(void *l)
 {
-    run_ctx *ctx = arg;
-    lock_unref(ctx->l);
-    TW__DELETE(ctx);
-    return r;
+    lock_unref(l);
 }
+
+static const tw__redis_run_ops run_ops = {
+    "redis lock \"%s\": the lease was lost while the critical section ran; its result was "
+    "dropped",
+    run_name, run_acquire, run_granted, run_release, run_ref, run_unref};
 
 int tw_redis_lock_run(tw_redis_lock *l, tw_result_fn fn, void *arg, tw_deferred **out)
 {
     if (!l || !fn || l->dead)
         return TW_EINVAL;
     CHECK(l, "tw_redis_lock_run");
-    run_ctx *ctx = TW__NEW(run_ctx);
-    if (!ctx)
-        return TW_ENOMEM;
-    ctx->l = l;
-    ctx->fn = fn;
-    ctx->arg = arg;
-    tw_deferred *d;
-    int rc = tw_redis_lock_acquire(l, &d);
-    if (rc) {
-        TW__DELETE(ctx);
-        return rc;
-    }
-    l->refs++;
-    tw_deferred_add_callbacks(d, run_granted, ctx, run_not_granted, ctx);
-    if (out)
-        *out = d;
-    else
-        tw_deferred_unref(d);
-    return 0;
+    return tw__redis_run(&run_ops, l, fn, arg, out);
 }
 
 /* ---- fencing ----------------------------------------------------------------------- */

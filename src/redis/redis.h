@@ -1,5 +1,5 @@
 /* Internal: the Redis layer's connection, scripts and pub/sub, shared by its
- * modules (conn.c, reply.c, script.c, pubsub.c, lock.c, sem.c, queue.c,
+ * modules (conn.c, reply.c, script.c, pubsub.c, run.c, lock.c, sem.c, queue.c,
  * worker.c). */
 #ifndef TW_REDIS_INTERNAL_H
 #define TW_REDIS_INTERNAL_H
@@ -189,5 +189,29 @@ int tw__redis_subscribe(tw_redis *c, const char *channel, tw__message_fn fn, voi
 void tw__redis_unsubscribe(tw__sub *s);
 /* Closes the subscriber connection of c (when c closes). */
 void tw__redis_pubsub_close(tw_redis *c);
+
+/* ---- run under a grant (run.c) -----------------------------------------------
+ * tw_redis_lock_run and tw_redis_sem_run: acquire, call fn, release on every
+ * way out; a grant lost while fn ran turns fn's value into TW_ELEASE. The
+ * primitive (prim) is kept by ref/unref from the acquire to the end. */
+typedef struct tw__redis_run_ops {
+    /* The message of the TW_ELEASE failure, with the primitive's name (%s). */
+    const char *lost_fmt;
+    const char *(*name)(void *prim);
+    int (*acquire)(void *prim, tw_deferred **out);
+    /* What was granted (consumes r, the acquire's value): a token that
+     * release recognises. */
+    uint64_t (*granted)(void *prim, tw_result r);
+    /* fn has returned. True with *rd the release's Deferred when one was
+     * sent; false when there is nothing to release (fn released the grant
+     * itself, the primitive was destroyed) or the release could not be
+     * sent. *lost: the grant was already lost. */
+    bool (*release)(void *prim, uint64_t token, bool *lost, tw_deferred **rd);
+    void (*ref)(void *prim);
+    void (*unref)(void *prim);
+} tw__redis_run_ops;
+/* The caller has checked prim, fn and the thread. */
+int tw__redis_run(const tw__redis_run_ops *ops, void *prim, tw_result_fn fn, void *arg,
+                  tw_deferred **out);
 
 #endif

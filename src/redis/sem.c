@@ -810,90 +810,51 @@ int tw_redis_permit_lost(tw_redis_permit *p, tw_deferred **out)
 
 /* ---- run ------------------------------------------------------------------------ */
 
-typedef struct run_ctx {
-    tw_redis_sem *s;
-    tw_redis_permit *p;
-    tw_result_fn fn;
-    void *arg;
-    tw_result result;
-    bool lost;
-} run_ctx;
-
-static tw_result run_released(tw_result r, void *arg)
+static const char *run_name(void *s)
 {
-    run_ctx *ctx = arg;
-    tw_result res = ctx->result;
-    bool lost = ctx->lost || (tw_result_is_failure(r) &&
-                              tw_failure_check(tw_result_as_failure(r), TW_ELEASE));
-    if (lost && !tw_result_is_failure(res)) {
-        tw_result_drop(res);
-        res = tw_result_fail(TW_ELEASE,
-                             "redis semaphore \"%s\": the permit was lost while the section "
-                             "ran; its result was dropped",
-                             ctx->s->name);
-    }
-    tw_result_drop(r);
-    sem_unref(ctx->s);
-    TW__DELETE(ctx);
-    return res;
+    return ((tw_redis_sem *)s)->name;
 }
 
-static tw_result run_finish(tw_result r, void *arg)
+static int run_acquire(void *s, tw_deferred **out)
 {
-    run_ctx *ctx = arg;
-    tw_deferred *rd = NULL;
-    ctx->result = r;
-    if (ctx->s->dead || !held_permit(ctx->s, ctx->p)) /* fn released it */
-        return run_released(tw_result_none(), ctx);
-    ctx->lost = ctx->p->lost;
-    if (tw_redis_sem_release(ctx->s, ctx->p, &rd) != 0)
-        return run_released(tw_result_none(), ctx);
-    tw_deferred_add_both(rd, run_released, ctx);
-    return tw_result_deferred(rd);
+    return tw_redis_sem_acquire(s, out);
 }
 
-static tw_result run_granted(tw_result r, void *arg)
+static uint64_t run_granted(void *s, tw_result r)
 {
-    run_ctx *ctx = arg;
-    ctx->p = r.ptr;
-    tw_result res = ctx->fn(ctx->arg);
-    if (tw_result_is_deferred(res)) {
-        tw_deferred_add_both(res.ptr, run_finish, ctx);
-        return res;
-    }
-    return run_finish(res, ctx);
+    (void)s;
+    return (uint64_t)(uintptr_t)r.ptr; /* the permit */
 }
 
-static tw_result run_not_granted(tw_result r, void *arg)
+static bool run_release(void *ps, uint64_t token, bool *lost, tw_deferred **rd)
 {
-    run_ctx *ctx = arg;
-    sem_unref(ctx->s);
-    TW__DELETE(ctx);
-    return r;
+    tw_redis_sem *s = ps;
+    tw_redis_permit *p = (tw_redis_permit *)(uintptr_t)token;
+    if (s->dead || !held_permit(s, p)) /* fn released it */
+        return false;
+    *lost = p->lost;
+    return tw_redis_sem_release(s, p, rd) == 0;
 }
+
+static void run_ref(void *s)
+{
+    ((tw_redis_sem *)s)->refs++;
+}
+
+static void run_unref(void *s)
+{
+    sem_unref(s);
+}
+
+static const tw__redis_run_ops run_ops = {
+    "redis semaphore \"%s\": the permit was lost while the section ran; its result was "
+    "dropped",
+    run_name, run_acquire, run_granted, run_release, run_ref, run_unref};
 
 int tw_redis_sem_run(tw_redis_sem *s, tw_result_fn fn, void *arg, tw_deferred **out)
 {
     if (!s || !fn || s->dead)
         return TW_EINVAL;
     CHECK(s, "tw_redis_sem_run");
-    run_ctx *ctx = TW__NEW(run_ctx);
-    if (!ctx)
-        return TW_ENOMEM;
-    ctx->s = s;
-    ctx->fn = fn;
-    ctx->arg = arg;
-    tw_deferred *d;
-    int rc = tw_redis_sem_acquire(s, &d);
-    if (rc) {
-        TW__DELETE(ctx);
-        return rc;
-    }
-    s->refs++;
-    tw_deferred_add_callbacks(d, run_granted, ctx, run_not_granted, ctx);
-    if (out)
-        *out = d;
-    else
-        tw_deferred_unref(d);
-    return 0;
+    return tw__redis_run(&run_ops, s, fn, arg, out);
 }
