@@ -281,24 +281,27 @@ static void finish(tw_reactor *r)
     tw__timers_destroy(r);
 }
 
-/* Something for the next iteration to do without waiting: a posted call, a
- * stop to begin, or a shutdown whose before triggers are all done. */
+/* A stop to begin, or a shutdown whose before triggers are all done. */
+static bool loop_phase_ready(const tw_reactor *r)
+{
+    return (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) ||
+           (r->state == R_BEFORE && r->before_pending == 0);
+}
+
+/* Something for the next iteration to do without waiting: a posted call
+ * (claimed, even if not yet published), or the phase above. */
 static bool loop_has_work(const void *arg)
 {
     const tw_reactor *r = arg;
-    return tw__posted_pending(r) ||
-           (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) ||
-           (r->state == R_BEFORE && r->before_pending == 0);
+    return tw__posted_pending(r) || loop_phase_ready(r);
 }
 
 /* Work the next iteration can run at once, read without touching the lines
  * posters write: a published call (not one still being written), a call on
- * the stack, a stop. */
+ * the stack, or the phase above. */
 static bool loop_has_ready_work(const tw_reactor *r)
 {
-    return tw__posted_ready(r) ||
-           (r->state == R_RUNNING && __atomic_load_n(&r->stop_requested, __ATOMIC_SEQ_CST)) ||
-           (r->state == R_BEFORE && r->before_pending == 0);
+    return tw__posted_ready(r) || loop_phase_ready(r);
 }
 
 /* How long the loop may wait, by watching or in the poller: not past
