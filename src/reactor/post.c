@@ -92,7 +92,12 @@ static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
 {
     /* relaxed: only a starting guess; the CAS below decides. */
     uint64_t pos = __atomic_load_n(&r->ring_tail, __ATOMIC_RELAXED);
-    uint64_t head = __atomic_load_n(&r->head_seen, __ATOMIC_RELAXED);
+    /* acquire: pairs with the release below by the poster that cached it,
+     * which had acquired ring_head itself, so the loop's reads of the cells
+     * before it happen before our reuse of one (a relaxed cache gave a
+     * second poster no such order: ThreadSanitizer's report of a cell written
+     * while the loop read it). */
+    uint64_t head = __atomic_load_n(&r->head_seen, __ATOMIC_ACQUIRE);
     for (;;) {
         if (pos & RING_CLOSED)
             return TW_ESHUTDOWN;
@@ -102,7 +107,7 @@ static int ring_push(tw_reactor *r, tw_call_fn fn, void *arg)
             head = __atomic_load_n(&r->ring_head, __ATOMIC_ACQUIRE);
             if (pos - head >= TW__RING_SIZE)
                 return TW_EFULL; /* the loop has not run the call a lap ago yet */
-            __atomic_store_n(&r->head_seen, head, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->head_seen, head, __ATOMIC_RELEASE);
         }
         /* seq_cst: the claim comes before the wake-flag load (handshake). */
         if (__atomic_compare_exchange_n(&r->ring_tail, &pos, pos + 1, true, __ATOMIC_SEQ_CST,
